@@ -1,0 +1,40 @@
+# Recipes for the investment service. Prerequisite on a fresh machine: `pip install rust-just`.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := ".venv"
+py := venv + "/bin/python"
+
+# List the recipes.
+default:
+    @just --list
+
+# Create the virtualenv and install the project when missing or when pyproject.toml changed.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    stamp="{{venv}}/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+    if [ ! -f "$stamp" ]; then
+        [ -x "{{py}}" ] || python3 -m venv "{{venv}}"
+        "{{py}}" -m pip install --quiet --upgrade pip
+        "{{py}}" -m pip install --quiet -e ".[dev,bench]"
+        rm -f {{venv}}/.installed-*
+        touch "$stamp"
+    fi
+
+# Start the service (embedded PostgreSQL with demo data unless DATABASE_URL is set).
+run: setup
+    {{py}} -m service run
+
+# Apply the migrations to DATABASE_URL.
+migrate: setup
+    {{py}} -m service migrate
+
+# The whole test suite against a real PostgreSQL (TEST_DATABASE_URL, else an embedded one).
+test *args: setup
+    {{py}} -m pytest {{args}}
+
+# Lint, format check and type check.
+check: setup
+    {{venv}}/bin/ruff check service tests
+    {{venv}}/bin/ruff format --check service tests
+    {{venv}}/bin/mypy service

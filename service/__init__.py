@@ -1,0 +1,1 @@
+"""Investment-product REST service: BlackSheep handlers over hand-written SQL through psqlpy."""

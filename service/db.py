@@ -1,0 +1,76 @@
+"""The database gateway: one psqlpy pool per worker, a bounded acquire, named prepared statements."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from psqlpy import ConnectionPool
+from psqlpy.exceptions import Error as PsqlpyError
+
+from service.settings import Settings
+from service.sql import queries
+
+log = logging.getLogger("service.db")
+
+
+class DatabaseUnavailable(Exception):
+    """No connection within the acquire timeout, or the database failed the statement."""
+
+
+def connection_options(settings: Settings) -> str:
+    """Session settings every connection starts with: the display zone and a statement bound."""
+    statement_ms = max(1, int(settings.db_statement_timeout * 1000))
+    return f"-c TimeZone={settings.timezone} -c statement_timeout={statement_ms}"
+
+
+def open_pool(settings: Settings, size: int) -> ConnectionPool:
+    if settings.database_url is None:
+        raise ValueError("DATABASE_URL is not set")
+    return ConnectionPool(
+        dsn=settings.database_url,
+        max_db_pool_size=size,
+        options=connection_options(settings),
+        application_name="investment-service",
+        connect_timeout_sec=max(1, int(settings.db_acquire_timeout + 0.999)),
+        tcp_user_timeout_sec=max(1, int(settings.db_statement_timeout + 1)),
+    )
+
+
+class Database:
+    """Runs the named statements of sql/queries.sql; every failure becomes DatabaseUnavailable."""
+
+    def __init__(self, settings: Settings, pool_size: int) -> None:
+        self.pool = open_pool(settings, pool_size)
+        self._queries = queries()
+        self._acquire_timeout = settings.db_acquire_timeout
+        # A backstop for a database that stops answering altogether; statement_timeout (server
+        # side) normally ends a slow statement first.
+        self._call_timeout = settings.db_statement_timeout + 1.0
+
+    async def rows(self, name: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        try:
+            conn = await asyncio.wait_for(self.pool.connection(), self._acquire_timeout)
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                f"no database connection within {self._acquire_timeout:g}s"
+            ) from None
+        except PsqlpyError as error:
+            log.warning("database connection failed: %s", error)
+            raise DatabaseUnavailable("database connection failed") from error
+        try:
+            result = await asyncio.wait_for(
+                conn.execute(self._queries[name], params, prepared=True), self._call_timeout
+            )
+        except TimeoutError:
+            raise DatabaseUnavailable(f"database did not answer {name}") from None
+        except PsqlpyError as error:
+            log.warning("statement %s failed: %s", name, error)
+            raise DatabaseUnavailable(f"statement {name} failed") from error
+        finally:
+            conn.close()
+        return result.result(as_tuple=True)
+
+    def close(self) -> None:
+        self.pool.close()

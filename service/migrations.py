@@ -1,0 +1,85 @@
+"""Applies sql/migrations once each, under an advisory lock, recording them in schema_migrations."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import psqlpy
+
+from service.sql import Migration, migrations
+
+log = logging.getLogger("service.migrations")
+
+# Any constant works; it only has to be the same for every instance of this service.
+MIGRATION_LOCK = 7_202_104_021
+
+_CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def checksum(migration: Migration) -> str:
+    return hashlib.sha256(migration.text.encode()).hexdigest()
+
+
+async def migrate(
+    database_url: str, timezone: str, pending: list[Migration] | None = None
+) -> list[int]:
+    """Apply what is not applied yet; returns the versions applied by this call.
+
+    Safe when several instances start at once: the advisory lock makes them take turns, and the
+    second finds everything recorded. An applied migration whose file changed is an error. The
+    database's default time zone becomes the display zone, so that a zone-less literal written
+    with psql means the wall-clock time the API shows (SPEC "Time").
+    """
+    wanted = migrations() if pending is None else pending
+    conn = await psqlpy.connect(dsn=database_url, application_name="investment-migrate")
+    applied_now: list[int] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK], prepared=False)
+        try:
+            await conn.execute_batch(_CREATE_TABLE)
+            rows = (await conn.execute("SELECT version, checksum FROM schema_migrations")).result()
+            done = {row["version"]: row["checksum"] for row in rows}
+            for migration in wanted:
+                digest = checksum(migration)
+                if migration.version in done:
+                    if done[migration.version] != digest:
+                        raise MigrationError(
+                            f"migration {migration.version}_{migration.name} was changed after"
+                            " it was applied; add a new migration instead"
+                        )
+                    continue
+                log.info("applying migration %03d_%s", migration.version, migration.name)
+                record = (
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES "
+                    f"({migration.version}, '{migration.name}', '{digest}');"
+                )
+                await conn.execute_batch(f"BEGIN;\n{migration.text}\n;{record}\nCOMMIT;")
+                applied_now.append(migration.version)
+            await conn.execute_batch(
+                "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L',"
+                f" current_database(), {_literal(timezone)}); END $$"
+            )
+        except BaseException:
+            await conn.execute_batch("ROLLBACK")
+            raise
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK], prepared=False)
+    finally:
+        conn.close()
+    return applied_now

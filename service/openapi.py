@@ -1,0 +1,251 @@
+"""The OpenAPI description (BlackSheep's handler): the three APIs, operations, and every error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from blacksheep.server.openapi.common import (
+    ContentInfo,
+    DirectSchema,
+    HeaderInfo,
+    ParameterInfo,
+    ParameterSource,
+    ResponseInfo,
+)
+from blacksheep.server.openapi.v3 import OpenAPIHandler
+from openapidocs.v3 import Info, MediaType, RequestBody
+
+from service.parsing import MAX_AMOUNT, MAX_GOODS_ID, MAX_PAGE, MAX_USER_ID
+from service.problems import PROBLEMS
+
+TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}$"
+TIME = {"type": "string", "pattern": TIME_PATTERN, "example": "2021-04-02 00:00:00"}
+STATE = {"type": "string", "enum": ["recruiting", "upcoming", "sold_out", "finished", "closed"]}
+INTEGER = {"type": "integer"}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": required or list(properties)}
+
+
+GOODS = _object(
+    {
+        "goods_id": INTEGER,
+        "title": {"type": "string"},
+        "total_investing_amount": INTEGER,
+        "current_investing_amount": INTEGER,
+        "investor_count": INTEGER,
+        "status": {"type": "boolean"},
+        "state": STATE,
+        "started_at": TIME,
+        "finished_at": TIME,
+    }
+)
+INVEST_RESULT = _object(
+    {
+        "user_id": INTEGER,
+        "goods_id": INTEGER,
+        "total_investing_amount": INTEGER,
+        "investment_amount": INTEGER,
+        "status": {"type": "boolean"},
+        "invest_date": TIME,
+        "requested_amount": INTEGER,
+        "current_investing_amount": INTEGER,
+        "state": STATE,
+        "investment_id": {"type": ["integer", "null"]},
+    }
+)
+MY_INVESTMENT = _object(
+    {
+        "goods_id": INTEGER,
+        "title": {"type": "string"},
+        "total_investing_amount": INTEGER,
+        "user_investing_amount": INTEGER,
+        "invest_date": TIME,
+    }
+)
+INVEST_REQUEST = {
+    "type": "object",
+    "properties": {
+        "goodsId": {"type": "integer", "minimum": 1, "maximum": MAX_GOODS_ID},
+        "investmentAmount": {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT},
+    },
+    "required": ["goodsId", "investmentAmount"],
+}
+PROBLEM = _object(
+    {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": INTEGER,
+        "detail": {"type": "string"},
+        "code": {"type": "string", "enum": sorted(PROBLEMS)},
+    }
+)
+
+
+class Schema:
+    """Stand-ins that carry a JSON schema into BlackSheep's generator (see `register`)."""
+
+
+class GoodsList(Schema):
+    pass
+
+
+class InvestResult(Schema):
+    pass
+
+
+class MyInvestmentList(Schema):
+    pass
+
+
+class ProblemDetails(Schema):
+    pass
+
+
+class Health(Schema):
+    pass
+
+
+_SCHEMAS: dict[type, dict[str, Any]] = {
+    GoodsList: {"type": "array", "items": GOODS},
+    InvestResult: INVEST_RESULT,
+    MyInvestmentList: {"type": "array", "items": MY_INVESTMENT, "maxItems": MAX_PAGE},
+    ProblemDetails: PROBLEM,
+    Health: _object({"status": {"type": "string"}}),
+}
+
+
+def _ok(description: str, schema: type, headers: dict[str, HeaderInfo] | None = None) -> ResponseInfo:
+    return ResponseInfo(description, headers=headers, content=[ContentInfo(schema)])
+
+
+def _problem(*codes: str) -> ResponseInfo:
+    return ResponseInfo(
+        "Problem details; `code` is one of: " + ", ".join(codes),
+        headers={"Retry-After": HeaderInfo(int, "seconds, on 503")} if "SERVICE_UNAVAILABLE" in codes else None,
+        content=[ContentInfo(ProblemDetails, content_type="application/problem+json")],
+    )
+
+
+USER_HEADER = {
+    "X-USER-ID": ParameterInfo(
+        f"The user, a decimal integer in [1, {MAX_USER_ID}] (set by the gateway)",
+        value_type=int,
+        source=ParameterSource.HEADER,
+        required=True,
+        example=1,
+    )
+}
+UNAVAILABLE = _problem("SERVICE_UNAVAILABLE")
+
+
+def _invest_body(handler: Any, operation: Any) -> None:
+    operation.request_body = RequestBody(
+        content={"application/json": MediaType(schema=DirectSchema(INVEST_REQUEST))},  # type: ignore[arg-type]
+        required=True,
+        description="goodsId and investmentAmount (snake_case goods_id / investment_amount too)",
+    )
+
+
+def _user_header_schema(handler: Any, operation: Any) -> None:
+    # Tighten the generated header schema to the accepted range.
+    for parameter in operation.parameters or []:
+        if getattr(parameter, "name", "") == "X-USER-ID":
+            parameter.schema = DirectSchema({"type": "integer", "minimum": 1, "maximum": MAX_USER_ID})
+
+
+def build_docs() -> OpenAPIHandler:
+    docs = OpenAPIHandler(
+        info=Info(
+            title="Investment service",
+            version="1.0.0",
+            description="List investment products, invest, and list my investments (SPEC.md v1).",
+        ),
+        ui_path="/docs",
+        json_spec_path="/openapi.json",
+        yaml_spec_path="/openapi.yaml",
+    )
+    for stand_in, schema in _SCHEMAS.items():
+        docs.set_type_schema(stand_in, schema)
+    return docs
+
+
+def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> None:
+    """Attach the documentation of each route to its handler."""
+    docs(
+        summary="List investment products",
+        description="Products whose whole recruitment period lies inside the window, by goods_id.",
+        tags=["investment"],
+        parameters={
+            "started_at": ParameterInfo(
+                "Window start, YYYY-MM-DD HH:MM:SS in the display time zone",
+                value_type=str, source=ParameterSource.QUERY, required=True,
+                example="2021-04-01 00:00:00",
+            ),
+            "finished_at": ParameterInfo(
+                "Window end, YYYY-MM-DD HH:MM:SS in the display time zone",
+                value_type=str, source=ParameterSource.QUERY, required=True,
+                example="2021-05-01 00:00:00",
+            ),
+        },
+        responses={
+            200: _ok("The products in the window", GoodsList),
+            400: _problem("INVALID_PERIOD"),
+            404: _problem("GOODS_NOT_FOUND"),
+            503: UNAVAILABLE,
+        },
+    )(handlers["list_goods"])
+    docs(
+        summary="Invest",
+        description=(
+            "Invests min(amount, remaining) atomically. Not recruiting: 200 with"
+            " investment_amount 0 and status false; this request sells it out: status false."
+        ),
+        tags=["investment"],
+        parameters=USER_HEADER,
+        responses={
+            200: _ok("What was invested", InvestResult),
+            400: _problem("MISSING_USER_ID", "INVALID_USER_ID", "INVALID_BODY", "INVALID_GOODS_ID", "INVALID_AMOUNT"),
+            404: _problem("GOODS_NOT_FOUND"),
+            413: _problem("PAYLOAD_TOO_LARGE"),
+            503: UNAVAILABLE,
+        },
+        on_created=lambda h, op: (_invest_body(h, op), _user_header_schema(h, op)),
+    )(handlers["invest"])
+    docs(
+        summary="My investments",
+        description="One item per investment, by invest_date then id; pages of at most 1000.",
+        tags=["investment"],
+        parameters={
+            **USER_HEADER,
+            "limit": ParameterInfo(
+                "Page size, 1 to 1000 (default 1000)", value_type=int,
+                source=ParameterSource.QUERY, required=False,
+            ),
+            "cursor": ParameterInfo(
+                "Where the page starts: the value given in the previous page's Link header",
+                value_type=str, source=ParameterSource.QUERY, required=False,
+            ),
+        },
+        responses={
+            200: _ok(
+                "The user's investments",
+                MyInvestmentList,
+                {"Link": HeaderInfo(str, 'The next page, as <url>; rel="next", when there is one')},
+            ),
+            400: _problem("MISSING_USER_ID", "INVALID_USER_ID", "INVALID_PAGE"),
+            404: _problem("INVESTMENTS_NOT_FOUND"),
+            503: UNAVAILABLE,
+        },
+        on_created=_user_header_schema,
+    )(handlers["my_investments"])
+    docs(summary="Liveness", tags=["operations"], responses={200: _ok("Serving", Health)})(
+        handlers["healthz"]
+    )
+    docs(
+        summary="Readiness",
+        tags=["operations"],
+        responses={200: _ok("The database answers", Health), 503: UNAVAILABLE},
+    )(handlers["readyz"])

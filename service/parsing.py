@@ -1,0 +1,127 @@
+"""Parsing and validation of what clients send: the user header, invest bodies, periods, pages."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from service.problems import Problem
+
+MAX_USER_ID = 2**63 - 1
+MAX_GOODS_ID = 2**63 - 1
+MAX_AMOUNT = 2**53 - 1
+MAX_PAGE = 1000
+
+_DIGITS = re.compile(rb"[0-9]{1,19}")
+_PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[ T]([0-9]{2}):([0-9]{2}):([0-9]{2})")
+_CURSOR = re.compile(r"(-?[0-9]{1,19})_([0-9]{1,19})")
+
+
+def parse_user_id(values: list[bytes]) -> int:
+    """The X-USER-ID header values (all of them): one decimal integer in [1, 2^63-1]."""
+    if not values or (len(values) == 1 and not values[0].strip()):
+        raise Problem("MISSING_USER_ID", "the X-USER-ID header is required")
+    if len(values) > 1:
+        raise Problem("INVALID_USER_ID", "send exactly one X-USER-ID header")
+    raw = values[0].strip()
+    if _DIGITS.fullmatch(raw) is None or not 1 <= int(raw) <= MAX_USER_ID:
+        raise Problem("INVALID_USER_ID", "X-USER-ID must be a decimal integer in [1, 2^63-1]")
+    return int(raw)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_json(body: bytes) -> Any:
+    """Decode a JSON document; integers of any size are kept (so they can be refused by range)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses integers beyond 64 bits; the standard parser keeps them, so that a huge
+    # amount is reported as an invalid amount rather than as an unreadable body.
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise Problem("INVALID_BODY", "the body is not a valid JSON document") from None
+
+
+def parse_invest_body(body: bytes) -> tuple[int, int]:
+    """(goods_id, amount) from {"goodsId": …, "investmentAmount": …} (or the snake_case keys)."""
+    if not body.strip():
+        raise Problem("INVALID_BODY", "a JSON object body is required")
+    document = load_json(body)
+    if not isinstance(document, dict):
+        raise Problem("INVALID_BODY", "the body must be a JSON object")
+    goods_id = document.get("goodsId", document.get("goods_id"))
+    if not _is_int(goods_id) or not 1 <= goods_id <= MAX_GOODS_ID:
+        raise Problem("INVALID_GOODS_ID", "goodsId must be an integer >= 1")
+    amount = document.get("investmentAmount", document.get("investment_amount"))
+    if not _is_int(amount) or not 1 <= amount <= MAX_AMOUNT:
+        raise Problem("INVALID_AMOUNT", "investmentAmount must be an integer in [1, 2^53-1]")
+    return goods_id, amount
+
+
+def parse_time(value: str, zone: ZoneInfo) -> datetime:
+    """`YYYY-MM-DD HH:MM:SS` (or with `T`) as a wall-clock time in the display zone."""
+    match = _PERIOD.fullmatch(value)
+    if match is None:
+        raise ValueError(value)
+    year, month, day, hour, minute, second = (int(part) for part in match.groups())
+    return datetime(year, month, day, hour, minute, second, tzinfo=zone)
+
+
+def parse_period(query: dict[str, list[str]], zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The started_at/finished_at query window; both required, started_at <= finished_at."""
+    bounds = []
+    for name in ("started_at", "finished_at"):
+        values = query.get(name)
+        if not values or len(values) != 1:
+            raise Problem("INVALID_PERIOD", f"exactly one {name} (YYYY-MM-DD HH:MM:SS) is required")
+        try:
+            bounds.append(parse_time(values[0].strip(), zone))
+        except ValueError:
+            raise Problem(
+                "INVALID_PERIOD", f"{name} must be a valid time as YYYY-MM-DD HH:MM:SS"
+            ) from None
+    started_at, finished_at = bounds
+    if started_at > finished_at:
+        raise Problem("INVALID_PERIOD", "started_at must not be later than finished_at")
+    return started_at, finished_at
+
+
+def format_cursor(micros: int, row_id: int) -> str:
+    return f"{micros}_{row_id}"
+
+
+def parse_page(query: dict[str, list[str]]) -> tuple[int, tuple[int, int] | None]:
+    """(limit, cursor) of a my-investments page; limit 1..1000 (default 1000)."""
+    limit = MAX_PAGE
+    values = query.get("limit")
+    if values is not None:
+        if len(values) != 1 or not values[0].isascii() or not values[0].isdigit():
+            raise Problem("INVALID_PAGE", "limit must be an integer from 1 to 1000")
+        limit = int(values[0])
+        if not 1 <= limit <= MAX_PAGE:
+            raise Problem("INVALID_PAGE", "limit must be an integer from 1 to 1000")
+    cursor = None
+    values = query.get("cursor")
+    if values is not None:
+        match = _CURSOR.fullmatch(values[0]) if len(values) == 1 else None
+        if match is None:
+            raise Problem("INVALID_PAGE", "cursor must be the value given in a Link header")
+        micros, row_id = int(match[1]), int(match[2])
+        if abs(micros) > 2**62 or row_id > MAX_GOODS_ID:
+            raise Problem("INVALID_PAGE", "cursor must be the value given in a Link header")
+        cursor = (micros, row_id)
+    return limit, cursor

@@ -1,0 +1,59 @@
+"""Errors as RFC 9457 problem details: one exception type, one table from code to status and title."""
+
+from __future__ import annotations
+
+import orjson
+from blacksheep import Content, Response
+
+PROBLEM_JSON = b"application/problem+json"
+
+# code -> (HTTP status, title). The codes are SPEC.md's stable, machine-readable error codes.
+PROBLEMS: dict[str, tuple[int, str]] = {
+    "MISSING_USER_ID": (400, "Missing user id"),
+    "INVALID_USER_ID": (400, "Invalid user id"),
+    "INVALID_BODY": (400, "Invalid request body"),
+    "INVALID_GOODS_ID": (400, "Invalid goods id"),
+    "INVALID_AMOUNT": (400, "Invalid investment amount"),
+    "INVALID_PERIOD": (400, "Invalid period"),
+    "INVALID_PAGE": (400, "Invalid page parameters"),
+    "GOODS_NOT_FOUND": (404, "Goods not found"),
+    "INVESTMENTS_NOT_FOUND": (404, "Investments not found"),
+    "NOT_FOUND": (404, "Not found"),
+    "METHOD_NOT_ALLOWED": (405, "Method not allowed"),
+    "IDEMPOTENCY_KEY_IN_USE": (409, "Idempotency key in use"),
+    "PAYLOAD_TOO_LARGE": (413, "Payload too large"),
+    "IDEMPOTENCY_KEY_MISMATCH": (422, "Idempotency key reused with another request"),
+    "INTERNAL_ERROR": (500, "Internal error"),
+    "SERVICE_UNAVAILABLE": (503, "Service unavailable"),
+}
+
+# Seconds a client should wait before retrying a 503.
+RETRY_AFTER = b"1"
+
+
+class Problem(Exception):
+    """A request that cannot be served; `code` is a key of PROBLEMS."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status, self.title = PROBLEMS[code]
+
+
+def problem_body(code: str, detail: str) -> dict[str, object]:
+    status, title = PROBLEMS[code]
+    return {
+        "type": f"/problems/{code.lower().replace('_', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+
+
+def problem_response(code: str, detail: str) -> Response:
+    status = PROBLEMS[code][0]
+    headers = [(b"Retry-After", RETRY_AFTER)] if status == 503 else None
+    body = orjson.dumps(problem_body(code, detail))
+    return Response(status, headers, Content(PROBLEM_JSON, body))

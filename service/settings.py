@@ -1,0 +1,131 @@
+"""The one settings object, read from the environment; an invalid value fails at start, naming it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot run with; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = os.cpu_count() or 1
+    db_pool_size: int = 50
+    timezone: str = "Asia/Seoul"
+    list_cache_seconds: float = 1.0
+    max_body_bytes: int = 16 * 1024
+    db_acquire_timeout: float = 2.0
+    db_statement_timeout: float = 5.0
+    invest_batch_max: int = 500
+    log_level: str = "INFO"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def pool_share(self) -> int:
+        """Connections one worker may open: the total cap split evenly, never above it."""
+        return max(1, self.db_pool_size // self.workers)
+
+    def as_env(self) -> dict[str, str]:
+        """The settings written back as environment variables, for worker processes."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[f.name.upper()] = str(value)
+        return env
+
+
+def _integer(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _seconds(name: str, raw: str, low: float, high: float) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not low <= value <= high or value != value:
+        raise SettingsError(f"{name} must be between {low} and {high} seconds, got {raw!r}")
+    return value
+
+
+def _zone(name: str, raw: str) -> str:
+    try:
+        ZoneInfo(raw.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"{name} must be an IANA time zone such as Asia/Seoul, got {raw!r}") from None
+    return raw.strip()
+
+
+def _database_url(name: str, raw: str) -> str | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    if not raw.startswith(("postgres://", "postgresql://")):
+        raise SettingsError(f"{name} must be a postgresql:// URL, got {raw!r}")
+    return raw
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise SettingsError(f"{name} must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return level
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise SettingsError(f"{name} must not be empty")
+    return raw.strip()
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "DATABASE_URL": _database_url,
+    "HOST": _text,
+    "PORT": lambda n, r: _integer(n, r, 0, 65535),
+    "WORKERS": lambda n, r: _integer(n, r, 1, 256),
+    "DB_POOL_SIZE": lambda n, r: _integer(n, r, 1, 10_000),
+    "TIMEZONE": _zone,
+    "LIST_CACHE_SECONDS": lambda n, r: _seconds(n, r, 0.0, 60.0),
+    "MAX_BODY_BYTES": lambda n, r: _integer(n, r, 64, 16 * 1024 * 1024),
+    "DB_ACQUIRE_TIMEOUT": lambda n, r: _seconds(n, r, 0.01, 120.0),
+    "DB_STATEMENT_TIMEOUT": lambda n, r: _seconds(n, r, 0.01, 600.0),
+    "INVEST_BATCH_MAX": lambda n, r: _integer(n, r, 1, 10_000),
+    "LOG_LEVEL": _log_level,
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment; unset variables keep their defaults."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for key, parse in _PARSERS.items():
+        raw = env.get(key)
+        if raw is not None:
+            values[key.lower()] = parse(key, raw)
+    settings = Settings(**values)
+    if settings.workers > settings.db_pool_size:
+        raise SettingsError(
+            f"DB_POOL_SIZE ({settings.db_pool_size}) must be at least WORKERS ({settings.workers}):"
+            " every worker needs one connection"
+        )
+    return settings

@@ -1,0 +1,25 @@
+-- A small demo data set for `just run` on the embedded database: one product in every state,
+-- with investments made through invest_batch() so that counters and ledger agree.
+-- Applied once (service_meta 'demo_data'); times are relative to the moment it is loaded.
+
+INSERT INTO investment_goods (title, total_investing_amount, status, started_at, finished_at) VALUES
+    ('개인신용 포트폴리오',        1000000,  true,  now() - interval '3 days', now() + interval '27 days'),
+    ('강남 오피스텔 담보대출',     50000000, true,  now() - interval '1 day',  now() + interval '14 days'),
+    ('부동산 PF 1호',              300000,   true,  now() - interval '2 days', now() + interval '5 days'),
+    ('소상공인 매출채권',          2000000,  true,  now() + interval '3 days', now() + interval '30 days'),
+    ('아파트 담보 2호',            800000,   true,  now() - interval '40 days', now() - interval '10 days'),
+    ('사업자 신용 포트폴리오',     5000000,  false, now() - interval '5 days', now() + interval '20 days');
+
+-- Investments from users 1..3 (the README's curl examples use X-USER-ID: 1).
+SELECT invest_batch(goods_id, ARRAY[1, 2, 3, 1], ARRAY[100000, 50000, 70000, 30000]::bigint[])
+FROM investment_goods WHERE title = '개인신용 포트폴리오';
+SELECT invest_batch(goods_id, ARRAY[1, 2], ARRAY[2000000, 1000000]::bigint[])
+FROM investment_goods WHERE title = '강남 오피스텔 담보대출';
+-- Sold out: the second request takes only what remains.
+SELECT invest_batch(goods_id, ARRAY[2, 3], ARRAY[200000, 500000]::bigint[])
+FROM investment_goods WHERE title = '부동산 PF 1호';
+-- Finished: invested while it was recruiting, then its period ended.
+UPDATE investment_goods SET finished_at = now() + interval '1 day' WHERE title = '아파트 담보 2호';
+SELECT invest_batch(goods_id, ARRAY[1, 3], ARRAY[300000, 100000]::bigint[])
+FROM investment_goods WHERE title = '아파트 담보 2호';
+UPDATE investment_goods SET finished_at = now() - interval '10 days' WHERE title = '아파트 담보 2호';

@@ -1,0 +1,57 @@
+"""Session fixtures: a real PostgreSQL (TEST_DATABASE_URL, else embedded), a migrated database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, drop_database, free_port, new_database
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of a PostgreSQL server's maintenance database, for creating test databases."""
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    from service.embedded import EmbeddedPostgres
+
+    (ROOT / ".data").mkdir(exist_ok=True)
+    data_dir = Path(tempfile.mkdtemp(prefix="test-pg-", dir=ROOT / ".data"))
+    server = EmbeddedPostgres(data_dir, free_port())
+    try:
+        yield server.start()
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server: str) -> Iterator[str]:
+    """A fresh database with every migration applied, shared by the session's tests."""
+    url = new_database(postgres_server)
+    migrate(url)
+    try:
+        yield url
+    finally:
+        drop_database(postgres_server, url)
+
+
+def migrate(url: str) -> None:
+    """Apply the migrations from a child process (psqlpy's runtime stays out of pytest's)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": url}
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "migrate"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+

@@ -1,0 +1,166 @@
+"""Test helpers: a real PostgreSQL per test session and real service processes on loopback."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def psql(url: str, sql: str) -> str:
+    """Run SQL through psql (tab-separated, unaligned output) and return stdout."""
+    done = subprocess.run(
+        ["psql", url, "-X", "-q", "-t", "-A", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"psql failed: {done.stderr}")
+    return done.stdout.strip()
+
+
+def new_database(server_url: str) -> str:
+    """Create an empty database on the server and return its URL."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    psql(server_url, f"CREATE DATABASE {name}")
+    base, _, _ = server_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+def drop_database(server_url: str, url: str) -> None:
+    name = url.rpartition("/")[2]
+    psql(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def free_port() -> int:
+    from service.embedded import free_port as pick
+
+    return pick()
+
+
+class ServiceProcess:
+    """`python -m service run` as a real process: granian, its workers, its own pool."""
+
+    def __init__(self, database_url: str, workers: int = 1, **settings: str) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "PORT": str(self.port),
+            "WORKERS": str(workers),
+            "LOG_LEVEL": "WARNING",
+            **settings,
+        }
+        self.log_path = ROOT / ".data" / "logs" / f"service-{self.port}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "run"],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 30.0, path: str = "/readyz") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"service exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.base_url}{path}", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"service not ready within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        self._log.close()
+        return self.process.returncode
+
+
+@contextmanager
+def running_service(database_url: str, workers: int = 1, **settings: str) -> Iterator[ServiceProcess]:
+    service = ServiceProcess(database_url, workers, **settings)
+    try:
+        service.wait_ready()
+        yield service
+    finally:
+        service.stop()
+
+
+def create_goods(
+    database_url: str,
+    total: int = 1_000_000,
+    *,
+    title: str = "테스트 상품",
+    status: bool = True,
+    started_at: str = "now() - interval '1 day'",
+    finished_at: str = "now() + interval '1 day'",
+) -> int:
+    """Insert a product directly, as operators do, and return its goods_id."""
+    quoted = title.replace("'", "''")
+    return int(
+        psql(
+            database_url,
+            "INSERT INTO investment_goods"
+            " (title, total_investing_amount, status, started_at, finished_at)"
+            f" VALUES ('{quoted}', {total}, {str(status).lower()}, {started_at}, {finished_at})"
+            " RETURNING goods_id",
+        )
+    )
+
+
+def ledger_sum(database_url: str, goods_id: int) -> int:
+    return int(
+        psql(
+            database_url,
+            "SELECT coalesce(sum(user_investing_amount), 0) FROM user_investment_goods"
+            f" WHERE goods_id = {goods_id}",
+        )
+    )
+
+
+def counters(database_url: str, goods_id: int) -> tuple[int, int]:
+    """(current_investing_amount, investor_count) as stored on the product row."""
+    current, investors = psql(
+        database_url,
+        "SELECT current_investing_amount, investor_count FROM investment_goods"
+        f" WHERE goods_id = {goods_id}",
+    ).split("\t")
+    return int(current), int(investors)
+
+
+_users = itertools.count(random.randrange(10**9, 2 * 10**9, 10**6))
+
+
+def fresh_user() -> int:
+    """A user id that no other test of this session uses."""
+    return next(_users)
