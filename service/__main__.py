@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import subprocess
@@ -29,7 +30,7 @@ async def _prepare(url: str, settings: Settings, demo: bool) -> None:
 
 
 def serve(settings: Settings) -> None:
-    """Run granian with `settings.workers` processes; returns when it is stopped (SIGINT/SIGTERM)."""
+    """Run granian with `settings.workers` processes; returns once stopped (SIGINT/SIGTERM)."""
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
 
@@ -60,7 +61,7 @@ def run(settings: Settings) -> int:
         embedded = EmbeddedPostgres(data_dir, port)
         url = embedded.start()
         log.info("embedded PostgreSQL at %s (data in %s)", url, data_dir)
-        settings = Settings(**{**_fields(settings), "database_url": url})
+        settings = dataclasses.replace(settings, database_url=url)
     try:
         # Migrations run in a child process: psqlpy's runtime threads would not survive the
         # fork of granian's workers if this process had started them.
@@ -73,17 +74,16 @@ def run(settings: Settings) -> int:
             return 1
         log.info(
             "serving on http://%s:%s with %d workers, %d database connections each",
-            settings.host, settings.port, settings.workers, settings.pool_share(),
+            settings.host,
+            settings.port,
+            settings.workers,
+            settings.pool_share(),
         )
         serve(settings)
     finally:
         if embedded is not None:
             embedded.stop()
     return 0
-
-
-def _fields(settings: Settings) -> dict[str, object]:
-    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,10 +31,14 @@ async def _on_internal_error(app: Any, request: Request, error: Exception) -> Re
 
 
 async def _not_found(request: Request) -> Response:
-    return problem_response("NOT_FOUND", f"no route for {request.method} {request.url.path.decode()}")
+    return problem_response(
+        "NOT_FOUND", f"no route for {request.method} {request.url.path.decode()}"
+    )
 
 
-def _route(method: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def _route(
+    method: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
     """A plain function for the router (it marks handlers, which bound methods cannot carry)."""
 
     async def handler(request: Request) -> Response:

@@ -1,4 +1,4 @@
-"""Per-instance cache of serialized product lists: bounded staleness, one refresh at a time per key."""
+"""Per-instance cache of serialized product lists: bounded staleness, single flight per key."""
 
 from __future__ import annotations
 
@@ -53,7 +53,10 @@ class StaleBoundCache(Generic[V]):
         return (await asyncio.shield(flight))[1]
 
     def _start_load(
-        self, key: Hashable, load: Callable[[], Awaitable[V]], flight: asyncio.Future[tuple[float, V]]
+        self,
+        key: Hashable,
+        load: Callable[[], Awaitable[V]],
+        flight: asyncio.Future[tuple[float, V]],
     ) -> None:
         started = self._clock()
 

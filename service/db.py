@@ -1,4 +1,4 @@
-"""The database gateway: one psqlpy pool per worker, a bounded acquire, named prepared statements."""
+"""The database gateway: a psqlpy pool per worker, a bounded acquire, named prepared statements."""
 
 from __future__ import annotations
 

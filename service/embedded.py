@@ -69,9 +69,8 @@ class EmbeddedPostgres:
             command, user=self._user, capture_output=True, text=True, timeout=timeout, check=False
         )
         if done.returncode != 0:
-            raise RuntimeError(
-                f"{program} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
-            )
+            output = done.stderr.strip() or done.stdout.strip()
+            raise RuntimeError(f"{program} failed ({done.returncode}): {output}")
 
     def _prepare_folder(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -100,8 +99,15 @@ class EmbeddedPostgres:
         if not self.initialised:
             log.info("initialising embedded PostgreSQL in %s", self.data_dir)
             self._run(
-                "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-                "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions",
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-instructions",
             )
         if self.running():
             return self.url
@@ -113,8 +119,17 @@ class EmbeddedPostgres:
         )
         log.info("starting embedded PostgreSQL on %s:%s", self.host, self.port)
         self._run(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
-            "-w", "-t", "60", "start",
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
         return self.url
 

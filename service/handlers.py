@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import orjson
@@ -24,7 +25,7 @@ JSON = b"application/json"
 USER_HEADER = b"x-user-id"
 BASE = "/v1/api/investment"
 
-# Column order of sql/queries.sql `list-goods` and `my-investments-*`: the one place rows become JSON.
+# Column order of sql/queries.sql `list-goods` and `my-investments-*`: where rows become JSON.
 GOODS_KEYS = (
     "goods_id", "title", "total_investing_amount", "current_investing_amount",
     "investor_count", "status", "state", "started_at", "finished_at",
@@ -44,7 +45,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise Problem("PAYLOAD_TOO_LARGE", f"the body must not exceed {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
+    chunks: AsyncIterator[bytes] = request.stream()  # type: ignore[assignment]
+    async for chunk in chunks:
         if chunk:
             body += chunk
             if len(body) > limit:
@@ -61,7 +63,9 @@ class InvestmentApi:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.zone = settings.zone
-        self.list_cache: StaleBoundCache[bytes | None] = StaleBoundCache(settings.list_cache_seconds)
+        self.list_cache: StaleBoundCache[bytes | None] = StaleBoundCache(
+            settings.list_cache_seconds
+        )
 
     def user_id(self, request: Request) -> int:
         return parse_user_id(request.get_headers(USER_HEADER))
@@ -84,9 +88,15 @@ class InvestmentApi:
         body = await read_body(request, self.settings.max_body_bytes)
         user_id = self.user_id(request)
         goods_id, amount = parse_invest_body(body)
-        found, total, invested, current, state, invest_date, investment_id = (
-            await self.batcher.invest(goods_id, user_id, amount)
-        )
+        (
+            found,
+            total,
+            invested,
+            current,
+            state,
+            invest_date,
+            investment_id,
+        ) = await self.batcher.invest(goods_id, user_id, amount)
         if not found:
             raise Problem("GOODS_NOT_FOUND", f"there is no product with goods_id {goods_id}")
         result = {

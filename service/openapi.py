@@ -117,14 +117,18 @@ _SCHEMAS: dict[type, dict[str, Any]] = {
 }
 
 
-def _ok(description: str, schema: type, headers: dict[str, HeaderInfo] | None = None) -> ResponseInfo:
+def _ok(
+    description: str, schema: type, headers: dict[str, HeaderInfo] | None = None
+) -> ResponseInfo:
     return ResponseInfo(description, headers=headers, content=[ContentInfo(schema)])
 
 
 def _problem(*codes: str) -> ResponseInfo:
     return ResponseInfo(
         "Problem details; `code` is one of: " + ", ".join(codes),
-        headers={"Retry-After": HeaderInfo(int, "seconds, on 503")} if "SERVICE_UNAVAILABLE" in codes else None,
+        headers={"Retry-After": HeaderInfo(int, "seconds, on 503")}
+        if "SERVICE_UNAVAILABLE" in codes
+        else None,
         content=[ContentInfo(ProblemDetails, content_type="application/problem+json")],
     )
 
@@ -141,19 +145,23 @@ USER_HEADER = {
 UNAVAILABLE = _problem("SERVICE_UNAVAILABLE")
 
 
-def _invest_body(handler: Any, operation: Any) -> None:
-    operation.request_body = RequestBody(
-        content={"application/json": MediaType(schema=DirectSchema(INVEST_REQUEST))},  # type: ignore[arg-type]
-        required=True,
-        description="goodsId and investmentAmount (snake_case goods_id / investment_amount too)",
-    )
-
-
 def _user_header_schema(handler: Any, operation: Any) -> None:
     # Tighten the generated header schema to the accepted range.
     for parameter in operation.parameters or []:
         if getattr(parameter, "name", "") == "X-USER-ID":
-            parameter.schema = DirectSchema({"type": "integer", "minimum": 1, "maximum": MAX_USER_ID})
+            parameter.schema = DirectSchema(  # type: ignore[no-untyped-call]
+                {"type": "integer", "minimum": 1, "maximum": MAX_USER_ID}
+            )
+
+
+def _invest_operation(handler: Any, operation: Any) -> None:
+    _user_header_schema(handler, operation)
+    schema = DirectSchema(INVEST_REQUEST)  # type: ignore[no-untyped-call]
+    operation.request_body = RequestBody(
+        content={"application/json": MediaType(schema=schema)},
+        required=True,
+        description="goodsId and investmentAmount (snake_case goods_id / investment_amount too)",
+    )
 
 
 def build_docs() -> OpenAPIHandler:
@@ -181,12 +189,16 @@ def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> N
         parameters={
             "started_at": ParameterInfo(
                 "Window start, YYYY-MM-DD HH:MM:SS in the display time zone",
-                value_type=str, source=ParameterSource.QUERY, required=True,
+                value_type=str,
+                source=ParameterSource.QUERY,
+                required=True,
                 example="2021-04-01 00:00:00",
             ),
             "finished_at": ParameterInfo(
                 "Window end, YYYY-MM-DD HH:MM:SS in the display time zone",
-                value_type=str, source=ParameterSource.QUERY, required=True,
+                value_type=str,
+                source=ParameterSource.QUERY,
+                required=True,
                 example="2021-05-01 00:00:00",
             ),
         },
@@ -207,12 +219,18 @@ def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> N
         parameters=USER_HEADER,
         responses={
             200: _ok("What was invested", InvestResult),
-            400: _problem("MISSING_USER_ID", "INVALID_USER_ID", "INVALID_BODY", "INVALID_GOODS_ID", "INVALID_AMOUNT"),
+            400: _problem(
+                "MISSING_USER_ID",
+                "INVALID_USER_ID",
+                "INVALID_BODY",
+                "INVALID_GOODS_ID",
+                "INVALID_AMOUNT",
+            ),
             404: _problem("GOODS_NOT_FOUND"),
             413: _problem("PAYLOAD_TOO_LARGE"),
             503: UNAVAILABLE,
         },
-        on_created=lambda h, op: (_invest_body(h, op), _user_header_schema(h, op)),
+        on_created=_invest_operation,
     )(handlers["invest"])
     docs(
         summary="My investments",
@@ -221,12 +239,16 @@ def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> N
         parameters={
             **USER_HEADER,
             "limit": ParameterInfo(
-                "Page size, 1 to 1000 (default 1000)", value_type=int,
-                source=ParameterSource.QUERY, required=False,
+                "Page size, 1 to 1000 (default 1000)",
+                value_type=int,
+                source=ParameterSource.QUERY,
+                required=False,
             ),
             "cursor": ParameterInfo(
                 "Where the page starts: the value given in the previous page's Link header",
-                value_type=str, source=ParameterSource.QUERY, required=False,
+                value_type=str,
+                source=ParameterSource.QUERY,
+                required=False,
             ),
         },
         responses={

@@ -34,8 +34,11 @@ def parse_user_id(values: list[bytes]) -> int:
     return int(raw)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _int_in(value: Any, low: int, high: int) -> int | None:
+    """`value` when it is a JSON integer (not a bool) within [low, high], else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        return value
+    return None
 
 
 def _reject_constant(name: str) -> Any:
@@ -63,11 +66,13 @@ def parse_invest_body(body: bytes) -> tuple[int, int]:
     document = load_json(body)
     if not isinstance(document, dict):
         raise Problem("INVALID_BODY", "the body must be a JSON object")
-    goods_id = document.get("goodsId", document.get("goods_id"))
-    if not _is_int(goods_id) or not 1 <= goods_id <= MAX_GOODS_ID:
+    goods_id = _int_in(document.get("goodsId", document.get("goods_id")), 1, MAX_GOODS_ID)
+    if goods_id is None:
         raise Problem("INVALID_GOODS_ID", "goodsId must be an integer >= 1")
-    amount = document.get("investmentAmount", document.get("investment_amount"))
-    if not _is_int(amount) or not 1 <= amount <= MAX_AMOUNT:
+    amount = _int_in(
+        document.get("investmentAmount", document.get("investment_amount")), 1, MAX_AMOUNT
+    )
+    if amount is None:
         raise Problem("INVALID_AMOUNT", "investmentAmount must be an integer in [1, 2^53-1]")
     return goods_id, amount
 

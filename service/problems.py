@@ -1,4 +1,4 @@
-"""Errors as RFC 9457 problem details: one exception type, one table from code to status and title."""
+"""Errors as RFC 9457 problem details: one exception type, one table from code to status."""
 
 from __future__ import annotations
 

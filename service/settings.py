@@ -1,4 +1,4 @@
-"""The one settings object, read from the environment; an invalid value fails at start, naming it."""
+"""The one settings object, read from the environment; invalid values fail at start, named."""
 
 from __future__ import annotations
 
@@ -72,7 +72,9 @@ def _zone(name: str, raw: str) -> str:
     try:
         ZoneInfo(raw.strip())
     except (ZoneInfoNotFoundError, ValueError):
-        raise SettingsError(f"{name} must be an IANA time zone such as Asia/Seoul, got {raw!r}") from None
+        raise SettingsError(
+            f"{name} must be an IANA time zone such as Asia/Seoul, got {raw!r}"
+        ) from None
     return raw.strip()
 
 

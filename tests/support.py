@@ -107,7 +107,9 @@ class ServiceProcess:
 
 
 @contextmanager
-def running_service(database_url: str, workers: int = 1, **settings: str) -> Iterator[ServiceProcess]:
+def running_service(
+    database_url: str, workers: int = 1, **settings: str
+) -> Iterator[ServiceProcess]:
     service = ServiceProcess(database_url, workers, **settings)
     try:
         service.wait_ready()

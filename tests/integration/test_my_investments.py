@@ -1,0 +1,118 @@
+"""GET /v1/api/investment/user/goods: one item per ledger row, order, pages, errors."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support import create_goods, psql
+
+PATH = "/v1/api/investment/user/goods"
+
+
+def invest(client: httpx.Client, user: int, goods_id: int, amount: int) -> dict:  # type: ignore[type-arg]
+    response = client.post(
+        PATH,
+        headers={"X-USER-ID": str(user)},
+        json={"goodsId": goods_id, "investmentAmount": amount},
+    )
+    assert response.status_code == 200
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_one_item_per_investment_in_order(
+    client: httpx.Client, database_url: str, user: int
+) -> None:
+    first = create_goods(database_url, total=1_000_000, title="첫 상품")
+    second = create_goods(database_url, total=5_000, title="둘째 상품")
+    invest(client, user, first, 100)
+    invest(client, user, second, 4_000)
+    invest(client, user, first, 300)
+    invest(client, user, second, 9_000)  # partial: 1,000 remains
+    invest(client, user, second, 10)  # sold out: no ledger row, so no item
+    response = client.get(PATH, headers={"X-USER-ID": str(user)})
+    assert response.status_code == 200
+    items = response.json()
+    assert [(i["goods_id"], i["user_investing_amount"]) for i in items] == [
+        (first, 100),
+        (second, 4_000),
+        (first, 300),
+        (second, 1_000),
+    ]
+    assert items[0] == {
+        "goods_id": first,
+        "title": "첫 상품",
+        "total_investing_amount": 1_000_000,
+        "user_investing_amount": 100,
+        "invest_date": items[0]["invest_date"],
+    }
+    assert "Link" not in response.headers
+
+
+def test_order_is_by_invest_date_then_id(
+    client: httpx.Client, database_url: str, user: int
+) -> None:
+    goods_id = create_goods(database_url)
+    later = invest(client, user, goods_id, 1)["investment_id"]
+    earlier = invest(client, user, goods_id, 2)["investment_id"]
+    psql(
+        database_url,
+        f"UPDATE user_investment_goods SET invest_date = invest_date - interval '1 hour' WHERE id = {earlier}",
+    )
+    items = client.get(PATH, headers={"X-USER-ID": str(user)}).json()
+    assert [i["user_investing_amount"] for i in items] == [2, 1]
+    assert later < earlier
+
+
+def test_no_investments_is_404(client: httpx.Client, user: int) -> None:
+    response = client.get(PATH, headers={"X-USER-ID": str(user)})
+    assert response.status_code == 404
+    assert response.json()["code"] == "INVESTMENTS_NOT_FOUND"
+
+
+def test_missing_and_invalid_user(client: httpx.Client) -> None:
+    assert client.get(PATH).json()["code"] == "MISSING_USER_ID"
+    for value in ["x", "0", "-1", "1;DROP TABLE user_investment_goods"]:
+        response = client.get(PATH, headers={"X-USER-ID": value})
+        assert (response.status_code, response.json()["code"]) == (400, "INVALID_USER_ID")
+
+
+def test_pages_follow_the_link_header(client: httpx.Client, database_url: str, user: int) -> None:
+    goods_id = create_goods(database_url)
+    for amount in range(1, 8):
+        invest(client, user, goods_id, amount)
+    seen: list[int] = []
+    url: str | None = f"{PATH}?limit=3"
+    pages = 0
+    while url:
+        response = client.get(url, headers={"X-USER-ID": str(user)})
+        assert response.status_code == 200
+        items = response.json()
+        assert len(items) <= 3
+        seen += [i["user_investing_amount"] for i in items]
+        pages += 1
+        link = response.headers.get("Link")
+        url = link.split(">")[0].lstrip("<") if link else None
+        if url:
+            assert link.endswith('rel="next"')
+    assert seen == list(range(1, 8))
+    assert pages == 3
+
+
+def test_exactly_full_page_has_no_next_link(
+    client: httpx.Client, database_url: str, user: int
+) -> None:
+    goods_id = create_goods(database_url)
+    for amount in (1, 2):
+        invest(client, user, goods_id, amount)
+    response = client.get(PATH, params={"limit": 2}, headers={"X-USER-ID": str(user)})
+    assert len(response.json()) == 2
+    assert "Link" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "params", [{"limit": "0"}, {"limit": "1001"}, {"limit": "ten"}, {"cursor": "garbage"}]
+)
+def test_invalid_page_parameters(client: httpx.Client, user: int, params: dict[str, str]) -> None:
+    response = client.get(PATH, params=params, headers={"X-USER-ID": str(user)})
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_PAGE")

@@ -1,0 +1,107 @@
+"""Operations: health, readiness, OpenAPI and docs, unknown routes, 503 without a database."""
+
+from __future__ import annotations
+
+import httpx
+
+
+def test_healthz_and_readyz(client: httpx.Client) -> None:
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready"}
+
+
+def test_openapi_describes_the_three_apis_and_their_errors(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+    paths = spec["paths"]
+    assert set(paths["/v1/api/investment/goods"]["get"]["responses"]) == {
+        "200",
+        "400",
+        "404",
+        "503",
+    }
+    assert set(paths["/v1/api/investment/user/goods"]["post"]["responses"]) == {
+        "200",
+        "400",
+        "404",
+        "413",
+        "503",
+    }
+    assert set(paths["/v1/api/investment/user/goods"]["get"]["responses"]) == {
+        "200",
+        "400",
+        "404",
+        "503",
+    }
+    body = paths["/v1/api/investment/user/goods"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]["schema"]
+    assert body["required"] == ["goodsId", "investmentAmount"]
+    codes = spec["components"]["schemas"]["ProblemDetails"]["properties"]["code"]["enum"]
+    for code in ["MISSING_USER_ID", "INVALID_USER_ID", "INVALID_BODY", "INVALID_GOODS_ID", "INVALID_AMOUNT",
+                 "INVALID_PERIOD", "GOODS_NOT_FOUND", "INVESTMENTS_NOT_FOUND", "PAYLOAD_TOO_LARGE",
+                 "IDEMPOTENCY_KEY_IN_USE", "IDEMPOTENCY_KEY_MISMATCH", "SERVICE_UNAVAILABLE"]:  # fmt: skip
+        assert code in codes
+
+
+def test_docs_page_is_served(client: httpx.Client) -> None:
+    response = client.get("/docs", follow_redirects=True)
+    assert response.status_code == 200
+    assert "text/html" in response.headers["content-type"]
+
+
+def test_unknown_route_is_a_problem_not_html(client: httpx.Client) -> None:
+    response = client.get("/v1/api/investment/nothing-here")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "NOT_FOUND"
+
+
+def test_migrate_command_needs_a_database_url_and_can_run_twice(database_url: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "migrate"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "DATABASE_URL" in done.stderr
+    again = subprocess.run(
+        [sys.executable, "-m", "service", "migrate"],
+        cwd=ROOT,
+        env={**env, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+
+
+def test_invalid_setting_fails_at_start_naming_it(database_url: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "run"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url, "DB_POOL_SIZE": "lots"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "DB_POOL_SIZE" in done.stderr

@@ -1,0 +1,127 @@
+"""The list cache: bounded staleness, single flight, failures not cached (no database)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.cache import StaleBoundCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_serves_within_the_bound_and_reloads_after_it() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        cache: StaleBoundCache[int] = StaleBoundCache(1.0, clock=clock)
+        loads = 0
+
+        async def load() -> int:
+            nonlocal loads
+            loads += 1
+            return loads
+
+        assert await cache.get("k", load) == 1
+        clock.now += 0.99
+        assert await cache.get("k", load) == 1
+        clock.now += 0.01  # exactly at the bound: never served past it
+        assert await cache.get("k", load) == 2
+        assert loads == 2
+
+    asyncio.run(scenario())
+
+
+def test_age_counts_from_the_start_of_the_load() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        cache: StaleBoundCache[str] = StaleBoundCache(1.0, clock=clock)
+
+        async def slow_load() -> str:
+            clock.now += 0.8  # the database took 0.8 s
+            return "v"
+
+        await cache.get("k", slow_load)
+        assert cache.age("k") == pytest.approx(0.8)
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_misses_share_one_load() -> None:
+    async def scenario() -> None:
+        cache: StaleBoundCache[str] = StaleBoundCache(1.0)
+        loads = 0
+        gate = asyncio.Event()
+
+        async def load() -> str:
+            nonlocal loads
+            loads += 1
+            await gate.wait()
+            return "v"
+
+        waiters = [asyncio.create_task(cache.get("k", load)) for _ in range(50)]
+        await asyncio.sleep(0)
+        gate.set()
+        assert await asyncio.gather(*waiters) == ["v"] * 50
+        assert loads == 1
+
+    asyncio.run(scenario())
+
+
+def test_failed_load_reaches_every_waiter_and_is_not_cached() -> None:
+    async def scenario() -> None:
+        cache: StaleBoundCache[str] = StaleBoundCache(1.0)
+        calls = 0
+
+        async def failing() -> str:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0)
+            raise RuntimeError("database down")
+
+        results = await asyncio.gather(
+            *(cache.get("k", failing) for _ in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert calls == 1
+
+        async def ok() -> str:
+            return "v"
+
+        assert await cache.get("k", ok) == "v"
+
+    asyncio.run(scenario())
+
+
+def test_zero_disables_caching() -> None:
+    async def scenario() -> None:
+        cache: StaleBoundCache[int] = StaleBoundCache(0)
+        counter = iter(range(10))
+
+        async def load() -> int:
+            return next(counter)
+
+        assert [await cache.get("k", load) for _ in range(3)] == [0, 1, 2]
+
+    asyncio.run(scenario())
+
+
+def test_number_of_windows_is_bounded() -> None:
+    async def scenario() -> None:
+        cache: StaleBoundCache[int] = StaleBoundCache(10.0, max_entries=3)
+
+        for key in range(10):
+
+            async def load(k: int = key) -> int:
+                return k
+
+            await cache.get(key, load)
+        assert len(cache._entries) == 3
+
+    asyncio.run(scenario())

@@ -1,0 +1,59 @@
+"""Settings: defaults, parsing, and invalid values failing with a message naming the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.settings import SettingsError, load_settings
+
+
+def test_defaults() -> None:
+    settings = load_settings({})
+    assert settings.database_url is None
+    assert settings.port == 8000
+    assert settings.db_pool_size == 50
+    assert settings.timezone == "Asia/Seoul"
+    assert settings.list_cache_seconds == 1.0
+    assert settings.max_body_bytes == 16 * 1024
+    assert settings.workers >= 1
+
+
+def test_values_from_the_environment() -> None:
+    settings = load_settings(
+        {"DATABASE_URL": "postgresql://u@h:5/db", "PORT": "9000", "WORKERS": "4",
+         "DB_POOL_SIZE": "50", "TIMEZONE": "UTC", "LIST_CACHE_SECONDS": "0",
+         "DB_ACQUIRE_TIMEOUT": "0.5", "MAX_BODY_BYTES": "1024"}
+    )  # fmt: skip
+    assert settings.port == 9000
+    assert settings.pool_share() == 12  # 50 // 4: the total never exceeds DB_POOL_SIZE
+    assert settings.timezone == "UTC"
+    assert settings.list_cache_seconds == 0
+    assert settings.db_acquire_timeout == 0.5
+
+
+def test_pool_share_never_exceeds_the_total() -> None:
+    for workers in range(1, 9):
+        settings = load_settings({"WORKERS": str(workers), "DB_POOL_SIZE": "50"})
+        assert settings.pool_share() * workers <= 50
+
+
+def test_settings_round_trip_through_the_environment() -> None:
+    settings = load_settings({"PORT": "8123", "TIMEZONE": "UTC", "DATABASE_URL": "postgres://x/y"})
+    assert load_settings(settings.as_env()) == settings
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("PORT", "eighty"), ("PORT", "70000"), ("WORKERS", "0"), ("DB_POOL_SIZE", "-1"),
+     ("TIMEZONE", "Mars/Olympus"), ("LIST_CACHE_SECONDS", "soon"), ("LIST_CACHE_SECONDS", "-1"),
+     ("DB_ACQUIRE_TIMEOUT", "0"), ("MAX_BODY_BYTES", "1"), ("DATABASE_URL", "mysql://x"),
+     ("LOG_LEVEL", "LOUD"), ("HOST", " "), ("LIST_CACHE_SECONDS", "nan")],
+)  # fmt: skip
+def test_invalid_setting_names_itself(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: value})
+
+
+def test_more_workers_than_connections_is_refused() -> None:
+    with pytest.raises(SettingsError, match="DB_POOL_SIZE"):
+        load_settings({"WORKERS": "8", "DB_POOL_SIZE": "4"})
