@@ -1,0 +1,183 @@
+"""Runs one locust scenario (headless, --processes, CSV + JSON) and reads back its figures.
+
+While locust runs, the CPU of its processes is sampled over the measuring window, so a report can
+say when the generator itself was the bottleneck (beside locust's own warning, taken from its log).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.target import ROOT, stop_group
+
+LOCUSTFILE = ROOT / "bench" / "locustfile.py"
+CPU_SATURATED = 90.0  # percent of one core, locust's own threshold
+CPU_WARNING_MARKS = ("CPU usage above", "exceeded cpu threshold", "CPU usage threshold")
+
+
+@dataclass
+class Run:
+    """What to run: a user class, how many users, for how long, with which parameters."""
+
+    name: str
+    user_class: str
+    users: int
+    warmup: float
+    window: float
+    env: dict[str, str] = field(default_factory=dict)
+    quit_when_idle: bool = False
+    max_seconds: float | None = None  # H: an upper bound instead of a fixed window
+
+
+def percentile(histogram: dict[int, int], fraction: float) -> float:
+    """The response time (ms) below which `fraction` of the requests fall."""
+    total = sum(histogram.values())
+    if total == 0:
+        return 0.0
+    wanted = fraction * total
+    seen = 0
+    for ms in sorted(histogram):
+        seen += histogram[ms]
+        if seen >= wanted:
+            return float(ms)
+    return float(max(histogram))
+
+
+def summarise(entry: dict[str, Any]) -> dict[str, Any]:
+    histogram = {int(k): int(v) for k, v in entry["response_times"].items()}
+    requests = int(entry["num_requests"])
+    elapsed = max(1e-9, float(entry["last_request_timestamp"] or 0) - float(entry["start_time"]))
+    return {
+        "requests": requests,
+        "failures": int(entry["num_failures"]),
+        "avg_ms": round(entry["total_response_time"] / requests, 2) if requests else 0.0,
+        "p50_ms": percentile(histogram, 0.50),
+        "p95_ms": percentile(histogram, 0.95),
+        "p99_ms": percentile(histogram, 0.99),
+        "max_ms": round(float(entry["max_response_time"] or 0), 1),
+        "rps": round(requests / elapsed, 1) if requests else 0.0,
+        "elapsed_s": round(elapsed, 2),
+    }
+
+
+def _process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+class CpuSampler(threading.Thread):
+    """Samples CPU% of the locust processes (each, % of one core) and of the machine."""
+
+    def __init__(self, pid: int, start_after: float) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.start_after = start_after
+        self.stopped = threading.Event()
+        self.per_process: dict[int, list[float]] = {}
+        self.machine: list[float] = []
+
+    def run(self) -> None:
+        if self.stopped.wait(self.start_after):
+            return
+        procs = _process_tree(self.pid)
+        for proc in procs:
+            try:
+                proc.cpu_percent(None)
+            except psutil.NoSuchProcess:
+                pass
+        psutil.cpu_percent(None)
+        while not self.stopped.wait(1.0):
+            for proc in procs:
+                try:
+                    self.per_process.setdefault(proc.pid, []).append(proc.cpu_percent(None))
+                except psutil.NoSuchProcess:
+                    pass
+            self.machine.append(psutil.cpu_percent(None))
+
+    def summary(self) -> dict[str, Any]:
+        means = [sum(v) / len(v) for v in self.per_process.values() if v]
+        peaks = [max(v) for v in self.per_process.values() if v]
+        return {
+            "locust_process_cpu_mean": [round(m, 1) for m in means],
+            "locust_process_cpu_max": [round(p, 1) for p in peaks],
+            "machine_cpu_mean": round(sum(self.machine) / len(self.machine), 1)
+            if self.machine
+            else None,
+        }
+
+
+def run_locust(
+    run: Run,
+    base_url: str,
+    out_dir: Path,
+    processes: int,
+    while_running: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> dict[str, Any]:
+    """Run one scenario to its end; return per-request figures and the generator's state."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = out_dir / run.name
+    side = out_dir / f"{run.name}.side.json"
+    log_path = out_dir / f"{run.name}.log"
+    seconds = run.max_seconds if run.max_seconds is not None else run.warmup + run.window
+    env = {
+        **os.environ,
+        "BENCH_WARMUP": str(run.warmup),
+        "BENCH_SIDE_FILE": str(side),
+        "BENCH_QUIT_WHEN_IDLE": "1" if run.quit_when_idle else "0",
+        **run.env,
+    }
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "-u", str(run.users), "-r", str(run.users), "-t", f"{max(1, round(seconds))}s",
+        "--processes", str(processes), "-H", base_url, "--stop-timeout", "2",
+        "--csv", str(prefix), "--json-file", str(prefix), "--only-summary",
+        "--exit-code-on-error", "0", "--loglevel", "WARNING", run.user_class,
+    ]  # fmt: skip
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    sampler = CpuSampler(process.pid, start_after=run.warmup + 1.0)
+    sampler.start()
+    try:
+        if while_running is not None:
+            while_running(process)
+        process.wait(timeout=seconds + 60)
+    finally:
+        sampler.stopped.set()
+        stop_group(process, timeout=10)
+    wall = time.monotonic() - started
+    entries = json.loads((out_dir / f"{run.name}.json").read_text())
+    log_text = log_path.read_text(errors="replace")
+    warned = any(mark in log_text for mark in CPU_WARNING_MARKS)
+    if side.exists():
+        warned = warned or bool(json.loads(side.read_text()).get("cpu_warning"))
+    cpu = sampler.summary()
+    workers_cpu = cpu["locust_process_cpu_mean"]
+    saturated = warned or any(m >= CPU_SATURATED for m in workers_cpu)
+    return {
+        "user_class": run.user_class,
+        "users": run.users,
+        "warmup_s": run.warmup,
+        "window_s": run.window,
+        "wall_s": round(wall, 1),
+        "requests": {e["name"]: summarise(e) for e in entries},
+        "generator": {"cpu_warning": warned, "cpu_saturated": saturated, **cpu},
+        "csv": str(prefix) + "_stats.csv",
+    }
