@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from psqlpy import ConnectionPool
+from psqlpy import Connection, ConnectionPool, QueryResult
 from psqlpy.exceptions import Error as PsqlpyError
 
 from service.settings import Settings
@@ -45,6 +45,7 @@ class Database:
         self.pool = open_pool(settings, pool_size)
         self._queries = queries()
         self._acquire_timeout = settings.db_acquire_timeout
+        self._prepared = settings.db_prepared_statements
         # A backstop for a database that stops answering altogether; statement_timeout (server
         # side) normally ends a slow statement first.
         self._call_timeout = settings.db_statement_timeout + 1.0
@@ -59,10 +60,13 @@ class Database:
         except PsqlpyError as error:
             log.warning("database connection failed: %s", error)
             raise DatabaseUnavailable("database connection failed") from error
+        query = self._queries[name]
         try:
-            result = await asyncio.wait_for(
-                conn.execute(self._queries[name], params, prepared=True), self._call_timeout
-            )
+            if self._prepared:
+                pending = conn.execute(query, params, prepared=True)
+            else:
+                pending = self._unprepared(conn, query, params)
+            result = await asyncio.wait_for(pending, self._call_timeout)
         except TimeoutError:
             raise DatabaseUnavailable(f"database did not answer {name}") from None
         except PsqlpyError as error:
@@ -71,6 +75,15 @@ class Database:
         finally:
             conn.close()
         return result.result(as_tuple=True)
+
+    @staticmethod
+    async def _unprepared(conn: Connection, query: str, params: list[Any] | None) -> QueryResult:
+        # DB_PREPARED_STATEMENTS=false, for PgBouncer's transaction pooling before 1.21. psqlpy
+        # still parses a named statement (for the parameter types), drops it and runs the query
+        # unnamed: three exchanges that must reach the same server connection, so they share
+        # one explicit transaction.
+        async with conn.transaction() as transaction:
+            return await transaction.execute(query, params, prepared=False)
 
     def close(self) -> None:
         self.pool.close()

@@ -27,6 +27,7 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     db_acquire_timeout: float = 2.0
     db_statement_timeout: float = 5.0
+    db_prepared_statements: bool = True
     invest_batch_max: int = 500
     log_level: str = "INFO"
 
@@ -94,6 +95,15 @@ def _log_level(name: str, raw: str) -> str:
     return level
 
 
+def _boolean(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
 def _text(name: str, raw: str) -> str:
     if not raw.strip():
         raise SettingsError(f"{name} must not be empty")
@@ -111,6 +121,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "MAX_BODY_BYTES": lambda n, r: _integer(n, r, 64, 16 * 1024 * 1024),
     "DB_ACQUIRE_TIMEOUT": lambda n, r: _seconds(n, r, 0.01, 120.0),
     "DB_STATEMENT_TIMEOUT": lambda n, r: _seconds(n, r, 0.01, 600.0),
+    "DB_PREPARED_STATEMENTS": _boolean,
     "INVEST_BATCH_MAX": lambda n, r: _integer(n, r, 1, 10_000),
     "LOG_LEVEL": _log_level,
 }

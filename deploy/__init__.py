@@ -1,0 +1,1 @@
+"""The local production-like topology (haproxy, service instances, PgBouncer): see cluster.py."""

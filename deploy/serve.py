@@ -1,0 +1,37 @@
+"""One cluster instance: what `python -m service run` does once its database is migrated.
+
+The cluster migrates once, directly on PostgreSQL (deploy/cluster.py), before any instance starts:
+migrations hold a session-level advisory lock, which PgBouncer's transaction pooling cannot keep
+on one server connection, so an instance behind PgBouncer must not migrate through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from service.__main__ import serve
+from service.settings import SettingsError, load_settings
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"invalid setting: {error}", file=sys.stderr)
+        return 2
+    if settings.database_url is None:
+        print("DATABASE_URL is required", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("deploy").info(
+        "serving on http://%s:%s with %d workers", settings.host, settings.port, settings.workers
+    )
+    serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The local topology of `just cluster`: requests round-trip through haproxy and PgBouncer.
+
+Starts the cluster with the recipe's own code (deploy/cluster.py) against a fresh database on the
+session's server, sends a concurrent rush through the balancer and asserts the invariants end to
+end: the ledger sums to the total, counters equal the ledger, more than one instance answered
+(haproxy's stats), and the instances' transactions went through PgBouncer (its admin console).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deploy.cluster import ClusterConfig, ClusterError, down, ensure_installed, haproxy_servers, up
+from tests.support import (
+    ROOT,
+    counters,
+    create_goods,
+    drop_database,
+    free_port,
+    fresh_user,
+    ledger_sum,
+    new_database,
+    psql,
+)
+
+pytestmark = pytest.mark.system
+
+TOTAL = 500_000
+REQUESTS = 300  # 300 × 3,000 = 900,000: the rush sells the product out
+AMOUNT = 3_000
+
+
+@pytest.fixture(scope="module")
+def cluster(postgres_server: str) -> Iterator[dict[str, object]]:
+    try:
+        ensure_installed()  # the recipe's path: apt-get when root, else a clear reason
+    except ClusterError as error:
+        pytest.skip(f"haproxy/PgBouncer not available: {error}")
+    url = new_database(postgres_server)
+    (ROOT / ".data").mkdir(exist_ok=True)
+    runtime = Path(tempfile.mkdtemp(prefix="cluster-test-", dir=ROOT / ".data"))
+    config = ClusterConfig(
+        runtime=runtime,
+        database_url=url,
+        port=free_port(),
+        stats_port=free_port(),
+        instance_ports=(free_port(), free_port(), free_port()),
+        pgbouncer_port=free_port(),
+        db_pool_size=4,
+        server_pool_size=8,
+        instance_env={"LOG_LEVEL": "WARNING", "LIST_CACHE_SECONDS": "0"},
+    )
+    try:
+        yield up(config)
+    finally:
+        down(runtime)
+        shutil.rmtree(runtime, ignore_errors=True)
+        drop_database(postgres_server, url)
+
+
+async def rush(base_url: str, goods_id: int, users: list[int]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=100)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+        return await asyncio.gather(
+            *(
+                client.post(
+                    "/v1/api/investment/user/goods",
+                    headers={"X-USER-ID": str(user)},
+                    json={"goodsId": goods_id, "investmentAmount": AMOUNT},
+                )
+                for user in users
+            )
+        )
+
+
+def test_invest_round_trips_through_haproxy_and_pgbouncer(cluster: dict[str, object]) -> None:
+    url = str(cluster["database_url"])
+    base_url = str(cluster["url"])
+    goods_id = create_goods(url, total=TOTAL)
+    users = [fresh_user() for _ in range(REQUESTS // 2)]
+
+    responses = asyncio.run(rush(base_url, goods_id, users + users))
+
+    assert [r.status_code for r in responses if r.status_code != 200] == []
+    granted = [r.json()["investment_amount"] for r in responses]
+    assert sum(granted) == TOTAL
+    assert len([g for g in granted if 0 < g < AMOUNT]) == 1  # TOTAL is no multiple: one remainder
+    assert ledger_sum(url, goods_id) == TOTAL
+    investors = int(
+        psql(
+            url,
+            f"SELECT count(DISTINCT user_id) FROM user_investment_goods WHERE goods_id = {goods_id}",
+        )
+    )
+    assert counters(url, goods_id) == (TOTAL, investors)
+
+    # Read back through the balancer: the product list and one investor's ledger.
+    listed = httpx.get(
+        f"{base_url}/v1/api/investment/goods",
+        params={"started_at": "2000-01-01 00:00:00", "finished_at": "2100-01-01 00:00:00"},
+        timeout=10,
+    )
+    assert listed.status_code == 200
+    (item,) = [g for g in listed.json() if g["goods_id"] == goods_id]
+    assert (item["current_investing_amount"], item["state"]) == (TOTAL, "sold_out")
+    first = next(user for user, g in zip(users + users, granted, strict=True) if g > 0)
+    mine = httpx.get(
+        f"{base_url}/v1/api/investment/user/goods", headers={"X-USER-ID": str(first)}, timeout=10
+    )
+    assert mine.status_code == 200
+    assert {row["goods_id"] for row in mine.json()} == {goods_id}
+
+    # More than one instance answered the rush.
+    answered = {
+        row["svname"]: int(row["hrsp_2xx"]) for row in haproxy_servers(str(cluster["stats_url"]))
+    }
+    assert len(answered) == 3
+    assert sum(1 for count in answered.values() if count > 0) >= 2, answered
+
+    # The instances' database work went through PgBouncer, on the database's pool, and only
+    # PgBouncer's few server connections reached PostgreSQL.
+    database = url.rpartition("/")[2]
+    admin = str(cluster["pgbouncer_admin_url"])
+    (pool,) = [row for row in console(admin, "SHOW STATS") if row["database"] == database]
+    assert int(pool["total_xact_count"]) > 0
+    assert any(row["database"] == database for row in console(admin, "SHOW POOLS"))
+    direct = psql(
+        url,
+        "SELECT count(*) FROM pg_stat_activity"
+        f" WHERE datname = '{database}' AND application_name = 'investment-service'",
+    )
+    assert 0 < int(direct) <= 8 + 4  # default_pool_size + reserve_pool_size
+
+
+def console(admin_url: str, command: str) -> list[dict[str, str]]:
+    """Rows of a PgBouncer admin console command, by column name."""
+    done = subprocess.run(
+        ["psql", admin_url, "-X", "--csv", "-c", command],
+        capture_output=True, text=True, timeout=10, check=True,
+    )  # fmt: skip
+    return list(csv.DictReader(io.StringIO(done.stdout)))
