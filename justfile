@@ -38,3 +38,15 @@ check: setup
     {{venv}}/bin/ruff check service tests
     {{venv}}/bin/ruff format --check service tests
     {{venv}}/bin/mypy service
+
+# Start haproxy on :8080 → 3 instances → PgBouncer → PostgreSQL (apt-get installs what is missing).
+cluster: setup
+    {{py}} -m deploy.cluster up
+
+# Stop everything `just cluster` started.
+cluster-down:
+    {{py}} -m deploy.cluster down
+
+# What `just cluster` started, and whether it still runs.
+cluster-status:
+    {{py}} -m deploy.cluster status
