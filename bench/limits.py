@@ -85,12 +85,12 @@ def wrk_available() -> bool:
 
 def wrk_script(kind: str, users: int, recruiting: int) -> str:
     """Lua for wrk: a random X-USER-ID per request, a random invest body for POST."""
-    head = f'math.randomseed(os.time())\nwrk.headers["Content-Type"] = "application/json"\n'
+    head = 'math.randomseed(os.time())\nwrk.headers["Content-Type"] = "application/json"\n'
     if kind == "invest":
         return head + (
             "request = function()\n"
             f'  wrk.headers["X-USER-ID"] = tostring(math.random(1, {users}))\n'
-            f"  local body = string.format('{{\"goodsId\":%d,\"investmentAmount\":%d}}',"
+            f'  local body = string.format(\'{{"goodsId":%d,"investmentAmount":%d}}\','
             f" math.random(1, {recruiting}), math.random(1000, 100000))\n"
             '  return wrk.format("POST", nil, nil, body)\nend\n'
         )
@@ -118,7 +118,8 @@ def parse_wrk(output: str) -> dict[str, Any]:
         result[f"p{label}_ms"] = ms(value)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     result["non_2xx"] = int(non_2xx[1]) if non_2xx else 0
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       output)  # fmt: skip
     result["socket_errors"] = sum(int(v) for v in errors.groups()) if errors else 0
     requests = re.search(r"(\d+) requests in", output)
     result["requests"] = int(requests[1]) if requests else None

@@ -6,6 +6,7 @@ say when the generator itself was the bottleneck (beside locust's own warning, t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -95,17 +96,13 @@ class CpuSampler(threading.Thread):
             return
         procs = _process_tree(self.pid)
         for proc in procs:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.cpu_percent(None)
-            except psutil.NoSuchProcess:
-                pass
         psutil.cpu_percent(None)
         while not self.stopped.wait(1.0):
             for proc in procs:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     self.per_process.setdefault(proc.pid, []).append(proc.cpu_percent(None))
-                except psutil.NoSuchProcess:
-                    pass
             self.machine.append(psutil.cpu_percent(None))
 
     def summary(self) -> dict[str, Any]:

@@ -114,11 +114,9 @@ class HotInvestUser(BenchUser):
         with self.client.post(
             INVEST_PATH, json=body, headers=user_header(), name="invest-hot", catch_response=True
         ) as response:
-            if response.status_code != 200:
-                return
-            answer = response.json()
-            if answer.get("state") != "recruiting":
-                raise StopUser()
+            over = response.status_code == 200 and response.json().get("state") != "recruiting"
+        if over:
+            raise StopUser()
 
 
 def _monitor(environment: Environment) -> None:

@@ -1,0 +1,314 @@
+"""Bench reports: the raw JSON, a Markdown summary beside the seed's figures, and PNG charts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+# The seed's documented JMeter averages (500 threads, pool 50), in milliseconds.
+SEED_AVG_MS = {"list": 3902.0, "invest": 3636.0, "my-investments": 4190.0}
+APIS = ("list", "invest", "my-investments")
+PACKAGES = ("granian", "blacksheep", "psqlpy", "locust", "py-spy", "matplotlib", "orjson")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _tool_version(*command: str) -> str | None:
+    if shutil.which(command[0]) is None:
+        return None
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=10)
+    text = (done.stdout or done.stderr).strip().splitlines()
+    return text[0] if text else None
+
+
+def meta(stamp: str, sha: str, dirty: bool, postgres: str) -> dict[str, Any]:
+    versions: dict[str, str | None] = {"python": platform.python_version(), "postgres": postgres}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    versions["pgbench"] = _tool_version("pgbench", "--version")
+    versions["wrk"] = _tool_version("wrk", "--version")
+    return {
+        "utc": stamp,
+        "git_sha": sha,
+        "git_dirty": dirty,
+        "machine": {
+            "cores": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "kernel": platform.release(),
+        },
+        "versions": versions,
+    }
+
+
+def _api_figures(results: dict[str, Any], api: str) -> dict[str, Any]:
+    run = results["scenarios"]["S"][api]
+    return run["requests"].get(api, {}) | {"generator": run["generator"]}
+
+
+def _gen_note(generator: dict[str, Any]) -> str:
+    if not generator.get("cpu_saturated"):
+        return ""
+    why = "locust warned" if generator.get("cpu_warning") else "locust process ≥ 90 % CPU"
+    cpu = "/".join(f"{c:.0f}" for c in generator.get("locust_process_cpu_mean", []))
+    return f"⚠ generator CPU-bound ({why}; locust CPU % {cpu})"
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.1f}"
+
+
+def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
+    m, s, p = results["meta"], results["settings"], results["protocol"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    data = results["dataset"]
+    shape = data.get("shape", {})
+    lines = [
+        f"# Bench run {m['utc']} ({m['git_sha']}{', dirty tree' if m['git_dirty'] else ''})",
+        "",
+        f"- Protocol **{p['name']}**: {s['users']} users, closed loop, no think time; warm-up "
+        f"{p['warmup']:g} s then stats reset, measuring window {p['window']:g} s "
+        f"(G: {p['growth_window']:g} s); locust `--processes {s['locust_processes']}`.",
+        f"- Service: `python -m service run`, WORKERS={s['workers']}, "
+        f"DB_POOL_SIZE={s['db_pool_size']} in total.",
+        f"- Machine: {m['machine']['cores']} cores, {m['machine']['cpu_model']}, "
+        f"{m['machine']['memory_gib']} GiB; generator, service and PostgreSQL share it.",
+        f"- Versions: {versions}.",
+        f"- Dataset D: {shape.get('products')} products ({shape.get('recruiting')} recruiting "
+        f"in the window), {shape.get('users')} users, {shape.get('investments'):,} investments; "
+        f"loaded in {data.get('d_load_seconds')} s (incl. migrations and the G steps on the way).",
+        f"- Whole run: {results['wall_seconds']:.0f} s.",
+        "",
+        "## S — the seed's scenario, one API at a time",
+        "",
+        "| API | seed avg ms | ours avg ms | seed / ours | p50 | p95 | p99 | max | req/s "
+        "| errors | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for api in APIS:
+        f = _api_figures(results, api)
+        ratio = SEED_AVG_MS[api] / f["avg_ms"] if f.get("avg_ms") else None
+        lines.append(
+            f"| {api} | {SEED_AVG_MS[api]:,.0f} | {_ms(f.get('avg_ms'))} | "
+            f"{'—' if ratio is None else f'{ratio:,.0f}×'} | {_ms(f.get('p50_ms'))} | "
+            f"{_ms(f.get('p95_ms'))} | {_ms(f.get('p99_ms'))} | {_ms(f.get('max_ms'))} | "
+            f"{f.get('rps', 0):,.0f} | {f.get('failures', 0)} | {_gen_note(f['generator'])} |"
+        )
+    floor = results["scenarios"]["floor"]
+    hz = floor["requests"].get("healthz", {})
+    lines += [
+        "",
+        f"Generator floor (same locust setup on `GET /healthz`): {hz.get('rps', 0):,.0f} req/s, "
+        f"avg {_ms(hz.get('avg_ms'))} ms, p99 {_ms(hz.get('p99_ms'))} ms. "
+        f"{_gen_note(floor['generator'])}",
+        "",
+        f"![seed vs ours]({charts['seed']})",
+        "",
+        "## Throughput against the limits",
+        "",
+        "| API | locust S req/s | wrk req/s (p50 / p99 ms) | pgbench tps, 50 clients (avg ms) |",
+        "|---|---:|---:|---:|",
+    ]
+    wrk = results["limits"].get("wrk", {})
+    pgb = results["limits"].get("pgbench", {})
+    for api in ("healthz", *APIS, "invest-hot"):
+        if api == "healthz":
+            ours = hz.get("rps")
+        elif api == "invest-hot":
+            ours = results["scenarios"].get("H", {}).get("accepted_per_second")
+        else:
+            ours = _api_figures(results, api).get("rps")
+        w = wrk.get(api, {}) if isinstance(wrk.get(api), dict) else {}
+        g = pgb.get(api, {})
+        wrk_cell = (
+            f"{w['rps']:,.0f} ({_ms(w.get('p50_ms'))} / {_ms(w.get('p99_ms'))})"
+            + (f", {w['non_2xx']} non-2xx" if w.get("non_2xx") else "")
+            if w.get("rps")
+            else "—"
+        )
+        pg_cell = f"{g['tps']:,.0f} ({_ms(g.get('latency_avg_ms'))})" if g.get("tps") else "—"
+        label = "invest, one hot product (H: accepted/s)" if api == "invest-hot" else api
+        ours_cell = "—" if ours is None else f"{ours:,.0f}"
+        lines.append(f"| {label} | {ours_cell} | {wrk_cell} | {pg_cell} |")
+    if "skipped" in wrk:
+        lines += ["", f"wrk: {wrk['skipped']}."]
+    lines += ["", f"![throughput vs limits]({charts['throughput']})", ""]
+
+    mixed = results["scenarios"]["M"]
+    lines += [
+        "## M — mixed 80 % list / 15 % my investments / 5 % invest",
+        "",
+        "| request | requests | avg ms | p50 | p95 | p99 | req/s | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, f in sorted(mixed["requests"].items()):
+        lines.append(
+            f"| {name} | {f['requests']:,} | {_ms(f['avg_ms'])} | {_ms(f['p50_ms'])} | "
+            f"{_ms(f['p95_ms'])} | {_ms(f['p99_ms'])} | {f['rps']:,.0f} | {f['failures']} |"
+        )
+    note = _gen_note(mixed["generator"])
+    lines += ["", note] if note else []
+
+    h = results["scenarios"].get("H")
+    if h:
+        v = h["verification"]
+        hot = h["requests"].get("invest-hot", {})
+        ok = v["sum_equals_total"] and v["counters_equal_ledger"] and v["failed_requests"] == 0
+        lines += [
+            "",
+            "## H — the opening rush",
+            "",
+            f"{h['users']} users invest {10_000:,} each in one product of total "
+            f"{h['total']:,} until it sells out.",
+            "",
+            "| accepted investments | time to sell out | accepted/s | p50 ms | p99 ms "
+            "| requests | errors | verification |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|",
+            f"| {h['ledger_rows']:,} | {h['sell_out_seconds']} s | "
+            f"{h['accepted_per_second'] or 0:,.0f} | {_ms(hot.get('p50_ms'))} | "
+            f"{_ms(hot.get('p99_ms'))} | {hot.get('requests', 0):,} | {v['failed_requests']} | "
+            f"{'PASS' if ok else 'FAIL'}: ledger sum {h['ledger_sum']:,} "
+            f"{'=' if v['sum_equals_total'] else '≠'} total, no oversell "
+            f"{'✓' if v['no_oversell'] else '✗'}, counters = ledger "
+            f"{'✓' if v['counters_equal_ledger'] else '✗'}, partial fills {h['partial_fills']} |",
+        ]
+        note = _gen_note(h["generator"])
+        lines += ["", note] if note else []
+
+    growth = results["scenarios"].get("G", [])
+    if growth:
+        lines += [
+            "",
+            "## G — growth: latency against the ledger size",
+            "",
+            "| investments | list p50 | list p99 | list req/s | my p50 | my p99 | my req/s "
+            "| note |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for point in growth:
+            li = point["list"]["requests"].get("list", {})
+            my = point["my-investments"]["requests"].get("my-investments", {})
+            notes = {_gen_note(point[k]["generator"]) for k in ("list", "my-investments")} - {""}
+            lines.append(
+                f"| {point['investments']:,} | {_ms(li.get('p50_ms'))} | {_ms(li.get('p99_ms'))}"
+                f" | {li.get('rps', 0):,.0f} | {_ms(my.get('p50_ms'))} | {_ms(my.get('p99_ms'))}"
+                f" | {my.get('rps', 0):,.0f} | {' '.join(sorted(notes))} |"
+            )
+        lines += ["", f"![growth]({charts['growth']})"]
+    steps = ", ".join(f"{s['to']:,} rows +{s['seconds']} s" for s in data.get("steps", []))
+    consistency = data.get("consistency_after_scenarios", {})
+    lines += [
+        "",
+        "## Dataset",
+        "",
+        f"Load steps: {steps}. After every scenario: counters = ledger for all products "
+        f"{'✓' if consistency.get('ok') else '✗'} ({consistency.get('ledger_rows', 0):,} rows).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def charts(results: dict[str, Any], out_dir: Path, base: str) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = {"seed": f"{base}-seed.png", "throughput": f"{base}-throughput.png"}
+    names["growth"] = f"{base}-growth.png"
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ours = [_api_figures(results, api).get("avg_ms") or 0.01 for api in APIS]
+    xs = range(len(APIS))
+    ax.bar([x - 0.2 for x in xs], [SEED_AVG_MS[a] for a in APIS], 0.4, label="seed (JMeter avg)")
+    ax.bar([x + 0.2 for x in xs], ours, 0.4, label="ours (locust avg)")
+    for x, seed, mine in zip(xs, (SEED_AVG_MS[a] for a in APIS), ours, strict=True):
+        ax.text(x + 0.2, mine, f"{mine:,.0f} ms\n{seed / mine:,.0f}×", ha="center", va="bottom")
+    ax.set_yscale("log")
+    ax.set_xticks(list(xs), list(APIS))
+    ax.set_ylabel("average latency, ms (log)")
+    ax.set_title("500 users, pool 50: seed vs ours")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / names["seed"], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = ["healthz", *APIS, "invest-hot"]
+    series: dict[str, list[float]] = {"locust": [], "wrk": [], "pgbench": []}
+    wrk = results["limits"].get("wrk", {})
+    pgb = results["limits"].get("pgbench", {})
+    for label in labels:
+        if label == "healthz":
+            series["locust"].append(results["scenarios"]["floor"]["requests"]["healthz"]["rps"])
+        elif label == "invest-hot":
+            series["locust"].append(results["scenarios"]["H"].get("accepted_per_second") or 0)
+        else:
+            series["locust"].append(_api_figures(results, label).get("rps", 0))
+        entry = wrk.get(label)
+        series["wrk"].append(entry.get("rps") or 0 if isinstance(entry, dict) else 0)
+        series["pgbench"].append(pgb.get(label, {}).get("tps") or 0)
+    width = 0.27
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([x + (i - 1) * width for x in range(len(labels))], values, width, label=name)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("requests (transactions) / s")
+    ax.set_title("Throughput: locust scenario vs wrk (server ceiling) vs pgbench (database)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / names["throughput"], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    growth = results["scenarios"].get("G", [])
+    sizes = [p["investments"] for p in growth]
+    for api in ("list", "my-investments"):
+        for q, style in (("p50_ms", "-o"), ("p99_ms", "--x")):
+            ax.plot(sizes, [p[api]["requests"].get(api, {}).get(q, 0) for p in growth], style,
+                    label=f"{api} {q[:3]}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("investments in the ledger (log)")
+    ax.set_ylabel("latency, ms")
+    ax.set_title("G: latency as the ledger grows")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / names["growth"], dpi=110)
+    plt.close(fig)
+    return names
+
+
+def write(results: dict[str, Any], out_dir: Path, base: str, latest: bool) -> list[Path]:
+    """Write <base>.json, <base>.md and the charts; with `latest`, LATEST.md points at them."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"{base}.json"
+    json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    names = charts(results, out_dir, base)
+    md_path = out_dir / f"{base}.md"
+    md_path.write_text(markdown(results, names), encoding="utf-8")
+    paths = [json_path, md_path, *(out_dir / n for n in names.values())]
+    if latest:
+        latest_path = out_dir / "LATEST.md"
+        latest_path.write_text(
+            f"<!-- the newest full run: {base}.md, copied -->\n" + md_path.read_text()
+        )
+        paths.append(latest_path)
+    return paths

@@ -1,0 +1,358 @@
+"""The bench protocol of ../shared/BENCH.md, end to end, and its reports.
+
+    python -m bench.run            # full protocol (just bench), about 17 minutes on 2 cores
+    python -m bench.run --quick    # every scenario for a few seconds on a small dataset
+
+Order: one database, loaded step by step; scenario G is measured at each ledger size on the way
+to D and beyond it, and at D the floor, S, M, H and the limits run. pgbench runs while the service
+is stopped (its 50 clients and the service's 50 connections would share max_connections).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import dataset, limits, report
+from bench.dataset import Shape, check_consistency, users_for
+from bench.loadgen import Run, run_locust
+from bench.target import ROOT, WORK, Service, bench_database, psql
+
+RESULTS = ROOT / "bench" / "results"
+HOT_AMOUNT = 10_000
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    shape: Shape
+    growth_sizes: tuple[int, ...]
+    users: int
+    warmup: float
+    window: float
+    growth_window: float
+    rush_seconds: float  # how long the opening rush should last (sizes the hot product)
+    rush_max: float
+    pgbench_seconds: float
+    wrk_seconds: float
+
+
+FULL = Protocol(
+    name="full",
+    shape=Shape(),
+    growth_sizes=(10**4, 10**5, 10**6, 10**7),
+    users=500,
+    warmup=10,
+    window=45,
+    growth_window=15,
+    rush_seconds=25,
+    rush_max=150,
+    pgbench_seconds=15,
+    wrk_seconds=10,
+)
+QUICK = Protocol(
+    name="quick",
+    shape=Shape(investments=10_000),
+    growth_sizes=(1_000, 20_000),
+    users=100,
+    warmup=1,
+    window=2,
+    growth_window=2,
+    rush_seconds=2,
+    rush_max=20,
+    pgbench_seconds=2,
+    wrk_seconds=2,
+)
+
+
+class Bench:
+    """One run: the database, the service process, the figures collected so far."""
+
+    def __init__(self, protocol: Protocol, url: str, work: Path, workers: int, pool: int) -> None:
+        self.protocol = protocol
+        self.url = url
+        self.work = work
+        self.workers = workers
+        self.pool = pool
+        self.processes = os.cpu_count() or 1
+        self.loaded = 0
+        self.service: Service | None = None
+        self.results: dict[str, Any] = {"scenarios": {}, "limits": {}, "dataset": {}}
+
+    # -- the systems under test --------------------------------------------------------------
+
+    def start_service(self) -> Service:
+        self.stop_service()
+        log_path = self.work / f"service-{int(time.time())}.log"
+        self.service = Service(self.url, self.workers, self.pool, log_path)
+        try:
+            self.service.start()
+        except BaseException:
+            self.service.stop()
+            raise
+        return self.service
+
+    def stop_service(self) -> None:
+        if self.service is not None:
+            self.service.stop()
+            self.service = None
+
+    def grow_to(self, size: int) -> None:
+        started = time.monotonic()
+        dataset.extend_ledger(self.url, self.loaded, size, self.protocol.shape.products)
+        took = time.monotonic() - started
+        self.results["dataset"].setdefault("steps", []).append(
+            {"from": self.loaded, "to": size, "seconds": round(took, 1)}
+        )
+        self.loaded = size
+
+    def locust(self, run: Run, **kwargs: Any) -> dict[str, Any]:
+        assert self.service is not None
+        print(f"  locust {run.name}: {run.users} users, {run.user_class}", flush=True)
+        out = self.work / "locust"
+        return run_locust(run, self.service.base_url, out, self.processes, **kwargs)
+
+    def run_env(self, users: int) -> dict[str, str]:
+        return {
+            "BENCH_USERS": str(users),
+            "BENCH_RECRUITING": str(self.protocol.shape.recruiting),
+            "BENCH_WINDOW_START": dataset.WINDOW[0],
+            "BENCH_WINDOW_END": dataset.WINDOW[1],
+        }
+
+    # -- the scenarios -----------------------------------------------------------------------
+
+    def growth_point(self, size: int) -> None:
+        p = self.protocol
+        env = self.run_env(users_for(size))
+        point: dict[str, Any] = {"investments": dataset.ledger_size(self.url), "generated": size}
+        for api, user_class in (("list", "ListUser"), ("my-investments", "MyInvestmentsUser")):
+            run = Run(f"G-{size}-{api}", user_class, p.users, p.warmup, p.growth_window, env)
+            point[api] = self.locust(run)
+        self.results["scenarios"].setdefault("G", []).append(point)
+
+    def steady(self, key: str, user_class: str) -> dict[str, Any]:
+        p = self.protocol
+        env = self.run_env(p.shape.users)
+        return self.locust(Run(key, user_class, p.users, p.warmup, p.window, env))
+
+    def seed_scenario(self) -> None:
+        scenarios = self.results["scenarios"]
+        scenarios["floor"] = self.steady("floor", "HealthUser")
+        scenarios["S"] = {
+            "list": self.steady("S-list", "ListUser"),
+            "invest": self.steady("S-invest", "InvestUser"),
+            "my-investments": self.steady("S-my-investments", "MyInvestmentsUser"),
+        }
+        scenarios["M"] = self.steady("M", "MixedUser")
+
+    def new_hot_product(self, total: int, title: str) -> int:
+        # Recruiting now, but starting before the list window, so the list scenario never sees it.
+        return int(
+            psql(
+                self.url,
+                "INSERT INTO investment_goods (title, total_investing_amount, started_at,"
+                f" finished_at) VALUES ('{title}', {total}, timestamptz '2019-12-01 00:00:00+00',"
+                " now() + interval '1 day') RETURNING goods_id",
+            ).splitlines()[-1]
+        )
+
+    def rush(self) -> None:
+        p = self.protocol
+        invest_rps = self.results["scenarios"]["S"]["invest"]["requests"]["invest"]["rps"]
+        grants = max(200, round(max(invest_rps, 1.0) * p.rush_seconds))
+        total = grants * HOT_AMOUNT
+        goods_id = self.new_hot_product(total, "오픈 러시")
+        env = {**self.run_env(p.shape.users), "BENCH_HOT_GOODS": str(goods_id)}
+        env["BENCH_HOT_AMOUNT"] = str(HOT_AMOUNT)
+        sold_out_at: list[float] = []
+
+        def watch(process: subprocess.Popen[bytes]) -> None:
+            deadline = time.monotonic() + p.rush_max + 30
+            while process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+                current = int(
+                    psql(
+                        self.url,
+                        "SELECT current_investing_amount FROM investment_goods"
+                        f" WHERE goods_id = {goods_id}",
+                    )
+                )
+                if current >= total and not sold_out_at:
+                    sold_out_at.append(time.monotonic())
+                if sold_out_at and time.monotonic() - sold_out_at[0] > 10:
+                    process.terminate()  # users that never saw the answer: bounded anyway
+                    return
+
+        run = Run("H", "HotInvestUser", p.users, 0, p.rush_max, env, True, p.rush_max)
+        figures = self.locust(run, while_running=watch)
+        rows, amount, seconds, partial = psql(
+            self.url,
+            "SELECT count(*), coalesce(sum(user_investing_amount), 0),"
+            " coalesce(extract(epoch FROM max(invest_date) - min(invest_date)), 0),"
+            f" count(*) FILTER (WHERE user_investing_amount < {HOT_AMOUNT})"
+            f" FROM user_investment_goods WHERE goods_id = {goods_id}",
+        ).split("\t")
+        consistency = check_consistency(self.url, goods_id)
+        hot = figures["requests"].get("invest-hot", {})
+        failures = hot.get("failures", 0)
+        figures.update(
+            goods_id=goods_id,
+            total=total,
+            ledger_rows=int(rows),
+            ledger_sum=int(amount),
+            sell_out_seconds=round(float(seconds), 2),
+            accepted_per_second=round(int(rows) / float(seconds), 1) if float(seconds) else None,
+            partial_fills=int(partial),
+            verification={
+                "sold_out": int(amount) == total,
+                "sum_equals_total": int(amount) == total,
+                "no_oversell": int(amount) <= total,
+                "counters_equal_ledger": consistency.ok,
+                "failed_requests": failures,
+            },
+        )
+        self.results["scenarios"]["H"] = figures
+
+    def pgbench(self) -> None:
+        p = self.protocol
+        hot = self.new_hot_product(10**15, "pgbench 핫 상품")
+        scripts = limits.pgbench_scripts(p.shape.users, p.shape.recruiting, hot)
+        out = self.work / "pgbench"
+        self.results["limits"]["pgbench"] = {
+            name: limits.run_pgbench(self.url, name, script, p.pgbench_seconds, out)
+            for name, script in scripts.items()
+        }
+
+    def wrk(self) -> None:
+        if not limits.wrk_available():
+            self.results["limits"]["wrk"] = {"skipped": "wrk is not installed"}
+            return
+        assert self.service is not None
+        p = self.protocol
+        base = self.service.base_url
+        users, recruiting = p.shape.users, p.shape.recruiting
+        from urllib.parse import urlencode
+
+        window = urlencode({"started_at": dataset.WINDOW[0], "finished_at": dataset.WINDOW[1]})
+        targets = {
+            "healthz": (f"{base}/healthz", "healthz"),
+            "list": (f"{base}/v1/api/investment/goods?{window}", "list"),
+            "invest": (f"{base}/v1/api/investment/user/goods", "invest"),
+            "my-investments": (f"{base}/v1/api/investment/user/goods", "my-investments"),
+        }
+        out = self.work / "wrk"
+        self.results["limits"]["wrk"] = {
+            name: limits.run_wrk(
+                url, name, limits.wrk_script(kind, users, recruiting), p.wrk_seconds, out
+            )
+            for name, (url, kind) in targets.items()
+        }
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        p = self.protocol
+        d_size = p.shape.investments
+        started = time.monotonic()
+        timings = dataset.load(self.url, replace(p.shape, investments=0))
+        below = sorted(s for s in p.growth_sizes if s < d_size)
+        above = sorted(s for s in p.growth_sizes if s > d_size)
+        print(f"dataset: products loaded; growth sizes {below} < D={d_size} < {above}", flush=True)
+        self.start_service()
+        for size in below:
+            self.grow_to(size)
+            self.growth_point(size)
+        self.grow_to(d_size)
+        self.results["dataset"].update(
+            shape={**asdict(p.shape), "users": p.shape.users},
+            d_load_seconds=round(time.monotonic() - started, 1),
+            **{k: round(v, 1) for k, v in timings.items()},
+        )
+        print(f"dataset D loaded in {self.results['dataset']['d_load_seconds']} s", flush=True)
+        if d_size in p.growth_sizes:
+            self.growth_point(d_size)
+        self.seed_scenario()
+        self.rush()
+        self.wrk()
+        self.stop_service()
+        self.pgbench()
+        consistency = check_consistency(self.url)
+        self.results["dataset"]["consistency_after_scenarios"] = asdict(consistency) | {
+            "ok": consistency.ok
+        }
+        if above:
+            self.start_service()
+            for size in above:
+                self.grow_to(size)
+                self.growth_point(size)
+            self.stop_service()
+
+
+def git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    return done.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run (CI)")
+    parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--pool", type=int, default=50, help="DB_POOL_SIZE, in total")
+    parser.add_argument("--window", type=float, default=None, help="override the window (s)")
+    parser.add_argument("--growth", default=None, help="comma-separated ledger sizes for G")
+    parser.add_argument("--users", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    protocol = QUICK if args.quick else FULL
+    if args.window is not None:
+        protocol = replace(protocol, window=args.window, growth_window=args.window / 2)
+    if args.growth:
+        protocol = replace(protocol, growth_sizes=tuple(int(s) for s in args.growth.split(",")))
+    if args.users:
+        protocol = replace(protocol, users=args.users)
+    full = protocol.name == "full"
+    results_dir = args.results_dir or (RESULTS if full else WORK / "quick")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    sha = git("rev-parse", "--short", "HEAD") or "nogit"
+    work = WORK / f"{stamp}-{sha}"
+    work.mkdir(parents=True, exist_ok=True)
+
+    started = time.monotonic()
+    with bench_database(args.database_url) as url:
+        bench = Bench(protocol, url, work, args.workers, args.pool)
+        try:
+            bench.run()
+        finally:
+            bench.stop_service()
+        postgres_version = psql(url, "SHOW server_version")
+    results = {
+        "meta": report.meta(stamp, sha, git("status", "--porcelain") != "", postgres_version),
+        "settings": {
+            "workers": args.workers,
+            "db_pool_size": args.pool,
+            "locust_processes": bench.processes,
+            "users": protocol.users,
+        },
+        "protocol": asdict(protocol),
+        "wall_seconds": round(time.monotonic() - started, 1),
+        **bench.results,
+    }
+    latest = full and args.results_dir is None
+    paths = report.write(results, results_dir, f"{stamp}-{sha}", latest=latest)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
