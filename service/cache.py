@@ -6,9 +6,15 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 V = TypeVar("V")
+
+
+class CacheObserver(Protocol):
+    def hit(self, age: float) -> None: ...
+
+    def miss(self) -> None: ...
 
 
 class StaleBoundCache(Generic[V]):
@@ -33,17 +39,26 @@ class StaleBoundCache(Generic[V]):
         self._loading: dict[Hashable, asyncio.Future[tuple[float, V]]] = {}
         self.hits = 0
         self.misses = 0
+        self.observer: CacheObserver | None = None  # metrics, set by the composition root
 
     async def get(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
         if self.max_age <= 0:
             self.misses += 1
+            if self.observer is not None:
+                self.observer.miss()
             return await load()
         entry = self._entries.get(key)
-        if entry is not None and self._clock() - entry[0] < self.max_age:
-            self.hits += 1
-            self._entries.move_to_end(key)
-            return entry[1]
+        if entry is not None:
+            age = self._clock() - entry[0]
+            if age < self.max_age:
+                self.hits += 1
+                if self.observer is not None:
+                    self.observer.hit(age)
+                self._entries.move_to_end(key)
+                return entry[1]
         self.misses += 1
+        if self.observer is not None:
+            self.observer.miss()
         flight = self._loading.get(key)
         if flight is None:
             flight = asyncio.get_running_loop().create_future()
