@@ -22,6 +22,8 @@ MY_PAGE = 1000  # the service's default page; the statement asks for one row mor
 
 
 def _parameters(statement: str, values: dict[int, str]) -> str:
+    # pgbench reads ":name" as a variable even inside quotes; to_char prints '":"' as ':' too.
+    statement = statement.replace("HH24:MI:SS", 'HH24":"MI":"SS')
     return re.sub(r"\$(\d+)\b", lambda m: values[int(m[1])], statement)
 
 
@@ -30,7 +32,13 @@ def pgbench_scripts(users: int, recruiting: int, hot_goods: int) -> dict[str, st
     named = queries()
     invest = _parameters(
         named["invest-batch"],
-        {1: ":goods_id", 2: "ARRAY[:user_id]::bigint[]", 3: "ARRAY[:amount]::bigint[]"},
+        # $4, where present, is the batch's Idempotency-Keys: none here, as in S.
+        {
+            1: ":goods_id",
+            2: "ARRAY[:user_id]::bigint[]",
+            3: "ARRAY[:amount]::bigint[]",
+            4: "ARRAY[NULL]::text[]",
+        },
     )
     user = f"\\set user_id random(1, {users})\n"
     amount = "\\set amount random(1000, 100000)\n"

@@ -95,7 +95,8 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         f"- Versions: {versions}.",
         f"- Dataset D: {shape.get('products')} products ({shape.get('recruiting')} recruiting "
         f"in the window), {shape.get('users')} users, {shape.get('investments'):,} investments; "
-        f"loaded in {data.get('d_load_seconds')} s (incl. migrations and the G steps on the way).",
+        f"loaded in {data.get('d_load_seconds')} s (migrations, products and the ledger, "
+        "in the G steps on the way to D).",
         f"- Whole run: {results['wall_seconds']:.0f} s.",
         "",
         "## S — the seed's scenario, one API at a time",
