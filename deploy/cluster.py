@@ -160,7 +160,7 @@ def _start_time(pid: int) -> str | None:
 
 
 def _alive(entry: dict[str, Any]) -> bool:
-    return _start_time(entry["pid"]) == entry["start"]
+    return _start_time(int(entry["pid"])) == str(entry["start"])
 
 
 def _spawn(name: str, command: list[str], env: dict[str, str], runtime: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import logging
 import sys
 
 from service.__main__ import serve
+from service.logs import configure_logging
 from service.settings import SettingsError, load_settings
 
 
@@ -23,9 +24,7 @@ def main() -> int:
     if settings.database_url is None:
         print("DATABASE_URL is required", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level)
     logging.getLogger("deploy").info(
         "serving on http://%s:%s with %d workers", settings.host, settings.port, settings.workers
     )
