@@ -272,7 +272,7 @@ def describe_admin(docs: OpenAPIHandler, handlers: Mapping[str, Callable[..., An
 
 
 async def _goods_command(settings: Settings, args: argparse.Namespace) -> list[dict[str, Any]]:
-    db = Database(settings, 1)
+    db = Database(settings, 2)  # psqlpy wants a pool of at least 2
     try:
         if args.goods_command == "add":
             values = {"title": args.title, "total_investing_amount": args.total,

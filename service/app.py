@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from blacksheep import Application, Request, Response
 
+from service.admin import ADMIN_BASE, AdminApi, describe_admin
 from service.batcher import InvestBatcher
 from service.db import Database, DatabaseUnavailable
 from service.handlers import BASE, InvestmentApi
+from service.housekeeping import forget_old_idempotency_keys
+from service.logs import configure_logging, quiet_handled_errors
+from service.metrics import Metrics
+from service.observe import observe_other_routes, observed
 from service.openapi import build_docs, describe
 from service.problems import Problem, problem_response
 from service.settings import Settings, load_settings
@@ -38,15 +45,17 @@ async def _not_found(request: Request) -> Response:
 
 def _route(
     method: Callable[[Request], Awaitable[Response]],
+    verb: str,
+    path: str,
+    *,
+    app: Application,
+    metrics: Metrics | None,
+    access_log: bool,
 ) -> Callable[[Request], Awaitable[Response]]:
-    """A plain function for the router (it marks handlers, which bound methods cannot carry)."""
-
-    async def handler(request: Request) -> Response:
-        return await method(request)
-
-    handler.__name__ = method.__name__
-    handler.__doc__ = method.__doc__
-    return handler
+    """A plain function for the router (it marks handlers, which bound methods cannot carry),
+    and the one per-request wrapper: request id, metrics per route template, access log."""
+    child = None if metrics is None else metrics.route(verb, path)
+    return observed(method, app, path, child, access_log)
 
 
 def configure_application(settings: Settings) -> Application:
@@ -54,43 +63,86 @@ def configure_application(settings: Settings) -> Application:
     api = InvestmentApi(settings)
     app.services.register(InvestmentApi, instance=api)  # reachable from tests and metrics
 
-    handlers = {
-        name: _route(getattr(api, name))
-        for name in ("list_goods", "invest", "my_investments", "healthz", "readyz")
+    metrics = Metrics() if settings.metrics_enabled else None
+    route = functools.partial(_route, app=app, metrics=metrics, access_log=settings.access_log)
+    routes = {  # handler -> (method, route template)
+        "list_goods": ("GET", f"{BASE}/goods"),
+        "invest": ("POST", f"{BASE}/user/goods"),
+        "my_investments": ("GET", f"{BASE}/user/goods"),
+        "healthz": ("GET", "/healthz"),
+        "readyz": ("GET", "/readyz"),
     }
-    app.router.add_get(f"{BASE}/goods", handlers["list_goods"])
-    app.router.add_post(f"{BASE}/user/goods", handlers["invest"])
-    app.router.add_get(f"{BASE}/user/goods", handlers["my_investments"])
-    app.router.add_get("/healthz", handlers["healthz"])
-    app.router.add_get("/readyz", handlers["readyz"])
-    app.router.fallback = _not_found
+    handlers = {name: route(getattr(api, name), *where) for name, where in routes.items()}
+    admin = None if settings.admin_token is None else AdminApi(settings, settings.admin_token)
+    admin_routes = {
+        "create_goods": ("POST", ADMIN_BASE),
+        "change_goods": ("PATCH", ADMIN_BASE + "/{goods_id}"),
+    }
+    admin_handlers = {}
+    if admin is not None:  # no token, no admin routes: they answer 404 like any unknown path
+        admin_handlers = {n: route(getattr(admin, n), *w) for n, w in admin_routes.items()}
+        routes.update(admin_routes)
+    for name, handler in {**handlers, **admin_handlers}.items():
+        app.router.add(routes[name][0], routes[name][1], handler)
+    if metrics is not None:
+        app.router.add_get("/metrics", route(metrics.scrape, "GET", "/metrics"))
+    app.router.fallback = route(_not_found, "ANY", "(unmatched)")
 
     docs = build_docs()
     describe(docs, handlers)
+    if admin_handlers:
+        describe_admin(docs, admin_handlers)
     docs.bind_app(app)
 
     app.exceptions_handlers[Problem] = _on_problem
     app.exceptions_handlers[DatabaseUnavailable] = _on_unavailable
     app.exceptions_handlers[500] = _on_internal_error
 
+    chores: list[asyncio.Task[None]] = []
+
     async def start(application: Application) -> None:
         db = Database(settings, settings.pool_share())
         api.db = db
         api.batcher = InvestBatcher(db, settings.invest_batch_max)
+        chores.append(
+            asyncio.create_task(
+                forget_old_idempotency_keys(
+                    db, settings.idempotency_retention_hours, settings.idempotency_cleanup_seconds
+                )
+            )
+        )
 
     async def stop(application: Application) -> None:
+        for chore in chores:
+            chore.cancel()
+        await asyncio.gather(*chores, return_exceptions=True)
         await api.batcher.drain()
         api.db.close()
 
+    async def start_operations(application: Application) -> None:
+        api.list_cache.observer = metrics
+        api.batcher.metrics = metrics
+        if admin is not None:
+            admin.db = api.db
+        if metrics is not None:
+            api.metrics = metrics
+            metrics.start(api.db.pool.status)
+
+    async def stop_operations(application: Application) -> None:
+        if metrics is not None:
+            await metrics.stop()
+
     app.on_start += start
+    app.on_start += start_operations
     app.on_stop += stop
+    app.on_stop += stop_operations
+    app.after_start += functools.partial(observe_other_routes, route=route)
+    quiet_handled_errors(app.logger, settings.log_level)
     return app
 
 
 def create_app() -> Application:
     """The granian target (factory): settings come from the environment of the worker."""
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level)
     return configure_application(settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import orjson
@@ -13,6 +14,7 @@ from service.cache import StaleBoundCache
 from service.db import Database
 from service.parsing import (
     format_cursor,
+    parse_idempotency_key,
     parse_invest_body,
     parse_page,
     parse_period,
@@ -21,8 +23,13 @@ from service.parsing import (
 from service.problems import Problem
 from service.settings import Settings
 
+if TYPE_CHECKING:
+    from service.metrics import Metrics
+
 JSON = b"application/json"
 USER_HEADER = b"x-user-id"
+IDEMPOTENCY_HEADER = b"idempotency-key"
+REPLAYED_HEADER = b"Idempotent-Replayed"
 BASE = "/v1/api/investment"
 
 # Column order of sql/queries.sql `list-goods` and `my-investments-*`: where rows become JSON.
@@ -59,6 +66,7 @@ class InvestmentApi:
 
     db: Database
     batcher: InvestBatcher
+    metrics: Metrics | None = None  # invest outcomes (service/metrics.py), when enabled
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -87,8 +95,10 @@ class InvestmentApi:
     async def invest(self, request: Request) -> Response:
         body = await read_body(request, self.settings.max_body_bytes)
         user_id = self.user_id(request)
+        key = parse_idempotency_key(request.get_headers(IDEMPOTENCY_HEADER))
         goods_id, amount = parse_invest_body(body)
         (
+            outcome,
             found,
             total,
             invested,
@@ -96,9 +106,20 @@ class InvestmentApi:
             state,
             invest_date,
             investment_id,
-        ) = await self.batcher.invest(goods_id, user_id, amount)
+        ) = await self.batcher.invest(goods_id, user_id, amount, key)
+        if outcome == "in_use":
+            raise Problem(
+                "IDEMPOTENCY_KEY_IN_USE", "a request with this Idempotency-Key is still in progress"
+            )
+        if outcome == "mismatch":
+            raise Problem(
+                "IDEMPOTENCY_KEY_MISMATCH",
+                "this Idempotency-Key was used with another product or amount",
+            )
         if not found:
             raise Problem("GOODS_NOT_FOUND", f"there is no product with goods_id {goods_id}")
+        if self.metrics is not None and outcome != "replay":
+            self.metrics.invest_outcome(amount, invested)
         result = {
             "user_id": user_id,
             "goods_id": goods_id,
@@ -111,7 +132,8 @@ class InvestmentApi:
             "state": state,
             "investment_id": investment_id,
         }
-        return json_response(orjson.dumps(result))
+        headers = [(REPLAYED_HEADER, b"true")] if outcome == "replay" else None
+        return json_response(orjson.dumps(result), headers)
 
     async def my_investments(self, request: Request) -> Response:
         user_id = self.user_id(request)

@@ -30,6 +30,8 @@ def observed(
     access_log: bool,
 ) -> Handler:
     """`handler` with the request id, its metrics child and (when enabled) an access log line."""
+    if access_log:  # asked for explicitly: written whatever LOG_LEVEL says
+        access.setLevel(logging.INFO)
 
     async def observed_handler(request: Request) -> Response:
         started = perf_counter()

@@ -5,16 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from blacksheep.server.openapi.common import (
-    ContentInfo,
-    DirectSchema,
-    HeaderInfo,
-    ParameterInfo,
-    ParameterSource,
-    ResponseInfo,
-)
+from blacksheep.server.openapi.common import ContentInfo, DirectSchema, HeaderInfo, ResponseInfo
 from blacksheep.server.openapi.v3 import OpenAPIHandler
-from openapidocs.v3 import Info, MediaType, RequestBody
+from openapidocs.v3 import Info, MediaType, Parameter, ParameterLocation, RequestBody
+from openapidocs.v3 import Schema as OpenApiSchema
 
 from service.parsing import MAX_AMOUNT, MAX_GOODS_ID, MAX_PAGE, MAX_USER_ID
 from service.problems import PROBLEMS
@@ -133,29 +127,73 @@ def _problem(*codes: str) -> ResponseInfo:
     )
 
 
-USER_HEADER = {
-    "X-USER-ID": ParameterInfo(
-        f"The user, a decimal integer in [1, {MAX_USER_ID}] (set by the gateway)",
-        value_type=int,
-        source=ParameterSource.HEADER,
-        required=True,
-        example=1,
-    )
-}
 UNAVAILABLE = _problem("SERVICE_UNAVAILABLE")
+KEY_PATTERN = "^[!-~]([ -~]*[!-~])?$"  # service/parsing.py parse_idempotency_key
 
 
-def _user_header_schema(handler: Any, operation: Any) -> None:
-    # Tighten the generated header schema to the accepted range.
-    for parameter in operation.parameters or []:
-        if getattr(parameter, "name", "") == "X-USER-ID":
-            parameter.schema = DirectSchema(  # type: ignore[no-untyped-call]
-                {"type": "integer", "minimum": 1, "maximum": MAX_USER_ID}
-            )
+def _parameter(
+    name: str, location: ParameterLocation, description: str, schema: OpenApiSchema, required: bool
+) -> Parameter:
+    return Parameter(name, location, schema, description=description, required=required)
+
+
+# BlackSheep derives parameters from handler signatures; ours take the raw Request, so the
+# parameters are declared here and attached when each operation is created.
+USER_ID = _parameter(
+    "X-USER-ID",
+    ParameterLocation.HEADER,
+    "The user, a decimal integer (set by the gateway)",
+    OpenApiSchema(type="integer", minimum=1, maximum=MAX_USER_ID, example=1),
+    True,
+)
+IDEMPOTENCY_KEY = _parameter(
+    "Idempotency-Key",
+    ParameterLocation.HEADER,
+    "Optional, per user, kept at least 24 h: a retry with the same key and body replays the"
+    " first answer and writes nothing; another body: 422; while the first runs: 409",
+    OpenApiSchema(type="string", min_length=1, max_length=255, pattern=KEY_PATTERN),
+    False,
+)
+WINDOW = [
+    _parameter(
+        name,
+        ParameterLocation.QUERY,
+        f"Window {edge}, YYYY-MM-DD HH:MM:SS in the display time zone",
+        OpenApiSchema(type="string", pattern=TIME_PATTERN, example=example),
+        True,
+    )
+    for name, edge, example in (
+        ("started_at", "start", "2021-04-01 00:00:00"),
+        ("finished_at", "end", "2021-05-01 00:00:00"),
+    )
+]
+PAGE = [
+    _parameter(
+        "limit",
+        ParameterLocation.QUERY,
+        f"Page size, 1 to {MAX_PAGE} (default {MAX_PAGE})",
+        OpenApiSchema(type="integer", minimum=1, maximum=MAX_PAGE),
+        False,
+    ),
+    _parameter(
+        "cursor",
+        ParameterLocation.QUERY,
+        "Where the page starts: the value given in the previous page's Link header",
+        OpenApiSchema(type="string", pattern="^-?[0-9]{1,19}_[0-9]{1,19}$"),
+        False,
+    ),
+]
+
+
+def _with_parameters(*parameters: Parameter) -> Callable[[Any, Any], None]:
+    def on_created(handler: Any, operation: Any) -> None:
+        operation.parameters = list(parameters)
+
+    return on_created
 
 
 def _invest_operation(handler: Any, operation: Any) -> None:
-    _user_header_schema(handler, operation)
+    operation.parameters = [USER_ID, IDEMPOTENCY_KEY]
     schema = DirectSchema(INVEST_REQUEST)  # type: ignore[no-untyped-call]
     operation.request_body = RequestBody(
         content={"application/json": MediaType(schema=schema)},
@@ -186,28 +224,13 @@ def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> N
         summary="List investment products",
         description="Products whose whole recruitment period lies inside the window, by goods_id.",
         tags=["investment"],
-        parameters={
-            "started_at": ParameterInfo(
-                "Window start, YYYY-MM-DD HH:MM:SS in the display time zone",
-                value_type=str,
-                source=ParameterSource.QUERY,
-                required=True,
-                example="2021-04-01 00:00:00",
-            ),
-            "finished_at": ParameterInfo(
-                "Window end, YYYY-MM-DD HH:MM:SS in the display time zone",
-                value_type=str,
-                source=ParameterSource.QUERY,
-                required=True,
-                example="2021-05-01 00:00:00",
-            ),
-        },
         responses={
             200: _ok("The products in the window", GoodsList),
             400: _problem("INVALID_PERIOD"),
             404: _problem("GOODS_NOT_FOUND"),
             503: UNAVAILABLE,
         },
+        on_created=_with_parameters(*WINDOW),
     )(handlers["list_goods"])
     docs(
         summary="Invest",
@@ -216,18 +239,24 @@ def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> N
             " investment_amount 0 and status false; this request sells it out: status false."
         ),
         tags=["investment"],
-        parameters=USER_HEADER,
         responses={
-            200: _ok("What was invested", InvestResult),
+            200: _ok(
+                "What was invested",
+                InvestResult,
+                {"Idempotent-Replayed": HeaderInfo(str, "true when this answer is a replay")},
+            ),
             400: _problem(
                 "MISSING_USER_ID",
                 "INVALID_USER_ID",
                 "INVALID_BODY",
                 "INVALID_GOODS_ID",
                 "INVALID_AMOUNT",
+                "INVALID_IDEMPOTENCY_KEY",
             ),
             404: _problem("GOODS_NOT_FOUND"),
+            409: _problem("IDEMPOTENCY_KEY_IN_USE"),
             413: _problem("PAYLOAD_TOO_LARGE"),
+            422: _problem("IDEMPOTENCY_KEY_MISMATCH"),
             503: UNAVAILABLE,
         },
         on_created=_invest_operation,
@@ -236,21 +265,6 @@ def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> N
         summary="My investments",
         description="One item per investment, by invest_date then id; pages of at most 1000.",
         tags=["investment"],
-        parameters={
-            **USER_HEADER,
-            "limit": ParameterInfo(
-                "Page size, 1 to 1000 (default 1000)",
-                value_type=int,
-                source=ParameterSource.QUERY,
-                required=False,
-            ),
-            "cursor": ParameterInfo(
-                "Where the page starts: the value given in the previous page's Link header",
-                value_type=str,
-                source=ParameterSource.QUERY,
-                required=False,
-            ),
-        },
         responses={
             200: _ok(
                 "The user's investments",
@@ -261,7 +275,7 @@ def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> N
             404: _problem("INVESTMENTS_NOT_FOUND"),
             503: UNAVAILABLE,
         },
-        on_created=_user_header_schema,
+        on_created=_with_parameters(USER_ID, *PAGE),
     )(handlers["my_investments"])
     docs(summary="Liveness", tags=["operations"], responses={200: _ok("Serving", Health)})(
         handlers["healthz"]

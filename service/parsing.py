@@ -16,10 +16,12 @@ MAX_USER_ID = 2**63 - 1
 MAX_GOODS_ID = 2**63 - 1
 MAX_AMOUNT = 2**53 - 1
 MAX_PAGE = 1000
+MAX_IDEMPOTENCY_KEY = 255
 
 _DIGITS = re.compile(rb"[0-9]{1,19}")
 _PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[ T]([0-9]{2}):([0-9]{2}):([0-9]{2})")
 _CURSOR = re.compile(r"(-?[0-9]{1,19})_([0-9]{1,19})")
+_KEY = re.compile(rb"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 
 
 def parse_user_id(values: list[bytes]) -> int:
@@ -32,6 +34,21 @@ def parse_user_id(values: list[bytes]) -> int:
     if _DIGITS.fullmatch(raw) is None or not 1 <= int(raw) <= MAX_USER_ID:
         raise Problem("INVALID_USER_ID", "X-USER-ID must be a decimal integer in [1, 2^63-1]")
     return int(raw)
+
+
+def parse_idempotency_key(values: list[bytes]) -> str | None:
+    """The optional Idempotency-Key header: 1 to 255 printable ASCII characters, or None."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise Problem("INVALID_IDEMPOTENCY_KEY", "send at most one Idempotency-Key header")
+    raw = values[0].strip()
+    if not 1 <= len(raw) <= MAX_IDEMPOTENCY_KEY or _KEY.fullmatch(raw) is None:
+        raise Problem(
+            "INVALID_IDEMPOTENCY_KEY",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+        )
+    return raw.decode("ascii")
 
 
 def _int_in(value: Any, low: int, high: int) -> int | None:

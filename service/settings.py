@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,7 +29,12 @@ class Settings:
     db_statement_timeout: float = 5.0
     db_prepared_statements: bool = True
     invest_batch_max: int = 500
+    idempotency_retention_hours: int = 24
+    idempotency_cleanup_seconds: float = 600.0
     log_level: str = "INFO"
+    metrics_enabled: bool = True
+    access_log: bool = False
+    admin_token: str | None = field(default=None, repr=False)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -95,13 +100,23 @@ def _log_level(name: str, raw: str) -> str:
     return level
 
 
-def _boolean(name: str, raw: str) -> bool:
+def _flag(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
         return True
     if value in {"0", "false", "no", "off"}:
         return False
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _token(name: str, raw: str) -> str | None:
+    """An admin token: unset or empty disables the admin API; a short one is refused."""
+    token = raw.strip()
+    if not token:
+        return None
+    if len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token:
+        raise SettingsError(f"{name} must be at least 16 visible ASCII characters")
+    return token
 
 
 def _text(name: str, raw: str) -> str:
@@ -121,9 +136,14 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "MAX_BODY_BYTES": lambda n, r: _integer(n, r, 64, 16 * 1024 * 1024),
     "DB_ACQUIRE_TIMEOUT": lambda n, r: _seconds(n, r, 0.01, 120.0),
     "DB_STATEMENT_TIMEOUT": lambda n, r: _seconds(n, r, 0.01, 600.0),
-    "DB_PREPARED_STATEMENTS": _boolean,
+    "DB_PREPARED_STATEMENTS": _flag,
     "INVEST_BATCH_MAX": lambda n, r: _integer(n, r, 1, 10_000),
+    "IDEMPOTENCY_RETENTION_HOURS": lambda n, r: _integer(n, r, 24, 24 * 366),
+    "IDEMPOTENCY_CLEANUP_SECONDS": lambda n, r: _seconds(n, r, 0.0, 86_400.0),
     "LOG_LEVEL": _log_level,
+    "METRICS_ENABLED": _flag,
+    "ACCESS_LOG": _flag,
+    "ADMIN_TOKEN": _token,
 }
 
 

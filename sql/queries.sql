@@ -17,10 +17,10 @@ WHERE g.started_at >= $1 AND g.finished_at <= $2
 ORDER BY g.goods_id;
 
 -- name: invest-batch
--- One transaction per call: see invest_batch() in sql/migrations/002_invest.sql.
-SELECT ord, found, total_investing_amount, investment_amount, current_investing_amount,
+-- One transaction per call: see invest_batch() in sql/migrations/003_idempotency.sql.
+SELECT ord, outcome, found, total_investing_amount, investment_amount, current_investing_amount,
        state, invest_date, investment_id
-FROM invest_batch($1, $2, $3);
+FROM invest_batch($1, $2, $3, $4);
 
 -- name: my-investments-first
 -- The first page of a user's ledger rows, oldest first: one range scan of
@@ -48,3 +48,84 @@ LIMIT $2;
 
 -- name: ready
 SELECT 1;
+
+-- name: forget-idempotency-keys
+-- Deletes up to 10,000 idempotency keys older than $1 hours and counts them (every worker runs it
+-- now and then, jittered: service/housekeeping.py). Bounded so it never holds many locks for long.
+WITH gone AS (
+    DELETE FROM investment_idempotency
+    WHERE ctid IN (SELECT ctid FROM investment_idempotency
+                   WHERE created_at < statement_timestamp() - make_interval(hours => $1)
+                   LIMIT 10000)
+    RETURNING 1
+)
+SELECT count(*) FROM gone;
+
+-- name: admin-goods-create
+-- A product registered through the admin API or CLI (service/admin.py), returned with the
+-- list-goods columns.
+WITH created AS (
+    INSERT INTO investment_goods (title, total_investing_amount, status, started_at, finished_at)
+    VALUES ($1, $2, $3, $4, $5)
+    RETURNING *
+)
+SELECT g.goods_id, g.title, g.total_investing_amount, g.current_investing_amount,
+       g.investor_count, s.state IN ('recruiting', 'upcoming') AS status, s.state,
+       to_char(g.started_at, 'YYYY-MM-DD HH24:MI:SS') AS started_at,
+       to_char(g.finished_at, 'YYYY-MM-DD HH24:MI:SS') AS finished_at
+FROM created g
+CROSS JOIN LATERAL (
+    SELECT goods_state(g.status, g.current_investing_amount, g.total_investing_amount,
+                       g.started_at, g.finished_at, statement_timestamp()) AS state
+) s;
+
+-- name: admin-goods-update
+-- Changes product $1's title, total, period and status ($2..$6; NULL keeps the value) in one
+-- statement. The UPDATE's WHERE is re-checked on the locked, latest row, so the total can never be
+-- set below what is invested (nor the period inverted), even with invests running. When it
+-- refuses, the row comes back unchanged with the reason; no row at all: no such product.
+WITH changed AS (
+    UPDATE investment_goods g
+    SET title = coalesce($2, g.title),
+        total_investing_amount = coalesce($3, g.total_investing_amount),
+        started_at = coalesce($4, g.started_at),
+        finished_at = coalesce($5, g.finished_at),
+        status = coalesce($6, g.status)
+    WHERE g.goods_id = $1
+      AND coalesce($3, g.total_investing_amount) >= g.current_investing_amount
+      AND coalesce($5, g.finished_at) > coalesce($4, g.started_at)
+    RETURNING g.*
+), answer AS (
+    SELECT 'changed' AS outcome, c.* FROM changed c
+    UNION ALL
+    SELECT CASE
+               WHEN coalesce($3, g.total_investing_amount) < g.current_investing_amount
+                   THEN 'total_below_invested'
+               WHEN coalesce($5, g.finished_at) <= coalesce($4, g.started_at) THEN 'period'
+               ELSE 'conflict'
+           END, g.*
+    FROM investment_goods g
+    WHERE g.goods_id = $1 AND NOT EXISTS (SELECT 1 FROM changed)
+)
+SELECT g.outcome, g.goods_id, g.title, g.total_investing_amount, g.current_investing_amount,
+       g.investor_count, s.state IN ('recruiting', 'upcoming') AS status, s.state,
+       to_char(g.started_at, 'YYYY-MM-DD HH24:MI:SS') AS started_at,
+       to_char(g.finished_at, 'YYYY-MM-DD HH24:MI:SS') AS finished_at
+FROM answer g
+CROSS JOIN LATERAL (
+    SELECT goods_state(g.status, g.current_investing_amount, g.total_investing_amount,
+                       g.started_at, g.finished_at, statement_timestamp()) AS state
+) s;
+
+-- name: admin-goods-list
+-- Every product, for `python -m service goods list`.
+SELECT g.goods_id, g.title, g.total_investing_amount, g.current_investing_amount,
+       g.investor_count, s.state IN ('recruiting', 'upcoming') AS status, s.state,
+       to_char(g.started_at, 'YYYY-MM-DD HH24:MI:SS') AS started_at,
+       to_char(g.finished_at, 'YYYY-MM-DD HH24:MI:SS') AS finished_at
+FROM investment_goods g
+CROSS JOIN LATERAL (
+    SELECT goods_state(g.status, g.current_investing_amount, g.total_investing_amount,
+                       g.started_at, g.finished_at, statement_timestamp()) AS state
+) s
+ORDER BY g.goods_id;

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -166,3 +168,35 @@ _users = itertools.count(random.randrange(10**9, 2 * 10**9, 10**6))
 def fresh_user() -> int:
     """A user id that no other test of this session uses."""
     return next(_users)
+
+
+def raw_request(base_url: str, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    """Send bytes no HTTP client library would send; return (status, response body).
+
+    `head` is the request line and headers without the final blank line; Content-Length and
+    Connection: close are added.
+    """
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    message = head.rstrip(b"\r\n") + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(
+        body
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(message + body)
+        response = bytearray()
+        while chunk := conn.recv(65536):
+            response += chunk
+    status_line, _, rest = bytes(response).partition(b"\r\n")
+    _, _, payload = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), payload
+
+
+def verify_ledger(database_url: str) -> dict[str, int]:
+    """Run the ledger verifier (`python -m service verify`); fail on any violation."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "verify"],
+        cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"ledger violations:\n{done.stdout}\n{done.stderr}"
+    summary: dict[str, int] = json.loads(done.stdout.splitlines()[-1])
+    return summary

@@ -22,13 +22,12 @@ def test_openapi_describes_the_three_apis_and_their_errors(client: httpx.Client)
         "404",
         "503",
     }
-    assert set(paths["/v1/api/investment/user/goods"]["post"]["responses"]) == {
-        "200",
-        "400",
-        "404",
-        "413",
-        "503",
-    }
+    invest = paths["/v1/api/investment/user/goods"]["post"]
+    assert set(invest["responses"]) == {"200", "400", "404", "409", "413", "422", "503"}
+    key = next(p for p in invest["parameters"] if p["name"] == "Idempotency-Key")
+    assert key["in"] == "header"
+    assert key["required"] is False
+    assert key["schema"]["maxLength"] == 255
     assert set(paths["/v1/api/investment/user/goods"]["get"]["responses"]) == {
         "200",
         "400",
