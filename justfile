@@ -29,6 +29,12 @@ run: setup
 migrate: setup
     {{py}} -m service migrate
 
+# Check every ledger invariant on DATABASE_URL (default: `just run`'s embedded database, while it
+# runs); prints each violation as JSON and exits 1 when there is any.
+verify: setup
+    DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}" \
+        {{py}} -m service verify
+
 # The whole test suite against a real PostgreSQL (TEST_DATABASE_URL, else an embedded one).
 test *args: setup
     {{py}} -m pytest {{args}}
