@@ -115,3 +115,22 @@ def test_no_database_is_exit_2_not_a_verdict(postgres_server: str) -> None:
     code, lines = run_verify(f"{base}/no_such_database_here")
     assert code == 2
     assert lines == []
+
+
+def test_the_demo_data_loads_once_and_verifies(scratch: str) -> None:
+    env = {**os.environ, "DATABASE_URL": scratch}
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "service", "migrate", "--demo"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    summary = verify_ledger(scratch)
+    assert summary["products"] == 6
+    assert summary["ledger_rows"] > 0
+    states = psql(
+        scratch,
+        "SELECT count(DISTINCT goods_state(status, current_investing_amount,"
+        " total_investing_amount, started_at, finished_at, now())) FROM investment_goods",
+    )
+    assert states == "5"  # one product in every state
