@@ -56,3 +56,22 @@ cluster-down:
 # What `just cluster` started, and whether it still runs.
 cluster-status:
     {{py}} -m deploy.cluster status
+
+# Register a product (times in the display time zone); prints it as JSON. DATABASE_URL defaults to
+# `just run`'s embedded database. Example:
+#   just goods-add "개인신용 포트폴리오" 1000000 "2026-12-01 10:00:00" "2026-12-31 18:00:00"
+[positional-arguments]
+goods-add title total start finish: setup
+    DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}" \
+        {{py}} -m service goods add --title "$1" --total "$2" --start "$3" --finish "$4"
+
+# Close a product (status false): no more investments; prints it as JSON.
+[positional-arguments]
+goods-close goods_id: setup
+    DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}" \
+        {{py}} -m service goods close "$1"
+
+# Every product, one JSON object per line.
+goods-list: setup
+    DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}" \
+        {{py}} -m service goods list

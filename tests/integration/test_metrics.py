@@ -1,0 +1,178 @@
+"""GET /metrics: request, invest, batch, pool and cache metrics, summed across worker processes."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import ServiceProcess, create_goods, fresh_user
+
+Sample = tuple[str, frozenset[tuple[str, str]]]
+LIST = "/v1/api/investment/goods"
+WINDOW = {"started_at": "2000-01-01 00:00:00", "finished_at": "2099-12-31 00:00:00"}
+
+
+def scrape(base_url: str) -> dict[Sample, float]:
+    """Every sample of one scrape, on a connection of its own (any worker may answer)."""
+    response = httpx.get(f"{base_url}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def json_lines(service: ServiceProcess) -> list[bytes]:
+    return [line for line in service.log_path.read_bytes().splitlines() if line.startswith(b"{")]
+
+
+def value(samples: dict[Sample, float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def requests_of(
+    samples: dict[Sample, float], route: str, status: int, method: str = "GET"
+) -> float:
+    return value(samples, "http_requests_total", method=method, route=route, status=str(status))
+
+
+def test_requests_are_counted_and_timed_per_route_template_and_status(
+    client: httpx.Client, service: ServiceProcess, user: int
+) -> None:
+    before = scrape(service.base_url)
+    assert client.get(LIST, params=WINDOW).status_code in (200, 404)
+    assert client.get(LIST, params={"started_at": "nonsense"}).status_code == 400
+    assert (
+        client.get("/v1/api/investment/user/goods", headers={"X-USER-ID": str(user)}).status_code
+        == 404
+    )
+    assert client.get("/v1/api/investment/no-such-thing-42").status_code == 404
+    after = scrape(service.base_url)
+
+    assert requests_of(after, LIST, 400) == requests_of(before, LIST, 400) + 1
+    assert (
+        requests_of(after, "/v1/api/investment/user/goods", 404)
+        == requests_of(before, "/v1/api/investment/user/goods", 404) + 1
+    )
+    assert (
+        requests_of(after, "(unmatched)", 404, "ANY")
+        == requests_of(before, "(unmatched)", 404, "ANY") + 1
+    )
+    labels = {"method": "GET", "route": LIST, "status": "400"}
+    assert (
+        value(after, "http_request_duration_seconds_count", **labels)
+        == value(before, "http_request_duration_seconds_count", **labels) + 1
+    )
+    assert value(after, "http_request_duration_seconds_bucket", le="+Inf", **labels) >= 1
+    assert value(after, "http_request_duration_seconds_sum", **labels) > 0
+    # bounded cardinality: raw paths never become label values
+    assert not any("no-such-thing" in v for _, lbls in after for _, v in lbls)
+
+
+def test_invest_outcomes_and_batch_sizes(
+    client: httpx.Client, service: ServiceProcess, database_url: str
+) -> None:
+    goods_id = create_goods(database_url, total=1000)
+    before = scrape(service.base_url)
+    granted = []
+    for _ in range(3):  # 600 in full, then the remaining 400 (partial), then nothing
+        response = client.post(
+            "/v1/api/investment/user/goods",
+            headers={"X-USER-ID": str(fresh_user())},
+            json={"goodsId": goods_id, "investmentAmount": 600},
+        )
+        granted.append(response.json()["investment_amount"])
+    assert granted == [600, 400, 0]
+    after = scrape(service.base_url)
+    for outcome in ("full", "partial", "zero"):
+        assert (
+            value(after, "invest_outcomes_total", outcome=outcome)
+            == value(before, "invest_outcomes_total", outcome=outcome) + 1
+        )
+    assert value(after, "invest_batch_size_count") >= value(before, "invest_batch_size_count") + 3
+    assert value(after, "invest_batch_size_sum") >= value(before, "invest_batch_size_sum") + 3
+    assert (
+        value(after, "invest_batch_size_bucket", le="1.0")
+        >= value(before, "invest_batch_size_bucket", le="1.0") + 3
+    )
+
+
+def test_pool_gauges_describe_the_workers_pool(service: ServiceProcess) -> None:
+    samples = scrape(service.base_url)
+    assert value(samples, "db_pool_connections_max") == 50  # DB_POOL_SIZE 50, one worker
+    assert value(samples, "db_pool_connections_open") >= 1
+    assert (
+        0
+        <= value(samples, "db_pool_connections_in_use")
+        <= value(samples, "db_pool_connections_open")
+    )
+    assert value(samples, "db_pool_connections_waiting") == 0
+
+
+def test_list_cache_misses_are_counted_when_the_cache_is_off(
+    client: httpx.Client, service: ServiceProcess
+) -> None:
+    before = scrape(service.base_url)
+    client.get(LIST, params=WINDOW)
+    after = scrape(service.base_url)
+    assert (
+        value(after, "list_cache_requests_total", result="miss")
+        == value(before, "list_cache_requests_total", result="miss") + 1
+    )
+    assert value(after, "list_cache_requests_total", result="hit") == value(
+        before, "list_cache_requests_total", result="hit"
+    )
+
+
+def test_list_cache_hits_and_the_age_served(two_workers: ServiceProcess, database_url: str) -> None:
+    create_goods(
+        database_url, started_at="'2001-01-01 00:00:00'", finished_at="'2001-01-02 00:00:00'"
+    )
+    window = {"started_at": "2001-01-01 00:00:00", "finished_at": "2001-01-03 00:00:00"}
+    before = scrape(two_workers.base_url)
+    with httpx.Client(
+        base_url=two_workers.base_url, timeout=10
+    ) as http:  # one connection, one worker
+        for _ in range(3):
+            assert http.get(LIST, params=window).status_code == 200
+    after = scrape(two_workers.base_url)
+    hits = value(after, "list_cache_requests_total", result="hit") - value(
+        before, "list_cache_requests_total", result="hit"
+    )
+    assert hits == 2
+    served = value(after, "list_cache_served_age_seconds_count") - value(
+        before, "list_cache_served_age_seconds_count"
+    )
+    assert served == 2
+    assert value(after, "list_cache_served_age_seconds_bucket", le="+Inf") >= 2
+    assert (
+        value(after, "list_cache_served_age_seconds_sum") < 2 * 5
+    )  # never older than LIST_CACHE_SECONDS
+
+
+def test_counts_add_up_across_two_workers(two_workers: ServiceProcess) -> None:
+    """Requests on fresh connections land on both workers; every scrape, whichever worker answers
+    it, reports all of them."""
+    before = requests_of(scrape(two_workers.base_url), "/healthz", 200)
+    sent = 0
+    pids: set[int] = set()
+    deadline = time.monotonic() + 30
+    while (len(pids) < 2 or sent < 40) and time.monotonic() < deadline:
+        for _ in range(20):
+            assert httpx.get(f"{two_workers.base_url}/healthz", timeout=10).status_code == 200
+            sent += 1
+        pids = {
+            entry["pid"]
+            for entry in map(orjson.loads, json_lines(two_workers))
+            if entry.get("logger") == "service.access" and entry.get("route") == "/healthz"
+        }
+    assert len(pids) == 2, "both workers served /healthz"
+    totals = {requests_of(scrape(two_workers.base_url), "/healthz", 200) - before for _ in range(6)}
+    assert totals == {sent}
+    pool = scrape(two_workers.base_url)
+    assert value(pool, "db_pool_connections_max") == 50  # 25 per worker, summed over both
