@@ -71,6 +71,8 @@ def hot_spots(speedscope: Path, skip_pid: int, top: int = 12) -> dict[str, Any]:
             if not stack:
                 continue
             leaf = frames[stack[-1]]["name"]
+            if leaf.startswith("process "):
+                continue  # a thread with no Python frame (granian's Rust side): see -native.svg
             if leaf in IDLE or leaf.startswith(IDLE_PREFIXES):
                 idle += weight
                 continue
