@@ -75,3 +75,25 @@ goods-close goods_id: setup
 goods-list: setup
     DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}" \
         {{py}} -m service goods list
+
+# The bench protocol of ../shared/BENCH.md (about 17 min on 2 cores): a fresh database `bench` on
+# BENCH_DATABASE_URL's server (default 127.0.0.1:5432; embedded if none), reports in bench/results/.
+bench *args: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v wrk >/dev/null && [ "$(id -u)" = 0 ]; then
+        # wrk (the server ceiling) is optional: the report says so when it is missing.
+        apt-get install -y -qq wrk >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; } \
+            || echo "wrk not installed: the server ceiling is skipped"
+    fi
+    {{py}} -m bench.run {{args}}
+
+# Every bench scenario for a few seconds on a small dataset (under 2 min); reports in bench/.work/quick/.
+bench-quick *args: setup
+    {{py}} -m bench.run --quick {{args}}
+
+# py-spy flame graphs and speedscope profiles of every service worker during scenario S (needs root
+# or ptrace rights): profiles/*.svg, *.speedscope.json and profiles/HOTSPOTS.md.
+profile *args: setup
+    {{py}} -m bench.profile {{args}}

@@ -1,0 +1,69 @@
+"""The bench suite still works: the quick protocol runs every scenario and writes its reports.
+
+Runs `python -m bench.run --quick` as a subprocess against a fresh database on the test session's
+server and checks the reports, not the speed: every scenario sent requests, S had no failures and
+the opening rush (H) sold its product out exactly, with counters equal to the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, drop_database, new_database
+
+pytestmark = pytest.mark.system
+
+APIS = ("list", "invest", "my-investments")
+
+
+def test_bench_quick_reports_every_scenario(postgres_server: str, tmp_path: Path) -> None:
+    url = new_database(postgres_server)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.run", "--quick", "--database-url", url,
+             "--results-dir", str(tmp_path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+    finally:
+        drop_database(postgres_server, url)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    [report] = tmp_path.glob("*.json")
+    assert report.with_suffix(".md").read_text().startswith("# Bench run")
+    assert len(list(tmp_path.glob("*.png"))) == 3
+    results = json.loads(report.read_text())
+    assert results["meta"]["machine"]["cores"] >= 1
+    assert results["settings"]["db_pool_size"] == 50
+    scenarios = results["scenarios"]
+
+    assert scenarios["floor"]["requests"]["healthz"]["requests"] > 0
+    for api in APIS:
+        figures = scenarios["S"][api]["requests"][api]
+        assert figures["requests"] > 0, api
+        assert figures["failures"] == 0, api
+        assert scenarios["M"]["requests"][api]["requests"] > 0, api
+
+    rush = scenarios["H"]
+    assert rush["requests"]["invest-hot"]["requests"] > 0
+    assert rush["verification"] == {
+        "sold_out": True,
+        "sum_equals_total": True,
+        "no_oversell": True,
+        "counters_equal_ledger": True,
+        "failed_requests": 0,
+    }
+    assert rush["ledger_sum"] == rush["total"]
+
+    assert len(scenarios["G"]) == len(results["protocol"]["growth_sizes"])
+    for point in scenarios["G"]:
+        assert point["list"]["requests"]["list"]["requests"] > 0
+        assert point["my-investments"]["requests"]["my-investments"]["requests"] > 0
+
+    for name, figures in results["limits"]["pgbench"].items():
+        assert figures.get("tps", 0) > 0, (name, figures)
+    assert results["dataset"]["consistency_after_scenarios"]["ok"]
