@@ -76,8 +76,8 @@ goods-list: setup
     DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}" \
         {{py}} -m service goods list
 
-# The bench protocol of ../shared/BENCH.md (about 17 min on 2 cores): a fresh database `bench` on
-# BENCH_DATABASE_URL's server (default 127.0.0.1:5432; embedded if none), reports in bench/results/.
+# Database: a fresh `bench` on BENCH_DATABASE_URL's server (default 127.0.0.1:5432; embedded if none).
+# The bench protocol of ../shared/BENCH.md (about 17 min on 2 cores); reports in bench/results/.
 bench *args: setup
     #!/usr/bin/env bash
     set -euo pipefail
@@ -93,7 +93,7 @@ bench *args: setup
 bench-quick *args: setup
     {{py}} -m bench.run --quick {{args}}
 
-# py-spy flame graphs and speedscope profiles of every service worker during scenario S (needs root
-# or ptrace rights): profiles/*.svg, *.speedscope.json and profiles/HOTSPOTS.md.
+# Writes profiles/*.svg, *.speedscope.json and profiles/HOTSPOTS.md; needs root or ptrace rights.
+# py-spy over every service worker during scenario S: flame graphs and speedscope profiles.
 profile *args: setup
     {{py}} -m bench.profile {{args}}
