@@ -22,7 +22,15 @@ from blacksheep import Content, Request, Response
 from blacksheep.server.openapi.common import ContentInfo, HeaderInfo, ParameterInfo, ResponseInfo
 from blacksheep.server.openapi.common import ParameterSource as Source
 from blacksheep.server.openapi.v3 import OpenAPIHandler
-from openapidocs.v3 import HTTPSecurity, MediaType, RequestBody, SecurityRequirement
+from openapidocs.v3 import (
+    HTTPSecurity,
+    MediaType,
+    Parameter,
+    ParameterLocation,
+    RequestBody,
+    SecurityRequirement,
+)
+from openapidocs.v3 import Schema as OpenApiSchema
 
 from service.db import Database, DatabaseUnavailable
 from service.handlers import GOODS_KEYS, JSON, read_body
@@ -222,7 +230,9 @@ def describe_admin(docs: OpenAPIHandler, handlers: Mapping[str, Callable[..., An
             content=[ContentInfo(ProblemDetails, content_type="application/problem+json")],
         )
 
-    def body(required: list[str], description: str) -> Callable[[Any, Any], None]:
+    def body(
+        required: list[str], description: str, path_goods_id: bool = False
+    ) -> Callable[[Any, Any], None]:
         def on_created(handler: Any, operation: Any) -> None:
             schema = DirectSchema({**_GOODS_FIELDS_SCHEMA, "required": required})  # type: ignore[no-untyped-call]
             operation.request_body = RequestBody(
@@ -231,9 +241,18 @@ def describe_admin(docs: OpenAPIHandler, handlers: Mapping[str, Callable[..., An
                 description=description,
             )
             operation.security = [SecurityRequirement("adminToken", [])]
+            if path_goods_id:  # (BlackSheep's `parameters=` finds no goods_id in the signature)
+                operation.parameters = [GOODS_ID_PARAMETER]
 
         return on_created
 
+    GOODS_ID_PARAMETER = Parameter(
+        "goods_id",
+        ParameterLocation.PATH,
+        OpenApiSchema(type="integer", minimum=1, maximum=MAX_GOODS_ID),
+        description="The product",
+        required=True,
+    )
     common: dict[int | str, str | ResponseInfo] = {
         401: problem("UNAUTHORIZED"),
         413: problem("PAYLOAD_TOO_LARGE"),
@@ -264,7 +283,7 @@ def describe_admin(docs: OpenAPIHandler, handlers: Mapping[str, Callable[..., An
             409: problem("TOTAL_BELOW_INVESTED"),
             **common,
         },
-        on_created=body([], "The fields to change (at least one)"),
+        on_created=body([], "The fields to change (at least one)", path_goods_id=True),
     )(handlers["change_goods"])
 
 

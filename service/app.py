@@ -85,7 +85,8 @@ def configure_application(settings: Settings) -> Application:
     for name, handler in {**handlers, **admin_handlers}.items():
         app.router.add(routes[name][0], routes[name][1], handler)
     if metrics is not None:
-        app.router.add_get("/metrics", route(metrics.scrape, "GET", "/metrics"))
+        handlers["metrics"] = route(metrics.scrape, "GET", "/metrics")
+        app.router.add_get("/metrics", handlers["metrics"])
     app.router.fallback = route(_not_found, "ANY", "(unmatched)")
 
     docs = build_docs()

@@ -13,7 +13,11 @@ from openapidocs.v3 import Schema as OpenApiSchema
 from service.parsing import MAX_AMOUNT, MAX_GOODS_ID, MAX_PAGE, MAX_USER_ID
 from service.problems import PROBLEMS
 
-TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}$"
+# Field ranges too (not only digits), so that what matches is a time the service parses.
+TIME_PATTERN = (
+    r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"[ T]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$"
+)
 TIME = {"type": "string", "pattern": TIME_PATTERN, "example": "2021-04-02 00:00:00"}
 STATE = {"type": "string", "enum": ["recruiting", "upcoming", "sold_out", "finished", "closed"]}
 INTEGER = {"type": "integer"}
@@ -285,3 +289,11 @@ def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> N
         tags=["operations"],
         responses={200: _ok("The database answers", Health), 503: UNAVAILABLE},
     )(handlers["readyz"])
+    if "metrics" in handlers:
+        text = ContentInfo(str, content_type="text/plain")
+        docs(
+            summary="Prometheus metrics",
+            description="Every worker's metrics in the Prometheus text exposition format.",
+            tags=["operations"],
+            responses={200: ResponseInfo("The metrics", content=[text])},
+        )(handlers["metrics"])
