@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import httpx
 import orjson
@@ -25,6 +26,19 @@ def scrape(base_url: str) -> dict[Sample, float]:
         for sample in family.samples:
             samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return samples
+
+
+def scrape_until(
+    base_url: str, ready: Callable[[dict[Sample, float]], bool]
+) -> dict[Sample, float]:
+    """Scrape until `ready`: a worker adds its counts to the shared files once a second, so a
+    scrape answered by another worker may lag that much."""
+    deadline = time.monotonic() + 10
+    while True:
+        samples = scrape(base_url)
+        if ready(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.1)
 
 
 def json_lines(service: ServiceProcess) -> list[bytes]:
@@ -140,7 +154,13 @@ def test_list_cache_hits_and_the_age_served(two_workers: ServiceProcess, databas
     ) as http:  # one connection, one worker
         for _ in range(3):
             assert http.get(LIST, params=window).status_code == 200
-    after = scrape(two_workers.base_url)
+    after = scrape_until(
+        two_workers.base_url,
+        lambda s: (
+            value(s, "list_cache_served_age_seconds_count")
+            >= value(before, "list_cache_served_age_seconds_count") + 2
+        ),
+    )
     hits = value(after, "list_cache_requests_total", result="hit") - value(
         before, "list_cache_requests_total", result="hit"
     )
@@ -156,8 +176,8 @@ def test_list_cache_hits_and_the_age_served(two_workers: ServiceProcess, databas
 
 
 def test_counts_add_up_across_two_workers(two_workers: ServiceProcess) -> None:
-    """Requests on fresh connections land on both workers; every scrape, whichever worker answers
-    it, reports all of them."""
+    """Requests on fresh connections land on both workers; once both have flushed (each does
+    every second), every scrape, whichever worker answers it, reports all of them."""
     before = requests_of(scrape(two_workers.base_url), "/healthz", 200)
     sent = 0
     pids: set[int] = set()
@@ -172,7 +192,8 @@ def test_counts_add_up_across_two_workers(two_workers: ServiceProcess) -> None:
             if entry.get("logger") == "service.access" and entry.get("route") == "/healthz"
         }
     assert len(pids) == 2, "both workers served /healthz"
+    scrape_until(two_workers.base_url, lambda s: requests_of(s, "/healthz", 200) - before >= sent)
     totals = {requests_of(scrape(two_workers.base_url), "/healthz", 200) - before for _ in range(6)}
-    assert totals == {sent}
+    assert totals == {sent}  # every scrape, whichever worker answers it
     pool = scrape(two_workers.base_url)
     assert value(pool, "db_pool_connections_max") == 50  # 25 per worker, summed over both

@@ -1,0 +1,113 @@
+"""Metrics kept per worker and flushed: the same numbers as observing each event directly."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.metrics import LATENCY_BUCKETS, Metrics
+
+
+def samples(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+@pytest.fixture
+def metrics(monkeypatch: pytest.MonkeyPatch) -> Metrics:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    return Metrics()
+
+
+def test_nothing_is_written_before_a_flush_and_everything_after(metrics: Metrics) -> None:
+    route = metrics.route("GET", "/v1/api/investment/goods")
+    durations = [0.0004, 0.001, 0.0011, 0.03, 0.03, 7.0, 42.0]
+    for seconds in durations:
+        route.observe(200, seconds)
+    route.observe(404, 0.002)
+    labels = {"method": "GET", "route": "/v1/api/investment/goods", "status": "200"}
+    key = frozenset(labels.items())
+    assert samples(generate(metrics, flush=False)).get(("http_requests_total", key), 0) == 0
+
+    reference = Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=CollectorRegistry())
+    for seconds in durations:
+        reference.observe(seconds)
+    expected = samples(generate_registry(reference))
+    got = samples(metrics.exposition())
+    assert got[("http_requests_total", key)] == len(durations)
+    assert got[("http_request_duration_seconds_count", key)] == len(durations)
+    assert got[("http_request_duration_seconds_sum", key)] == pytest.approx(sum(durations))
+    for (name, lbls), value in expected.items():
+        if name == "h_bucket":
+            le = dict(lbls)["le"]
+            assert (
+                got[
+                    (
+                        "http_request_duration_seconds_bucket",
+                        frozenset({**labels, "le": le}.items()),
+                    )
+                ]
+                == value
+            ), le
+    not_found = frozenset({**labels, "status": "404"}.items())
+    assert got[("http_requests_total", not_found)] == 1
+
+
+def test_a_second_flush_adds_only_what_came_since(metrics: Metrics) -> None:
+    metrics.invest_outcome(100, 100)
+    metrics.invest_outcome(100, 40)
+    metrics.invest_outcome(100, 0)
+    metrics.invest_outcome(100, 0)
+    metrics.flush()
+    metrics.invest_outcome(100, 100)
+    got = samples(metrics.exposition())
+    assert got[("invest_outcomes_total", frozenset({("outcome", "full")}))] == 2
+    assert got[("invest_outcomes_total", frozenset({("outcome", "partial")}))] == 1
+    assert got[("invest_outcomes_total", frozenset({("outcome", "zero")}))] == 2
+
+
+def test_batch_sizes_and_cache_metrics(metrics: Metrics) -> None:
+    for size in (1, 1, 3, 500):
+        metrics.invest_batch(size)
+    metrics.hit(0.2)
+    metrics.hit(0.7)
+    metrics.miss()
+    got = samples(metrics.exposition())
+    assert got[("invest_batch_size_count", frozenset())] == 4
+    assert got[("invest_batch_size_sum", frozenset())] == 505
+    assert got[("invest_batch_size_bucket", frozenset({("le", "1.0")}))] == 2
+    assert got[("invest_batch_size_bucket", frozenset({("le", "5.0")}))] == 3
+    assert got[("invest_batch_size_bucket", frozenset({("le", "500.0")}))] == 4
+    assert got[("list_cache_requests_total", frozenset({("result", "hit")}))] == 2
+    assert got[("list_cache_requests_total", frozenset({("result", "miss")}))] == 1
+    assert got[("list_cache_served_age_seconds_bucket", frozenset({("le", "0.25")}))] == 1
+    assert got[("list_cache_served_age_seconds_bucket", frozenset({("le", "1.0")}))] == 2
+
+
+def test_pool_gauges_come_from_the_pool_status(metrics: Metrics) -> None:
+    class Status:
+        max_size, size, available, waiting = 25, 10, 4, 3
+
+    metrics.pool_status = Status
+    got = samples(metrics.exposition())
+    assert got[("db_pool_connections_max", frozenset())] == 25
+    assert got[("db_pool_connections_open", frozenset())] == 10
+    assert got[("db_pool_connections_in_use", frozenset())] == 6
+    assert got[("db_pool_connections_waiting", frozenset())] == 3
+
+
+def generate(metrics: Metrics, flush: bool) -> bytes:
+    if flush:
+        metrics.flush()
+    return generate_latest(metrics.registry)
+
+
+def generate_registry(histogram: Histogram) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(histogram)
+    return generate_latest(registry)
