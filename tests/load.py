@@ -1,0 +1,135 @@
+"""A load driver for the reliability tests: keyed invests sent until each has an answer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from tests.support import ServiceProcess, create_goods, psql, verify_ledger
+
+PATH = "/v1/api/investment/user/goods"
+GONE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+SOLD_OUT_TOTAL = 3_000_000  # well below the ~6.4 M each product is asked for: sells out
+OPEN_TOTAL = 500_000_000  # far above it: stays open
+
+
+@dataclass
+class Order:
+    user: int
+    goods_id: int
+    amount: int
+    key: str
+    answer: dict[str, object] | None = None
+    attempts: list[str] = field(default_factory=list)  # what each attempt met
+    seconds: list[float] = field(default_factory=list)  # how long each attempt took
+
+
+def make_orders(
+    database: str, seed: int, count: int = 5_000, products: int = 20, users: int = 800
+) -> tuple[list[Order], dict[int, int]]:
+    """`count` orders of 1,000-50,000 from `users` users over `products` products, every other
+    one of which sells out; returns (orders, {goods_id: total})."""
+    rng = random.Random(seed)
+    totals = {}
+    for index in range(products):
+        total = SOLD_OUT_TOTAL + 1_000 * index + 7 if index % 2 == 0 else OPEN_TOTAL
+        totals[create_goods(database, total=total)] = total
+    goods = list(totals)
+    people = rng.sample(range(10**9, 2 * 10**9), users)
+    orders = [
+        Order(people[i % users], goods[i % products], 1_000 * rng.randint(1, 50), f"order-{i}")
+        for i in range(count)
+    ]
+    rng.shuffle(orders)
+    return orders, totals
+
+
+async def drive(
+    urls: list[str],
+    orders: list[Order],
+    concurrency: int = 96,
+    kill: tuple[int, ServiceProcess] | None = None,
+    retry_on: frozenset[int] = frozenset({409}),
+) -> None:
+    """Send every order until it has a 200, retrying with the same key after a lost connection
+    or a status in `retry_on`; `kill` = (after how many answers, whom to kill -9)."""
+    live = list(urls)
+    queue: asyncio.Queue[Order] = asyncio.Queue()
+    for order in orders:
+        queue.put_nowait(order)
+    answered = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def worker(number: int, client: httpx.AsyncClient) -> None:
+        nonlocal answered
+        turn = number
+        while not queue.empty():
+            order = queue.get_nowait()
+            while order.answer is None:
+                assert len(order.attempts) < 50, order
+                url = live[turn % len(live)]
+                turn += 1
+                started = time.monotonic()
+                try:
+                    response = await client.post(
+                        url + PATH,
+                        headers={"X-USER-ID": str(order.user), "Idempotency-Key": order.key},
+                        json={"goodsId": order.goods_id, "investmentAmount": order.amount},
+                    )
+                except GONE as error:
+                    order.attempts.append(type(error).__name__)
+                    order.seconds.append(time.monotonic() - started)
+                    if url in live and len(live) > 1 and isinstance(error, httpx.ConnectError):
+                        live.remove(url)
+                    continue
+                order.attempts.append(str(response.status_code))
+                order.seconds.append(time.monotonic() - started)
+                if response.status_code in retry_on:  # 409: its first attempt is still running
+                    await asyncio.sleep(0.1)
+                    continue
+                assert response.status_code == 200, response.text
+                order.answer = response.json()
+                answered += 1
+                if kill is not None and answered == kill[0]:
+                    os.killpg(kill[1].process.pid, signal.SIGKILL)
+
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        await asyncio.gather(*(worker(n, client) for n in range(concurrency)))
+
+
+def check_ledger(database: str, orders: list[Order], totals: dict[int, int]) -> None:
+    assert all(order.answer is not None for order in orders)
+    verify_ledger(database)
+    ledger = {
+        int(row_id): (int(user), int(goods_id), int(amount))
+        for row_id, user, goods_id, amount in (
+            line.split("\t")
+            for line in psql(
+                database,
+                "SELECT id, user_id, goods_id, user_investing_amount FROM user_investment_goods",
+            ).splitlines()
+        )
+    }
+    answers = {}
+    for order in orders:
+        body = order.answer
+        assert body is not None
+        assert body["requested_amount"] == order.amount
+        if body["investment_amount"]:
+            answers[body["investment_id"]] = (order.user, order.goods_id, body["investment_amount"])
+    assert answers == ledger  # every positive answer is one ledger row, and nothing else is
+    for goods_id, total in totals.items():
+        granted = [o.answer for o in orders if o.goods_id == goods_id and o.answer]
+        invested = sum(int(a["investment_amount"]) for a in granted)  # type: ignore[call-overload]
+        assert invested <= total
+        partial = [a for a in granted if 0 < a["investment_amount"] < a["requested_amount"]]  # type: ignore[operator]
+        if total == OPEN_TOTAL:
+            assert invested < total and partial == []
+        else:
+            assert invested == total and len(partial) == 1
