@@ -139,7 +139,6 @@ def _monitor(environment: Environment) -> None:
             return
 
 
-@events.init.add_listener
 def _on_init(environment: Environment, **_: Any) -> None:
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
@@ -149,14 +148,12 @@ def _on_init(environment: Environment, **_: Any) -> None:
 
         runner.register_message("bench_reset", reset)
         return
-    started = []
+    started: list[gevent.Greenlet] = []
 
-    @events.test_start.add_listener
     def _start(environment: Environment, **_: Any) -> None:
         if not started:
             started.append(gevent.spawn(_monitor, environment))
 
-    @events.quitting.add_listener
     def _quit(environment: Environment, **_: Any) -> None:
         runner = environment.runner
         warned = bool(
@@ -166,3 +163,9 @@ def _on_init(environment: Environment, **_: Any) -> None:
         if SIDE_FILE:
             with open(SIDE_FILE, "w", encoding="utf-8") as side:
                 json.dump({"cpu_warning": warned, "warmup": WARMUP}, side)
+
+    events.test_start.add_listener(_start)  # type: ignore[no-untyped-call]
+    events.quitting.add_listener(_quit)  # type: ignore[no-untyped-call]
+
+
+events.init.add_listener(_on_init)  # type: ignore[no-untyped-call]

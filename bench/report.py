@@ -62,7 +62,8 @@ def meta(stamp: str, sha: str, dirty: bool, postgres: str) -> dict[str, Any]:
 
 def _api_figures(results: dict[str, Any], api: str) -> dict[str, Any]:
     run = results["scenarios"]["S"][api]
-    return run["requests"].get(api, {}) | {"generator": run["generator"]}
+    figures: dict[str, Any] = run["requests"].get(api, {}) | {"generator": run["generator"]}
+    return figures
 
 
 def _gen_note(generator: dict[str, Any]) -> str:
