@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -9,7 +11,7 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ServiceProcess, create_goods, fresh_user
+from tests.support import ServiceProcess, create_goods, fresh_user, running_service
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 LIST = "/v1/api/investment/goods"
@@ -197,3 +199,26 @@ def test_counts_add_up_across_two_workers(two_workers: ServiceProcess) -> None:
     assert totals == {sent}  # every scrape, whichever worker answers it
     pool = scrape(two_workers.base_url)
     assert value(pool, "db_pool_connections_max") == 50  # 25 per worker, summed over both
+
+
+def test_a_killed_worker_leaves_its_counts_but_not_its_gauges(database_url: str) -> None:
+    """granian respawns a worker that died; its pool gauges go (the scrape finds its pid gone),
+    what it counted stays, and the new worker's gauges come in: the pool max stays 2 x 25."""
+    with running_service(database_url, workers=2) as service:
+        for _ in range(20):
+            httpx.get(f"{service.base_url}/healthz", timeout=10)
+        counted = scrape_until(service.base_url, lambda s: requests_of(s, "/healthz", 200) >= 20)
+        assert value(counted, "db_pool_connections_max") == 50
+        time.sleep(1.5)  # both workers have flushed
+        victim = service.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pids = service.worker_pids()
+            if len(pids) == 2 and victim not in pids:
+                break
+            time.sleep(0.2)
+        service.wait_ready()
+        after = scrape_until(service.base_url, lambda s: value(s, "db_pool_connections_max") == 50)
+        assert value(after, "db_pool_connections_max") == 50
+        assert requests_of(after, "/healthz", 200) >= 20
