@@ -273,7 +273,8 @@ def describe_admin(docs: OpenAPIHandler, handlers: Mapping[str, Callable[..., An
     docs(
         summary="Change a product",
         description="Changes title, total, period or status (false closes it). The total may not"
-        " go below what is already invested (409, nothing changed).",
+        " go below what is already invested (409, nothing changed). The list cache may show the"
+        " old product for up to LIST_CACHE_SECONDS.",
         tags=["administration"],
         parameters={"goods_id": ParameterInfo("The product", value_type=int, source=Source.PATH)},
         responses={
