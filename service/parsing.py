@@ -62,6 +62,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _any_int(text: str) -> int:
+    # Python converts at most 4300 digits (int_max_str_digits); a number that long is outside
+    # every range accepted here, so it stands for one (-1), refused like any other out-of-range.
+    return int(text) if len(text) <= 4000 else -1
+
+
 def load_json(body: bytes) -> Any:
     """Decode a JSON document; integers of any size are kept (so they can be refused by range)."""
     try:
@@ -71,7 +77,9 @@ def load_json(body: bytes) -> Any:
     # orjson refuses integers beyond 64 bits; the standard parser keeps them, so that a huge
     # amount is reported as an invalid amount rather than as an unreadable body.
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        # Decoded here, strictly: given bytes, json.loads would also guess UTF-16/32 and a BOM.
+        text = body.decode("utf-8")
+        return json.loads(text, parse_constant=_reject_constant, parse_int=_any_int)
     except (ValueError, RecursionError):
         raise Problem("INVALID_BODY", "the body is not a valid JSON document") from None
 
@@ -131,9 +139,11 @@ def parse_page(query: dict[str, list[str]]) -> tuple[int, tuple[int, int] | None
     limit = MAX_PAGE
     values = query.get("limit")
     if values is not None:
-        if len(values) != 1 or not values[0].isascii() or not values[0].isdigit():
+        digits = values[0] if len(values) == 1 else ""
+        # (length first: int() refuses more than 4300 digits with a ValueError, i.e. a 500)
+        if not 1 <= len(digits) <= 4 or not digits.isascii() or not digits.isdigit():
             raise Problem("INVALID_PAGE", "limit must be an integer from 1 to 1000")
-        limit = int(values[0])
+        limit = int(digits)
         if not 1 <= limit <= MAX_PAGE:
             raise Problem("INVALID_PAGE", "limit must be an integer from 1 to 1000")
     cursor = None
