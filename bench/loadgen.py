@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from bench.target import ROOT, stop_group
+from bench.target import ROOT, free_port, stop_group
 
 LOCUSTFILE = ROOT / "bench" / "locustfile.py"
 CPU_SATURATED = 90.0  # percent of one core, locust's own threshold
@@ -140,10 +140,17 @@ def run_locust(
     command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "-u", str(run.users), "-r", str(run.users), "-t", f"{max(1, round(seconds))}s",
-        "--processes", str(processes), "-H", base_url, "--stop-timeout", "2",
+        "-H", base_url, "--stop-timeout", "2",
         "--csv", str(prefix), "--json-file", str(prefix), "--only-summary",
         "--exit-code-on-error", "0", "--loglevel", "WARNING", run.user_class,
     ]  # fmt: skip
+    if processes > 1:
+        # Master and workers talk over loopback on a port of this run's own (the default, 5557,
+        # would collide with any other locust on the machine); forked workers read --master-port.
+        port = str(free_port())
+        command[-1:-1] = ["--processes", str(processes), "--master-bind-host", "127.0.0.1",
+                          "--master-bind-port", port, "--master-host", "127.0.0.1",
+                          "--master-port", port]  # fmt: skip
     started = time.monotonic()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -160,8 +167,11 @@ def run_locust(
         sampler.stopped.set()
         stop_group(process, timeout=10)
     wall = time.monotonic() - started
-    entries = json.loads((out_dir / f"{run.name}.json").read_text())
     log_text = log_path.read_text(errors="replace")
+    stats_path = out_dir / f"{run.name}.json"
+    if not stats_path.exists():
+        raise RuntimeError(f"locust {run.name} wrote no stats:\n{log_text[-3000:]}")
+    entries = json.loads(stats_path.read_text())
     warned = any(mark in log_text for mark in CPU_WARNING_MARKS)
     if side.exists():
         warned = warned or bool(json.loads(side.read_text()).get("cpu_warning"))
