@@ -37,10 +37,23 @@ async def _on_internal_error(app: Any, request: Request, error: Exception) -> Re
     return problem_response("INTERNAL_ERROR", "the request could not be completed")
 
 
-async def _not_found(request: Request) -> Response:
-    return problem_response(
-        "NOT_FOUND", f"no route for {request.method} {request.url.path.decode()}"
-    )
+def _unmatched(allowed: dict[str, list[str]]) -> Callable[[Request], Awaitable[Response]]:
+    """The fallback: 405 with Allow for a known path and another method, else 404."""
+    allow = {path: ", ".join(sorted(methods)).encode() for path, methods in allowed.items()}
+
+    async def not_found(request: Request) -> Response:
+        path = request.url.path.decode(errors="replace")
+        methods = allow.get(path)
+        if methods is not None:
+            return problem_response(
+                "METHOD_NOT_ALLOWED",
+                f"{path} accepts {methods.decode()}",
+                [(b"Allow", methods)],
+            )
+        shown = path if len(path) <= 200 else path[:200] + "…"
+        return problem_response("NOT_FOUND", f"no route for {request.method} {shown}")
+
+    return not_found
 
 
 def _route(
@@ -87,7 +100,11 @@ def configure_application(settings: Settings) -> Application:
     if metrics is not None:
         handlers["metrics"] = route(metrics.scrape, "GET", "/metrics")
         app.router.add_get("/metrics", handlers["metrics"])
-    app.router.fallback = route(_not_found, "ANY", "(unmatched)")
+    allowed: dict[str, list[str]] = {"/metrics": ["GET"]} if metrics is not None else {}
+    for verb, path in routes.values():
+        if "{" not in path:
+            allowed.setdefault(path, []).append(verb)
+    app.router.fallback = route(_unmatched(allowed), "ANY", "(unmatched)")
 
     docs = build_docs()
     describe(docs, handlers)

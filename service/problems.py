@@ -56,8 +56,11 @@ def problem_body(code: str, detail: str) -> dict[str, object]:
     }
 
 
-def problem_response(code: str, detail: str) -> Response:
+def problem_response(
+    code: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> Response:
     status = PROBLEMS[code][0]
-    headers = [(b"Retry-After", RETRY_AFTER)] if status == 503 else None
+    if status == 503:
+        headers = [*(headers or []), (b"Retry-After", RETRY_AFTER)]
     body = orjson.dumps(problem_body(code, detail))
     return Response(status, headers, Content(PROBLEM_JSON, body))

@@ -1,4 +1,4 @@
-"""The ledger verifier (`python -m service verify`, `just verify`): sql/verify.sql on a live database."""
+"""The ledger verifier (`python -m service verify`, `just verify`): sql/verify.sql, live."""
 
 from __future__ import annotations
 

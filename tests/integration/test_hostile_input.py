@@ -485,12 +485,15 @@ def test_header_with_invalid_bytes_is_400(
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "BREW", "TRACE"])
 @pytest.mark.parametrize("path", [INVEST, GOODS, "/healthz"])
-def test_unknown_method_on_known_path_is_404_problem(
+def test_unknown_method_on_known_path_is_405_problem(
     service: ServiceProcess, nothing_written: None, method: str, path: str
 ) -> None:
-    """SPEC names no 405: a method the route does not serve is the unknown-route problem."""
+    """A method the path does not serve: 405 METHOD_NOT_ALLOWED, naming what it accepts."""
     head = b"%s %s HTTP/1.1\r\nHost: x\r\nX-USER-ID: 1" % (method.encode(), path.encode())
-    raw_problem(raw_request(service.base_url, head, b"{}"), 404, "NOT_FOUND")
+    raw_problem(raw_request(service.base_url, head, b"{}"), 405, "METHOD_NOT_ALLOWED")
+    with httpx.Client(base_url=service.base_url, timeout=10) as client:
+        allow = client.request(method, path, headers={"X-USER-ID": "1"}).headers["allow"]
+    assert allow == {INVEST: "GET, POST", GOODS: "GET", "/healthz": "GET"}[path]
 
 
 def test_http_1_0_is_served(service: ServiceProcess, goods: int, nothing_written: None) -> None:

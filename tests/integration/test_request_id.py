@@ -52,7 +52,7 @@ def test_an_id_of_128_visible_characters_is_kept(client: httpx.Client) -> None:
             404,
         ),
         ("GET", "/v1/api/investment/nothing-here", {}, 404),
-        ("DELETE", "/healthz", {}, 404),
+        ("DELETE", "/healthz", {}, 405),
         ("POST", INVEST, {"headers": {"X-USER-ID": "1"}, "content": b"x" * 20000}, 413),
         (
             "POST",
