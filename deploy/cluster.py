@@ -447,7 +447,7 @@ def up(config: ClusterConfig) -> dict[str, Any]:
                 "HOST": "127.0.0.1",
                 "PORT": str(port),
                 "WORKERS": str(config.workers),
-                "DB_POOL_SIZE": str(max(config.db_pool_size, config.workers)),
+                "DB_POOL_SIZE": str(max(config.db_pool_size, 2 * config.workers)),
                 "DB_PREPARED_STATEMENTS": "true" if prepared else "false",
                 "TIMEZONE": config.timezone,
                 "DB_STATEMENT_TIMEOUT": str(config.statement_timeout),

@@ -42,7 +42,7 @@ class Settings:
 
     def pool_share(self) -> int:
         """Connections one worker may open: the total cap split evenly, never above it."""
-        return max(1, self.db_pool_size // self.workers)
+        return max(2, self.db_pool_size // self.workers)
 
     def as_env(self) -> dict[str, str]:
         """The settings written back as environment variables, for worker processes."""
@@ -156,9 +156,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if raw is not None:
             values[key.lower()] = parse(key, raw)
     settings = Settings(**values)
-    if settings.workers > settings.db_pool_size:
+    if settings.db_pool_size < 2 * settings.workers:
         raise SettingsError(
-            f"DB_POOL_SIZE ({settings.db_pool_size}) must be at least WORKERS ({settings.workers}):"
-            " every worker needs one connection"
+            f"DB_POOL_SIZE ({settings.db_pool_size}) must be at least twice WORKERS"
+            f" ({settings.workers}): each worker's pool needs 2 connections (psqlpy's minimum)"
         )
     return settings

@@ -54,6 +54,11 @@ def test_invalid_setting_names_itself(name: str, value: str) -> None:
         load_settings({name: value})
 
 
-def test_more_workers_than_connections_is_refused() -> None:
+@pytest.mark.parametrize("workers, pool", [("8", "4"), ("4", "7"), ("1", "1")])
+def test_fewer_than_two_connections_per_worker_is_refused(workers: str, pool: str) -> None:
     with pytest.raises(SettingsError, match="DB_POOL_SIZE"):
-        load_settings({"WORKERS": "8", "DB_POOL_SIZE": "4"})
+        load_settings({"WORKERS": workers, "DB_POOL_SIZE": pool})
+
+
+def test_two_connections_per_worker_is_enough() -> None:
+    assert load_settings({"WORKERS": "4", "DB_POOL_SIZE": "8"}).pool_share() == 2
