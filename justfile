@@ -41,9 +41,9 @@ test *args: setup
 
 # Lint, format check and type check.
 check: setup
-    {{venv}}/bin/ruff check service tests
-    {{venv}}/bin/ruff format --check service tests
-    {{venv}}/bin/mypy service
+    {{venv}}/bin/ruff check service tests bench deploy
+    {{venv}}/bin/ruff format --check service tests bench deploy
+    {{venv}}/bin/mypy service bench deploy
 
 # Start haproxy on :8080 → 3 instances → PgBouncer → PostgreSQL (apt-get installs what is missing).
 cluster: setup
