@@ -2,8 +2,9 @@
 
 Deterministic without any random state: every value of row i is a hash of (i, SEED), so loading
 10^6 rows at once or in steps (10^4, 10^5, 10^6, ... for scenario G) gives the same rows, and any
-size is a prefix of every larger one. Row i belongs to one of the first ceil(i / 10) users, so a
-ledger of N rows has N / 10 users holding 10 investments on average (early users hold more).
+size is a prefix of every larger one. Row i belongs to one of the first ceil(i / 10) users (row
+10k+1 opens user k+1), so a ledger of N rows has N / 10 users, each holding at least one and on
+average 10 investments (early users hold more).
 Rows go in with INSERT ... SELECT generate_series; the product counters and
 investment_goods_investor are then derived from the ledger in SQL, exactly as invest_batch keeps
 them.
@@ -74,7 +75,8 @@ def load_products(url: str, shape: Shape) -> None:
 
 def _ledger_rows(start: int, stop: int, products: int) -> str:
     """SQL inserting ledger rows start+1 .. stop (one hash per column)."""
-    user = f"1 + {_h('i', 1, '(i + 9) / 10')}"
+    # The first row of every ten opens a new user; the other nine go to any user so far.
+    user = f"CASE WHEN i % 10 = 1 THEN (i + 9) / 10 ELSE 1 + {_h('i', 1, '(i + 9) / 10')} END"
     return f"""
         INSERT INTO user_investment_goods (user_id, goods_id, user_investing_amount, invest_date)
         SELECT {user},

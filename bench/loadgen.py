@@ -7,6 +7,7 @@ say when the generator itself was the bottleneck (beside locust's own warning, t
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import subprocess
@@ -70,6 +71,29 @@ def summarise(entry: dict[str, Any]) -> dict[str, Any]:
         "rps": round(requests / elapsed, 1) if requests else 0.0,
         "elapsed_s": round(elapsed, 2),
     }
+
+
+def summarise_csv(path: Path) -> dict[str, dict[str, Any]]:
+    """The same figures from locust's `_stats.csv` (written every second while it runs)."""
+    found: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return found
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["Name"] == "Aggregated" or not int(row["Request Count"]):
+                continue
+            found[row["Name"]] = {
+                "requests": int(row["Request Count"]),
+                "failures": int(row["Failure Count"]),
+                "avg_ms": round(float(row["Average Response Time"]), 2),
+                "p50_ms": float(row["50%"]),
+                "p95_ms": float(row["95%"]),
+                "p99_ms": float(row["99%"]),
+                "max_ms": round(float(row["Max Response Time"]), 1),
+                "rps": round(float(row["Requests/s"]), 1),
+                "source": "csv",
+            }
+    return found
 
 
 def _process_tree(pid: int) -> list[psutil.Process]:
@@ -171,7 +195,11 @@ def run_locust(
     stats_path = out_dir / f"{run.name}.json"
     if not stats_path.exists():
         raise RuntimeError(f"locust {run.name} wrote no stats:\n{log_text[-3000:]}")
-    entries = json.loads(stats_path.read_text())
+    requests = {e["name"]: summarise(e) for e in json.loads(stats_path.read_text())}
+    if not requests:
+        # Seen once under full CPU: the master's final JSON came out empty while its CSV, written
+        # a second earlier, held the window. The CSV is then the best record there is.
+        requests = summarise_csv(out_dir / f"{run.name}_stats.csv")
     warned = any(mark in log_text for mark in CPU_WARNING_MARKS)
     if side.exists():
         warned = warned or bool(json.loads(side.read_text()).get("cpu_warning"))
@@ -184,7 +212,7 @@ def run_locust(
         "warmup_s": run.warmup,
         "window_s": run.window,
         "wall_s": round(wall, 1),
-        "requests": {e["name"]: summarise(e) for e in entries},
+        "requests": requests,
         "generator": {"cpu_warning": warned, "cpu_saturated": saturated, **cpu},
         "csv": str(prefix) + "_stats.csv",
     }
