@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, drop_database, free_port, new_database
+from tests.support import ROOT, free_port, migrated_database
 
 
 @pytest.fixture(scope="session")
@@ -35,22 +35,5 @@ def postgres_server() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(postgres_server: str) -> Iterator[str]:
     """A fresh database with every migration applied, shared by the session's tests."""
-    url = new_database(postgres_server)
-    migrate(url)
-    try:
+    with migrated_database(postgres_server) as url:
         yield url
-    finally:
-        drop_database(postgres_server, url)
-
-
-def migrate(url: str) -> None:
-    """Apply the migrations from a child process (psqlpy's runtime stays out of pytest's)."""
-    import subprocess
-    import sys
-
-    env = {**os.environ, "DATABASE_URL": url}
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "migrate"], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr

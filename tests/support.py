@@ -200,3 +200,24 @@ def verify_ledger(database_url: str) -> dict[str, int]:
     assert done.returncode == 0, f"ledger violations:\n{done.stdout}\n{done.stderr}"
     summary: dict[str, int] = json.loads(done.stdout.splitlines()[-1])
     return summary
+
+
+def migrate(url: str) -> None:
+    """Apply the migrations from a child process (psqlpy's runtime stays out of pytest's)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "migrate"], cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+@contextmanager
+def migrated_database(server_url: str) -> Iterator[str]:
+    """A fresh database with every migration applied, dropped afterwards."""
+    url = new_database(server_url)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        drop_database(server_url, url)

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import migrate
-from tests.support import drop_database, new_database, psql, running_service
+from tests.support import migrated_database, psql, running_service
 
 SEED_FIXTURE = """
 INSERT INTO investment_goods (goods_id, title, total_investing_amount, status, started_at, finished_at)
@@ -19,12 +18,8 @@ WINDOW = {"started_at": "2021-04-01 00:00:00", "finished_at": "2021-05-01 00:00:
 
 @pytest.fixture(scope="module")
 def seed_database(postgres_server: str) -> Iterator[str]:
-    url = new_database(postgres_server)
-    migrate(url)
-    try:
+    with migrated_database(postgres_server) as url:
         yield url
-    finally:
-        drop_database(postgres_server, url)
 
 
 def test_seed_fixture_is_served_at_once_with_zero_counters(seed_database: str) -> None:

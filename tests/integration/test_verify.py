@@ -11,13 +11,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import migrate
 from tests.support import (
     ROOT,
     create_goods,
-    drop_database,
     fresh_user,
-    new_database,
+    migrated_database,
     psql,
     verify_ledger,
 )
@@ -35,12 +33,8 @@ def run_verify(database_url: str) -> tuple[int, list[dict[str, object]]]:
 @pytest.fixture
 def scratch(postgres_server: str) -> Iterator[str]:
     """A migrated database of its own, to break on purpose."""
-    url = new_database(postgres_server)
-    migrate(url)
-    try:
+    with migrated_database(postgres_server) as url:
         yield url
-    finally:
-        drop_database(postgres_server, url)
 
 
 def test_the_ledger_written_through_the_service_verifies(

@@ -12,13 +12,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import migrate
 from tests.support import (
     counters,
     create_goods,
-    drop_database,
     fresh_user,
-    new_database,
+    migrated_database,
     psql,
     running_service,
 )
@@ -32,12 +30,8 @@ USERS = 500
 
 @pytest.fixture(scope="module")
 def rush_database(postgres_server: str) -> Iterator[str]:
-    url = new_database(postgres_server)
-    migrate(url)
-    try:
+    with migrated_database(postgres_server) as url:
         yield url
-    finally:
-        drop_database(postgres_server, url)
 
 
 async def fire(base_url: str, goods_id: int, orders: list[tuple[int, int]]) -> list[httpx.Response]:

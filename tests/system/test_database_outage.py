@@ -13,9 +13,8 @@ import httpx
 import pytest
 
 from service.embedded import EmbeddedPostgres
-from tests.conftest import migrate
 from tests.load import check_ledger, drive, make_orders
-from tests.support import ROOT, create_goods, free_port, fresh_user, running_service
+from tests.support import ROOT, create_goods, free_port, fresh_user, migrate, running_service
 
 pytestmark = pytest.mark.system
 

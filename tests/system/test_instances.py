@@ -18,9 +18,12 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.conftest import migrate
 from tests.load import check_ledger, drive, make_orders
-from tests.support import ServiceProcess, drop_database, new_database, running_service
+from tests.support import (
+    ServiceProcess,
+    migrated_database,
+    running_service,
+)
 
 pytestmark = pytest.mark.system
 
@@ -29,12 +32,8 @@ ORDERS = 5_000
 
 @pytest.fixture
 def database(postgres_server: str) -> Iterator[str]:
-    url = new_database(postgres_server)
-    migrate(url)
-    try:
+    with migrated_database(postgres_server) as url:
         yield url
-    finally:
-        drop_database(postgres_server, url)
 
 
 @pytest.fixture
