@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import shutil
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -99,12 +101,13 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         f"loaded in {data.get('d_load_seconds')} s (migrations, products and the ledger, "
         "in the G steps on the way to D).",
         f"- Whole run: {results['wall_seconds']:.0f} s.",
+        *([f"- Note: {results['note']}"] if results.get("note") else []),
         "",
         "## S — the seed's scenario, one API at a time",
         "",
         "| API | seed avg ms | ours avg ms | seed / ours | p50 | p95 | p99 | max | req/s "
-        "| errors | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| errors | machine CPU % | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for api in APIS:
         f = _api_figures(results, api)
@@ -113,7 +116,8 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
             f"| {api} | {SEED_AVG_MS[api]:,.0f} | {_ms(f.get('avg_ms'))} | "
             f"{'—' if ratio is None else f'{ratio:,.0f}×'} | {_ms(f.get('p50_ms'))} | "
             f"{_ms(f.get('p95_ms'))} | {_ms(f.get('p99_ms'))} | {_ms(f.get('max_ms'))} | "
-            f"{f.get('rps', 0):,.0f} | {f.get('failures', 0)} | {_gen_note(f['generator'])} |"
+            f"{f.get('rps', 0):,.0f} | {f.get('failures', 0)} | "
+            f"{f['generator'].get('machine_cpu_mean') or '—'} | {_gen_note(f['generator'])} |"
         )
     floor = results["scenarios"]["floor"]
     hz = floor["requests"].get("healthz", {})
@@ -153,6 +157,13 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         lines.append(f"| {label} | {ours_cell} | {wrk_cell} | {pg_cell} |")
     if "skipped" in wrk:
         lines += ["", f"wrk: {wrk['skipped']}."]
+    lines += [
+        "",
+        "locust and wrk drive the service through HTTP (500 users / connections); pgbench runs the "
+        "same SQL straight on PostgreSQL with 50 clients, the service's pool, while the service "
+        "is stopped. The hot-product row compares H's accepted investments/s with pgbench "
+        "investing one row per transaction in a single product (the serialized rate).",
+    ]
     lines += ["", f"![throughput vs limits]({charts['throughput']})", ""]
 
     mixed = results["scenarios"]["M"]
@@ -298,6 +309,18 @@ def charts(results: dict[str, Any], out_dir: Path, base: str) -> dict[str, str]:
     return names
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Render the Markdown and charts again from a run's JSON (after a change of layout)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    parser.add_argument("json", type=Path)
+    parser.add_argument("--latest", action="store_true", help="also rewrite LATEST.md beside it")
+    args = parser.parse_args(argv)
+    results = json.loads(args.json.read_text())
+    for path in write(results, args.json.parent, args.json.stem, args.latest):
+        print(f"wrote {path}")
+    return 0
+
+
 def write(results: dict[str, Any], out_dir: Path, base: str, latest: bool) -> list[Path]:
     """Write <base>.json, <base>.md and the charts; with `latest`, LATEST.md points at them."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -314,3 +337,7 @@ def write(results: dict[str, Any], out_dir: Path, base: str, latest: bool) -> li
         )
         paths.append(latest_path)
     return paths
+
+
+if __name__ == "__main__":
+    sys.exit(main())

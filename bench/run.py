@@ -314,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=None, help="override the window (s)")
     parser.add_argument("--growth", default=None, help="comma-separated ledger sizes for G")
     parser.add_argument("--users", type=int, default=None)
+    parser.add_argument("--note", default="", help="a remark for the report (a shared machine)")
     args = parser.parse_args(argv)
 
     protocol = QUICK if args.quick else FULL
@@ -348,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "protocol": asdict(protocol),
         "wall_seconds": round(time.monotonic() - started, 1),
+        "note": args.note,
         **bench.results,
     }
     latest = full and args.results_dir is None
