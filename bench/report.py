@@ -257,10 +257,11 @@ def charts(results: dict[str, Any], out_dir: Path, base: str) -> dict[str, str]:
     for x, seed, mine in zip(xs, (SEED_AVG_MS[a] for a in APIS), ours, strict=True):
         ax.text(x + 0.2, mine, f"{mine:,.0f} ms\n{seed / mine:,.0f}×", ha="center", va="bottom")
     ax.set_yscale("log")
+    ax.set_ylim(top=max(SEED_AVG_MS.values()) * 6)  # room for the legend above the bars
     ax.set_xticks(list(xs), list(APIS))
     ax.set_ylabel("average latency, ms (log)")
     ax.set_title("500 users, pool 50: seed vs ours")
-    ax.legend()
+    ax.legend(loc="upper center", ncols=2)
     fig.tight_layout()
     fig.savefig(out_dir / names["seed"], dpi=110)
     plt.close(fig)
@@ -294,10 +295,11 @@ def charts(results: dict[str, Any], out_dir: Path, base: str) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(7, 4))
     growth = results["scenarios"].get("G", [])
     sizes = [p["investments"] for p in growth]
-    for api in ("list", "my-investments"):
+    for api, color in (("list", "tab:blue"), ("my-investments", "tab:green")):
         for q, style in (("p50_ms", "-o"), ("p99_ms", "--x")):
             ax.plot(sizes, [p[api]["requests"].get(api, {}).get(q, 0) for p in growth], style,
-                    label=f"{api} {q[:3]}")  # fmt: skip
+                    color=color, label=f"{api} {q[:3]}")  # fmt: skip
+    ax.set_ylim(bottom=0)
     ax.set_xscale("log")
     ax.set_xlabel("investments in the ledger (log)")
     ax.set_ylabel("latency, ms")
