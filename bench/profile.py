@@ -53,7 +53,7 @@ def record(
 
 # Leaf frames of a thread that waits (native stacks show the wait itself, not an idle flag).
 IDLE = {"epoll_wait", "epoll_pwait", "syscall", "poll", "select", "nanosleep", "wait4", "accept4"}
-IDLE_PREFIXES = ("pthread_cond", "__futex", "futex", "clock_nanosleep", "__GI___poll")
+IDLE_PREFIXES = ("pthread_cond", "__futex", "futex", "clock_nanosleep", "__GI___poll", "sem_")
 
 
 def _request_path(path: str) -> bool:
@@ -69,8 +69,9 @@ def hot_spots(speedscope: Path, skip_pid: int, top: int = 12) -> dict[str, Any]:
 
     def where(index: int) -> str:
         path = str(frames[index].get("file") or "")
-        for marker in ("site-packages/", str(ROOT) + "/"):
-            path = path.split(marker, 1)[-1]
+        path = path.split("site-packages/", 1)[-1]
+        if "/service/" in path:  # wherever the checkout was
+            path = "service/" + path.rsplit("/service/", 1)[-1]
         return path
 
     def label(index: int) -> str:
@@ -87,14 +88,16 @@ def hot_spots(speedscope: Path, skip_pid: int, top: int = 12) -> dict[str, Any]:
         for stack, weight in zip(profile["samples"], profile["weights"], strict=True):
             if not stack:
                 continue
-            leaf = frames[stack[-1]]["name"]
+            # An unsymbolised native leaf (0x7f...) is named after its nearest named caller.
+            named = [i for i in stack if not str(frames[i]["name"]).startswith("0x")]
+            leaf = frames[named[-1]]["name"]
             if leaf.startswith("process "):
                 continue  # a thread with no Python frame (granian's Rust side): see -native
             if leaf in IDLE or leaf.startswith(IDLE_PREFIXES):
                 idle += weight
                 continue
             busy += weight
-            own[label(stack[-1])] += weight
+            own[label(named[-1])] += weight
             for name in {label(i) for i in stack if _request_path(where(i))}:
                 ours[name] += weight
 
