@@ -68,8 +68,8 @@ QUICK = Protocol(
     growth_window=2,
     rush_seconds=2,
     rush_max=20,
-    pgbench_seconds=2,
-    wrk_seconds=2,
+    pgbench_seconds=1,
+    wrk_seconds=1,
 )
 
 
