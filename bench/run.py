@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
-    with bench_database(args.database_url) as url:
+    with bench_database(args.database_url, name="bench" if full else "bench_quick") as url:
         bench = Bench(protocol, url, work, args.workers, args.pool)
         try:
             bench.run()
