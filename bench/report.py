@@ -159,10 +159,11 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         lines += ["", f"wrk: {wrk['skipped']}."]
     lines += [
         "",
-        "locust and wrk drive the service through HTTP (500 users / connections); pgbench runs the "
-        "same SQL straight on PostgreSQL with 50 clients, the service's pool, while the service "
-        "is stopped. The hot-product row compares H's accepted investments/s with pgbench "
-        "investing one row per transaction in a single product (the serialized rate).",
+        f"locust ({s['users']} users) and wrk (500 connections) drive the service through HTTP; "
+        "pgbench runs the same SQL straight on PostgreSQL with 50 clients, the service's pool, "
+        "while the service is stopped. The hot-product row compares H's accepted investments/s "
+        "with pgbench investing one row per transaction in a single product (the serialized "
+        "rate).",
     ]
     lines += ["", f"![throughput vs limits]({charts['throughput']})", ""]
 
