@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +24,7 @@ from service.problems import Problem, problem_response
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("service.app")
+GC_YOUNG_THRESHOLD = 20_000  # CPython's default is 700 allocations
 
 
 async def _on_problem(app: Any, request: Request, error: Problem) -> Response:
@@ -150,8 +152,17 @@ def configure_application(settings: Settings) -> Application:
         if metrics is not None:
             await metrics.stop()
 
+    async def settle_memory(application: Application) -> None:
+        # Everything built so far lives as long as the worker: move it out of the cyclic
+        # collector's reach, and collect the young generation less often (the collector was a
+        # profiled hot spot on invest; request objects are freed by reference counting anyway).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
     app.on_start += start
     app.on_start += start_operations
+    app.after_start += settle_memory
     app.on_stop += stop
     app.on_stop += stop_operations
     app.after_start += functools.partial(observe_other_routes, route=route)

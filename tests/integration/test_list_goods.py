@@ -117,6 +117,26 @@ def test_invalid_period(client: httpx.Client, params: dict[str, str]) -> None:
     assert response.json()["code"] == "INVALID_PERIOD"
 
 
+def test_remembered_windows_answer_like_parsed_ones(
+    client: httpx.Client, database_url: str, year: int
+) -> None:
+    """The handler remembers parsed windows per raw query string: repeats and bad windows
+    answer exactly as the first time, and the same window spelled differently agrees."""
+    goods_id = create_goods(
+        database_url, started_at=at(year, "03-01 00:00:00"), finished_at=at(year, "04-01 00:00:00")
+    )
+    bad = {"started_at": f"{year}-05-01 00:00:00", "finished_at": f"{year}-04-01 00:00:00"}
+    spelled_with_t = {k: v.replace(" ", "T") for k, v in window(year).items()}
+    for _ in range(3):
+        for params in (window(year), spelled_with_t):
+            answer = client.get(PATH, params=params)
+            assert answer.status_code == 200
+            assert [item["goods_id"] for item in answer.json()] == [goods_id]
+        refused = client.get(PATH, params=bad)
+        assert refused.status_code == 400
+        assert refused.json()["code"] == "INVALID_PERIOD"
+
+
 def test_every_state_and_the_seed_status(client: httpx.Client, database_url: str) -> None:
     # Windows around now: products of each state, identified by title.
     tag = f"s{random.randrange(10**6)}"
