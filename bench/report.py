@@ -166,6 +166,7 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         "rate).",
     ]
     lines += ["", f"![throughput vs limits]({charts['throughput']})", ""]
+    lines += metrics_overhead(results["limits"])
 
     mixed = results["scenarios"]["M"]
     lines += [
@@ -239,6 +240,34 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def metrics_overhead(limits: dict[str, Any]) -> list[str]:
+    """The table of wrk req/s with and without /metrics (two passes with it on: drift)."""
+    on_first, off, on = (limits.get(k, {}) for k in ("wrk", "wrk_metrics_off", "wrk_metrics_on"))
+    if not isinstance(off, dict) or "skipped" in off or not off:
+        return []
+    lines = [
+        "## Metrics overhead",
+        "",
+        "wrk (500 connections) per endpoint with `METRICS_ENABLED=false`, then with metrics on,"
+        " back to back; the first column is the earlier pass with metrics on, so the spread"
+        " between the two metrics-on passes shows the run-to-run drift the overhead is read"
+        " against.",
+        "",
+        "| endpoint | on, earlier pass | off | on | overhead (on vs off) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in off:
+        rates = [
+            (entry.get(name) or {}).get("rps") if isinstance(entry, dict) else None
+            for entry in (on_first, off, on)
+        ]
+        off_rps, on_rps = rates[1], rates[2]
+        overhead = f"{(1 - on_rps / off_rps) * 100:+.1f} %" if off_rps and on_rps else "—"
+        cells = " | ".join("—" if r is None else f"{r:,.0f}" for r in rates)
+        lines.append(f"| {name} | {cells} | {overhead} |")
+    return [*lines, ""]
 
 
 def charts(results: dict[str, Any], out_dir: Path, base: str) -> dict[str, str]:

@@ -90,10 +90,10 @@ class Bench:
 
     # -- the systems under test --------------------------------------------------------------
 
-    def start_service(self) -> Service:
+    def start_service(self, **settings: str) -> Service:
         self.stop_service()
         log_path = self.work / f"service-{int(time.time())}.log"
-        self.service = Service(self.url, self.workers, self.pool, log_path)
+        self.service = Service(self.url, self.workers, self.pool, log_path, settings)
         try:
             self.service.start()
         except BaseException:
@@ -235,9 +235,9 @@ class Bench:
             for name, script in scripts.items()
         }
 
-    def wrk(self) -> None:
+    def wrk(self, key: str = "wrk") -> None:
         if not limits.wrk_available():
-            self.results["limits"]["wrk"] = {"skipped": "wrk is not installed"}
+            self.results["limits"][key] = {"skipped": "wrk is not installed"}
             return
         assert self.service is not None
         p = self.protocol
@@ -252,13 +252,21 @@ class Bench:
             "invest": (f"{base}/v1/api/investment/user/goods", "invest"),
             "my-investments": (f"{base}/v1/api/investment/user/goods", "my-investments"),
         }
-        out = self.work / "wrk"
-        self.results["limits"]["wrk"] = {
+        out = self.work / key
+        self.results["limits"][key] = {
             name: limits.run_wrk(
                 url, name, limits.wrk_script(kind, users, recruiting), p.wrk_seconds, out
             )
             for name, (url, kind) in targets.items()
         }
+
+    def metrics_overhead(self) -> None:
+        """The same wrk pass with METRICS_ENABLED=false, then again with it on (the default),
+        back to back: the throughput /metrics costs, read against run-to-run drift."""
+        self.start_service(METRICS_ENABLED="false")
+        self.wrk("wrk_metrics_off")
+        self.start_service()
+        self.wrk("wrk_metrics_on")
 
     # -- the protocol ------------------------------------------------------------------------
 
@@ -285,6 +293,7 @@ class Bench:
         self.seed_scenario()
         self.rush()
         self.wrk()
+        self.metrics_overhead()
         self.stop_service()
         self.pgbench()
         consistency = check_consistency(self.url)

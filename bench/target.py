@@ -137,7 +137,14 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
 class Service:
     """`python -m service run` with the bench's settings, in its own process group."""
 
-    def __init__(self, database_url: str, workers: int, pool_size: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        workers: int,
+        pool_size: int,
+        log_path: Path,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
@@ -151,6 +158,7 @@ class Service:
             "WORKERS": str(workers),
             "DB_POOL_SIZE": str(pool_size),
             "LOG_LEVEL": "WARNING",
+            **(settings or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
 
