@@ -180,6 +180,21 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
             f"| {name} | {f['requests']:,} | {_ms(f['avg_ms'])} | {_ms(f['p50_ms'])} | "
             f"{_ms(f['p95_ms'])} | {_ms(f['p99_ms'])} | {f['rps']:,.0f} | {f['failures']} |"
         )
+    floor_hz = results["scenarios"]["floor"]["requests"].get("healthz", {})
+    total = {
+        "requests": sum(f["requests"] for f in mixed["requests"].values()),
+        "rps": sum(f["rps"] for f in mixed["requests"].values()),
+        "avg_ms": sum(f["avg_ms"] * f["requests"] for f in mixed["requests"].values())
+        / max(1, sum(f["requests"] for f in mixed["requests"].values())),
+    }
+    if floor_hz.get("rps") and floor_hz.get("avg_ms"):
+        lines += [
+            "",
+            f"All of M: {total['rps']:,.0f} req/s at {total['avg_ms']:.1f} ms on average, that is"
+            f" {total['rps'] / floor_hz['rps']:.0%} of the generator floor's throughput"
+            f" ({floor_hz['rps']:,.0f} req/s) and {total['avg_ms'] / floor_hz['avg_ms']:.2f}× its"
+            f" average latency ({floor_hz['avg_ms']:.1f} ms).",
+        ]
     note = _gen_note(mixed["generator"])
     lines += ["", note] if note else []
 
