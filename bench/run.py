@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -235,10 +236,10 @@ class Bench:
             for name, script in scripts.items()
         }
 
-    def wrk(self, key: str = "wrk") -> None:
+    def wrk(self, key: str = "wrk", seconds: float | None = None) -> dict[str, Any]:
         if not limits.wrk_available():
             self.results["limits"][key] = {"skipped": "wrk is not installed"}
-            return
+            return {}
         assert self.service is not None
         p = self.protocol
         base = self.service.base_url
@@ -253,20 +254,47 @@ class Bench:
             "my-investments": (f"{base}/v1/api/investment/user/goods", "my-investments"),
         }
         out = self.work / key
-        self.results["limits"][key] = {
+        figures = {
             name: limits.run_wrk(
-                url, name, limits.wrk_script(kind, users, recruiting), p.wrk_seconds, out
+                url, name, limits.wrk_script(kind, users, recruiting), seconds or p.wrk_seconds, out
             )
             for name, (url, kind) in targets.items()
         }
+        self.results["limits"][key] = figures
+        return figures
 
     def metrics_overhead(self) -> None:
-        """The same wrk pass with METRICS_ENABLED=false, then again with it on (the default),
-        back to back: the throughput /metrics costs, read against run-to-run drift."""
-        self.start_service(METRICS_ENABLED="false")
-        self.wrk("wrk_metrics_off")
+        """wrk passes with METRICS_ENABLED=false and =true in ABBA order (off, on, on, off, …),
+        compared by their medians, so that drift over the stage cancels out."""
+        if not limits.wrk_available():
+            return
+        passes: dict[str, dict[str, list[float]]] = {}
+        rounds = 2 if self.protocol.name == "full" else 1
+        order = ["false", "true", "true", "false"] * rounds
+        for number, enabled in enumerate(order):
+            self.start_service(METRICS_ENABLED=enabled)
+            self.wrk("wrk_metrics_warmup", seconds=1)  # a fresh process: warm it first
+            del self.results["limits"]["wrk_metrics_warmup"]
+            figures = self.wrk(f"wrk_metrics_{number}", seconds=self.protocol.wrk_seconds / 2)
+            for name, entry in figures.items():
+                side = passes.setdefault(name, {"false": [], "true": []})[enabled]
+                side.append(float(entry.get("rps") or 0))
+            del self.results["limits"][f"wrk_metrics_{number}"]
+        self.results["limits"]["metrics_overhead"] = {
+            name: {
+                "off_rps": sides["false"],
+                "on_rps": sides["true"],
+                "overhead_pct": round(
+                    (1 - statistics.median(sides["true"]) / statistics.median(sides["false"]))
+                    * 100,
+                    1,
+                )
+                if statistics.median(sides["false"])
+                else None,
+            }
+            for name, sides in passes.items()
+        }
         self.start_service()
-        self.wrk("wrk_metrics_on")
 
     # -- the protocol ------------------------------------------------------------------------
 
