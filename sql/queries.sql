@@ -1,18 +1,13 @@
 -- Every statement the service runs at request time, by name. Loaded once at start
 -- (service/sql.py) and executed as prepared statements. Times are formatted here, in the session's
--- time zone (the display time zone), and the product state comes from goods_state().
+-- time zone (the display time zone), and the product state comes from goods_state(); products are
+-- shown through goods_item() (sql/migrations/004_goods_item.sql).
 
 -- name: list-goods
 -- The products whose whole recruitment period lies inside [$1, $2], from the stored counters.
-SELECT g.goods_id, g.title, g.total_investing_amount, g.current_investing_amount,
-       g.investor_count, s.state IN ('recruiting', 'upcoming') AS status, s.state,
-       to_char(g.started_at, 'YYYY-MM-DD HH24:MI:SS') AS started_at,
-       to_char(g.finished_at, 'YYYY-MM-DD HH24:MI:SS') AS finished_at
+SELECT i.*
 FROM investment_goods g
-CROSS JOIN LATERAL (
-    SELECT goods_state(g.status, g.current_investing_amount, g.total_investing_amount,
-                       g.started_at, g.finished_at, statement_timestamp()) AS state
-) s
+CROSS JOIN LATERAL goods_item(g, statement_timestamp()) i
 WHERE g.started_at >= $1 AND g.finished_at <= $2
 ORDER BY g.goods_id;
 
@@ -67,17 +62,9 @@ SELECT count(*) FROM gone;
 WITH created AS (
     INSERT INTO investment_goods (title, total_investing_amount, status, started_at, finished_at)
     VALUES ($1, $2, $3, $4, $5)
-    RETURNING *
+    RETURNING investment_goods AS g
 )
-SELECT g.goods_id, g.title, g.total_investing_amount, g.current_investing_amount,
-       g.investor_count, s.state IN ('recruiting', 'upcoming') AS status, s.state,
-       to_char(g.started_at, 'YYYY-MM-DD HH24:MI:SS') AS started_at,
-       to_char(g.finished_at, 'YYYY-MM-DD HH24:MI:SS') AS finished_at
-FROM created g
-CROSS JOIN LATERAL (
-    SELECT goods_state(g.status, g.current_investing_amount, g.total_investing_amount,
-                       g.started_at, g.finished_at, statement_timestamp()) AS state
-) s;
+SELECT i.* FROM created c CROSS JOIN LATERAL goods_item(c.g, statement_timestamp()) i;
 
 -- name: admin-goods-update
 -- Changes product $1's title, total, period and status ($2..$6; NULL keeps the value) in one
@@ -94,38 +81,24 @@ WITH changed AS (
     WHERE g.goods_id = $1
       AND coalesce($3, g.total_investing_amount) >= g.current_investing_amount
       AND coalesce($5, g.finished_at) > coalesce($4, g.started_at)
-    RETURNING g.*
+    RETURNING g
 ), answer AS (
-    SELECT 'changed' AS outcome, c.* FROM changed c
+    SELECT 'changed' AS outcome, c.g FROM changed c
     UNION ALL
     SELECT CASE
                WHEN coalesce($3, g.total_investing_amount) < g.current_investing_amount
                    THEN 'total_below_invested'
                WHEN coalesce($5, g.finished_at) <= coalesce($4, g.started_at) THEN 'period'
                ELSE 'conflict'
-           END, g.*
+           END, g
     FROM investment_goods g
     WHERE g.goods_id = $1 AND NOT EXISTS (SELECT 1 FROM changed)
 )
-SELECT g.outcome, g.goods_id, g.title, g.total_investing_amount, g.current_investing_amount,
-       g.investor_count, s.state IN ('recruiting', 'upcoming') AS status, s.state,
-       to_char(g.started_at, 'YYYY-MM-DD HH24:MI:SS') AS started_at,
-       to_char(g.finished_at, 'YYYY-MM-DD HH24:MI:SS') AS finished_at
-FROM answer g
-CROSS JOIN LATERAL (
-    SELECT goods_state(g.status, g.current_investing_amount, g.total_investing_amount,
-                       g.started_at, g.finished_at, statement_timestamp()) AS state
-) s;
+SELECT a.outcome, i.* FROM answer a CROSS JOIN LATERAL goods_item(a.g, statement_timestamp()) i;
 
 -- name: admin-goods-list
 -- Every product, for `python -m service goods list`.
-SELECT g.goods_id, g.title, g.total_investing_amount, g.current_investing_amount,
-       g.investor_count, s.state IN ('recruiting', 'upcoming') AS status, s.state,
-       to_char(g.started_at, 'YYYY-MM-DD HH24:MI:SS') AS started_at,
-       to_char(g.finished_at, 'YYYY-MM-DD HH24:MI:SS') AS finished_at
+SELECT i.*
 FROM investment_goods g
-CROSS JOIN LATERAL (
-    SELECT goods_state(g.status, g.current_investing_amount, g.total_investing_amount,
-                       g.started_at, g.finished_at, statement_timestamp()) AS state
-) s
+CROSS JOIN LATERAL goods_item(g, statement_timestamp()) i
 ORDER BY g.goods_id;
