@@ -181,18 +181,17 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
             f"{_ms(f['p95_ms'])} | {_ms(f['p99_ms'])} | {f['rps']:,.0f} | {f['failures']} |"
         )
     floor_hz = results["scenarios"]["floor"]["requests"].get("healthz", {})
-    total = {
-        "requests": sum(f["requests"] for f in mixed["requests"].values()),
-        "rps": sum(f["rps"] for f in mixed["requests"].values()),
-        "avg_ms": sum(f["avg_ms"] * f["requests"] for f in mixed["requests"].values())
-        / max(1, sum(f["requests"] for f in mixed["requests"].values())),
-    }
+    figures = mixed["requests"].values()
+    rps = sum(f["rps"] for f in figures)
+    avg_ms = sum(f["avg_ms"] * f["requests"] for f in figures) / max(
+        1, sum(f["requests"] for f in figures)
+    )
     if floor_hz.get("rps") and floor_hz.get("avg_ms"):
         lines += [
             "",
-            f"All of M: {total['rps']:,.0f} req/s at {total['avg_ms']:.1f} ms on average, that is"
-            f" {total['rps'] / floor_hz['rps']:.0%} of the generator floor's throughput"
-            f" ({floor_hz['rps']:,.0f} req/s) and {total['avg_ms'] / floor_hz['avg_ms']:.2f}× its"
+            f"All of M: {rps:,.0f} req/s at {avg_ms:.1f} ms on average, that is"
+            f" {rps / floor_hz['rps']:.0%} of the generator floor's throughput"
+            f" ({floor_hz['rps']:,.0f} req/s) and {avg_ms / floor_hz['avg_ms']:.2f}× its"
             f" average latency ({floor_hz['avg_ms']:.1f} ms).",
         ]
     note = _gen_note(mixed["generator"])
