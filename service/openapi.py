@@ -10,7 +10,15 @@ from blacksheep.server.openapi.v3 import OpenAPIHandler
 from openapidocs.v3 import Info, MediaType, Parameter, ParameterLocation, RequestBody
 from openapidocs.v3 import Schema as OpenApiSchema
 
-from service.parsing import MAX_AMOUNT, MAX_GOODS_ID, MAX_PAGE, MAX_USER_ID
+from service.parsing import (
+    CURSOR_PATTERN,
+    KEY_PATTERN,
+    MAX_AMOUNT,
+    MAX_GOODS_ID,
+    MAX_IDEMPOTENCY_KEY,
+    MAX_PAGE,
+    MAX_USER_ID,
+)
 from service.problems import PROBLEMS
 
 # Field ranges too (not only digits), so that what matches is a time the service parses.
@@ -132,7 +140,6 @@ def _problem(*codes: str) -> ResponseInfo:
 
 
 UNAVAILABLE = _problem("SERVICE_UNAVAILABLE")
-KEY_PATTERN = "^[!-~]([ -~]*[!-~])?$"  # service/parsing.py parse_idempotency_key
 
 
 def _parameter(
@@ -155,7 +162,9 @@ IDEMPOTENCY_KEY = _parameter(
     ParameterLocation.HEADER,
     "Optional, per user, kept at least 24 h: a retry with the same key and body replays the"
     " first answer and writes nothing; another body: 422; while the first runs: 409",
-    OpenApiSchema(type="string", min_length=1, max_length=255, pattern=KEY_PATTERN),
+    OpenApiSchema(
+        type="string", min_length=1, max_length=MAX_IDEMPOTENCY_KEY, pattern=f"^{KEY_PATTERN}$"
+    ),
     False,
 )
 WINDOW = [
@@ -183,7 +192,7 @@ PAGE = [
         "cursor",
         ParameterLocation.QUERY,
         "Where the page starts: the value given in the previous page's Link header",
-        OpenApiSchema(type="string", pattern="^-?[0-9]{1,19}_[0-9]{1,19}$"),
+        OpenApiSchema(type="string", pattern=f"^{CURSOR_PATTERN}$"),
         False,
     ),
 ]

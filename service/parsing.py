@@ -20,8 +20,11 @@ MAX_IDEMPOTENCY_KEY = 255
 
 _DIGITS = re.compile(rb"[0-9]{1,19}")
 _PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[ T]([0-9]{2}):([0-9]{2}):([0-9]{2})")
-_CURSOR = re.compile(r"(-?[0-9]{1,19})_([0-9]{1,19})")
-_KEY = re.compile(rb"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+# Shared with the OpenAPI description (service/openapi.py), so both state the same rule.
+CURSOR_PATTERN = r"(-?[0-9]{1,19})_([0-9]{1,19})"
+KEY_PATTERN = r"[!-~](?:[ -~]*[!-~])?"  # printable ASCII, no space at either end
+_CURSOR = re.compile(CURSOR_PATTERN)
+_KEY = re.compile(KEY_PATTERN.encode("ascii"))
 
 
 def parse_user_id(values: list[bytes]) -> int:
