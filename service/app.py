@@ -100,9 +100,10 @@ def configure_application(settings: Settings) -> Application:
     for name, handler in {**handlers, **admin_handlers}.items():
         app.router.add(routes[name][0], routes[name][1], handler)
     if metrics is not None:
-        handlers["metrics"] = route(metrics.scrape, "GET", "/metrics")
+        routes["metrics"] = ("GET", "/metrics")
+        handlers["metrics"] = route(metrics.scrape, *routes["metrics"])
         app.router.add_get("/metrics", handlers["metrics"])
-    allowed: dict[str, list[str]] = {"/metrics": ["GET"]} if metrics is not None else {}
+    allowed: dict[str, list[str]] = {}
     for verb, path in routes.values():
         if "{" not in path:
             allowed.setdefault(path, []).append(verb)
