@@ -33,7 +33,7 @@ from openapidocs.v3 import (
 from openapidocs.v3 import Schema as OpenApiSchema
 
 from service.db import Database, DatabaseUnavailable
-from service.handlers import GOODS_KEYS, JSON, read_body
+from service.handlers import GOODS_KEYS, JSON, goods_json, read_body
 from service.parsing import MAX_AMOUNT, MAX_GOODS_ID, load_json, parse_time
 from service.problems import PROBLEM_JSON, Problem, problem_body
 from service.settings import Settings
@@ -104,10 +104,6 @@ def validate_goods(values: Mapping[str, Any], zone: ZoneInfo, *, create: bool) -
     if status is not None and not isinstance(status, bool):
         raise Problem("INVALID_GOODS", "status must be true or false")
     return GoodsFields(title, total, bounds.get("started_at"), bounds.get("finished_at"), status)
-
-
-def goods_json(row: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(GOODS_KEYS, row, strict=True))
 
 
 async def create_goods(db: Database, fields: GoodsFields) -> dict[str, Any]:

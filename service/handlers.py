@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
@@ -42,6 +42,11 @@ GOODS_KEYS = (
 MY_INVESTMENT_KEYS = (
     "goods_id", "title", "total_investing_amount", "user_investing_amount", "invest_date",
 )  # fmt: skip
+
+
+def goods_json(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A row of goods_item() (sql/migrations/004_goods_item.sql) as the API's product item."""
+    return dict(zip(GOODS_KEYS, row, strict=True))
 
 
 def json_response(body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
@@ -102,7 +107,7 @@ class InvestmentApi:
             rows = await self.db.rows("list-goods", [started_at, finished_at])
             if not rows:
                 return None
-            return orjson.dumps([dict(zip(GOODS_KEYS, row, strict=True)) for row in rows])
+            return orjson.dumps([goods_json(row) for row in rows])
 
         body = await self.list_cache.get((started_at, finished_at), load)
         if body is None:
