@@ -176,12 +176,17 @@ def raw_request(base_url: str, head: bytes, body: bytes = b"") -> tuple[int, byt
     `head` is the request line and headers without the final blank line; Content-Length and
     Connection: close are added.
     """
-    host, _, port = base_url.removeprefix("http://").partition(":")
     message = head.rstrip(b"\r\n") + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(
         body
     )
+    return raw_exchange(base_url, message + body)
+
+
+def raw_exchange(base_url: str, message: bytes) -> tuple[int, bytes]:
+    """Send `message` exactly as given, read until the server closes; (status, response body)."""
+    host, _, port = base_url.removeprefix("http://").partition(":")
     with socket.create_connection((host, int(port)), timeout=10) as conn:
-        conn.sendall(message + body)
+        conn.sendall(message)
         response = bytearray()
         while chunk := conn.recv(65536):
             response += chunk
