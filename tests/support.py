@@ -226,3 +226,25 @@ def migrated_database(server_url: str) -> Iterator[str]:
         yield url
     finally:
         drop_database(server_url, url)
+
+
+def hold_rows(database_url: str, goods_ids: list[int], seconds: float) -> subprocess.Popen[bytes]:
+    """Another transaction locks the product rows for `seconds` (a stuck operator session);
+    returns once the lock is held. Wait for the returned process to release it."""
+    ids = ", ".join(map(str, goods_ids))
+    holder = subprocess.Popen(
+        ["psql", database_url, "-X", "-q", "-c",
+         f"BEGIN; SELECT 1 FROM investment_goods WHERE goods_id IN ({ids}) FOR UPDATE;"
+         f" SELECT pg_sleep({seconds}); COMMIT;"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while "t" not in psql(
+        database_url,
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%FOR UPDATE%pg_sleep%'"
+        " AND pid <> pg_backend_pid()",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)  # the lock is taken before pg_sleep starts
+    return holder

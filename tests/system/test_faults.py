@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import time
 
 import httpx
@@ -15,8 +14,8 @@ from tests.support import (
     ServiceProcess,
     create_goods,
     fresh_user,
+    hold_rows,
     ledger_sum,
-    psql,
     running_service,
     verify_ledger,
 )
@@ -24,27 +23,6 @@ from tests.support import (
 pytestmark = pytest.mark.system
 
 WINDOW = {"started_at": "2000-01-01 00:00:00", "finished_at": "2999-01-01 00:00:00"}
-
-
-def hold_rows(database_url: str, goods_ids: list[int], seconds: float) -> subprocess.Popen[bytes]:
-    """Another transaction locks the product rows for `seconds` (a stuck operator session)."""
-    ids = ", ".join(map(str, goods_ids))
-    holder = subprocess.Popen(
-        ["psql", database_url, "-X", "-q", "-c",
-         f"BEGIN; SELECT 1 FROM investment_goods WHERE goods_id IN ({ids}) FOR UPDATE;"
-         f" SELECT pg_sleep({seconds}); COMMIT;"],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while "t" not in psql(
-        database_url,
-        "SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%FOR UPDATE%pg_sleep%'"
-        " AND pid <> pg_backend_pid()",
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.2)  # the lock is taken before pg_sleep starts
-    return holder
 
 
 async def timed(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -11,7 +10,7 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from tests.support import ServiceProcess, create_goods, fresh_user, psql, running_service
+from tests.support import ServiceProcess, create_goods, fresh_user, hold_rows, psql, running_service
 
 pytestmark = pytest.mark.system
 
@@ -88,14 +87,8 @@ def test_a_retry_while_the_first_is_in_flight_is_409_on_every_instance(
     body = {"goodsId": goods_id, "investmentAmount": 1_000}
     # Another transaction holds the product row: the first request waits inside its own
     # transaction, holding the key.
-    holder = subprocess.Popen(
-        ["psql", database_url, "-X", "-q", "-c",
-         f"BEGIN; SELECT 1 FROM investment_goods WHERE goods_id = {goods_id} FOR UPDATE;"
-         " SELECT pg_sleep(3); COMMIT;"],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    holder = hold_rows(database_url, [goods_id], seconds=3)
     try:
-        time.sleep(0.5)
 
         async def scenario() -> tuple[httpx.Response, list[httpx.Response]]:
             async with httpx.AsyncClient(timeout=30) as client:
