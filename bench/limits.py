@@ -19,6 +19,7 @@ from bench.target import pg_tool
 from service.sql import queries
 
 MY_PAGE = 1000  # the service's default page; the statement asks for one row more
+PER_CALL = (10, 100)  # invests per invest_many() call in the batched pgbench scripts
 
 
 def _parameters(statement: str, values: dict[int, str]) -> str:
@@ -27,29 +28,46 @@ def _parameters(statement: str, values: dict[int, str]) -> str:
     return re.sub(r"\$(\d+)\b", lambda m: values[int(m[1])], statement)
 
 
+def _random_array(count: int, low: int, high: int) -> str:
+    """SQL for an array of `count` random integers in [low, high]."""
+    values = f"{low} + (random() * {high - low})::bigint"
+    return f"(SELECT array_agg({values}) FROM generate_series(1, {count}))"
+
+
 def pgbench_scripts(users: int, recruiting: int, hot_goods: int) -> dict[str, str]:
-    """pgbench scripts, one per API (and the single hot product), from sql/queries.sql."""
+    """pgbench scripts, one per API (and the single hot product), from sql/queries.sql; invest
+    also with 10 and 100 requests per call (the batches the service's coalescing sends)."""
     named = queries()
-    invest = _parameters(
-        named["invest-batch"],
-        # $4, where present, is the batch's Idempotency-Keys: none here, as in S.
-        {
-            1: ":goods_id",
-            2: "ARRAY[:user_id]::bigint[]",
-            3: "ARRAY[:amount]::bigint[]",
-            4: "ARRAY[NULL]::text[]",
-        },
-    )
     user = f"\\set user_id random(1, {users})\n"
     amount = "\\set amount random(1000, 100000)\n"
-    return {
+    single = {2: "ARRAY[:user_id]::bigint[]", 3: "ARRAY[:amount]::bigint[]", 4: "NULL"}
+    scripts = {
         "list": _parameters(named["list-goods"], {1: ":w_start", 2: ":w_end"}) + ";\n",
-        "invest": user + amount + f"\\set goods_id random(1, {recruiting})\n" + invest + ";\n",
-        "invest-hot": user + f"\\set goods_id {hot_goods}\n\\set amount 10000\n" + invest + ";\n",
+        "invest": user
+        + amount
+        + f"\\set goods_id random(1, {recruiting})\n"
+        + _parameters(named["invest-batch"], {1: "ARRAY[:goods_id]::bigint[]", **single})
+        + ";\n",
+        "invest-hot": user
+        + f"\\set goods_id {hot_goods}\n\\set amount 10000\n"
+        + _parameters(named["invest-batch"], {1: "ARRAY[:goods_id]::bigint[]", **single})
+        + ";\n",
         "my-investments": user
-        + _parameters(named["my-investments-first"], {1: ":user_id", 2: str(MY_PAGE + 1)})
+        + _parameters(
+            named["my-investments-many"],
+            {1: "ARRAY[:user_id]::bigint[]", 2: f"ARRAY[{MY_PAGE + 1}]", 3: "NULL", 4: "NULL"},
+        )
         + ";\n",
     }
+    for size in PER_CALL:
+        batch = {
+            1: _random_array(size, 1, recruiting),
+            2: _random_array(size, 1, users),
+            3: _random_array(size, 1000, 100000),
+            4: "NULL",
+        }
+        scripts[f"invest-x{size}"] = _parameters(named["invest-batch"], batch) + ";\n"
+    return scripts
 
 
 def parse_pgbench(output: str) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from typing import Any
 from blacksheep import Application, Request, Response
 
 from service.admin import ADMIN_BASE, AdminApi, describe_admin
-from service.batcher import InvestBatcher
-from service.db import Database, DatabaseUnavailable
+from service.batcher import InvestBatcher, PageBatcher
+from service.db import Database, DatabaseUnavailable, OutcomeUnknown
 from service.handlers import BASE, InvestmentApi
 from service.housekeeping import forget_old_idempotency_keys
 from service.logs import configure_logging, quiet_handled_errors
@@ -33,6 +33,14 @@ async def _on_problem(app: Any, request: Request, error: Problem) -> Response:
 
 async def _on_unavailable(app: Any, request: Request, error: DatabaseUnavailable) -> Response:
     return problem_response("SERVICE_UNAVAILABLE", str(error))
+
+
+async def _on_outcome_unknown(app: Any, request: Request, error: OutcomeUnknown) -> Response:
+    return problem_response(
+        "INVEST_OUTCOME_UNKNOWN",
+        "the investment was sent to the database and its answer was lost: it may or may not have"
+        " been made. Retry only with the same Idempotency-Key, or look at my investments first.",
+    )
 
 
 async def _on_internal_error(app: Any, request: Request, error: Exception) -> Response:
@@ -117,6 +125,7 @@ def configure_application(settings: Settings) -> Application:
 
     app.exceptions_handlers[Problem] = _on_problem
     app.exceptions_handlers[DatabaseUnavailable] = _on_unavailable
+    app.exceptions_handlers[OutcomeUnknown] = _on_outcome_unknown
     app.exceptions_handlers[500] = _on_internal_error
 
     chores: list[asyncio.Task[None]] = []
@@ -124,7 +133,10 @@ def configure_application(settings: Settings) -> Application:
     async def start(application: Application) -> None:
         db = Database(settings, settings.pool_share())
         api.db = db
-        api.batcher = InvestBatcher(db, settings.invest_batch_max)
+        api.batcher = InvestBatcher(
+            db, settings, on_batch=None if metrics is None else metrics.invest_batch
+        )
+        api.pages = PageBatcher(db, settings)
         chores.append(
             asyncio.create_task(
                 forget_old_idempotency_keys(
@@ -138,11 +150,11 @@ def configure_application(settings: Settings) -> Application:
             chore.cancel()
         await asyncio.gather(*chores, return_exceptions=True)
         await api.batcher.drain()
+        await api.pages.drain()
         api.db.close()
 
     async def start_operations(application: Application) -> None:
         api.list_cache.observer = metrics
-        api.batcher.metrics = metrics
         if admin is not None:
             admin.db = api.db
         if metrics is not None:

@@ -1,101 +1,148 @@
-"""Invest coalescing (group commit): one database call per product at a time, the rest queue up.
-
-While a call for a product is in flight, further investments for that product wait and go
-together in the next call, in arrival order, through invest_batch() (first come, first served).
-One product per call keeps lock order trivial across instances. With at most `max_batch`
-requests waiting, a request waits for at most one in-flight call before its own starts.
-"""
+"""The coalesced database calls: invests across products in one invest_many() call, and many
+users' my-investments pages in one statement (service/coalesce.py does the waiting)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-from service.db import Database
+from service.coalesce import Coalescer
+from service.db import Database, OutcomeUnknown
+from service.settings import Settings
 
-if TYPE_CHECKING:
-    from service.metrics import Metrics
 
-InvestRow = tuple[Any, ...]  # a row of sql/queries.sql `invest-batch`, without its ord column
-_Waiting = tuple[int, int, str | None, "asyncio.Future[InvestRow]"]
-# The answer for a key whose first request is still unanswered (same columns as invest-batch).
-IN_USE: InvestRow = ("in_use", None, None, None, None, None, None, None)
+class Invest(NamedTuple):
+    goods_id: int
+    user_id: int
+    amount: int
+    key: str | None
+
+
+class InvestRow(NamedTuple):
+    """A row of sql/queries.sql `invest-batch`, without its ord column."""
+
+    outcome: str  # done | replay | in_use | mismatch
+    found: bool | None
+    total_investing_amount: int | None
+    investment_amount: int | None
+    current_investing_amount: int | None
+    state: str | None
+    invest_date: str | None
+    investment_id: int | None
+
+
+class Page(NamedTuple):
+    user_id: int
+    limit: int  # rows wanted: the page size plus one, to know whether a next page exists
+    cursor: tuple[int, int] | None  # (microseconds since the epoch, ledger id) of the row before
+
+
+class InvestmentRow(NamedTuple):
+    """A row of sql/queries.sql `my-investments-many`, without its ord column."""
+
+    goods_id: int
+    title: str
+    total_investing_amount: int
+    user_investing_amount: int
+    invest_date: str
+    cursor_micros: int
+    id: int
+
+
+# The answer for a key whose first request is still unanswered in this worker.
+IN_USE = InvestRow("in_use", None, None, None, None, None, None, None)
+
+
+def _lost() -> Exception:
+    return OutcomeUnknown("the invest call was sent and its answer was lost")
 
 
 class InvestBatcher:
-    def __init__(self, db: Database, max_batch: int) -> None:
+    """One invest_many() call at a time per worker (INVEST_CALLS_IN_FLIGHT), for any products:
+    invests that arrive meanwhile go together in the next call, in arrival order."""
+
+    def __init__(
+        self, db: Database, settings: Settings, on_batch: Callable[[int], None] | None = None
+    ) -> None:
         self._db = db
-        self._max_batch = max_batch
-        self._waiting: dict[int, list[_Waiting]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._coalescer: Coalescer[Invest, InvestRow] = Coalescer(
+            self._call,
+            max_batch=settings.invest_batch_max,
+            max_waiting=settings.invest_queue_max,
+            max_wait=settings.db_acquire_timeout,
+            calls_in_flight=settings.invest_calls_in_flight,
+            lost=_lost,
+            on_batch=on_batch,
+        )
         self._keys_in_flight: set[tuple[int, str]] = set()
-        self.batch_sizes: list[int] = []  # recent batch sizes, for metrics and tests
-        self.metrics: Metrics | None = None  # set by the composition root when metrics are on
 
     async def invest(
         self, goods_id: int, user_id: int, amount: int, key: str | None = None
     ) -> InvestRow:
-        """(outcome, found, total, invested, current, state, invest_date, investment_id)."""
-        loop = asyncio.get_running_loop()
-        result: asyncio.Future[InvestRow] = loop.create_future()
-        if key is not None:
-            # A retry that arrives while its first request waits here is answered at once;
-            # across workers and instances the database's advisory lock decides the same.
-            held = (user_id, key)
-            if held in self._keys_in_flight:
-                return IN_USE
-            self._keys_in_flight.add(held)
-            result.add_done_callback(lambda _: self._keys_in_flight.discard(held))
-        queue = self._waiting.get(goods_id)
-        if queue is not None:
-            queue.append((user_id, amount, key, result))
-        else:
-            self._waiting[goods_id] = [(user_id, amount, key, result)]
-            task = loop.create_task(self._drain(goods_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        # The call goes on if this request is cancelled (client gone): an accepted
-        # investment is still written, only its answer is not delivered.
-        return await asyncio.shield(result)
+        if key is None:
+            return await self._coalescer.run(Invest(goods_id, user_id, amount, None))
+        # A retry that arrives while its first request is unanswered here is answered at once;
+        # across workers and instances the database's advisory lock decides the same.
+        held = (user_id, key)
+        if held in self._keys_in_flight:
+            return IN_USE
+        future = self._coalescer.submit(Invest(goods_id, user_id, amount, key))
+        self._keys_in_flight.add(held)
+        future.add_done_callback(lambda _: self._keys_in_flight.discard(held))
+        return await asyncio.shield(future)
 
-    async def _drain(self, goods_id: int) -> None:
-        queue = self._waiting[goods_id]
-        try:
-            while queue:
-                batch = queue[: self._max_batch]
-                del queue[: self._max_batch]
-                self._record(len(batch))
-                keys = [item[2] for item in batch]
-                try:
-                    rows = await self._db.rows(
-                        "invest-batch",
-                        [
-                            goods_id,
-                            [item[0] for item in batch],
-                            [item[1] for item in batch],
-                            keys if any(key is not None for key in keys) else None,
-                        ],
-                    )
-                    if len(rows) != len(batch):
-                        raise RuntimeError(f"invest_batch answered {len(rows)} of {len(batch)}")
-                except Exception as error:
-                    for *_, result in batch:
-                        result.set_exception(error)
-                        result.exception()  # retrieved even if its request has gone
-                    continue
-                for (*_, result), row in zip(batch, rows, strict=True):
-                    result.set_result(row[1:])
-        finally:
-            del self._waiting[goods_id]
+    async def _call(self, batch: list[Invest]) -> list[InvestRow]:
+        keys = [item.key for item in batch]
+        rows = await self._db.rows(
+            "invest-batch",
+            [
+                [item.goods_id for item in batch],
+                [item.user_id for item in batch],
+                [item.amount for item in batch],
+                keys if any(keys) else None,
+            ],
+            writes=True,
+        )
+        return [InvestRow._make(row[1:]) for row in rows]
 
-    def _record(self, size: int) -> None:
-        self.batch_sizes.append(size)
-        if self.metrics is not None:
-            self.metrics.invest_batch(size)
-        if len(self.batch_sizes) > 4096:
-            del self.batch_sizes[:2048]
+    @property
+    def keys_in_flight(self) -> int:
+        return len(self._keys_in_flight)
 
     async def drain(self) -> None:
-        """Wait for every call in flight (graceful shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._coalescer.drain()
+
+
+class PageBatcher:
+    """My-investments pages of many users in one statement, split per user here."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self._db = db
+        self._coalescer: Coalescer[Page, list[InvestmentRow]] = Coalescer(
+            self._call,
+            max_batch=settings.read_batch_max,
+            max_waiting=settings.invest_queue_max,
+            max_wait=settings.db_acquire_timeout,
+            calls_in_flight=settings.read_calls_in_flight,
+        )
+
+    async def page(
+        self, user_id: int, limit: int, cursor: tuple[int, int] | None
+    ) -> list[InvestmentRow]:
+        return await self._coalescer.run(Page(user_id, limit, cursor))
+
+    async def _call(self, batch: list[Page]) -> list[list[InvestmentRow]]:
+        params: list[Any] = [
+            [page.user_id for page in batch],
+            [page.limit for page in batch],
+            [None if page.cursor is None else page.cursor[0] for page in batch],
+            [None if page.cursor is None else page.cursor[1] for page in batch],
+        ]
+        pages: list[list[InvestmentRow]] = [[] for _ in batch]
+        for row in await self._db.rows("my-investments-many", params):
+            pages[row[0] - 1].append(InvestmentRow._make(row[1:]))
+        return pages
+
+    async def drain(self) -> None:
+        await self._coalescer.drain()

@@ -16,7 +16,18 @@ log = logging.getLogger("service.db")
 
 
 class DatabaseUnavailable(Exception):
-    """No connection within the acquire timeout, or the database failed the statement."""
+    """No connection within the acquire timeout, or the database failed the statement: nothing
+    was done, so the request may be retried as it is."""
+
+
+class OutcomeUnknown(Exception):
+    """A writing statement was sent, then its answer was lost (the connection broke, or the
+    call timed out while it ran): it may or may not have been committed."""
+
+
+# A statement the server refused with an ERROR was rolled back (each runs in its own transaction);
+# any other failure after sending (FATAL, a closed socket, a timeout) leaves the outcome unknown.
+_SERVER_ERROR = "db error: ERROR:"
 
 
 def connection_options(settings: Settings) -> str:
@@ -50,7 +61,10 @@ class Database:
         # side) normally ends a slow statement first.
         self._call_timeout = settings.db_statement_timeout + 1.0
 
-    async def rows(self, name: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    async def rows(
+        self, name: str, params: list[Any] | None = None, *, writes: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """The statement's rows. With `writes`, a failure after sending raises OutcomeUnknown."""
         # asyncio.timeout, not wait_for: no extra Task per call (a profiled hot spot).
         try:
             async with asyncio.timeout(self._acquire_timeout):
@@ -70,9 +84,13 @@ class Database:
                 else:
                     result = await self._unprepared(conn, query, params)
         except TimeoutError:
+            if writes:
+                raise OutcomeUnknown(f"database did not answer {name}") from None
             raise DatabaseUnavailable(f"database did not answer {name}") from None
         except PsqlpyError as error:
             log.warning("statement %s failed: %s", name, error)
+            if writes and _SERVER_ERROR not in str(error):
+                raise OutcomeUnknown(f"the answer to {name} was lost") from error
             raise DatabaseUnavailable(f"statement {name} failed") from error
         finally:
             conn.close()

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import orjson
 from blacksheep import Content, Request, Response
 
-from service.batcher import InvestBatcher
+from service.batcher import InvestBatcher, InvestmentRow, PageBatcher
 from service.cache import StaleBoundCache
 from service.db import Database
 from service.parsing import (
@@ -34,14 +34,13 @@ REPLAYED_HEADER = b"Idempotent-Replayed"
 BASE = "/v1/api/investment"
 WINDOWS_REMEMBERED = 1024
 
-# Column order of sql/queries.sql `list-goods` and `my-investments-*`: where rows become JSON.
+# Column order of sql/queries.sql `list-goods` (goods_item()): where its rows become JSON.
 GOODS_KEYS = (
     "goods_id", "title", "total_investing_amount", "current_investing_amount",
     "investor_count", "status", "state", "started_at", "finished_at",
 )  # fmt: skip
-MY_INVESTMENT_KEYS = (
-    "goods_id", "title", "total_investing_amount", "user_investing_amount", "invest_date",
-)  # fmt: skip
+# A my-investments item: the first five columns of its row (the rest is the page cursor).
+MY_INVESTMENT_KEYS = InvestmentRow._fields[:5]
 
 
 def goods_json(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -75,6 +74,7 @@ class InvestmentApi:
 
     db: Database
     batcher: InvestBatcher
+    pages: PageBatcher
     metrics: Metrics | None = None  # invest outcomes (service/metrics.py), when enabled
 
     def __init__(self, settings: Settings) -> None:
@@ -119,16 +119,8 @@ class InvestmentApi:
         user_id = self.user_id(request)
         key = parse_idempotency_key(request.get_headers(IDEMPOTENCY_HEADER))
         goods_id, amount = parse_invest_body(body)
-        (
-            outcome,
-            found,
-            total,
-            invested,
-            current,
-            state,
-            invest_date,
-            investment_id,
-        ) = await self.batcher.invest(goods_id, user_id, amount, key)
+        row = await self.batcher.invest(goods_id, user_id, amount, key)
+        outcome, invested, state = row.outcome, row.investment_amount, row.state
         if outcome == "in_use":
             raise Problem(
                 "IDEMPOTENCY_KEY_IN_USE", "a request with this Idempotency-Key is still in progress"
@@ -138,21 +130,21 @@ class InvestmentApi:
                 "IDEMPOTENCY_KEY_MISMATCH",
                 "this Idempotency-Key was used with another product or amount",
             )
-        if not found:
+        if not row.found:
             raise Problem("GOODS_NOT_FOUND", f"there is no product with goods_id {goods_id}")
         if self.metrics is not None and outcome != "replay":
-            self.metrics.invest_outcome(amount, invested)
+            self.metrics.invest_outcome(amount, invested or 0)
         result = {
             "user_id": user_id,
             "goods_id": goods_id,
-            "total_investing_amount": total,
+            "total_investing_amount": row.total_investing_amount,
             "investment_amount": invested,
-            "status": invested > 0 and state == "recruiting",
-            "invest_date": invest_date,
+            "status": bool(invested) and state == "recruiting",
+            "invest_date": row.invest_date,
             "requested_amount": amount,
-            "current_investing_amount": current,
+            "current_investing_amount": row.current_investing_amount,
             "state": state,
-            "investment_id": investment_id,
+            "investment_id": row.investment_id,
         }
         headers = [(REPLAYED_HEADER, b"true")] if outcome == "replay" else None
         return json_response(orjson.dumps(result), headers)
@@ -160,17 +152,14 @@ class InvestmentApi:
     async def my_investments(self, request: Request) -> Response:
         user_id = self.user_id(request)
         limit, cursor = parse_page(request.query)
-        if cursor is None:
-            rows = await self.db.rows("my-investments-first", [user_id, limit + 1])
-            if not rows:
-                raise Problem("INVESTMENTS_NOT_FOUND", f"user {user_id} has no investments")
-        else:
-            rows = await self.db.rows("my-investments-after", [user_id, limit + 1, *cursor])
+        rows = await self.pages.page(user_id, limit + 1, cursor)
+        if not rows and cursor is None:
+            raise Problem("INVESTMENTS_NOT_FOUND", f"user {user_id} has no investments")
         headers = None
         if len(rows) > limit:
             rows = rows[:limit]
             last = rows[-1]
-            token = quote(format_cursor(last[5], last[6]))
+            token = quote(format_cursor(last.cursor_micros, last.id))
             link = f'<{BASE}/user/goods?limit={limit}&cursor={token}>; rel="next"'
             headers = [(b"Link", link.encode())]
         return json_response(

@@ -1,4 +1,5 @@
-"""Applies sql/migrations once each, under an advisory lock, recording them in schema_migrations."""
+"""Applies sql/migrations once each and sql/functions whenever changed, under an advisory lock,
+recording them in schema_migrations and schema_repeatables."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 
 import psqlpy
 
-from service.sql import Migration, migrations
+from service.sql import Migration, Repeatable, migrations, repeatables
 
 log = logging.getLogger("service.migrations")
 
@@ -20,8 +21,16 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     name       text        NOT NULL,
     checksum   text        NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS schema_repeatables (
+    name       text        PRIMARY KEY,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
 )
 """
+# A migration waits at most this long for a lock (say, on a table the service is busy with) and
+# then fails, instead of queueing every request behind it.
+LOCK_TIMEOUT = "5s"
 
 
 class MigrationError(RuntimeError):
@@ -32,7 +41,7 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def checksum(migration: Migration) -> str:
+def checksum(migration: Migration | Repeatable) -> str:
     return hashlib.sha256(migration.text.encode()).hexdigest()
 
 
@@ -42,7 +51,8 @@ async def migrate(
     """Apply what is not applied yet; returns the versions applied by this call.
 
     Safe when several instances start at once: the advisory lock makes them take turns, and the
-    second finds everything recorded. An applied migration whose file changed is an error. The
+    second finds everything recorded. An applied migration whose file changed is an error; a
+    function file whose checksum changed is applied again, after the numbered migrations. The
     database's default time zone becomes the display zone, so that a zone-less literal written
     with psql means the wall-clock time the API shows (SPEC "Time").
     """
@@ -69,8 +79,9 @@ async def migrate(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES "
                     f"({migration.version}, '{migration.name}', '{digest}');"
                 )
-                await conn.execute_batch(f"BEGIN;\n{migration.text}\n;{record}\nCOMMIT;")
+                await _apply(conn, migration.text, record)
                 applied_now.append(migration.version)
+            await _apply_repeatables(conn)
             await conn.execute_batch(
                 "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L',"
                 f" current_database(), {_literal(timezone)}); END $$"
@@ -83,3 +94,25 @@ async def migrate(
     finally:
         conn.close()
     return applied_now
+
+
+async def _apply(conn: psqlpy.Connection, text: str, record: str) -> None:
+    await conn.execute_batch(
+        f"BEGIN;\nSET LOCAL lock_timeout = '{LOCK_TIMEOUT}';\n{text}\n;{record}\nCOMMIT;"
+    )
+
+
+async def _apply_repeatables(conn: psqlpy.Connection) -> None:
+    rows = (await conn.execute("SELECT name, checksum FROM schema_repeatables")).result()
+    done = {row["name"]: row["checksum"] for row in rows}
+    for repeatable in repeatables():
+        digest = checksum(repeatable)
+        if done.get(repeatable.name) == digest:
+            continue
+        log.info("applying functions %s.sql", repeatable.name)
+        record = (
+            "INSERT INTO schema_repeatables (name, checksum) VALUES "
+            f"('{repeatable.name}', '{digest}') ON CONFLICT (name) DO UPDATE"
+            " SET checksum = EXCLUDED.checksum, applied_at = now();"
+        )
+        await _apply(conn, repeatable.text, record)

@@ -132,7 +132,7 @@ def _ok(
 def _problem(*codes: str) -> ResponseInfo:
     return ResponseInfo(
         "Problem details; `code` is one of: " + ", ".join(codes),
-        headers={"Retry-After": HeaderInfo(int, "seconds, on 503")}
+        headers={"Retry-After": HeaderInfo(int, "seconds, on 503 SERVICE_UNAVAILABLE only")}
         if "SERVICE_UNAVAILABLE" in codes
         else None,
         content=[ContentInfo(ProblemDetails, content_type="application/problem+json")],
@@ -270,7 +270,9 @@ def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> N
             409: _problem("IDEMPOTENCY_KEY_IN_USE"),
             413: _problem("PAYLOAD_TOO_LARGE"),
             422: _problem("IDEMPOTENCY_KEY_MISMATCH"),
-            503: UNAVAILABLE,
+            # INVEST_OUTCOME_UNKNOWN: the call was sent and its answer lost; retry only with the
+            # same Idempotency-Key (or look at my investments first). No Retry-After.
+            503: _problem("SERVICE_UNAVAILABLE", "INVEST_OUTCOME_UNKNOWN"),
         },
         on_created=_invest_operation,
     )(handlers["invest"])

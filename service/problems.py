@@ -26,12 +26,15 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "IDEMPOTENCY_KEY_IN_USE": (409, "Idempotency key in use"),
     "TOTAL_BELOW_INVESTED": (409, "Total below the invested amount"),
     "PAYLOAD_TOO_LARGE": (413, "Payload too large"),
+    "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported media type"),
     "IDEMPOTENCY_KEY_MISMATCH": (422, "Idempotency key reused with another request"),
     "INTERNAL_ERROR": (500, "Internal error"),
     "SERVICE_UNAVAILABLE": (503, "Service unavailable"),
+    "INVEST_OUTCOME_UNKNOWN": (503, "Investment outcome unknown"),
 }
 
-# Seconds a client should wait before retrying a 503.
+# Seconds a client should wait before retrying a 503 SERVICE_UNAVAILABLE (nothing was done).
+# INVEST_OUTCOME_UNKNOWN has none: a plain retry could invest twice.
 RETRY_AFTER = b"1"
 
 
@@ -60,7 +63,7 @@ def problem_response(
     code: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None
 ) -> Response:
     status = PROBLEMS[code][0]
-    if status == 503:
+    if code == "SERVICE_UNAVAILABLE":
         headers = [*(headers or []), (b"Retry-After", RETRY_AFTER)]
     body = orjson.dumps(problem_body(code, detail))
     return Response(status, headers, Content(PROBLEM_JSON, body))

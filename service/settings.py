@@ -29,6 +29,10 @@ class Settings:
     db_statement_timeout: float = 5.0
     db_prepared_statements: bool = True
     invest_batch_max: int = 500
+    invest_queue_max: int = 10_000
+    invest_calls_in_flight: int = 1
+    read_batch_max: int = 200
+    read_calls_in_flight: int = 2
     idempotency_retention_hours: int = 24
     idempotency_cleanup_seconds: float = 600.0
     log_level: str = "INFO"
@@ -138,6 +142,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "DB_STATEMENT_TIMEOUT": lambda n, r: _seconds(n, r, 0.01, 600.0),
     "DB_PREPARED_STATEMENTS": _flag,
     "INVEST_BATCH_MAX": lambda n, r: _integer(n, r, 1, 10_000),
+    "INVEST_QUEUE_MAX": lambda n, r: _integer(n, r, 1, 1_000_000),
+    "INVEST_CALLS_IN_FLIGHT": lambda n, r: _integer(n, r, 1, 16),
+    "READ_BATCH_MAX": lambda n, r: _integer(n, r, 1, 10_000),
+    "READ_CALLS_IN_FLIGHT": lambda n, r: _integer(n, r, 1, 16),
     "IDEMPOTENCY_RETENTION_HOURS": lambda n, r: _integer(n, r, 24, 24 * 366),
     "IDEMPOTENCY_CLEANUP_SECONDS": lambda n, r: _seconds(n, r, 0.0, 86_400.0),
     "LOG_LEVEL": _log_level,

@@ -1,4 +1,5 @@
-"""Loads the hand-written SQL in sql/: named queries (`-- name: x`) and numbered migrations."""
+"""Loads the hand-written SQL in sql/: named queries (`-- name: x`), numbered migrations (tables,
+indexes) and repeatable ones (sql/functions/*.sql: stored functions, re-applied when changed)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,22 @@ def parse_named_queries(text: str) -> dict[str, str]:
 @cache
 def queries() -> dict[str, str]:
     return parse_named_queries((SQL_DIR / "queries.sql").read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True, slots=True)
+class Repeatable:
+    name: str
+    text: str
+
+
+def repeatables(directory: Path = SQL_DIR / "functions") -> list[Repeatable]:
+    """The repeatable migrations in name order: each file replaces its functions as a whole."""
+    found: list[Repeatable] = []
+    for path in sorted(directory.glob("*.sql")):
+        if re.fullmatch(r"[a-z0-9_]+\.sql", path.name) is None:
+            raise ValueError(f"function file {path.name!r} is not named name.sql")
+        found.append(Repeatable(path.stem, path.read_text(encoding="utf-8")))
+    return found
 
 
 def migrations(directory: Path = SQL_DIR / "migrations") -> list[Migration]:

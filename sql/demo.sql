@@ -1,5 +1,5 @@
 -- A small demo data set for `just run` on the embedded database: one product in every state,
--- with investments made through invest_batch() so that counters and ledger agree.
+-- with investments made through invest_many() so that counters and ledger agree.
 -- Applied once (service_meta 'demo_data'); times are relative to the moment it is loaded.
 
 INSERT INTO investment_goods (title, total_investing_amount, status, started_at, finished_at) VALUES
@@ -11,15 +11,15 @@ INSERT INTO investment_goods (title, total_investing_amount, status, started_at,
     ('사업자 신용 포트폴리오',     5000000,  false, now() - interval '5 days', now() + interval '20 days');
 
 -- Investments from users 1..3 (the README's curl examples use X-USER-ID: 1).
-SELECT invest_batch(goods_id, ARRAY[1, 2, 3, 1]::bigint[], ARRAY[100000, 50000, 70000, 30000]::bigint[], NULL)
+SELECT invest_many(array_fill(goods_id, ARRAY[4]), ARRAY[1, 2, 3, 1]::bigint[], ARRAY[100000, 50000, 70000, 30000]::bigint[], NULL)
 FROM investment_goods WHERE title = '개인신용 포트폴리오';
-SELECT invest_batch(goods_id, ARRAY[1, 2]::bigint[], ARRAY[2000000, 1000000]::bigint[], NULL)
+SELECT invest_many(array_fill(goods_id, ARRAY[2]), ARRAY[1, 2]::bigint[], ARRAY[2000000, 1000000]::bigint[], NULL)
 FROM investment_goods WHERE title = '강남 오피스텔 담보대출';
 -- Sold out: the second request takes only what remains.
-SELECT invest_batch(goods_id, ARRAY[2, 3]::bigint[], ARRAY[200000, 500000]::bigint[], NULL)
+SELECT invest_many(array_fill(goods_id, ARRAY[2]), ARRAY[2, 3]::bigint[], ARRAY[200000, 500000]::bigint[], NULL)
 FROM investment_goods WHERE title = '부동산 PF 1호';
 -- Finished: invested while it was recruiting, then its period ended.
 UPDATE investment_goods SET finished_at = now() + interval '1 day' WHERE title = '아파트 담보 2호';
-SELECT invest_batch(goods_id, ARRAY[1, 3]::bigint[], ARRAY[300000, 100000]::bigint[], NULL)
+SELECT invest_many(array_fill(goods_id, ARRAY[2]), ARRAY[1, 3]::bigint[], ARRAY[300000, 100000]::bigint[], NULL)
 FROM investment_goods WHERE title = '아파트 담보 2호';
 UPDATE investment_goods SET finished_at = now() - interval '10 days' WHERE title = '아파트 담보 2호';

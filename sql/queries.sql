@@ -12,34 +12,35 @@ WHERE g.started_at >= $1 AND g.finished_at <= $2
 ORDER BY g.goods_id;
 
 -- name: invest-batch
--- One transaction per call: see invest_batch() in sql/migrations/003_idempotency.sql.
+-- Invests from many requests, for any products, in one transaction: see invest_many() in
+-- sql/functions/invest_many.sql. $1..$4: goods ids, user ids, amounts, Idempotency-Keys (or NULL).
 SELECT ord, outcome, found, total_investing_amount, investment_amount, current_investing_amount,
        state, invest_date, investment_id
-FROM invest_batch($1, $2, $3, $4);
+FROM invest_many($1, $2, $3, $4);
 
--- name: my-investments-first
--- The first page of a user's ledger rows, oldest first: one range scan of
--- user_investment_goods_by_user. $2 is the page size plus one (to know whether a next page exists).
-SELECT u.goods_id, g.title, g.total_investing_amount, u.user_investing_amount,
+-- name: my-investments-many
+-- A page of ledger rows, oldest first, for each of many requests ($1 user ids, $2 rows wanted:
+-- the page size plus one, to know whether a next page exists). A request with a cursor ($3
+-- microseconds since the epoch, $4 ledger id; NULL for a first page) gets the rows after it.
+-- Each request is one range scan of user_investment_goods_by_user.
+SELECT r.ord, u.goods_id, g.title, g.total_investing_amount, u.user_investing_amount,
        to_char(u.invest_date, 'YYYY-MM-DD HH24:MI:SS') AS invest_date,
        (extract(epoch FROM u.invest_date) * 1000000)::bigint AS cursor_micros, u.id
-FROM user_investment_goods u
+FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::bigint[])
+     WITH ORDINALITY AS r(user_id, wanted, after_micros, after_id, ord)
+CROSS JOIN LATERAL (
+    SELECT l.goods_id, l.user_investing_amount, l.invest_date, l.id
+    FROM user_investment_goods l
+    WHERE l.user_id = r.user_id
+      AND (l.invest_date, l.id) > (coalesce(timestamptz 'epoch'
+                                            + r.after_micros * interval '1 microsecond',
+                                            '-infinity'),
+                                   coalesce(r.after_id, 0))
+    ORDER BY l.invest_date, l.id
+    LIMIT r.wanted
+) u
 JOIN investment_goods g ON g.goods_id = u.goods_id
-WHERE u.user_id = $1
-ORDER BY u.invest_date, u.id
-LIMIT $2;
-
--- name: my-investments-after
--- The page after the row ($3 microseconds since the epoch, id $4), same order and scan.
-SELECT u.goods_id, g.title, g.total_investing_amount, u.user_investing_amount,
-       to_char(u.invest_date, 'YYYY-MM-DD HH24:MI:SS') AS invest_date,
-       (extract(epoch FROM u.invest_date) * 1000000)::bigint AS cursor_micros, u.id
-FROM user_investment_goods u
-JOIN investment_goods g ON g.goods_id = u.goods_id
-WHERE u.user_id = $1
-  AND (u.invest_date, u.id) > (timestamptz 'epoch' + $3 * interval '1 microsecond', $4)
-ORDER BY u.invest_date, u.id
-LIMIT $2;
+ORDER BY r.ord, u.invest_date, u.id;
 
 -- name: ready
 SELECT 1;

@@ -12,8 +12,7 @@ def test_every_named_query_the_service_uses_exists() -> None:
     assert {
         "list-goods",
         "invest-batch",
-        "my-investments-first",
-        "my-investments-after",
+        "my-investments-many",
         "ready",
     } <= names
     assert all(";" not in sql.rstrip().rstrip(";")[-1:] for sql in queries().values())

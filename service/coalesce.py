@@ -1,0 +1,136 @@
+"""Request coalescing: while a worker's database call is in flight, requests wait and go together
+in the next call (group commit), so one database round trip serves many requests.
+
+No timer delays a call: a request that finds fewer than `calls_in_flight` calls running starts one
+at once, so an idle service adds no latency. Waiting is bounded twice: at most `max_waiting`
+requests wait (more are refused at once), and a request not sent within `max_wait` seconds is
+answered 503 (nothing was done for it). Whatever happens to a call or its task, every request is
+answered: the call's own error, else the `lost` error (the call's outcome is not known).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from service.db import DatabaseUnavailable, OutcomeUnknown
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Overloaded(DatabaseUnavailable):
+    """Too many requests already wait for the database in this worker; nothing was done."""
+
+
+class Coalescer(Generic[T, R]):
+    """`call(items)` answers a list of items with one result per item, in order."""
+
+    def __init__(
+        self,
+        call: Callable[[list[T]], Awaitable[list[R]]],
+        *,
+        max_batch: int,
+        max_waiting: int,
+        max_wait: float,
+        calls_in_flight: int = 1,
+        lost: Callable[[], Exception] = lambda: DatabaseUnavailable("the database call failed"),
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._call = call
+        self._max_batch = max_batch
+        self._max_waiting = max_waiting
+        self._max_wait = max_wait
+        self._calls_in_flight = calls_in_flight
+        self._lost = lost
+        self._on_batch = on_batch
+        self._waiting: deque[tuple[T, asyncio.Future[R], float]] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._expiry: asyncio.TimerHandle | None = None
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def submit(self, item: T) -> asyncio.Future[R]:
+        """The future answer to `item`; raises Overloaded when the queue is full."""
+        if len(self._waiting) >= self._max_waiting:
+            raise Overloaded(f"{self._max_waiting} requests already wait for the database")
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[R] = loop.create_future()
+        self._waiting.append((item, result, loop.time() + self._max_wait))
+        if len(self._tasks) < self._calls_in_flight:
+            task = loop.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif self._expiry is None:
+            self._arm(loop)
+        return result
+
+    async def run(self, item: T) -> R:
+        # Shielded: a request whose client goes away still has its call made and answered
+        # (an accepted investment is still written; only the answer is not delivered).
+        return await asyncio.shield(self.submit(item))
+
+    async def _drain(self) -> None:
+        batch: list[tuple[T, asyncio.Future[R], float]] = []
+        try:
+            while self._waiting:
+                count = min(self._max_batch, len(self._waiting))
+                batch = [self._waiting.popleft() for _ in range(count)]
+                if self._on_batch is not None:
+                    self._on_batch(count)
+                try:
+                    results = await self._call([item for item, _, _ in batch])
+                    if len(results) != len(batch):
+                        raise RuntimeError(f"{len(results)} answers to {len(batch)} requests")
+                except (DatabaseUnavailable, OutcomeUnknown) as error:
+                    _fail(batch, error)
+                except Exception:
+                    _fail(batch, self._lost())
+                else:
+                    for (_, future, _), result in zip(batch, results, strict=True):
+                        if not future.done():
+                            future.set_result(result)
+                batch = []
+        finally:
+            # Reached normally with nothing left; otherwise this task is dying (cancelled, or a
+            # bug above): no request may be left without an answer.
+            _fail(batch, self._lost())
+            if len(self._tasks) <= 1:
+                self.fail_waiting(DatabaseUnavailable("the database call was interrupted"))
+
+    def fail_waiting(self, error: Exception) -> None:
+        """Answer every request not yet sent with `error`."""
+        waiting = list(self._waiting)
+        self._waiting.clear()
+        _fail(waiting, error)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._waiting:
+            self._expiry = loop.call_at(self._waiting[0][2], self._expire, loop)
+        else:
+            self._expiry = None
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer the requests that waited past their deadline (the oldest wait at the front)."""
+        now = loop.time()
+        expired = []
+        while self._waiting and self._waiting[0][2] <= now:
+            expired.append(self._waiting.popleft())
+        _fail(expired, DatabaseUnavailable(f"not sent to the database within {self._max_wait:g}s"))
+        self._arm(loop)
+
+    async def drain(self) -> None:
+        """Wait until every call in flight and every waiting request is answered (shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _fail(batch: list[tuple[T, asyncio.Future[R], float]], error: Exception) -> None:
+    for _, future, _ in batch:
+        if not future.done():
+            future.set_exception(error)
+            future.exception()  # retrieved, even when its request has gone

@@ -1,0 +1,147 @@
+-- Invests a batch of requests for any products, and answers one row per request in array order.
+--
+-- One call is one transaction. Keys first: each Idempotency-Key is try-locked (a transaction-scoped
+-- advisory lock on user and key that never waits), so a key in flight anywhere is 'in_use'; a key
+-- already answered is a 'replay' (same product and amount) or a 'mismatch'. Then the products that
+-- new requests need are locked in ascending goods_id order, the same order in every worker and
+-- instance, so calls never deadlock. Each product's requests are granted first come, first served
+-- in array order: the request that crosses the total gets the remainder, later ones 0. Every
+-- positive grant becomes exactly one ledger row, each product's counters move by exactly what its
+-- ledger rows add up to, and a keyed request's answer is stored with them.
+--
+-- p_keys: each request's Idempotency-Key (NULL: none; the whole array may be NULL). p_at: the
+-- moment the states are judged at (NULL: now; tests pass a fixed clock). `outcome` is 'done'
+-- (performed now), 'replay' (the stored answer of an earlier request with this key), 'in_use' or
+-- 'mismatch' (nothing done; the other columns NULL). `found` is false for an unknown product.
+CREATE OR REPLACE FUNCTION invest_many(
+    p_goods_ids bigint[], p_user_ids bigint[], p_amounts bigint[], p_keys text[],
+    p_at timestamptz DEFAULT NULL
+)
+RETURNS TABLE (
+    ord                      bigint,
+    outcome                  text,
+    found                    boolean,
+    total_investing_amount   bigint,
+    investment_amount        bigint,
+    current_investing_amount bigint,
+    state                    text,
+    invest_date              text,
+    investment_id            bigint
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_now     timestamptz := coalesce(p_at, statement_timestamp());
+    v_date    text := to_char(v_now, 'YYYY-MM-DD HH24:MI:SS');
+    v_outcome text[];
+BEGIN
+    IF p_keys IS NULL THEN
+        v_outcome := array_fill('done'::text, ARRAY[cardinality(p_user_ids)]);
+    ELSE
+        -- The same key twice in one batch: the later one is in use.
+        SELECT array_agg(CASE WHEN r.key IS NULL THEN 'done'
+                              WHEN r.nth > 1 THEN 'in_use'
+                              WHEN pg_try_advisory_xact_lock(
+                                       hashtextextended(r.user_id::text || ':' || r.key, 0))
+                                  THEN 'done'
+                              ELSE 'in_use' END ORDER BY r.ord)
+        INTO v_outcome
+        FROM (SELECT u.*, row_number() OVER (PARTITION BY u.user_id, u.key ORDER BY u.ord) AS nth
+              FROM unnest(p_user_ids, p_keys) WITH ORDINALITY AS u(user_id, key, ord)) r;
+        -- A new statement, so a new snapshot: it sees every answer committed before the locks.
+        SELECT array_agg(CASE WHEN r.outcome <> 'done' OR k.user_id IS NULL THEN r.outcome
+                              WHEN k.goods_id = r.goods_id AND k.requested_amount = r.amount
+                                  THEN 'replay'
+                              ELSE 'mismatch' END ORDER BY r.ord)
+        INTO v_outcome
+        FROM unnest(p_goods_ids, p_user_ids, p_amounts, p_keys, v_outcome)
+             WITH ORDINALITY AS r(goods_id, user_id, amount, key, outcome, ord)
+        LEFT JOIN investment_idempotency k
+               ON r.key IS NOT NULL AND k.user_id = r.user_id AND k.idempotency_key = r.key;
+    END IF;
+
+    -- Only new requests need their product; replays and refusals never wait for a row lock.
+    PERFORM 1
+    FROM investment_goods g
+    WHERE g.goods_id IN (SELECT r.goods_id FROM unnest(p_goods_ids, v_outcome) AS r(goods_id, outcome)
+                         WHERE r.outcome = 'done')
+    ORDER BY g.goods_id
+    FOR UPDATE;
+
+    -- The rows are locked: this statement's snapshot holds their latest values. A product's
+    -- cumulative grant after request i is least(remaining, what it and the earlier ones asked).
+    RETURN QUERY
+    WITH requested AS (
+        SELECT r.ord, r.goods_id, r.user_id, r.key, r.outcome, r.amount AS asked,
+               g.goods_id IS NOT NULL AS found, g.total_investing_amount AS total,
+               g.current_investing_amount AS before,
+               CASE WHEN g.goods_id IS NOT NULL
+                    THEN goods_state(g.status, g.current_investing_amount,
+                                     g.total_investing_amount, g.started_at, g.finished_at, v_now)
+               END AS state_before
+        FROM unnest(p_goods_ids, p_user_ids, p_amounts, coalesce(p_keys, '{}'), v_outcome)
+             WITH ORDINALITY AS r(goods_id, user_id, amount, key, outcome, ord)
+        LEFT JOIN investment_goods g ON r.outcome = 'done' AND g.goods_id = r.goods_id
+    ), eligible AS (
+        SELECT q.*,
+               (q.total - q.before)::numeric AS remaining,
+               CASE WHEN q.state_before = 'recruiting' THEN q.asked ELSE 0 END::numeric AS e
+        FROM requested q
+    ), summed AS (
+        SELECT q.*, sum(q.e) OVER (PARTITION BY q.goods_id ORDER BY q.ord) AS asked_so_far
+        FROM eligible q
+    ), granted AS (
+        SELECT q.*,
+               (least(q.remaining, q.asked_so_far) - least(q.remaining, q.asked_so_far - q.e))
+                   ::bigint AS granted,
+               q.before + least(q.remaining, q.asked_so_far)::bigint AS current
+        FROM summed q
+    ), results AS (
+        -- Ledger ids in arrival order.
+        SELECT q.*, CASE WHEN q.granted > 0 THEN nextval('user_investment_goods_id_seq') END AS id,
+               CASE WHEN NOT q.found OR q.state_before <> 'recruiting' THEN q.state_before
+                    WHEN q.current >= q.total THEN 'sold_out'
+                    ELSE 'recruiting' END AS state
+        FROM (SELECT * FROM granted ORDER BY ord) q
+    ), ledger AS (
+        INSERT INTO user_investment_goods (id, user_id, goods_id, user_investing_amount, invest_date)
+        SELECT r.id, r.user_id, r.goods_id, r.granted, v_now FROM results r WHERE r.granted > 0
+        RETURNING goods_id, user_id
+    ), new_investors AS (
+        INSERT INTO investment_goods_investor (goods_id, user_id)
+        SELECT DISTINCT l.goods_id, l.user_id FROM ledger l
+        ON CONFLICT DO NOTHING
+        RETURNING goods_id
+    ), counters AS (
+        -- Runs exactly once whether or not the final SELECT reads it (data-modifying WITH).
+        UPDATE investment_goods g
+        SET current_investing_amount = g.current_investing_amount + m.granted,
+            investor_count = g.investor_count
+                             + (SELECT count(*) FROM new_investors n WHERE n.goods_id = m.goods_id)
+        FROM (SELECT r.goods_id, sum(r.granted)::bigint AS granted
+              FROM results r WHERE r.granted > 0 GROUP BY r.goods_id) m
+        WHERE g.goods_id = m.goods_id
+    ), remembered AS (
+        INSERT INTO investment_idempotency (
+            user_id, idempotency_key, goods_id, requested_amount, found, total_investing_amount,
+            investment_amount, current_investing_amount, state, invest_date, investment_id,
+            created_at)
+        SELECT r.user_id, r.key, r.goods_id, r.asked, r.found, r.total, r.granted,
+               CASE WHEN r.found THEN r.current END, r.state, v_date, r.id, v_now
+        FROM results r
+        WHERE r.key IS NOT NULL AND r.outcome = 'done'
+    )
+    SELECT r.ord, r.outcome,
+           CASE r.outcome WHEN 'done' THEN r.found WHEN 'replay' THEN k.found END,
+           CASE r.outcome WHEN 'done' THEN r.total WHEN 'replay' THEN k.total_investing_amount END,
+           CASE r.outcome WHEN 'done' THEN r.granted WHEN 'replay' THEN k.investment_amount END,
+           CASE r.outcome WHEN 'done' THEN CASE WHEN r.found THEN r.current END
+                          WHEN 'replay' THEN k.current_investing_amount END,
+           CASE r.outcome WHEN 'done' THEN r.state WHEN 'replay' THEN k.state END,
+           CASE r.outcome WHEN 'done' THEN v_date WHEN 'replay' THEN k.invest_date END,
+           CASE r.outcome WHEN 'done' THEN r.id WHEN 'replay' THEN k.investment_id END
+    FROM results r
+    LEFT JOIN investment_idempotency k
+           ON r.outcome = 'replay' AND k.user_id = r.user_id AND k.idempotency_key = r.key
+    ORDER BY r.ord;
+END $$;
