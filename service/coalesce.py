@@ -48,6 +48,9 @@ class Coalescer(Generic[T, R]):
         self._on_batch = on_batch
         self._waiting: deque[tuple[T, asyncio.Future[R], float]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Counted here, not by len(_tasks): a task that has just finished leaves the set only
+        # when its done callback runs, and a request arriving in between must start a call.
+        self._running = 0
         self._expiry: asyncio.TimerHandle | None = None
 
     @property
@@ -61,7 +64,8 @@ class Coalescer(Generic[T, R]):
         loop = asyncio.get_running_loop()
         result: asyncio.Future[R] = loop.create_future()
         self._waiting.append((item, result, loop.time() + self._max_wait))
-        if len(self._tasks) < self._calls_in_flight:
+        if self._running < self._calls_in_flight:
+            self._running += 1
             task = loop.create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -98,8 +102,9 @@ class Coalescer(Generic[T, R]):
         finally:
             # Reached normally with nothing left; otherwise this task is dying (cancelled, or a
             # bug above): no request may be left without an answer.
+            self._running -= 1
             _fail(batch, self._lost())
-            if len(self._tasks) <= 1:
+            if self._running == 0:
                 self.fail_waiting(DatabaseUnavailable("the database call was interrupted"))
 
     def fail_waiting(self, error: Exception) -> None:

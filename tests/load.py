@@ -24,7 +24,7 @@ class Order:
     user: int
     goods_id: int
     amount: int
-    key: str
+    key: str | None  # None: a plain request, without Idempotency-Key
     answer: dict[str, object] | None = None
     attempts: list[str] = field(default_factory=list)  # what each attempt met
     seconds: list[float] = field(default_factory=list)  # how long each attempt took
@@ -76,10 +76,13 @@ async def drive(
                 url = live[turn % len(live)]
                 turn += 1
                 started = time.monotonic()
+                headers = {"X-USER-ID": str(order.user)}
+                if order.key is not None:
+                    headers["Idempotency-Key"] = order.key
                 try:
                     response = await client.post(
                         url + PATH,
-                        headers={"X-USER-ID": str(order.user), "Idempotency-Key": order.key},
+                        headers=headers,
                         json={"goodsId": order.goods_id, "investmentAmount": order.amount},
                     )
                 except GONE as error:

@@ -116,10 +116,11 @@ BEGIN
         -- Runs exactly once whether or not the final SELECT reads it (data-modifying WITH).
         UPDATE investment_goods g
         SET current_investing_amount = g.current_investing_amount + m.granted,
-            investor_count = g.investor_count
-                             + (SELECT count(*) FROM new_investors n WHERE n.goods_id = m.goods_id)
+            investor_count = g.investor_count + coalesce(n.investors, 0)
         FROM (SELECT r.goods_id, sum(r.granted)::bigint AS granted
               FROM results r WHERE r.granted > 0 GROUP BY r.goods_id) m
+        LEFT JOIN (SELECT n.goods_id, count(*)::integer AS investors
+                   FROM new_investors n GROUP BY n.goods_id) n ON n.goods_id = m.goods_id
         WHERE g.goods_id = m.goods_id
     ), remembered AS (
         INSERT INTO investment_idempotency (

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
-from tests.support import create_goods, psql
+from tests.support import ServiceProcess, create_goods, fresh_user, psql
 
 PATH = "/v1/api/investment/user/goods"
 
@@ -116,3 +118,53 @@ def test_exactly_full_page_has_no_next_link(
 def test_invalid_page_parameters(client: httpx.Client, user: int, params: dict[str, str]) -> None:
     response = client.get(PATH, params=params, headers={"X-USER-ID": str(user)})
     assert (response.status_code, response.json()["code"]) == (400, "INVALID_PAGE")
+
+
+def test_concurrent_pages_of_many_users_each_get_their_own_rows(
+    service: ServiceProcess, database_url: str
+) -> None:
+    """Requests waiting in the worker are answered by one statement for many users, first pages
+    and cursor pages alike: each user gets exactly their own rows, in order, and a user with none
+    gets 404 in the same batch as users with rows."""
+    goods = [create_goods(database_url, total=10**9, title=f"상품 {n}") for n in range(3)]
+    users = [fresh_user() for _ in range(40)]
+    expected: dict[int, list[tuple[int, int]]] = {}
+    for index, user in enumerate(users):
+        count = index % 6  # 0..5 investments; every sixth user has none
+        orders = [(goods[(index + n) % 3], 100 + index * 10 + n) for n in range(count)]
+        expected[user] = orders
+        if orders:
+            with httpx.Client(base_url=service.base_url, timeout=10) as client:
+                for goods_id, amount in orders:
+                    invest(client, user, goods_id, amount)
+
+    async def crawl() -> dict[int, tuple[int, list[tuple[int, int]]]]:
+        """Every user's pages of 2 at once, round after round, following the Link headers."""
+        seen: dict[int, tuple[int, list[tuple[int, int]]]] = {}
+        limits = httpx.Limits(max_connections=len(users))
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=30, limits=limits) as c:
+            pending = {user: f"{PATH}?limit=2" for user in users}
+            while pending:
+                answers = await asyncio.gather(
+                    *(c.get(url, headers={"X-USER-ID": str(u)}) for u, url in pending.items())
+                )
+                following = {}
+                for user, answer in zip(pending, answers, strict=True):
+                    status, items = seen.get(user, (answer.status_code, []))
+                    if answer.status_code == 200:
+                        items += [
+                            (i["goods_id"], i["user_investing_amount"]) for i in answer.json()
+                        ]
+                    seen[user] = (status, items)
+                    if "link" in answer.headers:
+                        following[user] = answer.headers["link"].split(">")[0].lstrip("<")
+                pending = following
+        return seen
+
+    seen = asyncio.run(crawl())
+    for user in users:
+        status, items = seen[user]
+        if expected[user]:
+            assert (status, items) == (200, expected[user]), user
+        else:
+            assert (status, items) == (404, []), user

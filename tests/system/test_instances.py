@@ -56,6 +56,22 @@ def test_three_instances_share_one_database_without_a_lost_or_extra_row(
     assert replays == []  # nothing failed, so nothing was retried
 
 
+def test_load_spread_over_many_products_on_two_instances_of_two_workers(database: str) -> None:
+    """Coalesced calls carry many products at once: 40 products (20 sell out), a third of the
+    orders without Idempotency-Key, 2 instances of 2 workers each."""
+    orders, totals = make_orders(database, seed=7, count=6_000, products=40, users=600)
+    for order in orders[::3]:
+        order.key = None
+    with ExitStack() as stack:
+        urls = [
+            stack.enter_context(running_service(database, workers=2, DB_POOL_SIZE="16")).base_url
+            for _ in range(2)
+        ]
+        asyncio.run(drive(urls, orders, concurrency=160))
+    assert all(order.attempts == ["200"] for order in orders)
+    check_ledger(database, orders, totals)
+
+
 def test_an_instance_killed_mid_load_loses_no_accepted_investment(
     instances: list[ServiceProcess], database: str
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.batcher import InvestBatcher, InvestRow
+from service.batcher import Invest, InvestBatcher, InvestRow
 from service.coalesce import Overloaded
 from service.db import DatabaseUnavailable, OutcomeUnknown
 from service.settings import Settings
@@ -190,5 +190,25 @@ def test_calls_in_flight_bounds_concurrent_calls() -> None:
         db.release.set()
         await asyncio.gather(*tasks)
         assert db.calls == [1, 1, 4]
+
+    asyncio.run(scenario())
+
+
+def test_a_request_arriving_just_as_the_last_call_ends_starts_a_new_call() -> None:
+    """The drain task has left its loop but not yet left the task set when this request comes
+    (it is submitted from a callback of the previous answer): it must not wait for nobody."""
+
+    async def scenario() -> None:
+        db = FakeDatabase()
+        invests = batcher(db, db_acquire_timeout=1.0)
+        follow: list[asyncio.Future[InvestRow]] = []
+        first = invests._coalescer.submit(Invest(1, 1, 1, None))
+        first.add_done_callback(
+            lambda _: follow.append(invests._coalescer.submit(Invest(2, 2, 2, None)))
+        )
+        await first
+        await until(lambda: bool(follow))
+        assert (await asyncio.wait_for(follow[0], 0.5)).outcome == "done"
+        assert db.calls == [1, 1]
 
     asyncio.run(scenario())

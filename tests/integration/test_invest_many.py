@@ -1,0 +1,204 @@
+"""invest_many() (sql/functions/invest_many.sql) called directly with the batches the service's
+coalescing sends: several products per call, first come first served per product, keys mixed with
+plain requests, a request that cannot be served never failing the others, and a fixed clock."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from tests.support import counters, create_goods, fresh_user, psql, verify_ledger
+
+COLUMNS = ("ord", "outcome", "found", "total", "invested", "current", "state", "date", "id")
+
+
+def invest_many(
+    url: str,
+    requests: list[tuple[int, int, int, str | None]],
+    at: str | None = None,
+) -> list[dict[str, Any]]:
+    """One call: requests are (goods_id, user_id, amount, key); one dict per answer row."""
+
+    def array(values: list[Any], kind: str) -> str:
+        items = ["NULL" if v is None else (f"'{v}'" if kind == "text" else str(v)) for v in values]
+        return f"ARRAY[{', '.join(items)}]::{kind}[]"
+
+    goods, users, amounts, keys = (list(column) for column in zip(*requests, strict=True))
+    key_array = "NULL" if all(k is None for k in keys) else array(keys, "text")
+    clock = "NULL" if at is None else at
+    out = psql(
+        url,
+        "SELECT * FROM invest_many("
+        f"{array(goods, 'bigint')}, {array(users, 'bigint')}, {array(amounts, 'bigint')},"
+        f" {key_array}, {clock})",
+    )
+    rows = []
+    for line in out.splitlines():
+        values = line.split("\t")
+        values += [""] * (len(COLUMNS) - len(values))  # psql() strips the last line's NULLs
+        row: dict[str, Any] = dict(zip(COLUMNS, values, strict=True))
+        for name in ("ord", "total", "invested", "current", "id"):
+            row[name] = int(row[name]) if row[name] else None
+        row["found"] = {"t": True, "f": False, "": None}[row["found"]]
+        rows.append(row)
+    assert [r["ord"] for r in rows] == list(range(1, len(requests) + 1))
+    return rows
+
+
+def ledger(url: str, goods_id: int) -> list[tuple[int, int, int]]:
+    """(id, user, amount) of a product's ledger rows, by id."""
+    out = psql(
+        url,
+        "SELECT id, user_id, user_investing_amount FROM user_investment_goods"
+        f" WHERE goods_id = {goods_id} ORDER BY id",
+    )
+    return [tuple(map(int, line.split("\t"))) for line in out.splitlines()]  # type: ignore[misc]
+
+
+def test_one_call_serves_several_products_first_come_first_served_per_product(
+    database_url: str,
+) -> None:
+    small = create_goods(database_url, total=100)
+    large = create_goods(database_url, total=10_000)
+    a, b, c, d = (fresh_user() for _ in range(4))
+    rows = invest_many(
+        database_url,
+        [
+            (large, a, 500, None),
+            (small, b, 60, None),
+            (large, c, 700, None),
+            (small, c, 60, None),  # crosses the small product's total: gets the remaining 40
+            (small, d, 5, None),  # after it sold out, in the same call: nothing
+            (large, d, 800, None),
+        ],
+    )
+    assert [r["invested"] for r in rows] == [500, 60, 700, 40, 0, 800]
+    assert [r["state"] for r in rows] == [
+        "recruiting", "recruiting", "recruiting", "sold_out", "sold_out", "recruiting",
+    ]  # fmt: skip
+    assert [r["current"] for r in rows] == [500, 60, 1_200, 100, 100, 2_000]
+    assert rows[4]["id"] is None
+    # One ledger row per positive grant, ids in arrival order, counters equal to the ledger.
+    ids = [r["id"] for r in rows if r["invested"]]
+    assert ids == sorted(ids)
+    assert ledger(database_url, small) == [(rows[1]["id"], b, 60), (rows[3]["id"], c, 40)]
+    assert ledger(database_url, large) == [
+        (rows[0]["id"], a, 500), (rows[2]["id"], c, 700), (rows[5]["id"], d, 800),
+    ]  # fmt: skip
+    assert counters(database_url, small) == (100, 2)
+    assert counters(database_url, large) == (2_000, 3)
+    verify_ledger(database_url)
+
+
+def test_requests_that_cannot_be_served_never_fail_their_batch(database_url: str) -> None:
+    open_goods = create_goods(database_url, total=10**6)
+    closed = create_goods(database_url, total=10**6, status=False)
+    upcoming = create_goods(
+        database_url,
+        started_at="now() + interval '1 day'",
+        finished_at="now() + interval '2 days'",
+    )
+    user = fresh_user()
+    missing = 2**62  # no such product
+    rows = invest_many(
+        database_url,
+        [
+            (missing, user, 10, None),
+            (closed, user, 10, None),
+            (upcoming, user, 10, None),
+            (open_goods, user, 2**53 - 1, None),  # far above the total: gets what remains
+            (open_goods, user, 10, None),
+        ],
+    )
+    assert rows[0]["found"] is False and rows[0]["invested"] == 0 and rows[0]["state"] == ""
+    assert (rows[1]["state"], rows[1]["invested"]) == ("closed", 0)
+    assert (rows[2]["state"], rows[2]["invested"]) == ("upcoming", 0)
+    assert (rows[3]["state"], rows[3]["invested"]) == ("sold_out", 10**6)
+    assert (rows[4]["state"], rows[4]["invested"]) == ("sold_out", 0)
+    assert counters(database_url, open_goods) == (10**6, 1)
+    verify_ledger(database_url)
+
+
+def test_keys_and_plain_requests_mixed_in_one_call(database_url: str) -> None:
+    goods = create_goods(database_url, total=10**6)
+    other = create_goods(database_url, total=10**6)
+    u1, u2 = fresh_user(), fresh_user()
+    first = invest_many(
+        database_url,
+        [
+            (goods, u1, 100, "k-1"),
+            (goods, u2, 200, None),
+            (other, u1, 300, "k-2"),
+            (goods, u1, 100, "k-1"),  # the same key again in the same call: in use
+        ],
+    )
+    assert [r["outcome"] for r in first] == ["done", "done", "done", "in_use"]
+    assert first[3]["invested"] is None
+    again = invest_many(
+        database_url,
+        [
+            (goods, u1, 100, "k-1"),  # replay
+            (other, u1, 999, "k-2"),  # another amount: mismatch
+            (goods, u2, 200, None),  # plain: a new investment
+            (goods, u2, 200, "k-1"),  # another user's key space: new
+        ],
+    )
+    assert [r["outcome"] for r in again] == ["replay", "mismatch", "done", "done"]
+    assert again[0]["id"] == first[0]["id"] and again[0]["invested"] == 100
+    assert again[0]["current"] == first[0]["current"] and again[0]["date"] == first[0]["date"]
+    assert again[1]["invested"] is None
+    assert [amount for _, _, amount in ledger(database_url, goods)] == [100, 200, 200, 200]
+    assert counters(database_url, goods) == (700, 2)
+    verify_ledger(database_url)
+
+
+@pytest.mark.parametrize(
+    ("at", "state", "invested"),
+    [
+        ("'2030-01-01 00:00:00'", "upcoming", 0),  # one second before started_at
+        ("'2030-01-01 00:00:01'", "recruiting", 10),  # = started_at
+        ("'2030-01-31 23:59:59'", "recruiting", 10),  # one second before finished_at
+        ("'2030-02-01 00:00:00'", "finished", 0),  # = finished_at
+    ],
+    ids=["before-start", "at-start", "before-finish", "at-finish"],
+)
+def test_the_period_boundaries_on_a_fixed_clock(
+    database_url: str, at: str, state: str, invested: int
+) -> None:
+    """started_at is the first recruiting moment, finished_at the first finished one."""
+    goods = create_goods(
+        database_url,
+        started_at="'2030-01-01 00:00:01'",
+        finished_at="'2030-02-01 00:00:00'",
+    )
+    [row] = invest_many(database_url, [(goods, fresh_user(), 10, None)], at=at)
+    assert (row["state"], row["invested"]) == (state, invested)
+    assert row["date"] == at.strip("'")
+
+
+def test_calls_locking_the_same_products_in_any_request_order_never_deadlock(
+    database_url: str,
+) -> None:
+    """Each call locks its products in ascending goods_id whatever order its requests came in;
+    calls naming the same products in opposite orders, at once, all complete."""
+    products = [create_goods(database_url, total=10**9) for _ in range(6)]
+    errors: list[BaseException] = []
+
+    def caller(number: int) -> None:
+        order = products if number % 2 else list(reversed(products))
+        try:
+            for _ in range(15):
+                invest_many(database_url, [(g, fresh_user(), 1, None) for g in order])
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert all(counters(database_url, g) == (90, 90) for g in products)
+    verify_ledger(database_url)
