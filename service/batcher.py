@@ -3,7 +3,6 @@ users' my-investments pages in one statement (service/coalesce.py does the waiti
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -32,22 +31,25 @@ class InvestRow(NamedTuple):
     investment_id: int | None
 
 
-class Page(NamedTuple):
+class PageRequest(NamedTuple):
     user_id: int
-    limit: int  # rows wanted: the page size plus one, to know whether a next page exists
+    limit: int
     cursor: tuple[int, int] | None  # (microseconds since the epoch, ledger id) of the row before
 
 
-class InvestmentRow(NamedTuple):
+class Page(NamedTuple):
     """A row of sql/queries.sql `my-investments-many`, without its ord column."""
 
-    goods_id: int
-    title: str
-    total_investing_amount: int
-    user_investing_amount: int
-    invest_date: str
-    cursor_micros: int
-    id: int
+    items: str | None  # the page's JSON objects, joined by commas; None when there is none
+    found: int  # rows read: up to the page size plus one
+    last_micros: int | None  # the cursor of the last item, when a next page exists
+    last_id: int | None
+
+    @property
+    def next_cursor(self) -> tuple[int, int] | None:
+        if self.last_micros is None or self.last_id is None:
+            return None
+        return self.last_micros, self.last_id
 
 
 # The answer for a key whose first request is still unanswered in this worker.
@@ -90,7 +92,7 @@ class InvestBatcher:
         future = self._coalescer.submit(Invest(goods_id, user_id, amount, key))
         self._keys_in_flight.add(held)
         future.add_done_callback(lambda _: self._keys_in_flight.discard(held))
-        return await asyncio.shield(future)
+        return await future
 
     async def _call(self, batch: list[Invest]) -> list[InvestRow]:
         keys = [item.key for item in batch]
@@ -119,7 +121,7 @@ class PageBatcher:
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
-        self._coalescer: Coalescer[Page, list[InvestmentRow]] = Coalescer(
+        self._coalescer: Coalescer[PageRequest, Page] = Coalescer(
             self._call,
             max_batch=settings.read_batch_max,
             max_waiting=settings.invest_queue_max,
@@ -127,22 +129,17 @@ class PageBatcher:
             calls_in_flight=settings.read_calls_in_flight,
         )
 
-    async def page(
-        self, user_id: int, limit: int, cursor: tuple[int, int] | None
-    ) -> list[InvestmentRow]:
-        return await self._coalescer.run(Page(user_id, limit, cursor))
+    async def page(self, user_id: int, limit: int, cursor: tuple[int, int] | None) -> Page:
+        return await self._coalescer.run(PageRequest(user_id, limit, cursor))
 
-    async def _call(self, batch: list[Page]) -> list[list[InvestmentRow]]:
+    async def _call(self, batch: list[PageRequest]) -> list[Page]:
         params: list[Any] = [
-            [page.user_id for page in batch],
-            [page.limit for page in batch],
-            [None if page.cursor is None else page.cursor[0] for page in batch],
-            [None if page.cursor is None else page.cursor[1] for page in batch],
+            [request.user_id for request in batch],
+            [request.limit for request in batch],
+            [None if request.cursor is None else request.cursor[0] for request in batch],
+            [None if request.cursor is None else request.cursor[1] for request in batch],
         ]
-        pages: list[list[InvestmentRow]] = [[] for _ in batch]
-        for row in await self._db.rows("my-investments-many", params):
-            pages[row[0] - 1].append(InvestmentRow._make(row[1:]))
-        return pages
+        return [Page._make(row[1:]) for row in await self._db.rows("my-investments-many", params)]
 
     async def drain(self) -> None:
         await self._coalescer.drain()

@@ -74,9 +74,9 @@ class Coalescer(Generic[T, R]):
         return result
 
     async def run(self, item: T) -> R:
-        # Shielded: a request whose client goes away still has its call made and answered
-        # (an accepted investment is still written; only the answer is not delivered).
-        return await asyncio.shield(self.submit(item))
+        # Not shielded, and it need not be: a request cancelled here (its client gone) stays in
+        # its batch, so an accepted investment is still written; only its answer is dropped.
+        return await self.submit(item)
 
     async def _drain(self) -> None:
         batch: list[tuple[T, asyncio.Future[R], float]] = []

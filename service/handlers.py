@@ -10,7 +10,7 @@ from urllib.parse import quote
 import orjson
 from blacksheep import Content, Request, Response
 
-from service.batcher import InvestBatcher, InvestmentRow, PageBatcher
+from service.batcher import InvestBatcher, PageBatcher
 from service.cache import StaleBoundCache
 from service.db import Database
 from service.parsing import (
@@ -39,8 +39,6 @@ GOODS_KEYS = (
     "goods_id", "title", "total_investing_amount", "current_investing_amount",
     "investor_count", "status", "state", "started_at", "finished_at",
 )  # fmt: skip
-# A my-investments item: the first five columns of its row (the rest is the page cursor).
-MY_INVESTMENT_KEYS = InvestmentRow._fields[:5]
 
 
 def goods_json(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -152,20 +150,17 @@ class InvestmentApi:
     async def my_investments(self, request: Request) -> Response:
         user_id = self.user_id(request)
         limit, cursor = parse_page(request.query)
-        rows = await self.pages.page(user_id, limit + 1, cursor)
-        if not rows and cursor is None:
+        # The items come as JSON from the statement (sql/queries.sql `my-investments-many`).
+        page = await self.pages.page(user_id, limit, cursor)
+        if not page.found and cursor is None:
             raise Problem("INVESTMENTS_NOT_FOUND", f"user {user_id} has no investments")
         headers = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            last = rows[-1]
-            token = quote(format_cursor(last.cursor_micros, last.id))
+        following = page.next_cursor
+        if following is not None:
+            token = quote(format_cursor(*following))
             link = f'<{BASE}/user/goods?limit={limit}&cursor={token}>; rel="next"'
             headers = [(b"Link", link.encode())]
-        return json_response(
-            orjson.dumps([dict(zip(MY_INVESTMENT_KEYS, row[:5], strict=True)) for row in rows]),
-            headers,
-        )
+        return json_response(b"[" + (page.items or "").encode() + b"]", headers)
 
     async def healthz(self, request: Request) -> Response:
         return json_response(b'{"status":"ok"}')
