@@ -66,7 +66,8 @@ class _Tally:
             self.counter.inc(self.count)
         if self.histogram is not None:
             # Histogram.observe() adds 1 to the sum and to one (non-cumulative) bucket value;
-            # this adds a whole second's worth to the same values.
+            # this adds a whole second's worth to the same values. They are private: pyproject.toml
+            # pins prometheus-client, and tests/unit/test_metrics.py fails if they change.
             self.histogram._sum.inc(self.sum)
             for value, added in zip(self.histogram._buckets, self.buckets, strict=True):
                 if added:

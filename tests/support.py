@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -228,23 +228,58 @@ def migrated_database(server_url: str) -> Iterator[str]:
         drop_database(server_url, url)
 
 
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll `condition` every 50 ms until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.05)
+
+
+_HOLD_MARK = 7_310_001  # hold_rows' advisory locks: (this, n), apart from the service's own keys
+
+
 def hold_rows(database_url: str, goods_ids: list[int], seconds: float) -> subprocess.Popen[bytes]:
     """Another transaction locks the product rows for `seconds` (a stuck operator session);
-    returns once the lock is held. Wait for the returned process to release it."""
+    returns once the lock is held. Wait for the returned process to release it.
+
+    The holder takes an advisory lock in the statement after its FOR UPDATE: once pg_locks shows
+    that lock granted, every row lock is held (the query text is visible before that)."""
     ids = ", ".join(map(str, goods_ids))
+    mark = random.randrange(1, 2**31)
     holder = subprocess.Popen(
         ["psql", database_url, "-X", "-q", "-c",
          f"BEGIN; SELECT 1 FROM investment_goods WHERE goods_id IN ({ids}) FOR UPDATE;"
+         f" SELECT pg_advisory_xact_lock({_HOLD_MARK}, {mark});"
          f" SELECT pg_sleep({seconds}); COMMIT;"],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while "t" not in psql(
-        database_url,
-        "SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%FOR UPDATE%pg_sleep%'"
-        " AND pid <> pg_backend_pid()",
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.2)  # the lock is taken before pg_sleep starts
+    held = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        f" AND classid = {_HOLD_MARK} AND objid = {mark} AND objsubid = 2"
+    )
+    wait_until(
+        lambda: holder.poll() is None and psql(database_url, held) == "1",
+        f"rows {ids} locked by a live hold_rows session",
+    )
     return holder
+
+
+def lock_waiters(database_url: str) -> int:
+    """Sessions of this database waiting for a lock right now (pg_locks: not granted)."""
+    return int(
+        psql(
+            database_url,
+            "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE NOT l.granted AND a.datname = current_database()",
+        )
+    )
+
+
+def wait_for_lock_waiters(database_url: str, count: int, timeout: float = 10.0) -> None:
+    """Return once at least `count` sessions of this database wait for a lock."""
+    wait_until(
+        lambda: lock_waiters(database_url) >= count,
+        f"{count} sessions waiting for a lock",
+        timeout,
+    )

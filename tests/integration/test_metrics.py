@@ -11,7 +11,7 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ServiceProcess, create_goods, fresh_user, running_service
+from tests.support import ServiceProcess, create_goods, fresh_user, running_service, wait_until
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 LIST = "/v1/api/investment/goods"
@@ -208,16 +208,16 @@ def test_a_killed_worker_leaves_its_counts_but_not_its_gauges(database_url: str)
         for _ in range(20):
             httpx.get(f"{service.base_url}/healthz", timeout=10)
         counted = scrape_until(service.base_url, lambda s: requests_of(s, "/healthz", 200) >= 20)
+        # Both workers have flushed their counts to the shared files: the victim's are in them.
+        assert requests_of(counted, "/healthz", 200) == 20
         assert value(counted, "db_pool_connections_max") == 50
-        time.sleep(1.5)  # both workers have flushed
         victim = service.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            pids = service.worker_pids()
-            if len(pids) == 2 and victim not in pids:
-                break
-            time.sleep(0.2)
+        wait_until(
+            lambda: len(pids := service.worker_pids()) == 2 and victim not in pids,
+            "granian respawned the killed worker",
+            timeout=20,
+        )
         service.wait_ready()
         after = scrape_until(service.base_url, lambda s: value(s, "db_pool_connections_max") == 50)
         assert value(after, "db_pool_connections_max") == 50

@@ -13,8 +13,10 @@ import pytest
 
 from tests.support import (
     ROOT,
+    counters,
     create_goods,
     fresh_user,
+    ledger_sum,
     migrated_database,
     psql,
     verify_ledger,
@@ -41,12 +43,32 @@ def test_the_ledger_written_through_the_service_verifies(
     client: httpx.Client, database_url: str
 ) -> None:
     goods_id = create_goods(database_url, total=10_000)
+    answers = []
     for amount in (3_000, 3_000, 5_000, 1_000):
-        client.post(
+        response = client.post(
             "/v1/api/investment/user/goods",
             headers={"X-USER-ID": str(fresh_user()), "Idempotency-Key": "v"},
             json={"goodsId": goods_id, "investmentAmount": amount},
         )
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        answers.append(
+            (
+                answer["requested_amount"],
+                answer["investment_amount"],
+                answer["status"],
+                answer["current_investing_amount"],
+                answer["state"],
+            )
+        )
+    assert answers == [
+        (3_000, 3_000, True, 3_000, "recruiting"),
+        (3_000, 3_000, True, 6_000, "recruiting"),
+        (5_000, 4_000, False, 10_000, "sold_out"),  # the remainder sells it out
+        (1_000, 0, False, 10_000, "sold_out"),  # nothing written
+    ]
+    assert ledger_sum(database_url, goods_id) == 10_000
+    assert counters(database_url, goods_id) == (10_000, 3)
     summary = verify_ledger(database_url)
     assert summary["violations"] == 0
     assert summary["ledger_rows"] >= 3

@@ -37,7 +37,8 @@ def rush_database(postgres_server: str) -> Iterator[str]:
 async def fire(base_url: str, goods_id: int, orders: list[tuple[int, int]]) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=len(orders), max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
-        start = asyncio.Event()
+        # Every request starts once all are ready to go, not after a guessed pause.
+        start = asyncio.Barrier(len(orders))
 
         async def one(user: int, amount: int) -> httpx.Response:
             await start.wait()
@@ -47,10 +48,7 @@ async def fire(base_url: str, goods_id: int, orders: list[tuple[int, int]]) -> l
                 json={"goodsId": goods_id, "investmentAmount": amount},
             )
 
-        tasks = [asyncio.create_task(one(user, amount)) for user, amount in orders]
-        await asyncio.sleep(0.1)
-        start.set()
-        return await asyncio.gather(*tasks)
+        return await asyncio.gather(*(one(user, amount) for user, amount in orders))
 
 
 @pytest.mark.parametrize("amounts", [(7_000,), (3_000, 11_000, 1_000)], ids=["equal", "mixed"])

@@ -6,7 +6,7 @@ import asyncio
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -89,13 +89,24 @@ def test_database_restart_under_load_loses_nothing(own_postgres: EmbeddedPostgre
     migrate(url)
     orders, totals = make_orders(url, seed=3, count=1_500, products=6, users=300)
 
+    def met(answer: str) -> int:
+        return sum(order.attempts.count(answer) for order in orders)
+
+    async def until(load: asyncio.Task[None], condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert not load.done(), f"the load ended before {what}"
+            assert time.monotonic() < deadline, f"not within 30 s: {what}"
+            await asyncio.sleep(0.05)
+
     async def scenario(base_url: str) -> None:
         load = asyncio.create_task(
             drive([base_url], orders, concurrency=24, retry_on=frozenset({409, 503}))
         )
-        await asyncio.sleep(1.0)
+        await until(load, lambda: met("200") >= 100, "100 orders answered before the outage")
         await asyncio.to_thread(own_postgres.stop, "immediate")
-        await asyncio.sleep(2.0)
+        before = met("503")
+        await until(load, lambda: met("503") >= before + 24, "24 answers 503 during the outage")
         await asyncio.to_thread(own_postgres.start)
         await asyncio.wait_for(load, 120)
 

@@ -18,6 +18,7 @@ from tests.support import (
     ledger_sum,
     running_service,
     verify_ledger,
+    wait_for_lock_waiters,
 )
 
 pytestmark = pytest.mark.system
@@ -58,7 +59,8 @@ def test_a_stuck_database_and_an_exhausted_pool_answer_503_within_the_bounds(
                         )
                         for goods_id in goods for _ in range(10)
                     ]  # fmt: skip
-                    await asyncio.sleep(0.3)  # both connections now wait on the locked rows
+                    # Both connections of the pool now wait on the locked rows.
+                    await asyncio.to_thread(wait_for_lock_waiters, database_url, 2)
                     reads = [
                         timed(client, "GET", "/v1/api/investment/goods", params=WINDOW)
                         if n % 2
@@ -91,12 +93,14 @@ def test_sigterm_under_load_finishes_in_flight_requests_then_exits(database_url:
     """Invests are in flight (their product row held by another transaction) when SIGTERM
     arrives: each still gets its 200 and its ledger row, the process exits within the bound,
     and nothing is accepted afterwards."""
-    goods_id = create_goods(database_url, total=10**9)
+    # One product per request, so each request is its own invest_batch() call (the batcher
+    # coalesces per product) and all 20 can be seen waiting on their rows in the database.
+    goods = [create_goods(database_url, total=10**9) for _ in range(20)]
     users = [fresh_user() for _ in range(20)]
     service = ServiceProcess(database_url, workers=2)
     try:
         service.wait_ready()
-        holder = hold_rows(database_url, [goods_id], seconds=2)
+        holder = hold_rows(database_url, goods, seconds=3)
 
         async def scenario() -> tuple[list[httpx.Response | BaseException], float, bool]:
             limits = httpx.Limits(max_connections=40)
@@ -108,9 +112,9 @@ def test_sigterm_under_load_finishes_in_flight_requests_then_exits(database_url:
                         client.post(PATH, headers={"X-USER-ID": str(user)},
                                     json={"goodsId": goods_id, "investmentAmount": 1_000})
                     )
-                    for user in users
+                    for user, goods_id in zip(users, goods, strict=True)
                 ]  # fmt: skip
-                await asyncio.sleep(0.5)
+                await asyncio.to_thread(wait_for_lock_waiters, database_url, len(in_flight))
                 assert not any(task.done() for task in in_flight)
                 service.process.send_signal(signal.SIGTERM)
                 answers = await asyncio.gather(*in_flight, return_exceptions=True)
@@ -131,7 +135,7 @@ def test_sigterm_under_load_finishes_in_flight_requests_then_exits(database_url:
     assert [a.status_code if isinstance(a, httpx.Response) else repr(a) for a in answers] == [
         200
     ] * 20
-    assert ledger_sum(database_url, goods_id) == 20 * 1_000
+    assert [ledger_sum(database_url, goods_id) for goods_id in goods] == [1_000] * 20
     assert exited_at - signalled < 15
     assert service.process.returncode is not None
     assert not accepted_after

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -111,3 +117,58 @@ def generate_registry(histogram: Histogram) -> bytes:
     registry = CollectorRegistry()
     registry.register(histogram)
     return generate_latest(registry)
+
+
+EDGES = [0.0, 0.0004, 0.001, 0.0011, 0.03, 0.03, 2.5, 7.0, 10.0, 42.0]
+
+
+def flushed_and_observed() -> dict[str, list[tuple[str, str, float]]]:
+    """The same durations through a flushed tally and through Histogram.observe(): the samples of
+    both histograms as this process's exposition shows them (multiprocess when the environment
+    says so)."""
+    metrics = Metrics()
+    histograms = {
+        way: Histogram(way, way, ["route"], buckets=LATENCY_BUCKETS, registry=metrics.registry)
+        for way in ("flushed", "observed")
+    }
+    tally = metrics.tally(histograms["flushed"].labels("r"), None, LATENCY_BUCKETS)
+    for seconds in EDGES:
+        tally.observe(seconds)
+        histograms["observed"].labels("r").observe(seconds)
+    found: dict[str, list[tuple[str, str, float]]] = {way: [] for way in histograms}
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        if family.name in found:
+            found[family.name] += sorted(
+                (sample.name.removeprefix(family.name), sample.labels.get("le", ""), sample.value)
+                for sample in family.samples
+                if not sample.name.endswith("_created")
+            )
+    return found
+
+
+def test_flushing_writes_prometheus_client_internals_as_observe_does() -> None:
+    """A flush adds a whole second to Histogram's private `_sum` and `_buckets` (observe() adds
+    one event): pyproject.toml pins prometheus-client to the versions this holds for, and this
+    test fails when an upgrade changes those internals."""
+    found = flushed_and_observed()
+    assert len(found["flushed"]) == len(LATENCY_BUCKETS) + 3  # buckets, +Inf, count, sum
+    assert found["flushed"] == found["observed"]
+
+
+def test_flushing_writes_prometheus_client_internals_as_observe_does_across_processes(
+    tmp_path: Path,
+) -> None:
+    """The same in multiprocess mode (chosen when prometheus_client is imported, hence a child
+    process): the values behind `_sum` and `_buckets` are then memory-mapped files."""
+    done = subprocess.run(
+        [sys.executable, "-c",
+         "import json, tests.unit.test_metrics as t; print(json.dumps(t.flushed_and_observed()))"],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert any(path.name.startswith("histogram_") for path in tmp_path.iterdir())
+    assert len(found["flushed"]) == len(LATENCY_BUCKETS) + 3
+    assert found["flushed"] == found["observed"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from service.sql import migrations, parse_named_queries, queries
@@ -15,7 +17,41 @@ def test_every_named_query_the_service_uses_exists() -> None:
         "my-investments-many",
         "ready",
     } <= names
-    assert all(";" not in sql.rstrip().rstrip(";")[-1:] for sql in queries().values())
+
+
+def statements(sql: str) -> int:
+    """How many statements `sql` holds: its `;` separators outside quotes and comments, plus one.
+
+    A prepared statement is one command, so every named query must count exactly one."""
+    code = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S)
+    return 1 + code.rstrip().rstrip(";").count(";")
+
+
+def test_every_named_query_is_one_statement() -> None:
+    counts = {name: statements(sql) for name, sql in queries().items()}
+    assert counts == dict.fromkeys(queries(), 1)
+
+
+@pytest.mark.parametrize(
+    ("sql", "count"),
+    [
+        ("SELECT 1", 1),
+        ("SELECT 1;", 1),
+        ("SELECT ';' AS \"a;b\" -- c; d\n/* e; f */", 1),
+        ("SELECT 'it''s; fine'", 1),
+        ("SELECT 1; SELECT 2", 2),
+        ("SELECT 1;\nDELETE FROM t;", 2),
+        ("SELECT 'x'; SELECT 2 -- y", 2),
+    ],
+)
+def test_statements_counts_only_real_separators(sql: str, count: int) -> None:
+    assert statements(sql) == count
+
+
+def test_a_named_query_of_two_statements_is_caught() -> None:
+    parsed = parse_named_queries("-- name: a\nSELECT 1;\n-- name: b\nSELECT 2; SELECT 3;")
+    assert statements(parsed["a"]) == 1
+    assert statements(parsed["b"]) == 2
 
 
 def test_named_query_parser_splits_and_strips_comments() -> None:
