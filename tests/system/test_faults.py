@@ -38,14 +38,14 @@ async def timed(
 def test_a_stuck_database_and_an_exhausted_pool_answer_503_within_the_bounds(
     database_url: str,
 ) -> None:
-    """Both connections of the pool wait on locked rows until statement_timeout ends them; the
-    requests queued behind get 503 once the acquire timeout passes. Nothing hangs, nothing is
-    written, and the service serves again as soon as the lock goes."""
+    """Both connections of the pool wait on locked rows (two invest calls in flight) until
+    statement_timeout ends them; the requests queued behind get 503 once the acquire timeout
+    passes. Nothing hangs, nothing is written, and the service serves again once the lock goes."""
     goods = [create_goods(database_url, total=10**9) for _ in range(2)]
     user = fresh_user()
     with running_service(
         database_url, workers=1, DB_POOL_SIZE="2", DB_ACQUIRE_TIMEOUT="0.5",
-        DB_STATEMENT_TIMEOUT="1", LIST_CACHE_SECONDS="0",
+        DB_STATEMENT_TIMEOUT="1", LIST_CACHE_SECONDS="0", INVEST_CALLS_IN_FLIGHT="2",
     ) as service:  # fmt: skip
         holder = hold_rows(database_url, goods, seconds=4)
         try:
@@ -74,7 +74,7 @@ def test_a_stuck_database_and_an_exhausted_pool_answer_503_within_the_bounds(
             holder.wait(30)
         invests, reads = answers[:20], answers[20:]
         assert all(status == 503 and code == "SERVICE_UNAVAILABLE" for status, code, _ in invests)
-        # One statement_timeout for the first batch of a product, one more for the batch behind.
+        # The two calls end at statement_timeout; the requests queued behind, at 0.5 s.
         assert max(seconds for *_, seconds in invests) < 3.5
         assert all(status in (503, 200, 404) for status, _, _ in reads)
         assert any(status == 503 for status, _, _ in reads), "the pool was never exhausted"
@@ -93,11 +93,13 @@ def test_sigterm_under_load_finishes_in_flight_requests_then_exits(database_url:
     """Invests are in flight (their product row held by another transaction) when SIGTERM
     arrives: each still gets its 200 and its ledger row, the process exits within the bound,
     and nothing is accepted afterwards."""
-    # One product per request, so each request is its own invest_batch() call (the batcher
-    # coalesces per product) and all 20 can be seen waiting on their rows in the database.
+    # One request per call and enough calls in flight, so that all 20 can be seen waiting on
+    # their rows in the database before the signal.
     goods = [create_goods(database_url, total=10**9) for _ in range(20)]
     users = [fresh_user() for _ in range(20)]
-    service = ServiceProcess(database_url, workers=2)
+    service = ServiceProcess(
+        database_url, workers=2, INVEST_BATCH_MAX="1", INVEST_CALLS_IN_FLIGHT="20"
+    )
     try:
         service.wait_ready()
         holder = hold_rows(database_url, goods, seconds=3)
