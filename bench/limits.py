@@ -92,29 +92,67 @@ def wrk_available() -> bool:
 
 
 def wrk_script(kind: str, users: int, recruiting: int) -> str:
-    """Lua for wrk: a random X-USER-ID per request, a random invest body for POST."""
+    """Lua for wrk: a random X-USER-ID per request, a random invest body for POST, and a done()
+    hook that prints one `bench-wrk:` line of exact figures (p99 included, non-2xx counted)."""
     head = 'math.randomseed(os.time())\nwrk.headers["Content-Type"] = "application/json"\n'
     if kind == "invest":
-        return head + (
+        head += (
             "request = function()\n"
             f'  wrk.headers["X-USER-ID"] = tostring(math.random(1, {users}))\n'
             f'  local body = string.format(\'{{"goodsId":%d,"investmentAmount":%d}}\','
             f" math.random(1, {recruiting}), math.random(1000, 100000))\n"
             '  return wrk.format("POST", nil, nil, body)\nend\n'
         )
-    if kind == "my-investments":
-        return head + (
+    elif kind == "my-investments":
+        head += (
             "request = function()\n"
             f'  wrk.headers["X-USER-ID"] = tostring(math.random(1, {users}))\n'
             "  return wrk.format(nil, nil, nil, nil)\nend\n"
         )
-    return head
+    return head + _WRK_COUNT_AND_REPORT
 
+
+# Each wrk thread has its own Lua state: setup() keeps the threads, response() counts in each,
+# done() sums them. wrk's own "Non-2xx or 3xx" line counts only status >= 400.
+_WRK_COUNT_AND_REPORT = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+non_2xx = 0
+function response(status, headers, body)
+  if status < 200 or status > 299 then non_2xx = non_2xx + 1 end
+end
+function done(summary, latency, requests)
+  local non = 0
+  for _, thread in ipairs(threads) do non = non + thread:get("non_2xx") end
+  local e = summary.errors
+  io.write(string.format("bench-wrk: requests=%d duration_us=%d non_2xx=%d"
+    .. " connect=%d read=%d write=%d timeout=%d status_ge_400=%d"
+    .. " mean_us=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d\\n",
+    summary.requests, summary.duration, non, e.connect, e.read, e.write, e.timeout, e.status,
+    latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max))
+end
+"""
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
 def parse_wrk(output: str) -> dict[str, Any]:
+    """wrk's figures: the script's `bench-wrk:` line when present, else wrk's own text."""
+    line = re.search(r"^bench-wrk: (.*)$", output, re.MULTILINE)
+    if line:
+        raw = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", line[1])}
+        requests = int(raw["requests"])
+        return {
+            "requests": requests,
+            "rps": round(requests / (raw["duration_us"] / 1e6), 1) if raw["duration_us"] else None,
+            "avg_ms": round(raw["mean_us"] / 1000, 3),
+            **{f"p{q}_ms": round(raw[f"p{q}_us"] / 1000, 3) for q in (50, 90, 99)},
+            "max_ms": round(raw["max_us"] / 1000, 3),
+            "non_2xx": int(raw["non_2xx"]),
+            "socket_errors": int(sum(raw[k] for k in ("connect", "read", "write", "timeout"))),
+        }
+
     def ms(text: str) -> float:
         found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
         return round(float(found[1]) * _UNITS[found[2]], 3) if found else float("nan")
@@ -122,6 +160,9 @@ def parse_wrk(output: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     result["rps"] = float(rps[1]) if rps else None
+    avg = re.search(r"^\s+Latency\s+(\S+)", output, re.MULTILINE)
+    if avg:
+        result["avg_ms"] = ms(avg[1])
     for label, value in re.findall(r"^\s+(50|90|99)%\s+(\S+)$", output, re.MULTILINE):
         result[f"p{label}_ms"] = ms(value)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
@@ -129,8 +170,8 @@ def parse_wrk(output: str) -> dict[str, Any]:
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
                        output)  # fmt: skip
     result["socket_errors"] = sum(int(v) for v in errors.groups()) if errors else 0
-    requests = re.search(r"(\d+) requests in", output)
-    result["requests"] = int(requests[1]) if requests else None
+    count = re.search(r"(\d+) requests in", output)
+    result["requests"] = int(count[1]) if count else None
     return result
 
 
