@@ -10,7 +10,7 @@ Linux only; a root that cannot be read gives None, never a made-up figure.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +89,24 @@ def sample_groups(roots: Mapping[str, int | None], proc: Path = PROC) -> dict[st
         ticks = sum(m.utime + m.stime + m.cutime + m.cstime for m in members)
         samples[name] = Sample(ticks / TICKS_PER_SECOND, len(members))
     return samples
+
+
+def ticks_of(pids: Iterable[int], proc: Path = PROC) -> dict[int, int]:
+    """CPU ticks so far of each listed process still alive (a set of pids, not a tree)."""
+    stats = (read_stat(pid, proc) for pid in pids)
+    return {s.pid: s.utime + s.stime + s.cutime + s.cstime for s in stats if s is not None}
+
+
+def us_per_request_of(
+    before: Mapping[int, int], after: Mapping[int, int], requests: int | None
+) -> float | None:
+    """CPU µs per request of listed processes between two ticks_of(): those alive at the end,
+    counted from the first sample or from their start (a process that ended in between drops
+    out; fine for a pool's long-lived connections)."""
+    if not after or not requests:
+        return None
+    ticks = sum(now - before.get(pid, 0) for pid, now in after.items())
+    return round(ticks / TICKS_PER_SECOND * 1e6 / requests, 1)
 
 
 def us_per_request(

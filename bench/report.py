@@ -145,18 +145,20 @@ def capacity(limits: dict[str, Any]) -> list[str]:
         "request = the CPU seconds (utime + stime, /proc) of each group of processes between "
         "samples taken just before and just after the wrk window, divided by the requests wrk "
         "counted. Service: the service's process and all its descendants (granian and its "
-        "workers). PostgreSQL: the postmaster and all its children, that is the whole cluster "
-        f"({entry.get('postgres_scope', '—')}), so work for other databases on a shared server "
-        "counts too. The load generator shares the cores.",
+        "workers). PostgreSQL: the postmaster and all its children, that is the whole cluster, "
+        "so work for other databases on a shared server counts too; the last column counts "
+        "only the client backends connected to the bench's database (no WAL writer, "
+        "checkpointer, …). The load generator shares the cores.",
         "",
         "| endpoint | req/s | × /healthz | avg ms | p50 | p99 | p99 / avg | errors (non-2xx / "
-        "socket) | service CPU µs / req | PostgreSQL CPU µs / req |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "socket) | service CPU µs / req | PostgreSQL CPU µs / req | of which the bench "
+        "database's backends |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in CAPACITY_ENDPOINTS:
         f = endpoints.get(name, {})
         if "error" in f or not f.get("rps"):
-            lines.append(f"| {name} | wrk failed: {f.get('error', 'no figures')[:80]} |||||||||")
+            lines.append(f"| {name} | wrk failed: {f.get('error', 'no figures')[:80]} ||||||||||")
             continue
         ratio, p99, avg = f.get("rps_vs_healthz"), f.get("p99_ms"), f.get("avg_ms")
         lines.append(
@@ -165,7 +167,8 @@ def capacity(limits: dict[str, Any]) -> list[str]:
             f"{f'{p99 / avg:.1f}' if p99 is not None and avg else '—'} | "
             f"{f.get('non_2xx', 0):,} / {f.get('socket_errors', 0):,} | "
             f"{_us(f.get('service_cpu_us_per_request'))} | "
-            f"{_us(f.get('postgres_cpu_us_per_request'))} |"
+            f"{_us(f.get('postgres_cpu_us_per_request'))} | "
+            f"{_us(f.get('postgres_backends_cpu_us_per_request'))} |"
         )
     lines += [
         "",
@@ -181,6 +184,8 @@ def capacity(limits: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {row['endpoint']} | {row['figure']} | {row['target']} | {shown} | {verdict} |"
         )
+    if entry.get("postgres_root_pid") is None:
+        lines += ["", "PostgreSQL's processes were not visible from the bench: no CPU figures."]
     return [*lines, ""]
 
 

@@ -26,7 +26,15 @@ from urllib.parse import urlencode
 from bench import cpu, dataset, limits, report
 from bench.dataset import Shape, check_consistency, users_for
 from bench.loadgen import Run, run_locust
-from bench.target import ROOT, WORK, Service, bench_database, postmaster_pid, psql
+from bench.target import (
+    ROOT,
+    WORK,
+    Service,
+    bench_database,
+    database_backends,
+    postmaster_pid,
+    psql,
+)
 
 RESULTS = ROOT / "bench" / "results"
 HOT_AMOUNT = 10_000
@@ -258,9 +266,16 @@ class Bench:
         figures: dict[str, dict[str, Any]] = {}
         for name, (url, kind) in targets.items():
             script = limits.wrk_script(kind, p.shape.users, p.shape.recruiting)
+            backends = database_backends(self.url) if cpu_roots else set()
+            backends_before = cpu.ticks_of(backends)
             before = cpu.sample_groups(cpu_roots or {})
             entry = limits.run_wrk(url, name, script, seconds, out)
             after = cpu.sample_groups(cpu_roots or {})
+            if cpu_roots:  # the bench database's own backends: its share of the cluster's CPU
+                backends_after = cpu.ticks_of(backends | database_backends(self.url))
+                entry["postgres_backends_cpu_us_per_request"] = cpu.us_per_request_of(
+                    backends_before, backends_after, entry.get("requests")
+                )
             for group in cpu_roots or {}:
                 used = cpu.us_per_request(before[group], after[group], entry.get("requests"))
                 entry[f"{group}_cpu_us_per_request"] = used
@@ -292,7 +307,6 @@ class Bench:
             "service_root_pid": self.service.pid,
             "postgres_root_pid": postmaster,
             # The postmaster and all its children: the whole cluster, other databases included.
-            "postgres_scope": "cluster" if postmaster else "not visible from the bench",
             "endpoints": endpoints,
             "targets": report.capacity_targets(endpoints),
         }

@@ -72,6 +72,16 @@ def postmaster_pid(url: str) -> int | None:
     return postmaster if b"postgres" in command else None
 
 
+def database_backends(url: str) -> set[int]:
+    """The pids of the client backends connected to `url`'s database, this query's excluded."""
+    rows = psql(
+        url,
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    )
+    return {int(pid) for pid in rows.split()}
+
+
 def with_database(url: str, name: str) -> str:
     base, _, _ = url.partition("?")[0].rpartition("/")
     return f"{base}/{name}"

@@ -113,3 +113,21 @@ def test_group_is_the_root_and_its_descendants_only(tmp_path: Path) -> None:
     assert samples["other"] == cpu.Sample(1998 / cpu.TICKS_PER_SECOND, 1)
     assert samples["none"] is None and samples["gone"] is None
     assert cpu.parent_pid(103, proc) == 102
+
+
+def test_listed_processes_count_from_the_first_sample_or_their_start(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    _fake_stat(proc, 10, 1, "postgres: bench", (100, 50, 0, 0))
+    _fake_stat(proc, 11, 1, "postgres: bench", (7, 3, 0, 0))
+    before = cpu.ticks_of([10, 11, 12], proc)  # 12 does not exist yet
+    assert before == {10: 150, 11: 10}
+
+    (proc / "11" / "stat").unlink()  # ended in between: drops out
+    (proc / "10" / "stat").write_text("10 (postgres: bench) S 1 1 1 0 -1 0 0 0 0 0 300 100 0 0\n")
+    _fake_stat(proc, 12, 1, "postgres: bench", (20, 0, 0, 0))  # started in between: all counts
+    after = cpu.ticks_of([10, 11, 12], proc)
+
+    ticks = (400 - 150) + 20
+    expected = round(ticks / cpu.TICKS_PER_SECOND * 1e6 / 100, 1)
+    assert cpu.us_per_request_of(before, after, 100) == expected
+    assert cpu.us_per_request_of(before, {}, 100) is None
