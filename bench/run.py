@@ -298,6 +298,9 @@ class Bench:
             return
         assert self.service is not None
         print("  capacity: wrk, 500 connections, per endpoint", flush=True)
+        # One short pass first: the pool at its full size, the scenario before it (H's locust
+        # processes) gone from the cores.
+        self.wrk_endpoints("capacity-warmup", seconds=1)
         postmaster = postmaster_pid(self.url)
         roots = {"service": self.service.pid, "postgres": postmaster}
         endpoints = self.wrk_endpoints("capacity", self.protocol.wrk_seconds, roots)
@@ -305,8 +308,8 @@ class Bench:
             "connections": 500,
             "seconds": self.protocol.wrk_seconds,
             "service_root_pid": self.service.pid,
-            "postgres_root_pid": postmaster,
             # The postmaster and all its children: the whole cluster, other databases included.
+            "postgres_root_pid": postmaster,
             "endpoints": endpoints,
             "targets": report.capacity_targets(endpoints),
         }
