@@ -2,7 +2,8 @@
 
 pgbench runs the named statements of sql/queries.sql (prepared, 50 clients = the service's pool)
 with the request's parameters drawn the way the locust users draw them; wrk is a lighter C client
-that shows how far the server goes when the generator costs little.
+that shows how far the server goes when the generator costs little (the capacity stage), its Lua
+reporting exact percentiles and counting non-2xx answers.
 """
 
 from __future__ import annotations
@@ -141,14 +142,19 @@ def parse_wrk(output: str) -> dict[str, Any]:
     """wrk's figures: the script's `bench-wrk:` line when present, else wrk's own text."""
     line = re.search(r"^bench-wrk: (.*)$", output, re.MULTILINE)
     if line:
-        raw = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", line[1])}
+        # No request answered: the mean prints as nan and the latency keys stay missing.
+        raw = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)\b", line[1])}
+
+        def in_ms(key: str) -> float | None:
+            return round(raw[key] / 1000, 3) if key in raw and raw["requests"] else None
+
         requests = int(raw["requests"])
         return {
             "requests": requests,
             "rps": round(requests / (raw["duration_us"] / 1e6), 1) if raw["duration_us"] else None,
-            "avg_ms": round(raw["mean_us"] / 1000, 3),
-            **{f"p{q}_ms": round(raw[f"p{q}_us"] / 1000, 3) for q in (50, 90, 99)},
-            "max_ms": round(raw["max_us"] / 1000, 3),
+            "avg_ms": in_ms("mean_us"),
+            **{f"p{q}_ms": in_ms(f"p{q}_us") for q in (50, 90, 99)},
+            "max_ms": in_ms("max_us"),
             "non_2xx": int(raw["non_2xx"]),
             "socket_errors": int(sum(raw[k] for k in ("connect", "read", "write", "timeout"))),
         }
