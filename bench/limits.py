@@ -2,7 +2,8 @@
 
 pgbench runs the named statements of sql/queries.sql (prepared, 50 clients = the service's pool)
 with the request's parameters drawn the way the locust users draw them; wrk is a lighter C client
-that shows how far the server goes when the generator costs little.
+that shows how far the server goes when the generator costs little (the capacity stage), its Lua
+reporting exact percentiles and counting non-2xx answers.
 """
 
 from __future__ import annotations
@@ -110,29 +111,72 @@ def wrk_available() -> bool:
 
 
 def wrk_script(kind: str, users: int, recruiting: int) -> str:
-    """Lua for wrk: a random X-USER-ID per request, a random invest body for POST."""
+    """Lua for wrk: a random X-USER-ID per request, a random invest body for POST, and a done()
+    hook that prints one `bench-wrk:` line of exact figures (p99 included, non-2xx counted)."""
     head = 'math.randomseed(os.time())\nwrk.headers["Content-Type"] = "application/json"\n'
     if kind == "invest":
-        return head + (
+        head += (
             "request = function()\n"
             f'  wrk.headers["X-USER-ID"] = tostring(math.random(1, {users}))\n'
             f'  local body = string.format(\'{{"goodsId":%d,"investmentAmount":%d}}\','
             f" math.random(1, {recruiting}), math.random(1000, 100000))\n"
             '  return wrk.format("POST", nil, nil, body)\nend\n'
         )
-    if kind == "my-investments":
-        return head + (
+    elif kind == "my-investments":
+        head += (
             "request = function()\n"
             f'  wrk.headers["X-USER-ID"] = tostring(math.random(1, {users}))\n'
             "  return wrk.format(nil, nil, nil, nil)\nend\n"
         )
-    return head
+    return head + _WRK_COUNT_AND_REPORT
 
+
+# Each wrk thread has its own Lua state: setup() keeps the threads, response() counts in each,
+# done() sums them. wrk's own "Non-2xx or 3xx" line counts only status >= 400.
+_WRK_COUNT_AND_REPORT = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+non_2xx = 0
+function response(status, headers, body)
+  if status < 200 or status > 299 then non_2xx = non_2xx + 1 end
+end
+function done(summary, latency, requests)
+  local non = 0
+  for _, thread in ipairs(threads) do non = non + thread:get("non_2xx") end
+  local e = summary.errors
+  io.write(string.format("bench-wrk: requests=%d duration_us=%d non_2xx=%d"
+    .. " connect=%d read=%d write=%d timeout=%d status_ge_400=%d"
+    .. " mean_us=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d\\n",
+    summary.requests, summary.duration, non, e.connect, e.read, e.write, e.timeout, e.status,
+    latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max))
+end
+"""
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
 def parse_wrk(output: str) -> dict[str, Any]:
+    """wrk's figures: the script's `bench-wrk:` line when present, else wrk's own text."""
+    line = re.search(r"^bench-wrk: (.*)$", output, re.MULTILINE)
+    if line:
+        # No request answered: the mean prints as nan and the latency keys stay missing.
+        raw = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)\b", line[1])}
+
+        def in_ms(key: str) -> float | None:
+            return round(raw[key] / 1000, 3) if key in raw and raw["requests"] else None
+
+        requests = int(raw["requests"])
+        return {
+            "requests": requests,
+            "rps": round(requests / (raw["duration_us"] / 1e6), 1) if raw["duration_us"] else None,
+            "avg_ms": in_ms("mean_us"),
+            **{f"p{q}_ms": in_ms(f"p{q}_us") for q in (50, 90, 99)},
+            "max_ms": in_ms("max_us"),
+            "non_2xx": int(raw["non_2xx"]),
+            "socket_errors": int(sum(raw[k] for k in ("connect", "read", "write", "timeout"))),
+        }
+
     def ms(text: str) -> float:
         found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
         return round(float(found[1]) * _UNITS[found[2]], 3) if found else float("nan")
@@ -140,6 +184,9 @@ def parse_wrk(output: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     result["rps"] = float(rps[1]) if rps else None
+    avg = re.search(r"^\s+Latency\s+(\S+)", output, re.MULTILINE)
+    if avg:
+        result["avg_ms"] = ms(avg[1])
     for label, value in re.findall(r"^\s+(50|90|99)%\s+(\S+)$", output, re.MULTILINE):
         result[f"p{label}_ms"] = ms(value)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
@@ -147,8 +194,8 @@ def parse_wrk(output: str) -> dict[str, Any]:
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
                        output)  # fmt: skip
     result["socket_errors"] = sum(int(v) for v in errors.groups()) if errors else 0
-    requests = re.search(r"(\d+) requests in", output)
-    result["requests"] = int(requests[1]) if requests else None
+    count = re.search(r"(\d+) requests in", output)
+    result["requests"] = int(count[1]) if count else None
     return result
 
 

@@ -80,6 +80,119 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:,.1f}"
 
 
+# Issue 10's targets for the capacity stage: (endpoint, figure, key, comparison, bound).
+# "p99_over_avg" and "errors" are derived from wrk's figures; everything is read from the run.
+CAPACITY_TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
+    ("invest", "req/s", "rps", ">=", 15_000),
+    ("invest", "avg ms", "avg_ms", "<=", 35),
+    ("invest", "p99 / avg", "p99_over_avg", "<=", 3),
+    ("invest", "errors (non-2xx + socket)", "errors", "<=", 0),
+    ("invest", "service CPU µs / request", "service_cpu_us_per_request", "<=", 60),
+    ("invest", "PostgreSQL CPU µs / request", "postgres_cpu_us_per_request", "<=", 60),
+    ("my-investments", "req/s", "rps", ">=", 18_000),
+    ("my-investments", "avg ms", "avg_ms", "<=", 30),
+    ("my-investments", "p99 / avg", "p99_over_avg", "<=", 3),
+    ("my-investments", "service CPU µs / request", "service_cpu_us_per_request", "<=", 50),
+    ("list", "req/s", "rps", ">=", 50_000),
+)
+CAPACITY_ENDPOINTS = ("healthz", *APIS)
+
+
+def capacity_endpoints(limits: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The capacity stage's wrk figures per endpoint (runs before it kept them under "wrk")."""
+    capacity = limits.get("capacity")
+    if isinstance(capacity, dict) and "endpoints" in capacity:
+        return dict(capacity["endpoints"])
+    old = limits.get("wrk", {})
+    return {name: entry for name, entry in old.items() if isinstance(entry, dict)}
+
+
+def capacity_targets(endpoints: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target of the capacity stage with the measured figure and whether it was met
+    (None when the run has no figure for it: wrk missing, or CPU not visible)."""
+    rows = []
+    for endpoint, figure, key, comparison, bound in CAPACITY_TARGETS:
+        entry = endpoints.get(endpoint, {})
+        value: float | None
+        if key == "p99_over_avg":
+            p99, avg = entry.get("p99_ms"), entry.get("avg_ms")
+            value = round(p99 / avg, 2) if p99 is not None and avg else None
+        elif key == "errors" and "errors" not in entry and "rps" in entry:
+            value = entry.get("non_2xx", 0) + entry.get("socket_errors", 0)
+        else:
+            value = entry.get(key)
+        met = None if value is None else value >= bound if comparison == ">=" else value <= bound
+        rows.append(
+            {"endpoint": endpoint, "figure": figure, "target": f"{comparison} {bound:,g}",
+             "measured": value, "met": met}
+        )  # fmt: skip
+    return rows
+
+
+def capacity(limits: dict[str, Any]) -> list[str]:
+    """The capacity stage's table and the issue's targets, each marked met or not."""
+    entry = limits.get("capacity")
+    if not isinstance(entry, dict):
+        return []
+    if "skipped" in entry:
+        return ["## Capacity (wrk, 500 connections)", "", f"Skipped: {entry['skipped']}.", ""]
+    endpoints = capacity_endpoints(limits)
+    lines = [
+        "## Capacity (wrk, 500 connections)",
+        "",
+        f"wrk (2 threads, {entry.get('connections', 500)} connections, "
+        f"{entry.get('seconds', 0):g} s per endpoint) on the service as configured above; CPU per "
+        "request = the CPU seconds (utime + stime, /proc) of each group of processes between "
+        "samples taken just before and just after the wrk window, divided by the requests wrk "
+        "counted. Service: the service's process and all its descendants (granian and its "
+        "workers). PostgreSQL: the postmaster and all its children, that is the whole cluster, "
+        "so work for other databases on a shared server counts too; the last column counts "
+        "only the client backends connected to the bench's database (no WAL writer, "
+        "checkpointer, …). The load generator shares the cores.",
+        "",
+        "| endpoint | req/s | × /healthz | avg ms | p50 | p99 | p99 / avg | errors (non-2xx / "
+        "socket) | service CPU µs / req | PostgreSQL CPU µs / req | of which the bench "
+        "database's backends |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in CAPACITY_ENDPOINTS:
+        f = endpoints.get(name, {})
+        if "error" in f or not f.get("rps"):
+            lines.append(f"| {name} | wrk failed: {f.get('error', 'no figures')[:80]} ||||||||||")
+            continue
+        ratio, p99, avg = f.get("rps_vs_healthz"), f.get("p99_ms"), f.get("avg_ms")
+        lines.append(
+            f"| {name} | {f['rps']:,.0f} | {'—' if ratio is None else f'{ratio:.2f}'} | "
+            f"{_ms(avg)} | {_ms(f.get('p50_ms'))} | {_ms(p99)} | "
+            f"{f'{p99 / avg:.1f}' if p99 is not None and avg else '—'} | "
+            f"{f.get('non_2xx', 0):,} / {f.get('socket_errors', 0):,} | "
+            f"{_us(f.get('service_cpu_us_per_request'))} | "
+            f"{_us(f.get('postgres_cpu_us_per_request'))} | "
+            f"{_us(f.get('postgres_backends_cpu_us_per_request'))} |"
+        )
+    lines += [
+        "",
+        "Targets (issue 10), computed from the figures above:",
+        "",
+        "| endpoint | figure | target | measured | |",
+        "|---|---|---:|---:|---|",
+    ]
+    for row in capacity_targets(endpoints):
+        value = row["measured"]
+        shown = "—" if value is None else f"{value:,.0f}" if abs(value) >= 100 else f"{value:g}"
+        verdict = {True: "met", False: "**not met**", None: "not measured"}[row["met"]]
+        lines.append(
+            f"| {row['endpoint']} | {row['figure']} | {row['target']} | {shown} | {verdict} |"
+        )
+    if entry.get("postgres_root_pid") is None:
+        lines += ["", "PostgreSQL's processes were not visible from the bench: no CPU figures."]
+    return [*lines, ""]
+
+
+def _us(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
 def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
     m, s, p = results["meta"], results["settings"], results["protocol"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
@@ -134,7 +247,7 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         "| API | locust S req/s | wrk req/s (p50 / p99 ms) | pgbench tps, 50 clients (avg ms) |",
         "|---|---:|---:|---:|",
     ]
-    wrk = results["limits"].get("wrk", {})
+    wrk = capacity_endpoints(results["limits"])
     pgb = results["limits"].get("pgbench", {})
     for api in ("healthz", *APIS, "invest-hot"):
         if api == "healthz":
@@ -143,7 +256,7 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
             ours = results["scenarios"].get("H", {}).get("accepted_per_second")
         else:
             ours = _api_figures(results, api).get("rps")
-        w = wrk.get(api, {}) if isinstance(wrk.get(api), dict) else {}
+        w = wrk.get(api, {})
         g = pgb.get(api, {})
         wrk_cell = (
             f"{w['rps']:,.0f} ({_ms(w.get('p50_ms'))} / {_ms(w.get('p99_ms'))})"
@@ -155,8 +268,9 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         label = "invest, one hot product (H: accepted/s)" if api == "invest-hot" else api
         ours_cell = "—" if ours is None else f"{ours:,.0f}"
         lines.append(f"| {label} | {ours_cell} | {wrk_cell} | {pg_cell} |")
-    if "skipped" in wrk:
-        lines += ["", f"wrk: {wrk['skipped']}."]
+    skipped = results["limits"].get("capacity", results["limits"].get("wrk", {}))
+    if "skipped" in skipped:
+        lines += ["", f"wrk: {skipped['skipped']}."]
     lines += [
         "",
         f"locust ({s['users']} users) and wrk (500 connections) drive the service through HTTP; "
@@ -165,7 +279,8 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         "with pgbench investing one row per transaction in a single product (the serialized "
         "rate).",
     ]
-    lines += ["", f"![throughput vs limits]({charts['throughput']})", ""]
+    lines += ["", *capacity(results["limits"])]
+    lines += [f"![throughput vs limits; capacity]({charts['throughput']})", ""]
     lines += metrics_overhead(results["limits"])
 
     mixed = results["scenarios"]["M"]
@@ -304,10 +419,12 @@ def charts(results: dict[str, Any], out_dir: Path, base: str) -> dict[str, str]:
     fig.savefig(out_dir / names["seed"], dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 4))
+    # One figure, two panels (the reports keep three PNGs): throughput against the limits, and
+    # the capacity stage's CPU per request with each endpoint's req/s against /healthz.
+    fig, (ax, cap) = plt.subplots(2, 1, figsize=(8, 7.5))
     labels = ["healthz", *APIS, "invest-hot"]
     series: dict[str, list[float]] = {"locust": [], "wrk": [], "pgbench": []}
-    wrk = results["limits"].get("wrk", {})
+    wrk = capacity_endpoints(results["limits"])
     pgb = results["limits"].get("pgbench", {})
     for label in labels:
         if label == "healthz":
@@ -316,8 +433,7 @@ def charts(results: dict[str, Any], out_dir: Path, base: str) -> dict[str, str]:
             series["locust"].append(results["scenarios"]["H"].get("accepted_per_second") or 0)
         else:
             series["locust"].append(_api_figures(results, label).get("rps", 0))
-        entry = wrk.get(label)
-        series["wrk"].append(entry.get("rps") or 0 if isinstance(entry, dict) else 0)
+        series["wrk"].append(wrk.get(label, {}).get("rps") or 0)
         series["pgbench"].append(pgb.get(label, {}).get("tps") or 0)
     width = 0.27
     for i, (name, values) in enumerate(series.items()):
@@ -326,6 +442,29 @@ def charts(results: dict[str, Any], out_dir: Path, base: str) -> dict[str, str]:
     ax.set_ylabel("requests (transactions) / s")
     ax.set_title("Throughput: locust scenario vs wrk (server ceiling) vs pgbench (database)")
     ax.legend()
+
+    xs = range(len(CAPACITY_ENDPOINTS))
+    for i, (group, name) in enumerate((("service", "service"), ("postgres", "PostgreSQL"))):
+        values = [
+            wrk.get(e, {}).get(f"{group}_cpu_us_per_request") or 0 for e in CAPACITY_ENDPOINTS
+        ]
+        cap.bar([x + (i - 0.5) * 0.4 for x in xs], values, 0.4, label=f"{name} CPU µs / request")
+    for endpoint, _, key, _, bound in CAPACITY_TARGETS:  # the CPU targets as short dashes
+        if key.endswith("_cpu_us_per_request"):
+            at = CAPACITY_ENDPOINTS.index(endpoint) + (-0.2 if key.startswith("service") else 0.2)
+            cap.hlines(bound, at - 0.2, at + 0.2, colors="black", linestyles="dashed")
+    top = max([60.0, *(b.get_height() for b in cap.patches)])
+    for x, endpoint in zip(xs, CAPACITY_ENDPOINTS, strict=True):
+        entry = wrk.get(endpoint, {})
+        if entry.get("rps"):
+            ratio = entry.get("rps_vs_healthz")
+            text = f"{entry['rps']:,.0f} req/s" + (f"\n{ratio:.2f}× /healthz" if ratio else "")
+            cap.text(x, top * 1.02, text, ha="center", va="bottom", fontsize=8)
+    cap.set_ylim(0, top * 1.35)
+    cap.set_xticks(list(xs), list(CAPACITY_ENDPOINTS))
+    cap.set_ylabel("CPU µs per request")
+    cap.set_title("Capacity (wrk, 500 connections): CPU per request; dashes = targets")
+    cap.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(out_dir / names["throughput"], dpi=110)
     plt.close(fig)

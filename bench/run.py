@@ -4,8 +4,9 @@
     python -m bench.run --quick    # every scenario for a few seconds on a small dataset
 
 Order: one database, loaded step by step; scenario G is measured at each ledger size on the way
-to D and beyond it, and at D the floor, S, M, H and the limits run. pgbench runs while the service
-is stopped (its 50 clients and the service's 50 connections would share max_connections).
+to D and beyond it, and at D the floor, S, M, H, the capacity stage (wrk) and the other limits
+run. pgbench runs while the service is stopped (its 50 clients and the service's 50 connections
+would share max_connections).
 """
 
 from __future__ import annotations
@@ -20,11 +21,20 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from bench import dataset, limits, report
+from bench import cpu, dataset, limits, report
 from bench.dataset import Shape, check_consistency, users_for
 from bench.loadgen import Run, run_locust
-from bench.target import ROOT, WORK, Service, bench_database, psql
+from bench.target import (
+    ROOT,
+    WORK,
+    Service,
+    bench_database,
+    database_backends,
+    postmaster_pid,
+    psql,
+)
 
 RESULTS = ROOT / "bench" / "results"
 HOT_AMOUNT = 10_000
@@ -236,16 +246,15 @@ class Bench:
             for name, script in scripts.items()
         }
 
-    def wrk(self, key: str = "wrk", seconds: float | None = None) -> dict[str, Any]:
-        if not limits.wrk_available():
-            self.results["limits"][key] = {"skipped": "wrk is not installed"}
-            return {}
+    def wrk_endpoints(
+        self, label: str, seconds: float, cpu_roots: dict[str, int | None] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """wrk (500 connections) on /healthz and each API; with `cpu_roots`, the CPU µs per
+        request of each process group (bench/cpu.py), sampled just before and after each wrk.
+        Logs and scripts go to <work>/wrk-<label>/."""
         assert self.service is not None
         p = self.protocol
         base = self.service.base_url
-        users, recruiting = p.shape.users, p.shape.recruiting
-        from urllib.parse import urlencode
-
         window = urlencode({"started_at": dataset.WINDOW[0], "finished_at": dataset.WINDOW[1]})
         targets = {
             "healthz": (f"{base}/healthz", "healthz"),
@@ -253,15 +262,57 @@ class Bench:
             "invest": (f"{base}/v1/api/investment/user/goods", "invest"),
             "my-investments": (f"{base}/v1/api/investment/user/goods", "my-investments"),
         }
-        out = self.work / key
-        figures = {
-            name: limits.run_wrk(
-                url, name, limits.wrk_script(kind, users, recruiting), seconds or p.wrk_seconds, out
-            )
-            for name, (url, kind) in targets.items()
-        }
-        self.results["limits"][key] = figures
+        out = self.work / f"wrk-{label}"
+        figures: dict[str, dict[str, Any]] = {}
+        for name, (url, kind) in targets.items():
+            script = limits.wrk_script(kind, p.shape.users, p.shape.recruiting)
+            backends = database_backends(self.url) if cpu_roots else set()
+            backends_before = cpu.ticks_of(backends)
+            before = cpu.sample_groups(cpu_roots or {})
+            entry = limits.run_wrk(url, name, script, seconds, out)
+            after = cpu.sample_groups(cpu_roots or {})
+            if cpu_roots:  # the bench database's own backends: its share of the cluster's CPU
+                backends_after = cpu.ticks_of(backends | database_backends(self.url))
+                entry["postgres_backends_cpu_us_per_request"] = cpu.us_per_request_of(
+                    backends_before, backends_after, entry.get("requests")
+                )
+            for group in cpu_roots or {}:
+                used = cpu.us_per_request(before[group], after[group], entry.get("requests"))
+                entry[f"{group}_cpu_us_per_request"] = used
+                sampled = after[group] or before[group]
+                entry[f"{group}_processes"] = sampled.processes if sampled else None
+            if "error" not in entry:
+                entry["errors"] = entry.get("non_2xx", 0) + entry.get("socket_errors", 0)
+            figures[name] = entry
+        floor = figures["healthz"].get("rps")
+        for entry in figures.values():
+            rps = entry.get("rps")
+            entry["rps_vs_healthz"] = round(rps / floor, 3) if rps and floor else None
         return figures
+
+    def capacity(self) -> None:
+        """The capacity stage: wrk on each endpoint next to /healthz, with the service's and
+        PostgreSQL's CPU per request over the same windows."""
+        if not limits.wrk_available():
+            self.results["limits"]["capacity"] = {"skipped": "wrk is not installed"}
+            return
+        assert self.service is not None
+        print("  capacity: wrk, 500 connections, per endpoint", flush=True)
+        # One short pass first: the pool at its full size, the scenario before it (H's locust
+        # processes) gone from the cores.
+        self.wrk_endpoints("capacity-warmup", seconds=1)
+        postmaster = postmaster_pid(self.url)
+        roots = {"service": self.service.pid, "postgres": postmaster}
+        endpoints = self.wrk_endpoints("capacity", self.protocol.wrk_seconds, roots)
+        self.results["limits"]["capacity"] = {
+            "connections": 500,
+            "seconds": self.protocol.wrk_seconds,
+            "service_root_pid": self.service.pid,
+            # The postmaster and all its children: the whole cluster, other databases included.
+            "postgres_root_pid": postmaster,
+            "endpoints": endpoints,
+            "targets": report.capacity_targets(endpoints),
+        }
 
     def metrics_overhead(self) -> None:
         """wrk passes with METRICS_ENABLED=false and =true in ABBA order (off, on, on, off, …),
@@ -273,13 +324,11 @@ class Bench:
         order = ["false", "true", "true", "false"] * rounds
         for number, enabled in enumerate(order):
             self.start_service(METRICS_ENABLED=enabled)
-            self.wrk("wrk_metrics_warmup", seconds=1)  # a fresh process: warm it first
-            del self.results["limits"]["wrk_metrics_warmup"]
-            figures = self.wrk(f"wrk_metrics_{number}", seconds=self.protocol.wrk_seconds / 2)
+            self.wrk_endpoints("metrics-warmup", seconds=1)  # a fresh process: warm it first
+            figures = self.wrk_endpoints(f"metrics-{number}", self.protocol.wrk_seconds / 2)
             for name, entry in figures.items():
                 side = passes.setdefault(name, {"false": [], "true": []})[enabled]
                 side.append(float(entry.get("rps") or 0))
-            del self.results["limits"][f"wrk_metrics_{number}"]
         self.results["limits"]["metrics_overhead"] = {
             name: {
                 "off_rps": sides["false"],
@@ -320,7 +369,7 @@ class Bench:
             self.growth_point(d_size)
         self.seed_scenario()
         self.rush()
-        self.wrk()
+        self.capacity()
         self.metrics_overhead()
         self.stop_service()
         self.pgbench()

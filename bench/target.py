@@ -45,6 +45,43 @@ def psql(url: str, sql: str, timeout: float = 600) -> str:
     return done.stdout.strip()
 
 
+def postmaster_pid(url: str) -> int | None:
+    """The pid of the server's postmaster (the parent of a session's backend), or None when the
+    server's processes are not visible from here (another host or pid namespace)."""
+    from bench.cpu import parent_pid
+
+    session = subprocess.Popen(
+        [pg_tool("psql"), url, "-X", "-q", "-t", "-A"], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert session.stdin is not None and session.stdout is not None
+    try:  # the session stays open while its backend's parent is read
+        session.stdin.write("SELECT pg_backend_pid();\n")
+        session.stdin.flush()
+        answer = session.stdout.readline().strip()
+        postmaster = parent_pid(int(answer)) if answer.isdigit() else None
+    finally:
+        session.stdin.close()
+        session.wait(timeout=10)
+    if postmaster is None:
+        return None
+    try:  # a pid that happens to exist here but is no postgres is not the server
+        command = Path(f"/proc/{postmaster}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return postmaster if b"postgres" in command else None
+
+
+def database_backends(url: str) -> set[int]:
+    """The pids of the client backends connected to `url`'s database, this query's excluded."""
+    rows = psql(
+        url,
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    )
+    return {int(pid) for pid in rows.split()}
+
+
 def with_database(url: str, name: str) -> str:
     base, _, _ = url.partition("?")[0].rpartition("/")
     return f"{base}/{name}"
