@@ -71,6 +71,12 @@ def pgbench_scripts(users: int, recruiting: int, hot_goods: int) -> dict[str, st
     return scripts
 
 
+def requests_per_call(script: str) -> int:
+    """Requests one transaction of a pgbench script carries (invest-x10: 10)."""
+    _, _, size = script.rpartition("-x")
+    return int(size) if size.isdigit() else 1
+
+
 def parse_pgbench(output: str) -> dict[str, Any]:
     def number(pattern: str) -> float | None:
         found = re.search(pattern, output)

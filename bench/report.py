@@ -189,6 +189,31 @@ def capacity(limits: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def sql_cost(limits: dict[str, Any]) -> list[str]:
+    """PostgreSQL's CPU per request from the pgbench stage: the service's own statements at 1,
+    10 and 100 invests per invest_many() call."""
+    runs = limits.get("pgbench", {})
+    rows = [(name, f) for name, f in runs.items() if "requests_per_call" in f]
+    if not rows:
+        return []
+    lines = [
+        "## PostgreSQL cost per request (pgbench, the service's statements, 50 clients)",
+        "",
+        "CPU of the whole PostgreSQL cluster over each pgbench window, per request served "
+        "(an invest_many() call with 10 requests counts 10).",
+        "",
+        "| script | requests per call | calls/s | requests/s | PostgreSQL CPU µs / request |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, f in rows:
+        lines.append(
+            f"| {name} | {f['requests_per_call']} | {f.get('tps') or 0:,.0f} | "
+            f"{f.get('requests_per_second') or 0:,.0f} | "
+            f"{_us(f.get('postgres_cpu_us_per_request'))} |"
+        )
+    return [*lines, ""]
+
+
 def _us(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}"
 
@@ -279,7 +304,7 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         "with pgbench investing one row per transaction in a single product (the serialized "
         "rate).",
     ]
-    lines += ["", *capacity(results["limits"])]
+    lines += ["", *capacity(results["limits"]), *sql_cost(results["limits"])]
     lines += [f"![throughput vs limits; capacity]({charts['throughput']})", ""]
     lines += metrics_overhead(results["limits"])
 

@@ -241,10 +241,20 @@ class Bench:
         hot = self.new_hot_product(10**15, "pgbench 핫 상품")
         scripts = limits.pgbench_scripts(p.shape.users, p.shape.recruiting, hot)
         out = self.work / "pgbench"
-        self.results["limits"]["pgbench"] = {
-            name: limits.run_pgbench(self.url, name, script, p.pgbench_seconds, out)
-            for name, script in scripts.items()
-        }
+        postmaster = postmaster_pid(self.url)
+        figures = {}
+        for name, script in scripts.items():
+            before = cpu.sample(postmaster) if postmaster else None
+            entry = limits.run_pgbench(self.url, name, script, p.pgbench_seconds, out)
+            after = cpu.sample(postmaster) if postmaster else None
+            # PostgreSQL's CPU per invest (or read) at 1, 10 and 100 requests per call.
+            per_call = limits.requests_per_call(name)
+            requests = int(entry.get("transactions") or 0) * per_call
+            entry["requests_per_call"] = per_call
+            entry["requests_per_second"] = round((entry.get("tps") or 0) * per_call, 1)
+            entry["postgres_cpu_us_per_request"] = cpu.us_per_request(before, after, requests)
+            figures[name] = entry
+        self.results["limits"]["pgbench"] = figures
 
     def wrk_endpoints(
         self, label: str, seconds: float, cpu_roots: dict[str, int | None] | None = None
