@@ -34,6 +34,7 @@ DECLARE
     v_now     timestamptz := coalesce(p_at, statement_timestamp());
     v_date    text := to_char(v_now, 'YYYY-MM-DD HH24:MI:SS');
     v_outcome text[];
+    v_wanted  bigint[];  -- the products new requests need
 BEGIN
     IF p_keys IS NULL THEN
         v_outcome := array_fill('done'::text, ARRAY[cardinality(p_user_ids)]);
@@ -61,12 +62,10 @@ BEGIN
     END IF;
 
     -- Only new requests need their product; replays and refusals never wait for a row lock.
-    PERFORM 1
-    FROM investment_goods g
-    WHERE g.goods_id IN (SELECT r.goods_id FROM unnest(p_goods_ids, v_outcome) AS r(goods_id, outcome)
-                         WHERE r.outcome = 'done')
-    ORDER BY g.goods_id
-    FOR UPDATE;
+    SELECT array_agg(DISTINCT r.goods_id) INTO v_wanted
+    FROM unnest(p_goods_ids, v_outcome) AS r(goods_id, outcome)
+    WHERE r.outcome = 'done';
+    PERFORM 1 FROM investment_goods g WHERE g.goods_id = ANY (v_wanted) ORDER BY g.goods_id FOR UPDATE;
 
     -- The rows are locked: this statement's snapshot holds their latest values. A product's
     -- cumulative grant after request i is least(remaining, what it and the earlier ones asked).
@@ -81,7 +80,8 @@ BEGIN
                END AS state_before
         FROM unnest(p_goods_ids, p_user_ids, p_amounts, coalesce(p_keys, '{}'), v_outcome)
              WITH ORDINALITY AS r(goods_id, user_id, amount, key, outcome, ord)
-        LEFT JOIN investment_goods g ON r.outcome = 'done' AND g.goods_id = r.goods_id
+        LEFT JOIN investment_goods g
+               ON r.outcome = 'done' AND g.goods_id = r.goods_id AND g.goods_id = ANY (v_wanted)
     ), eligible AS (
         SELECT q.*,
                (q.total - q.before)::numeric AS remaining,
@@ -121,7 +121,7 @@ BEGIN
               FROM results r WHERE r.granted > 0 GROUP BY r.goods_id) m
         LEFT JOIN (SELECT n.goods_id, count(*)::integer AS investors
                    FROM new_investors n GROUP BY n.goods_id) n ON n.goods_id = m.goods_id
-        WHERE g.goods_id = m.goods_id
+        WHERE g.goods_id = m.goods_id AND g.goods_id = ANY (v_wanted)
     ), remembered AS (
         INSERT INTO investment_idempotency (
             user_id, idempotency_key, goods_id, requested_amount, found, total_investing_amount,
