@@ -6,6 +6,7 @@ import hashlib
 import logging
 
 import psqlpy
+import psqlpy.exceptions
 
 from service.sql import Migration, migrations
 
@@ -21,6 +22,15 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     checksum   text        NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 )
+"""
+
+
+_EXISTS = "SELECT to_regclass('schema_migrations') IS NOT NULL AS found"
+_ZONE_SET = """
+SELECT coalesce((SELECT $1 = ANY (setconfig) FROM pg_db_role_setting
+                 WHERE setrole = 0
+                   AND setdatabase = (SELECT oid FROM pg_database
+                                      WHERE datname = current_database())), false) AS set
 """
 
 
@@ -52,7 +62,10 @@ async def migrate(
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK], prepared=False)
         try:
-            await conn.execute_batch(_CREATE_TABLE)
+            # Only when missing: CREATE ... IF NOT EXISTS still needs the right to create, and
+            # the service role (which may run this to check that nothing is pending) has none.
+            if (await conn.execute(_EXISTS, prepared=False)).result()[0]["found"] is False:
+                await conn.execute_batch(_CREATE_TABLE)
             rows = (await conn.execute("SELECT version, checksum FROM schema_migrations")).result()
             done = {row["version"]: row["checksum"] for row in rows}
             for migration in wanted:
@@ -69,12 +82,22 @@ async def migrate(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES "
                     f"({migration.version}, '{migration.name}', '{digest}');"
                 )
-                await conn.execute_batch(f"BEGIN;\n{migration.text}\n;{record}\nCOMMIT;")
+                try:
+                    await conn.execute_batch(f"BEGIN;\n{migration.text}\n;{record}\nCOMMIT;")
+                except psqlpy.exceptions.Error as error:
+                    raise MigrationError(
+                        f"migration {migration.version:03d}_{migration.name} failed: {error}"
+                        " (migrations run as the tables' owner: MIGRATION_DATABASE_URL)"
+                    ) from error
                 applied_now.append(migration.version)
-            await conn.execute_batch(
-                "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L',"
-                f" current_database(), {_literal(timezone)}); END $$"
-            )
+            zone_set = (
+                await conn.execute(_ZONE_SET, [f"TimeZone={timezone}"], prepared=False)
+            ).result()
+            if not zone_set[0]["set"]:  # ALTER DATABASE is the owner's, so only when needed
+                await conn.execute_batch(
+                    "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L',"
+                    f" current_database(), {_literal(timezone)}); END $$"
+                )
         except BaseException:
             await conn.execute_batch("ROLLBACK")
             raise
