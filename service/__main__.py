@@ -24,6 +24,7 @@ log = logging.getLogger("service")
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT / ".data" / "postgres"
 DEFAULT_ARCHIVE_DIR = ROOT / ".data" / "wal-archive"
+DEFAULT_BACKUP_DIR = ROOT / ".data" / "backups"
 EMBEDDED_SERVICE_USER = "investment_app"  # trust-authenticated, loopback only, no password
 
 
@@ -180,6 +181,41 @@ def run(settings: Settings) -> int:
     return 0
 
 
+def restore_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`python -m service restore`: restore, start, verify the ledger, report (and stop)."""
+    from datetime import datetime
+
+    from service.backup import BackupError, restore
+    from service.embedded import free_port
+
+    target = None
+    if args.time != "latest":
+        try:
+            moment = datetime.fromisoformat(args.time)
+        except ValueError:
+            print(
+                f"--time must be YYYY-MM-DD HH:MM:SS or latest, got {args.time!r}", file=sys.stderr
+            )
+            return 2
+        target = (moment if moment.tzinfo else moment.replace(tzinfo=settings.zone)).isoformat()
+    try:
+        server = restore(args.backup, args.archive, args.data_dir, target, args.port or free_port())
+    except BackupError as error:
+        print(f"restore failed: {error}", file=sys.stderr)
+        return 1
+    try:
+        code = asyncio.run(_verify(server.url))
+        print(f"restored to {target or 'the end of the archive'} in {server.data_dir}")
+        if args.keep_running:
+            print(f"running at {server.url}")
+        else:
+            print(f"serve it with: EMBEDDED_PG_DATA={server.data_dir} just run")
+    finally:
+        if not args.keep_running:
+            server.stop()
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -207,6 +243,26 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "verify", help="check every ledger invariant on DATABASE_URL; exit 1 on any violation"
     )
+    backup = commands.add_parser(
+        "backup",
+        help="base backup of MIGRATION_DATABASE_URL (else DATABASE_URL) with pg_basebackup",
+    )
+    backup.add_argument("--into", type=Path, default=DEFAULT_BACKUP_DIR, help="backups folder")
+    restore = commands.add_parser(
+        "restore", help="restore a base backup + WAL archive into a fresh data directory"
+    )
+    restore.add_argument("backup", type=Path, help="a folder written by `backup`")
+    restore.add_argument("--data-dir", type=Path, required=True, help="fresh data directory")
+    restore.add_argument(
+        "--time",
+        default="latest",
+        help="YYYY-MM-DD HH:MM:SS[.ffffff][+zone] (no zone: TIMEZONE), or latest (the default)",
+    )
+    restore.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE_DIR, help="WAL archive")
+    restore.add_argument("--port", type=int, default=0, help="port of the restored server")
+    restore.add_argument(
+        "--keep-running", action="store_true", help="leave the restored server running"
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -216,6 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "run":
         return run(settings)
+    if args.command == "restore":
+        return leave(restore_command(settings, args))
+    if args.command == "backup":
+        if settings.owner_url is None:
+            print("MIGRATION_DATABASE_URL or DATABASE_URL is required", file=sys.stderr)
+            return 2
+        from service.backup import base_backup, describe
+
+        print(describe(base_backup(settings.owner_url, args.into)))
+        return 0
     if settings.database_url is None:
         print("DATABASE_URL is required for this command", file=sys.stderr)
         return 2
