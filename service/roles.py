@@ -9,6 +9,8 @@ from urllib.parse import unquote, urlsplit
 
 import psqlpy
 
+from service.migrations import MIGRATION_LOCK
+
 log = logging.getLogger("service.roles")
 
 SERVICE_GROUP = "investment_service"
@@ -19,6 +21,13 @@ SELECT r.rolsuper,
        OR has_table_privilege('user_investment_goods', 'DELETE')
        OR has_table_privilege('user_investment_goods', 'TRUNCATE') AS alters_ledger
 FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+
+_STATE = """
+SELECT pg_has_role(r.oid, $2, 'MEMBER') AS member,
+       has_database_privilege(r.oid, current_database(), 'CONNECT') AS connect
+FROM pg_roles r WHERE r.rolname = $1
 """
 
 
@@ -53,24 +62,33 @@ async def grant_service_role(owner_url: str, service_url: str, create: bool) -> 
         return None
     conn = await psqlpy.connect(dsn=owner_url, application_name="investment-migrate")
     try:
-        exists = (await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = $1", [user])).result()
-        if not exists:
-            if not create:
-                raise RoleError(
-                    f"the service role {user!r} does not exist: create it as in"
-                    " docs/operations.md (CREATE ROLE ... LOGIN), then migrate again"
-                )
-            secret = "" if password is None else f" PASSWORD {_literal(password)}"
-            await conn.execute_batch(f"CREATE ROLE {_identifier(user)} LOGIN{secret}")
-            log.info("created the service login role %s", user)
-        await conn.execute_batch(
-            f"GRANT {SERVICE_GROUP} TO {_identifier(user)};"
-            " DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I',"
-            f" current_database(), {_literal(user)}); END $$"
-        )
+        # Instances starting at once take turns (concurrent GRANTs of one role can fail with
+        # "tuple concurrently updated"), and one that finds everything in place changes nothing.
+        await conn.execute("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK], prepared=False)
+        await _grant(conn, user, password, create)
     finally:
-        conn.close()
+        conn.close()  # ends the session, and with it the advisory lock
     return user
+
+
+async def _grant(conn: psqlpy.Connection, user: str, password: str | None, create: bool) -> None:
+    state = (await conn.execute(_STATE, [user, SERVICE_GROUP], prepared=False)).result()
+    if state and state[0]["member"] and state[0]["connect"]:
+        return
+    if not state:
+        if not create:
+            raise RoleError(
+                f"the service role {user!r} does not exist: create it as in"
+                " docs/operations.md (CREATE ROLE ... LOGIN), then migrate again"
+            )
+        secret = "" if password is None else f" PASSWORD {_literal(password)}"
+        await conn.execute_batch(f"CREATE ROLE {_identifier(user)} LOGIN{secret}")
+        log.info("created the service login role %s", user)
+    await conn.execute_batch(
+        f"GRANT {SERVICE_GROUP} TO {_identifier(user)};"
+        " DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I',"
+        f" current_database(), {_literal(user)}); END $$"
+    )
 
 
 async def privilege_warnings(conn: psqlpy.Connection) -> list[str]:

@@ -139,3 +139,23 @@ def test_the_running_service_connects_as_the_service_role(
         " AND datname = current_database()",
     )
     assert users == "investment_app"
+
+
+def test_migrate_as_the_service_role_only_checks_that_nothing_is_pending(database_url: str) -> None:
+    # An instance given only the service role's URL (the owner migrated beforehand) starts.
+    import os
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "migrate"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": service_url(database_url)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
