@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from service.durability import durability_problems, judge
+from service.embedded import EmbeddedPostgres
 from service.settings import load_settings
 
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
@@ -41,3 +43,12 @@ def test_unsafe_is_refused_unless_overridden_then_warned(caplog: pytest.LogCaptu
         caplog.clear()
         assert judge(load_settings({}), DURABLE) is True
         assert caplog.text == ""
+
+
+def test_the_embedded_server_is_started_durable(tmp_path: Path) -> None:
+    server = EmbeddedPostgres(tmp_path / "pg", 5432, archive_dir=tmp_path / "archive")
+    assert durability_problems(server.server_settings()) == []
+    assert server.server_settings()["archive_mode"] == "on"
+    # A test may ask for an unsafe server explicitly; it is then named.
+    unsafe = EmbeddedPostgres(tmp_path / "pg", 5432, settings={"fsync": "off"})
+    assert durability_problems(unsafe.server_settings()) == ["fsync=off"]
