@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = Path(__file__).resolve().parent
@@ -293,9 +293,9 @@ def _stop_postgres(data_dir: Path, timeout: float = 30.0) -> None:
 def service_url(owner_url: str) -> str:
     """The same database as the service's least-privileged login (SERVICE_USER, no password:
     the local servers trust loopback; sql/migrations/008_service_role.sql)."""
-    parts = urlsplit(owner_url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{SERVICE_USER}@{host}"))
+    from service.roles import with_user
+
+    return with_user(owner_url, SERVICE_USER)
 
 
 def _migrate(url: str, demo: bool, config: ClusterConfig) -> None:

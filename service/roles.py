@@ -5,7 +5,7 @@ migrating, and checked at start (docs/operations.md, "The service role")."""
 from __future__ import annotations
 
 import logging
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psqlpy
 
@@ -41,6 +41,14 @@ def _identifier(name: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def with_user(url: str, user: str, password: str | None = None) -> str:
+    """The same server and database as `url`, as another role."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    login = quote(user, safe="") + ("" if password is None else ":" + quote(password, safe=""))
+    return urlunsplit(parts._replace(netloc=f"{login}@{host}"))
 
 
 def url_user(url: str) -> tuple[str, str | None]:

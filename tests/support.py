@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -60,9 +59,9 @@ SERVICE_PASSWORD = "investment-app-test"
 
 def service_url(owner_url: str) -> str:
     """The same database, as the service's role instead of the owner."""
-    parts = urlsplit(owner_url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{SERVICE_USER}:{SERVICE_PASSWORD}@{host}"))
+    from service.roles import with_user
+
+    return with_user(owner_url, SERVICE_USER, SERVICE_PASSWORD)
 
 
 class ServiceProcess:
