@@ -35,6 +35,20 @@ verify: setup
     DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}" \
         {{py}} -m service verify
 
+# Base backup (pg_basebackup, with the WAL it needs) of the owner's database into .data/backups/;
+# WAL segments are archived continuously by the server (`just run`: .data/wal-archive/).
+# Default: `just run`'s embedded database. Runbook: docs/operations.md.
+[positional-arguments]
+backup *args: setup
+    MIGRATION_DATABASE_URL="${MIGRATION_DATABASE_URL:-${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}}" \
+        {{py}} -m service backup "$@"
+
+# Point-in-time restore into a fresh data directory, then the ledger verifier. Example:
+#   just restore .data/backups/20261125T120000.000000Z --data-dir .data/restored --time "2026-11-25 21:30:00"
+[positional-arguments]
+restore *args: setup
+    {{py}} -m service restore "$@"
+
 # The whole test suite against a real PostgreSQL (TEST_DATABASE_URL, else an embedded one).
 test *args: setup
     {{py}} -m pytest {{args}}

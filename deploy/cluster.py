@@ -1,7 +1,8 @@
 """The local production-like topology: haproxy → N service instances → PgBouncer → PostgreSQL.
 
 `python -m deploy.cluster up|down|status` (the `just cluster` recipes). `up` installs haproxy and
-PgBouncer from Debian when missing, migrates the database directly (never through PgBouncer),
+PgBouncer from Debian when missing, migrates the database directly (never through PgBouncer) as
+its owner, creates the service's least-privileged login (PgBouncer and the instances use it),
 renders deploy/*.template into a runtime folder (.data/cluster/, git-ignored), starts PgBouncer,
 the instances and haproxy, waits until each answers, and records what it started in state.json;
 `down` stops exactly those processes. Everything listens on 127.0.0.1.
@@ -37,6 +38,7 @@ DEPLOY = Path(__file__).resolve().parent
 DEFAULT_RUNTIME = ROOT / ".data" / "cluster"
 LOCAL_POSTGRES = ("127.0.0.1", 5432)
 LOCAL_DATABASE = "investment_cluster"
+SERVICE_USER = "investment_app"
 PACKAGES = {"haproxy": "haproxy", "pgbouncer": "pgbouncer"}  # program → Debian package
 # PgBouncer keeps protocol-level named prepared statements apart per client from 1.21 on.
 PREPARED_STATEMENTS_SINCE = (1, 21)
@@ -288,9 +290,24 @@ def _stop_postgres(data_dir: Path, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
+def service_url(owner_url: str) -> str:
+    """The same database as the service's least-privileged login (SERVICE_USER, no password:
+    the local servers trust loopback; sql/migrations/008_service_role.sql)."""
+    from service.roles import with_user
+
+    return with_user(owner_url, SERVICE_USER)
+
+
 def _migrate(url: str, demo: bool, config: ClusterConfig) -> None:
-    command = [sys.executable, "-m", "service", "migrate", *(["--demo"] if demo else [])]
-    env = {**os.environ, "DATABASE_URL": url, "TIMEZONE": config.timezone}
+    """Migrate as the owner; create the service's login and make it a member of its role."""
+    command = [sys.executable, "-m", "service", "migrate", "--create-service-login"]
+    command += ["--demo"] if demo else []
+    env = {
+        **os.environ,
+        "DATABASE_URL": service_url(url),
+        "MIGRATION_DATABASE_URL": url,
+        "TIMEZONE": config.timezone,
+    }
     done = subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -413,7 +430,8 @@ def up(config: ClusterConfig) -> dict[str, Any]:
     try:
         direct_url, demo = _database(config, state)
         _migrate(direct_url, demo, config)
-        database, user = _write_pgbouncer(config, direct_url, prepared)
+        # PgBouncer logs in to PostgreSQL as the service's role, never as the owner.
+        database, user = _write_pgbouncer(config, service_url(direct_url), prepared)
         _write_haproxy(config)
         pooled_url = f"postgresql://{user}@127.0.0.1:{config.pgbouncer_port}/{database}"
         state.update(

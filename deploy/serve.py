@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from service.__main__ import serve
+from service.__main__ import check_before_serving, serve
 from service.logs import configure_logging
 from service.settings import SettingsError, load_settings
 
@@ -25,6 +25,8 @@ def main() -> int:
         print("DATABASE_URL is required", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if not check_before_serving(settings):  # durability (and role) as the instance sees them
+        return 1
     logging.getLogger("deploy").info(
         "serving on http://%s:%s with %d workers", settings.host, settings.port, settings.workers
     )

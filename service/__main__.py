@@ -1,5 +1,6 @@
-"""Command line: `python -m service run|migrate|goods` (run = migrate, demo data when embedded,
-serve; goods = product administration, service/admin.py)."""
+"""Command line: `python -m service run|migrate|preflight|goods|verify|backup|restore` (run =
+migrate, demo data when embedded, start-up checks, serve; goods = product administration,
+service/admin.py; backup/restore: service/backup.py)."""
 
 from __future__ import annotations
 
@@ -22,17 +23,55 @@ from service.settings import Settings, SettingsError, load_settings
 log = logging.getLogger("service")
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT / ".data" / "postgres"
+DEFAULT_ARCHIVE_DIR = ROOT / ".data" / "wal-archive"
+DEFAULT_BACKUP_DIR = ROOT / ".data" / "backups"
+EMBEDDED_SERVICE_USER = "investment_app"  # trust-authenticated, loopback only, no password
 
 
-async def _prepare(url: str, settings: Settings, demo: bool) -> None:
+async def _prepare(settings: Settings, demo: bool, create_login: bool) -> None:
+    """Migrate as the owner; then make DATABASE_URL's user a member of the service role."""
     from service.demo import load_demo_data
     from service.migrations import migrate
+    from service.roles import grant_service_role
 
-    applied = await migrate(url, settings.timezone)
+    owner = settings.owner_url
+    assert owner is not None and settings.database_url is not None
+    applied = await migrate(owner, settings.timezone)
     if applied:
         log.info("applied migrations %s", applied)
-    if demo and await load_demo_data(url):
+    if settings.migration_database_url is not None:
+        await grant_service_role(owner, settings.database_url, create_login)
+    if demo and await load_demo_data(owner):
         log.info("loaded the demo data set")
+
+
+async def _preflight(settings: Settings) -> int:
+    """Before serving: the server keeps acknowledged commits (or the override is set), and a
+    warning when the service's role could alter the ledger."""
+    from service.durability import connect_as_service, judge, read_durability
+    from service.roles import privilege_warnings
+
+    try:
+        conn = await connect_as_service(settings)
+        try:
+            values = await read_durability(conn)
+            warnings = await privilege_warnings(conn)
+        finally:
+            conn.close()
+    except Exception as error:  # the server is unreachable: no verdict, no serving
+        log.error("start-up check failed: %s", error)
+        return 1
+    for warning in warnings:
+        log.warning("least privilege: %s (docs/operations.md, 'The service role')", warning)
+    return 0 if judge(settings, values) else 1
+
+
+def check_before_serving(settings: Settings) -> bool:
+    """`python -m service preflight` in a child process (psqlpy's runtime threads must not be
+    started in the process that granian forks); every instance runs it at its own start."""
+    env = {**os.environ, **settings.as_env()}
+    command = [sys.executable, "-m", "service", "preflight"]
+    return subprocess.run(command, env=env, check=False).returncode == 0
 
 
 @contextmanager
@@ -103,19 +142,30 @@ def run(settings: Settings) -> int:
 
         data_dir = Path(os.environ.get("EMBEDDED_PG_DATA", DEFAULT_DATA_DIR))
         port = int(os.environ.get("EMBEDDED_PG_PORT", "55432"))
-        embedded = EmbeddedPostgres(data_dir, port)
-        url = embedded.start()
-        log.info("embedded PostgreSQL at %s (data in %s)", url, data_dir)
-        settings = dataclasses.replace(settings, database_url=url)
+        archive = os.environ.get("EMBEDDED_PG_ARCHIVE")
+        embedded = EmbeddedPostgres(
+            data_dir, port, archive_dir=Path(archive) if archive else DEFAULT_ARCHIVE_DIR
+        )
+        owner_url = embedded.start()
+        log.info("embedded PostgreSQL at %s (data in %s)", owner_url, data_dir)
+        # Migrations as the owner (postgres), the service as its own least-privileged login.
+        settings = dataclasses.replace(
+            settings,
+            database_url=embedded.url_as(EMBEDDED_SERVICE_USER),
+            migration_database_url=owner_url,
+        )
     try:
         # Migrations run in a child process: psqlpy's runtime threads would not survive the
         # fork of granian's workers if this process had started them.
         command = [sys.executable, "-m", "service", "migrate"]
         if embedded is not None:
-            command.append("--demo")
+            command += ["--demo", "--create-service-login"]
         env = {**os.environ, **settings.as_env()}
         if subprocess.run(command, env=env, check=False).returncode != 0:
             log.error("migrations failed; not serving")
+            return 1
+        if not check_before_serving(settings):
+            log.error("start-up check failed; not serving")
             return 1
         log.info(
             "serving on http://%s:%s with %d workers, %d database connections each",
@@ -131,12 +181,55 @@ def run(settings: Settings) -> int:
     return 0
 
 
+def restore_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`python -m service restore`: restore, start, verify the ledger, report (and stop)."""
+    from datetime import datetime
+
+    from service.backup import BackupError, restore
+    from service.embedded import free_port
+
+    target = None
+    if args.time != "latest":
+        try:
+            moment = datetime.fromisoformat(args.time)
+        except ValueError:
+            print(
+                f"--time must be YYYY-MM-DD HH:MM:SS or latest, got {args.time!r}", file=sys.stderr
+            )
+            return 2
+        target = (moment if moment.tzinfo else moment.replace(tzinfo=settings.zone)).isoformat()
+    try:
+        server = restore(args.backup, args.archive, args.data_dir, target, args.port or free_port())
+    except BackupError as error:
+        print(f"restore failed: {error}", file=sys.stderr)
+        return 1
+    try:
+        code = asyncio.run(_verify(server.url))
+        print(f"restored to {target or 'the end of the archive'} in {server.data_dir}")
+        if args.keep_running:
+            print(f"running at {server.url}")
+        else:
+            print(f"serve it with: EMBEDDED_PG_DATA={server.data_dir} just run")
+    finally:
+        if not args.keep_running:
+            server.stop()
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="migrate and serve (embedded PostgreSQL when no DATABASE_URL)")
     migrate = commands.add_parser("migrate", help="apply the migrations to DATABASE_URL")
     migrate.add_argument("--demo", action="store_true", help="also load the demo data (once)")
+    migrate.add_argument(
+        "--create-service-login",
+        action="store_true",
+        help="create DATABASE_URL's user as a login when missing (with MIGRATION_DATABASE_URL)",
+    )
+    commands.add_parser(
+        "preflight", help="check DATABASE_URL's durability settings and role before serving"
+    )
     goods = commands.add_parser("goods", help="administer products (DATABASE_URL)")
     actions = goods.add_subparsers(dest="goods_command", required=True)
     add = actions.add_parser("add", help="register a product; prints it as JSON")
@@ -150,6 +243,26 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "verify", help="check every ledger invariant on DATABASE_URL; exit 1 on any violation"
     )
+    backup = commands.add_parser(
+        "backup",
+        help="base backup of MIGRATION_DATABASE_URL (else DATABASE_URL) with pg_basebackup",
+    )
+    backup.add_argument("--into", type=Path, default=DEFAULT_BACKUP_DIR, help="backups folder")
+    restore = commands.add_parser(
+        "restore", help="restore a base backup + WAL archive into a fresh data directory"
+    )
+    restore.add_argument("backup", type=Path, help="a folder written by `backup`")
+    restore.add_argument("--data-dir", type=Path, required=True, help="fresh data directory")
+    restore.add_argument(
+        "--time",
+        default="latest",
+        help="YYYY-MM-DD HH:MM:SS[.ffffff][+zone] (no zone: TIMEZONE), or latest (the default)",
+    )
+    restore.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE_DIR, help="WAL archive")
+    restore.add_argument("--port", type=int, default=0, help="port of the restored server")
+    restore.add_argument(
+        "--keep-running", action="store_true", help="leave the restored server running"
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -159,6 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "run":
         return run(settings)
+    if args.command == "restore":
+        return leave(restore_command(settings, args))
+    if args.command == "backup":
+        if settings.owner_url is None:
+            print("MIGRATION_DATABASE_URL or DATABASE_URL is required", file=sys.stderr)
+            return 2
+        from service.backup import base_backup, describe
+
+        print(describe(base_backup(settings.owner_url, args.into)))
+        return 0
     if settings.database_url is None:
         print("DATABASE_URL is required for this command", file=sys.stderr)
         return 2
@@ -168,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         return leave(run_goods_command(settings, args))
     if args.command == "verify":
         return leave(asyncio.run(_verify(settings.database_url)))
-    asyncio.run(_prepare(settings.database_url, settings, demo=args.demo))
+    if args.command == "preflight":
+        return leave(asyncio.run(_preflight(settings)))
+    asyncio.run(_prepare(settings, demo=args.demo, create_login=args.create_service_login))
     return leave(0)
 
 

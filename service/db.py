@@ -31,9 +31,14 @@ _SERVER_ERROR = "db error: ERROR:"
 
 
 def connection_options(settings: Settings) -> str:
-    """Session settings every connection starts with: the display zone and a statement bound."""
+    """Session settings every connection starts with: the display zone, a statement bound, and
+    commits that return only once their WAL is flushed (an acknowledged investment survives a
+    crash, whatever the server's or the role's default; service/durability.py checks the rest)."""
     statement_ms = max(1, int(settings.db_statement_timeout * 1000))
-    return f"-c TimeZone={settings.timezone} -c statement_timeout={statement_ms}"
+    return (
+        f"-c TimeZone={settings.timezone} -c statement_timeout={statement_ms}"
+        " -c synchronous_commit=on"
+    )
 
 
 def open_pool(settings: Settings, size: int) -> ConnectionPool:

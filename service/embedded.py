@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import stat
@@ -49,15 +50,52 @@ def _port_in_use(host: str, port: int) -> bool:
 class EmbeddedPostgres:
     """One data folder, one server; `start` initialises the folder on first use."""
 
-    def __init__(self, data_dir: Path, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        host: str = "127.0.0.1",
+        *,
+        archive_dir: Path | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """`archive_dir`: archive every WAL segment there (point-in-time restore, backup.py);
+        `settings`: more server settings (name -> value), after the durable defaults."""
         self.data_dir = data_dir.resolve()
         self.host = host
         self.port = port
+        self.archive_dir = None if archive_dir is None else archive_dir.resolve()
+        self.settings = dict(settings or {})
         self._user: str | None = None
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+        return self.url_as("postgres")
+
+    def url_as(self, user: str) -> str:
+        """The URL for another role (trust authentication on loopback: no password)."""
+        return f"postgresql://{user}@{self.host}:{self.port}/postgres"
+
+    def server_settings(self) -> dict[str, str]:
+        """Durable by default: fsync and synchronous_commit on, full page writes (the service
+        refuses to serve otherwise, service/durability.py)."""
+        values = {
+            "max_connections": "200",
+            "shared_buffers": "256MB",
+            "fsync": "on",
+            "synchronous_commit": "on",
+            "full_page_writes": "on",
+        }
+        if self.archive_dir is not None:
+            target = shlex.quote(str(self.archive_dir))
+            values.update(
+                archive_mode="on",
+                # Never overwrite a segment already archived; PostgreSQL retries on failure.
+                archive_command=f"test ! -f {target}/%f && cp %p {target}/%f",
+                archive_timeout="60",  # a quiet server still archives within a minute
+            )
+        values.update(self.settings)
+        return values
 
     @property
     def log_file(self) -> Path:
@@ -74,6 +112,8 @@ class EmbeddedPostgres:
 
     def _prepare_folder(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.archive_dir is not None:
+            self.archive_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() != 0:
             return
         try:
@@ -88,6 +128,11 @@ class EmbeddedPostgres:
                 folder.chmod(folder.stat().st_mode | traversable)
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
             os.chown(path, entry.pw_uid, entry.pw_gid)
+        if self.archive_dir is not None:
+            for folder in self.archive_dir.parents:
+                if folder.stat().st_mode & traversable != traversable:
+                    folder.chmod(folder.stat().st_mode | traversable)
+            os.chown(self.archive_dir, entry.pw_uid, entry.pw_gid)
 
     @property
     def initialised(self) -> bool:
@@ -113,9 +158,8 @@ class EmbeddedPostgres:
             return self.url
         if _port_in_use(self.host, self.port):
             raise RuntimeError(f"port {self.port} is already in use; set EMBEDDED_PG_PORT")
-        options = (
-            f"-h {self.host} -p {self.port} -k {self.data_dir} -c max_connections=200"
-            " -c shared_buffers=256MB -c fsync=on -c synchronous_commit=on"
+        options = f"-h {self.host} -p {self.port} -k {self.data_dir} " + " ".join(
+            "-c " + shlex.quote(f"{name}={value}") for name, value in self.server_settings().items()
         )
         log.info("starting embedded PostgreSQL on %s:%s", self.host, self.port)
         self._run(

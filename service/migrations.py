@@ -7,6 +7,7 @@ import hashlib
 import logging
 
 import psqlpy
+import psqlpy.exceptions
 
 from service.sql import Migration, Repeatable, migrations, repeatables
 
@@ -31,6 +32,18 @@ CREATE TABLE IF NOT EXISTS schema_repeatables (
 # A migration waits at most this long for a lock (say, on a table the service is busy with) and
 # then fails, instead of queueing every request behind it.
 LOCK_TIMEOUT = "5s"
+
+
+_EXISTS = (
+    "SELECT to_regclass('schema_migrations') IS NOT NULL"
+    " AND to_regclass('schema_repeatables') IS NOT NULL AS found"
+)
+_ZONE_SET = """
+SELECT coalesce((SELECT $1 = ANY (setconfig) FROM pg_db_role_setting
+                 WHERE setrole = 0
+                   AND setdatabase = (SELECT oid FROM pg_database
+                                      WHERE datname = current_database())), false) AS set
+"""
 
 
 class MigrationError(RuntimeError):
@@ -62,7 +75,10 @@ async def migrate(
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK], prepared=False)
         try:
-            await conn.execute_batch(_CREATE_TABLE)
+            # Only when missing: CREATE ... IF NOT EXISTS still needs the right to create, and
+            # the service role (which may run this to check that nothing is pending) has none.
+            if (await conn.execute(_EXISTS, prepared=False)).result()[0]["found"] is False:
+                await conn.execute_batch(_CREATE_TABLE)
             rows = (await conn.execute("SELECT version, checksum FROM schema_migrations")).result()
             done = {row["version"]: row["checksum"] for row in rows}
             for migration in wanted:
@@ -79,13 +95,19 @@ async def migrate(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES "
                     f"({migration.version}, '{migration.name}', '{digest}');"
                 )
-                await _apply(conn, migration.text, record)
+                await _apply(
+                    conn, migration.text, record, f"{migration.version:03d}_{migration.name}"
+                )
                 applied_now.append(migration.version)
             await _apply_repeatables(conn)
-            await conn.execute_batch(
-                "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L',"
-                f" current_database(), {_literal(timezone)}); END $$"
-            )
+            zone_set = (
+                await conn.execute(_ZONE_SET, [f"TimeZone={timezone}"], prepared=False)
+            ).result()
+            if not zone_set[0]["set"]:  # ALTER DATABASE is the owner's, so only when needed
+                await conn.execute_batch(
+                    "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L',"
+                    f" current_database(), {_literal(timezone)}); END $$"
+                )
         except BaseException:
             await conn.execute_batch("ROLLBACK")
             raise
@@ -96,10 +118,16 @@ async def migrate(
     return applied_now
 
 
-async def _apply(conn: psqlpy.Connection, text: str, record: str) -> None:
-    await conn.execute_batch(
-        f"BEGIN;\nSET LOCAL lock_timeout = '{LOCK_TIMEOUT}';\n{text}\n;{record}\nCOMMIT;"
-    )
+async def _apply(conn: psqlpy.Connection, text: str, record: str, name: str) -> None:
+    try:
+        await conn.execute_batch(
+            f"BEGIN;\nSET LOCAL lock_timeout = '{LOCK_TIMEOUT}';\n{text}\n;{record}\nCOMMIT;"
+        )
+    except psqlpy.exceptions.Error as error:
+        raise MigrationError(
+            f"migration {name} failed: {error}"
+            " (migrations run as the tables' owner: MIGRATION_DATABASE_URL)"
+        ) from error
 
 
 async def _apply_repeatables(conn: psqlpy.Connection) -> None:
@@ -115,4 +143,4 @@ async def _apply_repeatables(conn: psqlpy.Connection) -> None:
             f"('{repeatable.name}', '{digest}') ON CONFLICT (name) DO UPDATE"
             " SET checksum = EXCLUDED.checksum, applied_at = now();"
         )
-        await _apply(conn, repeatable.text, record)
+        await _apply(conn, repeatable.text, record, f"functions/{repeatable.name}.sql")

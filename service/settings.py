@@ -39,10 +39,17 @@ class Settings:
     metrics_enabled: bool = True
     access_log: bool = False
     admin_token: str | None = field(default=None, repr=False)
+    migration_database_url: str | None = field(default=None, repr=False)
+    allow_unsafe_durability: bool = False
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def owner_url(self) -> str | None:
+        """Where migrations run: the owner's URL, else DATABASE_URL (one role for both)."""
+        return self.migration_database_url or self.database_url
 
     def pool_share(self) -> int:
         """Connections one worker may open: the total cap split evenly, never above it."""
@@ -152,6 +159,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "METRICS_ENABLED": _flag,
     "ACCESS_LOG": _flag,
     "ADMIN_TOKEN": _token,
+    "MIGRATION_DATABASE_URL": _database_url,
+    "ALLOW_UNSAFE_DURABILITY": _flag,
 }
 
 

@@ -51,15 +51,30 @@ def free_port() -> int:
     return pick()
 
 
+# The least-privileged login the tests' services connect as (a member of investment_service,
+# sql/migrations/008_service_role.sql); created by migrate() on the test server when missing.
+SERVICE_USER = "investment_app"
+SERVICE_PASSWORD = "investment-app-test"
+
+
+def service_url(owner_url: str) -> str:
+    """The same database, as the service's role instead of the owner."""
+    from service.roles import with_user
+
+    return with_user(owner_url, SERVICE_USER, SERVICE_PASSWORD)
+
+
 class ServiceProcess:
-    """`python -m service run` as a real process: granian, its workers, its own pool."""
+    """`python -m service run` as a real process: granian, its workers, its own pool. Given the
+    owner's URL, it connects as the service role (migrations, if any, as the owner)."""
 
     def __init__(self, database_url: str, workers: int = 1, **settings: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
-            "DATABASE_URL": database_url,
+            "DATABASE_URL": service_url(database_url),
+            "MIGRATION_DATABASE_URL": database_url,
             "PORT": str(self.port),
             "WORKERS": str(workers),
             "LOG_LEVEL": "WARNING",
@@ -208,11 +223,12 @@ def verify_ledger(database_url: str) -> dict[str, int]:
 
 
 def migrate(url: str) -> None:
-    """Apply the migrations from a child process (psqlpy's runtime stays out of pytest's)."""
+    """Apply the migrations as the owner and let the service role in (creating its login when
+    missing), from a child process (psqlpy's runtime stays out of pytest's)."""
+    env = {**os.environ, "DATABASE_URL": service_url(url), "MIGRATION_DATABASE_URL": url}
     done = subprocess.run(
-        [sys.executable, "-m", "service", "migrate"], cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": url},
-        capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-m", "service", "migrate", "--create-service-login"], cwd=ROOT,
+        env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
 

@@ -59,7 +59,9 @@ def test_order_is_by_invest_date_then_id(
     earlier = invest(client, user, goods_id, 2)["investment_id"]
     psql(
         database_url,
-        f"UPDATE user_investment_goods SET invest_date = invest_date - interval '1 hour' WHERE id = {earlier}",
+        "BEGIN; SET LOCAL investment.ledger_maintenance = on;"
+        f" UPDATE user_investment_goods SET invest_date = invest_date - interval '1 hour' WHERE id = {earlier};"
+        " COMMIT",
     )
     items = client.get(PATH, headers={"X-USER-ID": str(user)}).json()
     assert [i["user_investing_amount"] for i in items] == [2, 1]

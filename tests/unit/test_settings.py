@@ -47,7 +47,8 @@ def test_settings_round_trip_through_the_environment() -> None:
     [("PORT", "eighty"), ("PORT", "70000"), ("WORKERS", "0"), ("DB_POOL_SIZE", "-1"),
      ("TIMEZONE", "Mars/Olympus"), ("LIST_CACHE_SECONDS", "soon"), ("LIST_CACHE_SECONDS", "-1"),
      ("DB_ACQUIRE_TIMEOUT", "0"), ("MAX_BODY_BYTES", "1"), ("DATABASE_URL", "mysql://x"),
-     ("LOG_LEVEL", "LOUD"), ("HOST", " "), ("LIST_CACHE_SECONDS", "nan")],
+     ("LOG_LEVEL", "LOUD"), ("HOST", " "), ("LIST_CACHE_SECONDS", "nan"),
+     ("MIGRATION_DATABASE_URL", "mysql://x"), ("ALLOW_UNSAFE_DURABILITY", "maybe")],
 )  # fmt: skip
 def test_invalid_setting_names_itself(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
@@ -62,3 +63,17 @@ def test_fewer_than_two_connections_per_worker_is_refused(workers: str, pool: st
 
 def test_two_connections_per_worker_is_enough() -> None:
     assert load_settings({"WORKERS": "4", "DB_POOL_SIZE": "8"}).pool_share() == 2
+
+
+def test_migrations_run_as_the_owner_when_given_else_as_database_url() -> None:
+    service = "postgresql://investment_app@h/db"
+    assert load_settings({"DATABASE_URL": service}).owner_url == service
+    owner = "postgresql://owner:secret@h/db"
+    settings = load_settings({"DATABASE_URL": service, "MIGRATION_DATABASE_URL": owner})
+    assert settings.owner_url == owner and settings.database_url == service
+    assert "secret" not in repr(settings)
+
+
+def test_unsafe_durability_is_refused_by_default() -> None:
+    assert load_settings({}).allow_unsafe_durability is False
+    assert load_settings({"ALLOW_UNSAFE_DURABILITY": "true"}).allow_unsafe_durability is True

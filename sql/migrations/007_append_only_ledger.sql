@@ -1,0 +1,27 @@
+-- The ledger is append-only. UPDATE, DELETE and TRUNCATE of user_investment_goods are refused for
+-- every role, the owner included, unless the transaction opts in to the maintenance path:
+--
+--   BEGIN;
+--   SET LOCAL investment.ledger_maintenance = on;   -- this transaction only
+--   UPDATE user_investment_goods SET ... ;           -- a deliberate, reviewed correction
+--   COMMIT;
+--
+-- The service's role has no UPDATE, DELETE or TRUNCATE privilege on the ledger at all
+-- (008_service_role.sql), so it cannot take this path; the trigger guards the owner's hands
+-- (a mistyped psql statement, a tool run against the wrong database). See docs/reliability.md.
+
+CREATE FUNCTION user_investment_goods_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('investment.ledger_maintenance', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    RAISE EXCEPTION 'user_investment_goods is append-only: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'a deliberate correction runs in a transaction that first does'
+                     ' SET LOCAL investment.ledger_maintenance = on';
+END $$;
+
+CREATE TRIGGER user_investment_goods_append_only
+    BEFORE UPDATE OR DELETE OR TRUNCATE ON user_investment_goods
+    FOR EACH STATEMENT EXECUTE FUNCTION user_investment_goods_append_only();

@@ -1,0 +1,92 @@
+"""The goods-id sequence under concurrent inserts (sql/migrations/006_goods_id_sequence.sql): product
+creates that leave goods_id out never fail on the primary key, even while other sessions insert
+products with explicit ids."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import migrated_database, psql
+
+SESSIONS = 6
+INSERTS = 1500  # per session; every third one with an explicit id
+
+
+@pytest.fixture
+def goods_database(postgres_server: str) -> Iterator[str]:
+    with migrated_database(postgres_server) as url:
+        yield url
+
+
+def _script(session: int) -> str:
+    lines = ["\\set ON_ERROR_STOP 0"]
+    for i in range(INSERTS):
+        if i % 3 == 2:
+            # Far above anything handed out so far, unique per session and statement; ON CONFLICT
+            # because only the creates without an id are under test.
+            explicit = 10**9 + session * 10**6 + i * 1000
+            lines.append(
+                "INSERT INTO investment_goods (goods_id, title, total_investing_amount, started_at,"
+                f" finished_at) VALUES ({explicit}, 'explicit', 100, now(), now() + interval '1 day')"
+                " ON CONFLICT (goods_id) DO NOTHING;"
+            )
+        else:
+            lines.append(
+                "INSERT INTO investment_goods (title, total_investing_amount, started_at,"
+                " finished_at) VALUES ('created', 100, now(), now() + interval '1 day');"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def test_concurrent_creates_and_explicit_ids_never_collide(
+    goods_database: str, tmp_path: Path
+) -> None:
+    sessions = []
+    for session in range(SESSIONS):
+        script = tmp_path / f"session{session}.sql"
+        script.write_text(_script(session))
+        command = ["psql", goods_database, "-X", "-q", "-f", str(script)]
+        sessions.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        )
+    errors = []
+    for process in sessions:
+        _, err = process.communicate(timeout=120)
+        errors += [line for line in err.splitlines() if "ERROR" in line]
+    assert errors == [], f"{len(errors)} failed creates, first: {errors[:3]}"
+    created = int(
+        psql(goods_database, "SELECT count(*) FROM investment_goods WHERE title = 'created'")
+    )
+    assert created == SESSIONS * (INSERTS - INSERTS // 3)
+    # The sequence is past every id in the table: the next create cannot collide either.
+    assert (
+        psql(
+            goods_database,
+            "SELECT (SELECT last_value FROM investment_goods_goods_id_seq)"
+            " >= (SELECT max(goods_id) FROM investment_goods)",
+        )
+        == "t"
+    )
+
+
+def test_seed_style_explicit_id_moves_the_sequence_forward_only(goods_database: str) -> None:
+    psql(
+        goods_database,
+        "INSERT INTO investment_goods (goods_id, title, total_investing_amount, started_at, finished_at)"
+        " VALUES (500, 'high', 100, now(), now() + interval '1 day')",
+    )
+    psql(
+        goods_database,
+        "INSERT INTO investment_goods (goods_id, title, total_investing_amount, started_at, finished_at)"
+        " VALUES (7, 'low', 100, now(), now() + interval '1 day')",
+    )
+    created = psql(
+        goods_database,
+        "INSERT INTO investment_goods (title, total_investing_amount, started_at, finished_at)"
+        " VALUES ('next', 100, now(), now() + interval '1 day') RETURNING goods_id",
+    )
+    assert created == "501"
