@@ -17,6 +17,7 @@ EXPECTED = {
     "investment_goods_investor": {"SELECT", "INSERT"},
     "investment_idempotency": {"SELECT", "INSERT", "DELETE"},
     "schema_migrations": {"SELECT"},
+    "schema_repeatables": {"SELECT"},
     "service_meta": set(),
 }
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
