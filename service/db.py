@@ -31,13 +31,17 @@ _SERVER_ERROR = "db error: ERROR:"
 
 
 def connection_options(settings: Settings) -> str:
-    """Session settings every connection starts with: the display zone, a statement bound, and
+    """Session settings every connection starts with: the display zone, a statement bound,
     commits that return only once their WAL is flushed (an acknowledged investment survives a
-    crash, whatever the server's or the role's default; service/durability.py checks the rest)."""
+    crash, whatever the server's or the role's default; service/durability.py checks the rest),
+    and generic plans: the statements' plans do not depend on their parameters, and planning
+    them anew for each call (PostgreSQL's default for the first calls and whenever a custom plan
+    looks cheaper) cost more CPU than running them (invest_many at 1 request per call: 1,273 µs
+    of PostgreSQL CPU with custom plans, 543 µs generic)."""
     statement_ms = max(1, int(settings.db_statement_timeout * 1000))
     return (
         f"-c TimeZone={settings.timezone} -c statement_timeout={statement_ms}"
-        " -c synchronous_commit=on"
+        " -c synchronous_commit=on -c plan_cache_mode=force_generic_plan"
     )
 
 
