@@ -128,3 +128,51 @@ def test_a_call_the_database_refused_answers_service_unavailable_with_retry_afte
         assert again.status_code == 200
     assert ledger_sum(database_url, goods) == 1_000
     verify_ledger(database_url)
+
+
+def test_a_full_queue_answers_503_at_once_with_retry_after(database_url: str) -> None:
+    """INVEST_QUEUE_MAX=2: with one call stuck on a locked row and two invests waiting behind
+    it, the next invest is refused at once; nothing it asked for is written."""
+    goods = create_goods(database_url, total=10**9)
+    users = [fresh_user() for _ in range(4)]
+    with running_service(
+        database_url, workers=1, INVEST_QUEUE_MAX="2", DB_ACQUIRE_TIMEOUT="10",
+        DB_STATEMENT_TIMEOUT="20",
+    ) as service:  # fmt: skip
+        holder = hold_rows(database_url, [goods], seconds=3)
+        try:
+
+            async def scenario() -> tuple[list[httpx.Response], float]:
+                async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as client:
+
+                    def invest(user: int) -> asyncio.Task[httpx.Response]:
+                        return asyncio.create_task(
+                            client.post(PATH, headers={"X-USER-ID": str(user)},
+                                        json={"goodsId": goods, "investmentAmount": 1_000})
+                        )  # fmt: skip
+
+                    first = invest(users[0])
+                    deadline = time.monotonic() + 10
+                    while not waiting_backends(database_url):
+                        assert time.monotonic() < deadline, "the invest call never waited"
+                        await asyncio.sleep(0.05)
+                    queued = [invest(user) for user in users[1:3]]
+                    await asyncio.sleep(0.2)  # let both reach the queue (no outside signal)
+                    started = time.monotonic()
+                    refused = await client.post(
+                        PATH, headers={"X-USER-ID": str(users[3])},
+                        json={"goodsId": goods, "investmentAmount": 1_000},
+                    )  # fmt: skip
+                    took = time.monotonic() - started
+                    return [refused, *(await asyncio.gather(first, *queued))], took
+
+            (refused, *served), took = asyncio.run(scenario())
+        finally:
+            holder.wait(30)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["code"] == "SERVICE_UNAVAILABLE"
+    assert refused.headers["Retry-After"] == "1"
+    assert took < 1.0, f"the refusal took {took:.2f}s: it should not wait"
+    assert [r.status_code for r in served] == [200, 200, 200]
+    assert ledger_sum(database_url, goods) == 3_000
+    verify_ledger(database_url)
