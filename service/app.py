@@ -21,6 +21,7 @@ from service.metrics import Metrics
 from service.observe import observe_other_routes, observed
 from service.openapi import build_docs, describe
 from service.problems import Problem, problem_response
+from service.readiness import Readiness
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("service.app")
@@ -124,6 +125,8 @@ def configure_application(settings: Settings) -> Application:
     async def start(application: Application) -> None:
         db = Database(settings, settings.pool_share())
         api.db = db
+        # psqlpy's smallest pool; checks share one probe, so one connection opens.
+        api.readiness = Readiness(Database(settings, 2))
         api.batcher = InvestBatcher(db, settings.invest_batch_max)
         chores.append(
             asyncio.create_task(
@@ -139,6 +142,7 @@ def configure_application(settings: Settings) -> Application:
         await asyncio.gather(*chores, return_exceptions=True)
         await api.batcher.drain()
         api.db.close()
+        api.readiness.close()
 
     async def start_operations(application: Application) -> None:
         api.list_cache.observer = metrics
