@@ -14,6 +14,7 @@ from service.batcher import InvestBatcher
 from service.cache import StaleBoundCache
 from service.db import Database
 from service.parsing import (
+    check_json_content_type,
     format_cursor,
     parse_idempotency_key,
     parse_invest_body,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from service.metrics import Metrics
 
 JSON = b"application/json"
+CONTENT_TYPE = b"content-type"
 USER_HEADER = b"x-user-id"
 IDEMPOTENCY_HEADER = b"idempotency-key"
 REPLAYED_HEADER = b"Idempotent-Replayed"
@@ -59,7 +61,9 @@ def json_response(body: bytes, headers: list[tuple[bytes, bytes]] | None = None)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    """The JSON request body: refused with 415 when it declares another media type, and with
+    413 as soon as it is known to exceed `limit` bytes."""
+    check_json_content_type(request.get_headers(CONTENT_TYPE))
     declared = request.get_first_header(b"content-length")
     if declared is not None and declared.isdigit():
         if int(declared) > limit:

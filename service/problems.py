@@ -26,6 +26,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "IDEMPOTENCY_KEY_IN_USE": (409, "Idempotency key in use"),
     "TOTAL_BELOW_INVESTED": (409, "Total below the invested amount"),
     "PAYLOAD_TOO_LARGE": (413, "Payload too large"),
+    "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported media type"),
     "IDEMPOTENCY_KEY_MISMATCH": (422, "Idempotency key reused with another request"),
     "INTERNAL_ERROR": (500, "Internal error"),
     "SERVICE_UNAVAILABLE": (503, "Service unavailable"),
