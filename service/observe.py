@@ -74,7 +74,7 @@ async def observe_other_routes(app: Application, route: Callable[..., Handler]) 
     for method, entry in app.router.iter_with_methods():  # type: ignore[no-untyped-call]
         if not getattr(entry.handler, "observed", False):
             pattern = entry.pattern.decode() if isinstance(entry.pattern, bytes) else entry.pattern
-            handler = _as_get(entry.handler) if method in ("HEAD", b"HEAD") else entry.handler
+            handler = _as_get(entry.handler) if method == "HEAD" else entry.handler
             entry.handler = route(handler, method, pattern)
 
 
