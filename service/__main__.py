@@ -115,6 +115,7 @@ def serve(settings: Settings) -> None:
     """Run granian with `settings.workers` processes; returns once stopped (SIGINT/SIGTERM)."""
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     os.environ.update(settings.as_env())  # the workers read their settings from the environment
     with metrics_directory(settings.metrics_enabled):
@@ -127,6 +128,11 @@ def serve(settings: Settings) -> None:
             workers=settings.workers,
             loop=Loops.uvloop,
             http=HTTPModes.http1,
+            # The whole request head must arrive within HTTP_HEADER_TIMEOUT of the connection
+            # opening, or the connection is closed: a slow-header client holds nothing longer.
+            http1_settings=HTTP1Settings(
+                header_read_timeout=max(1, round(settings.http_header_timeout * 1000))
+            ),
             log_access=False,
             log_dictconfig=GRANIAN_LOG_CONFIG,
             backlog=4096,

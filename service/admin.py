@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,16 +31,16 @@ from openapidocs.v3 import (
 )
 from openapidocs.v3 import Schema as OpenApiSchema
 
+from service.bearer import bearer_refusal
 from service.db import Database, DatabaseUnavailable
 from service.handlers import GOODS_KEYS, JSON, goods_json, read_body
 from service.parsing import MAX_AMOUNT, MAX_GOODS_ID, load_json, parse_time
-from service.problems import PROBLEM_JSON, Problem, problem_body
+from service.problems import Problem
 from service.settings import Settings
 
 ADMIN_BASE = "/v1/api/admin/goods"
 MAX_TITLE = 30  # investment_goods.title is varchar(30), as in the seed
 FIELDS = ("title", "total_investing_amount", "started_at", "finished_at", "status")
-_CHALLENGE = b'Bearer realm="admin"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +134,6 @@ async def change_goods(db: Database, goods_id: int, fields: GoodsFields) -> dict
     raise DatabaseUnavailable("the product kept changing; try again")
 
 
-def _unauthorized(detail: str, challenge: bytes) -> Response:
-    body = orjson.dumps(problem_body("UNAUTHORIZED", detail))
-    return Response(401, [(b"WWW-Authenticate", challenge)], Content(PROBLEM_JSON, body))
-
-
 class AdminApi:
     """POST and PATCH /v1/api/admin/goods, for holders of ADMIN_TOKEN; `db` is set at start."""
 
@@ -152,16 +146,7 @@ class AdminApi:
 
     def _refusal(self, request: Request) -> Response | None:
         """None when the request carries the admin token, else the 401 to answer."""
-        header = request.get_first_header(b"authorization")
-        if header is None:
-            return _unauthorized("an admin bearer token is required", _CHALLENGE)
-        scheme, _, given = header.strip().partition(b" ")
-        # compare_digest: the time taken does not tell how much of the token was right.
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self._token):
-            return _unauthorized(
-                "the admin bearer token is not valid", _CHALLENGE + b', error="invalid_token"'
-            )
-        return None
+        return bearer_refusal(request, self._token, "admin")
 
     async def _fields(self, request: Request, create: bool) -> GoodsFields:
         document = load_json(await read_body(request, self._max_body) or b"null")
@@ -252,6 +237,7 @@ def describe_admin(docs: OpenAPIHandler, handlers: Mapping[str, Callable[..., An
     common: dict[int | str, str | ResponseInfo] = {
         401: problem("UNAUTHORIZED"),
         413: problem("PAYLOAD_TOO_LARGE"),
+        415: problem("UNSUPPORTED_MEDIA_TYPE"),
         503: problem("SERVICE_UNAVAILABLE"),
     }
     docs(

@@ -13,7 +13,9 @@ from blacksheep import Application, Request, Response
 
 from service.admin import ADMIN_BASE, AdminApi, describe_admin
 from service.batcher import InvestBatcher, PageBatcher
+from service.bearer import bearer_refusal
 from service.db import Database, DatabaseUnavailable, OutcomeUnknown
+from service.docs_ui import docs_routes
 from service.handlers import BASE, InvestmentApi
 from service.housekeeping import forget_old_idempotency_keys
 from service.logs import configure_logging, quiet_handled_errors
@@ -21,9 +23,11 @@ from service.metrics import Metrics
 from service.observe import observe_other_routes, observed
 from service.openapi import build_docs, describe
 from service.problems import Problem, problem_response
+from service.readiness import Readiness
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("service.app")
+Handler = Callable[[Request], Awaitable[Response]]
 GC_YOUNG_THRESHOLD = 20_000  # CPython's default is 700 allocations
 
 
@@ -66,6 +70,18 @@ def _unmatched(allowed: dict[str, list[str]]) -> Callable[[Request], Awaitable[R
     return not_found
 
 
+def _guarded(handler: Handler, token: str, realm: str) -> Handler:
+    """`handler` behind a bearer token (METRICS_TOKEN): 401 problem+json without it."""
+    secret = token.encode()
+
+    async def guarded(request: Request) -> Response:
+        return bearer_refusal(request, secret, realm) or await handler(request)
+
+    guarded.__name__ = handler.__name__
+    guarded.__doc__ = handler.__doc__
+    return guarded
+
+
 def _route(
     method: Callable[[Request], Awaitable[Response]],
     verb: str,
@@ -95,32 +111,45 @@ def configure_application(settings: Settings) -> Application:
         "healthz": ("GET", "/healthz"),
         "readyz": ("GET", "/readyz"),
     }
-    handlers = {name: route(getattr(api, name), *where) for name, where in routes.items()}
+    plain: dict[str, Handler] = {name: getattr(api, name) for name in routes}
     admin = None if settings.admin_token is None else AdminApi(settings, settings.admin_token)
     admin_routes = {
         "create_goods": ("POST", ADMIN_BASE),
         "change_goods": ("PATCH", ADMIN_BASE + "/{goods_id}"),
     }
-    admin_handlers = {}
     if admin is not None:  # no token, no admin routes: they answer 404 like any unknown path
-        admin_handlers = {n: route(getattr(admin, n), *w) for n, w in admin_routes.items()}
+        plain.update({name: getattr(admin, name) for name in admin_routes})
         routes.update(admin_routes)
-    for name, handler in {**handlers, **admin_handlers}.items():
-        app.router.add(routes[name][0], routes[name][1], handler)
     if metrics is not None:
         routes["metrics"] = ("GET", "/metrics")
-        handlers["metrics"] = route(metrics.scrape, *routes["metrics"])
-        app.router.add_get("/metrics", handlers["metrics"])
+        plain["metrics"] = metrics.scrape
+        if settings.metrics_token is not None:
+            plain["metrics"] = _guarded(metrics.scrape, settings.metrics_token, "metrics")
+    for path, handler in docs_routes().items():
+        routes[f"docs {path}"] = ("GET", path)
+        plain[f"docs {path}"] = handler
+    handlers = {name: route(plain[name], *where) for name, where in routes.items()}
+    heads = []
+    for name, (verb, path) in routes.items():
+        app.router.add(verb, path, handlers[name])
+        if verb == "GET":  # HEAD answers as GET; the server (hyper) drops the body
+            heads.append(route(plain[name], "HEAD", path))
+            app.router.add("HEAD", path, heads[-1])
     allowed: dict[str, list[str]] = {}
     for verb, path in routes.values():
         if "{" not in path:
-            allowed.setdefault(path, []).append(verb)
+            allowed.setdefault(path, []).extend([verb, "HEAD"] if verb == "GET" else [verb])
     app.router.fallback = route(_unmatched(allowed), "ANY", "(unmatched)")
 
     docs = build_docs()
     describe(docs, handlers)
-    if admin_handlers:
-        describe_admin(docs, admin_handlers)
+    if admin is not None:
+        describe_admin(docs, {name: handlers[name] for name in admin_routes})
+    for name in routes:
+        if name.startswith("docs "):
+            docs.ignore()(handlers[name])  # the docs describe the API, not themselves
+    for handler in heads:
+        docs.ignore()(handler)  # stated once in the description instead
     docs.bind_app(app)
 
     app.exceptions_handlers[Problem] = _on_problem
@@ -133,6 +162,8 @@ def configure_application(settings: Settings) -> Application:
     async def start(application: Application) -> None:
         db = Database(settings, settings.pool_share())
         api.db = db
+        # psqlpy's smallest pool; checks share one probe, so one connection opens.
+        api.readiness = Readiness(Database(settings, 2))
         api.batcher = InvestBatcher(
             db, settings, on_batch=None if metrics is None else metrics.invest_batch
         )
@@ -152,6 +183,7 @@ def configure_application(settings: Settings) -> Application:
         await api.batcher.drain()
         await api.pages.drain()
         api.db.close()
+        api.readiness.close()
 
     async def start_operations(application: Application) -> None:
         api.list_cache.observer = metrics

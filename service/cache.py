@@ -1,4 +1,4 @@
-"""Per-instance cache of serialized product lists: bounded staleness, single flight per key."""
+"""Per-instance cache of serialized product lists: bounded staleness and bytes, single flight."""
 
 from __future__ import annotations
 
@@ -10,6 +10,16 @@ from typing import Generic, Protocol, TypeVar
 
 V = TypeVar("V")
 
+# What an entry costs besides its value: the key (a tuple of two datetimes), the entry tuple and
+# its slot in the dict, measured with sys.getsizeof and rounded up. Counting it bounds even
+# entries whose value is empty (a window with no product, cached as None).
+ENTRY_OVERHEAD = 512
+
+
+def value_bytes(value: object) -> int:
+    """The bytes a cached value holds: its length for bytes, nothing for None."""
+    return len(value) if isinstance(value, bytes | bytearray) else 0
+
 
 class CacheObserver(Protocol):
     def hit(self, age: float) -> None: ...
@@ -18,12 +28,18 @@ class CacheObserver(Protocol):
 
 
 class StaleBoundCache(Generic[V]):
-    """Values never served more than `max_age` seconds after the load that produced them began.
+    """Values never served more than `max_age` seconds after the load that produced them began,
+    and never more than `max_bytes` held at once (values plus ENTRY_OVERHEAD each).
 
     The age is counted from the moment the load was started (not when it finished), so what a
     client sees is never older than the bound. While one load for a key is in flight, other
     requests for that key wait for it instead of starting their own (single flight). A failed
     load is not cached: every waiter gets the error. `max_age == 0` disables caching.
+
+    Entries are kept in the order they were loaded: expired ones are dropped from the front on
+    every store, and when a new value does not fit, the oldest go first (with a short
+    `max_age` they are the next to expire anyway). A value larger than the whole budget is
+    served but not kept.
     """
 
     def __init__(
@@ -31,12 +47,17 @@ class StaleBoundCache(Generic[V]):
         max_age: float,
         max_entries: int = 1024,
         clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = 32 * 1024 * 1024,
+        size: Callable[[V], int] = value_bytes,
     ) -> None:
         self.max_age = max_age
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._size = size
         self._clock = clock
-        self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[float, V, int]] = OrderedDict()
         self._loading: dict[Hashable, asyncio.Future[tuple[float, V]]] = {}
+        self.bytes = 0  # held now: values plus ENTRY_OVERHEAD each
         self.hits = 0
         self.misses = 0
         self.observer: CacheObserver | None = None  # metrics, set by the composition root
@@ -54,7 +75,6 @@ class StaleBoundCache(Generic[V]):
                 self.hits += 1
                 if self.observer is not None:
                     self.observer.hit(age)
-                self._entries.move_to_end(key)
                 return entry[1]
         self.misses += 1
         if self.observer is not None:
@@ -82,15 +102,43 @@ class StaleBoundCache(Generic[V]):
                 flight.set_exception(error)
                 flight.exception()  # marks it retrieved when nobody waits any more
             else:
-                self._entries[key] = (started, value)
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
+                self._store(key, started, value)
                 flight.set_result((started, value))
             finally:
                 del self._loading[key]
 
         asyncio.get_running_loop().create_task(run())
+
+    def _store(self, key: Hashable, started: float, value: V) -> None:
+        self._drop(key)
+        cost = self._size(value) + ENTRY_OVERHEAD
+        self._drop_expired()
+        if cost > self.max_bytes:
+            return
+        while self._entries and (
+            self.bytes + cost > self.max_bytes or len(self._entries) >= self.max_entries
+        ):
+            self._drop(next(iter(self._entries)))
+        self._entries[key] = (started, value, cost)
+        self.bytes += cost
+
+    def _drop(self, key: Hashable) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[2]
+
+    def _drop_expired(self) -> None:
+        # Load order is nearly start order, so the expired ones are at the front; one that
+        # finished out of order is dropped on a later store (and never served: get checks age).
+        oldest_kept = self._clock() - self.max_age
+        while self._entries:
+            key, (started, _, _) = next(iter(self._entries.items()))
+            if started > oldest_kept:
+                return
+            self._drop(key)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def age(self, key: Hashable) -> float | None:
         entry = self._entries.get(key)

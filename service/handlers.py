@@ -14,6 +14,7 @@ from service.batcher import InvestBatcher, PageBatcher
 from service.cache import StaleBoundCache
 from service.db import Database
 from service.parsing import (
+    check_json_content_type,
     format_cursor,
     parse_idempotency_key,
     parse_invest_body,
@@ -22,17 +23,23 @@ from service.parsing import (
     parse_user_id,
 )
 from service.problems import Problem
+from service.readiness import Readiness
 from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.metrics import Metrics
 
 JSON = b"application/json"
+CONTENT_TYPE = b"content-type"
 USER_HEADER = b"x-user-id"
 IDEMPOTENCY_HEADER = b"idempotency-key"
 REPLAYED_HEADER = b"Idempotent-Replayed"
 BASE = "/v1/api/investment"
+# The parsed-window memo holds at most WINDOWS_REMEMBERED raw queries of at most
+# WINDOW_QUERY_BYTES each (a canonical window query is about 70): under 1 MiB per worker.
 WINDOWS_REMEMBERED = 1024
+WINDOW_QUERY_BYTES = 160
+_WINDOW_NAMES = (b"started_at=", b"finished_at=")
 
 # Column order of sql/queries.sql `list-goods` (goods_item()): where its rows become JSON.
 GOODS_KEYS = (
@@ -51,7 +58,9 @@ def json_response(body: bytes, headers: list[tuple[bytes, bytes]] | None = None)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    """The JSON request body: refused with 415 when it declares another media type, and with
+    413 as soon as it is known to exceed `limit` bytes."""
+    check_json_content_type(request.get_headers(CONTENT_TYPE))
     declared = request.get_first_header(b"content-length")
     if declared is not None and declared.isdigit():
         if int(declared) > limit:
@@ -67,19 +76,31 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _plain_window_query(raw: bytes) -> bool:
+    """Only started_at and finished_at, once each, short: the queries worth remembering. Other
+    parameters (junk) or long spellings would let each request add an entry of its own."""
+    if len(raw) > WINDOW_QUERY_BYTES or raw.count(b"&") != 1:
+        return False
+    first, _, second = raw.partition(b"&")
+    return (first.startswith(_WINDOW_NAMES[0]) and second.startswith(_WINDOW_NAMES[1])) or (
+        first.startswith(_WINDOW_NAMES[1]) and second.startswith(_WINDOW_NAMES[0])
+    )
+
+
 class InvestmentApi:
     """The three APIs of SPEC.md; the gateway parts are attached when the worker starts."""
 
     db: Database
     batcher: InvestBatcher
     pages: PageBatcher
+    readiness: Readiness
     metrics: Metrics | None = None  # invest outcomes (service/metrics.py), when enabled
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.zone = settings.zone
         self.list_cache: StaleBoundCache[bytes | None] = StaleBoundCache(
-            settings.list_cache_seconds
+            settings.list_cache_seconds, max_bytes=settings.list_cache_max_bytes
         )
         # Clients ask for the list with few distinct windows: the parsed window per raw query
         # string spares a cached answer all parsing (a profiled hot spot).
@@ -90,9 +111,10 @@ class InvestmentApi:
         window = self._windows.get(raw)
         if window is None:
             window = parse_period(request.query, self.zone)  # raises on a bad window
-            if len(self._windows) >= WINDOWS_REMEMBERED:
-                self._windows.clear()
-            self._windows[raw] = window
+            if _plain_window_query(raw):  # anything else is parsed each time, never kept
+                if len(self._windows) >= WINDOWS_REMEMBERED:
+                    self._windows.clear()
+                self._windows[raw] = window
         return window
 
     def user_id(self, request: Request) -> int:
@@ -166,5 +188,5 @@ class InvestmentApi:
         return json_response(b'{"status":"ok"}')
 
     async def readyz(self, request: Request) -> Response:
-        await self.db.rows("ready")
+        await self.readiness.check()  # its own connection: never queued behind requests
         return json_response(b'{"status":"ready"}')

@@ -74,4 +74,22 @@ async def observe_other_routes(app: Application, route: Callable[..., Handler]) 
     for method, entry in app.router.iter_with_methods():  # type: ignore[no-untyped-call]
         if not getattr(entry.handler, "observed", False):
             pattern = entry.pattern.decode() if isinstance(entry.pattern, bytes) else entry.pattern
-            entry.handler = route(entry.handler, method, pattern)
+            handler = _as_get(entry.handler) if method == "HEAD" else entry.handler
+            entry.handler = route(handler, method, pattern)
+
+
+def _as_get(handler: Handler) -> Handler:
+    """HEAD through a GET handler. The server (hyper, in granian) sends a HEAD answer's status
+    and headers, Content-Length included, and drops its body; BlackSheep's own HEAD answers
+    (the spec files) instead declare a Content-Length with no body, which granian answers by
+    closing the connection."""
+
+    async def head(request: Request) -> Response:
+        request.method = "GET"
+        try:
+            return await handler(request)
+        finally:
+            request.method = "HEAD"
+
+    head.__name__ = handler.__name__
+    return head

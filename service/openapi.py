@@ -211,7 +211,8 @@ def _invest_operation(handler: Any, operation: Any) -> None:
     operation.request_body = RequestBody(
         content={"application/json": MediaType(schema=schema)},
         required=True,
-        description="goodsId and investmentAmount (snake_case goods_id / investment_amount too)",
+        description="goodsId and investmentAmount (snake_case goods_id / investment_amount too)."
+        " Content-Type application/json or application/*+json, or none; any other is 415.",
     )
 
 
@@ -220,12 +221,14 @@ def build_docs() -> OpenAPIHandler:
         info=Info(
             title="Investment service",
             version="1.0.0",
-            description="List investment products, invest, and list my investments (SPEC.md v1).",
+            description="List investment products, invest, and list my investments (SPEC.md v1)."
+            " Every GET operation also answers HEAD: the same status and headers, no body.",
         ),
         ui_path="/docs",
         json_spec_path="/openapi.json",
         yaml_spec_path="/openapi.yaml",
     )
+    docs.ui_providers = []  # /docs is service/docs_ui.py: pinned assets, no CDN
     for stand_in, schema in _SCHEMAS.items():
         docs.set_type_schema(stand_in, schema)
     return docs
@@ -269,6 +272,7 @@ def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> N
             404: _problem("GOODS_NOT_FOUND"),
             409: _problem("IDEMPOTENCY_KEY_IN_USE"),
             413: _problem("PAYLOAD_TOO_LARGE"),
+            415: _problem("UNSUPPORTED_MEDIA_TYPE"),
             422: _problem("IDEMPOTENCY_KEY_MISMATCH"),
             # INVEST_OUTCOME_UNKNOWN: the call was sent and its answer lost; retry only with the
             # same Idempotency-Key (or look at my investments first). No Retry-After.

@@ -54,6 +54,22 @@ def parse_idempotency_key(values: list[bytes]) -> str | None:
     return raw.decode("ascii")
 
 
+def check_json_content_type(values: list[bytes]) -> None:
+    """A request body's Content-Type values: none (old clients send none), application/json or
+    application/*+json, with any parameters (charset=utf-8); anything else is 415."""
+    for value in values:
+        media_type = value.partition(b";")[0].strip().lower()
+        if not media_type:
+            continue  # an empty header says no more than a missing one
+        kind, _, subtype = media_type.partition(b"/")
+        if kind != b"application" or not (subtype == b"json" or subtype.endswith(b"+json")):
+            shown = value[:100].decode("latin-1")
+            raise Problem(
+                "UNSUPPORTED_MEDIA_TYPE",
+                f"the body must be JSON (Content-Type application/json), not {shown!r}",
+            )
+
+
 def _int_in(value: Any, low: int, high: int) -> int | None:
     """`value` when it is a JSON integer (not a bool) within [low, high], else None."""
     if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:

@@ -24,7 +24,14 @@ class Settings:
     db_pool_size: int = 50
     timezone: str = "Asia/Seoul"
     list_cache_seconds: float = 1.0
+    # Per worker. A list of 1,000 products serializes to about 250 kB: 32 MiB holds some 130
+    # such lists, far more distinct windows than clients ask for within one second, while
+    # bounding what any number of distinct windows can pin (1,024 of them once took 255 MiB).
+    list_cache_max_bytes: int = 32 * 1024 * 1024
     max_body_bytes: int = 16 * 1024
+    # A client sends its request head in one packet; 5 s is many round trips of a slow mobile
+    # link, and a slow-header client (slowloris) is cut off after it (granian's default is 30).
+    http_header_timeout: float = 5.0
     db_acquire_timeout: float = 2.0
     db_statement_timeout: float = 5.0
     db_prepared_statements: bool = True
@@ -41,6 +48,7 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)
     migration_database_url: str | None = field(default=None, repr=False)
     allow_unsafe_durability: bool = False
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -121,7 +129,8 @@ def _flag(name: str, raw: str) -> bool:
 
 
 def _token(name: str, raw: str) -> str | None:
-    """An admin token: unset or empty disables the admin API; a short one is refused."""
+    """A bearer token: unset or empty disables what it guards (the admin API) or leaves it
+    open (/metrics); a short one is refused."""
     token = raw.strip()
     if not token:
         return None
@@ -144,7 +153,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "DB_POOL_SIZE": lambda n, r: _integer(n, r, 1, 10_000),
     "TIMEZONE": _zone,
     "LIST_CACHE_SECONDS": lambda n, r: _seconds(n, r, 0.0, 60.0),
+    "LIST_CACHE_MAX_BYTES": lambda n, r: _integer(n, r, 64 * 1024, 4 * 1024**3),
     "MAX_BODY_BYTES": lambda n, r: _integer(n, r, 64, 16 * 1024 * 1024),
+    "HTTP_HEADER_TIMEOUT": lambda n, r: _seconds(n, r, 0.1, 300.0),
     "DB_ACQUIRE_TIMEOUT": lambda n, r: _seconds(n, r, 0.01, 120.0),
     "DB_STATEMENT_TIMEOUT": lambda n, r: _seconds(n, r, 0.01, 600.0),
     "DB_PREPARED_STATEMENTS": _flag,
@@ -161,6 +172,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "ADMIN_TOKEN": _token,
     "MIGRATION_DATABASE_URL": _database_url,
     "ALLOW_UNSAFE_DURABILITY": _flag,
+    "METRICS_TOKEN": _token,
 }
 
 

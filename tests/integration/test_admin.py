@@ -286,8 +286,8 @@ def test_openapi_documents_the_admin_api(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     create = spec["paths"][ADMIN]["post"]
     change = spec["paths"][f"{ADMIN}/{{goods_id}}"]["patch"]
-    assert set(create["responses"]) == {"201", "400", "401", "413", "503"}
-    assert set(change["responses"]) == {"200", "400", "401", "404", "409", "413", "503"}
+    assert set(create["responses"]) == {"201", "400", "401", "413", "415", "503"}
+    assert set(change["responses"]) == {"200", "400", "401", "404", "409", "413", "415", "503"}
     assert create["security"] == [{"adminToken": []}] and change["security"] == [{"adminToken": []}]
     assert spec["components"]["securitySchemes"]["adminToken"]["scheme"] == "bearer"
     schema = create["requestBody"]["content"]["application/json"]["schema"]

@@ -222,3 +222,22 @@ def test_a_killed_worker_leaves_its_counts_but_not_its_gauges(database_url: str)
         after = scrape_until(service.base_url, lambda s: value(s, "db_pool_connections_max") == 50)
         assert value(after, "db_pool_connections_max") == 50
         assert requests_of(after, "/healthz", 200) >= 20
+
+
+def test_metrics_token_puts_metrics_behind_a_bearer_token(database_url: str) -> None:
+    token = "scrape-token-0123456789abcdef"
+    with running_service(database_url, workers=1, METRICS_TOKEN=token) as service:
+        url = f"{service.base_url}/metrics"
+        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789abcdef"},
+                        {"Authorization": f"Basic {token}"},
+                        {"Authorization": f"Bearer {token}x"}):  # fmt: skip
+            refused = httpx.get(url, headers=headers, timeout=10)
+            assert refused.status_code == 401, headers
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["code"] == "UNAUTHORIZED"
+            assert refused.headers["www-authenticate"].startswith('Bearer realm="metrics"')
+            assert "http_requests" not in refused.text
+        allowed = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert allowed.status_code == 200
+        assert "db_pool_connections_max" in allowed.text
+        assert httpx.get(f"{service.base_url}/healthz", timeout=10).status_code == 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 
@@ -23,7 +25,7 @@ def test_openapi_describes_the_three_apis_and_their_errors(client: httpx.Client)
         "503",
     }
     invest = paths["/v1/api/investment/user/goods"]["post"]
-    assert set(invest["responses"]) == {"200", "400", "404", "409", "413", "422", "503"}
+    assert set(invest["responses"]) == {"200", "400", "404", "409", "413", "415", "422", "503"}
     key = next(p for p in invest["parameters"] if p["name"] == "Idempotency-Key")
     assert key["in"] == "header"
     assert key["required"] is False
@@ -49,6 +51,35 @@ def test_docs_page_is_served(client: httpx.Client) -> None:
     response = client.get("/docs", follow_redirects=True)
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
+
+
+def test_docs_load_nothing_from_elsewhere_under_a_content_security_policy(
+    client: httpx.Client,
+) -> None:
+    """Swagger UI's page and every file it loads come from the service itself (pinned assets,
+    no CDN), each under a policy that lets scripts and fetches come from this origin only."""
+    page = client.get("/docs")
+    assert page.status_code == 200
+    policy = page.headers["content-security-policy"]
+    directives = dict(d.strip().partition(" ")[::2] for d in policy.split(";"))
+    assert directives["default-src"] == "'none'"
+    assert directives["script-src"] == "'self'"
+    assert directives["connect-src"] == "'self'"
+    assert directives["frame-ancestors"] == "'none'"
+    assert "http" not in page.text  # no absolute URL: nothing from another origin
+    loaded = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert {"/docs/swagger-ui-bundle.js", "/docs/swagger-initializer.js"} <= set(loaded)
+    for path in loaded:
+        asset = client.get(path)
+        assert asset.status_code == 200, path
+        assert asset.headers["content-security-policy"] == policy
+        assert asset.headers["x-content-type-options"] == "nosniff"
+        assert asset.content
+    bundle = client.get("/docs/swagger-ui-bundle.js")
+    assert bundle.headers["content-type"].startswith("text/javascript")
+    assert b"SwaggerUIBundle" in bundle.content
+    initializer = client.get("/docs/swagger-initializer.js").text
+    assert '"/openapi.json"' in initializer
 
 
 def test_unknown_route_is_a_problem_not_html(client: httpx.Client) -> None:

@@ -14,9 +14,23 @@ import pytest
 
 from service.embedded import EmbeddedPostgres
 from tests.load import check_ledger, drive, make_orders
-from tests.support import ROOT, create_goods, free_port, fresh_user, migrate, running_service
+from tests.support import (
+    ROOT,
+    create_goods,
+    free_port,
+    fresh_user,
+    hold_rows,
+    migrate,
+    psql,
+    running_service,
+)
 
 pytestmark = pytest.mark.system
+
+WAITING_ON_LOCKS = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE application_name = 'investment-service' AND wait_event_type = 'Lock'"
+)
 
 REQUESTS = [
     ("GET", "/readyz", {}),
@@ -124,3 +138,67 @@ def test_database_restart_under_load_loses_nothing(own_postgres: EmbeddedPostgre
         f"\ndatabase restart under load: {len(orders)} orders, {len(unavailable)} answers 503"
         f" (slowest {max(unavailable):.2f}s), all settled once after the restart"
     )
+
+
+def test_readiness_has_its_own_connection(own_postgres: EmbeddedPostgres) -> None:
+    """Every connection of the request pool waits on a locked product row (the peak of an
+    opening, or a stuck operator session): /readyz still answers 200 at once, because the
+    database does answer. Stopped, the database reads as not ready."""
+    url = own_postgres.url
+    migrate(url)
+    goods = [create_goods(url, total=10**9) for _ in range(2)]  # one batch in flight per product
+    with running_service(
+        url, workers=1, DB_POOL_SIZE="2", DB_STATEMENT_TIMEOUT="30", DB_ACQUIRE_TIMEOUT="30",
+        LIST_CACHE_SECONDS="0",
+    ) as service:  # fmt: skip
+        holder = hold_rows(url, goods, seconds=30)
+        try:
+
+            async def scenario() -> list[tuple[int, float]]:
+                async with httpx.AsyncClient(base_url=service.base_url, timeout=60) as client:
+                    invests = [
+                        asyncio.create_task(
+                            client.post("/v1/api/investment/user/goods",
+                                        headers={"X-USER-ID": str(fresh_user())},
+                                        json={"goodsId": goods_id, "investmentAmount": 10})
+                        )
+                        for goods_id in goods for _ in range(5)
+                    ]  # fmt: skip
+                    # Exhausted: both connections of the pool wait on the row locks.
+                    deadline = time.monotonic() + 10
+                    while psql(url, WAITING_ON_LOCKS) != "2":
+                        assert time.monotonic() < deadline, "the pool was never exhausted"
+                        await asyncio.sleep(0.05)
+                    answers = []
+                    for _ in range(20):
+                        started = time.monotonic()
+                        try:
+                            status = (await client.get("/readyz", timeout=1)).status_code
+                        except httpx.TimeoutException:
+                            status = 0  # as a balancer's check would time out
+                        answers.append((status, time.monotonic() - started))
+                    assert not any(task.done() for task in invests), "the invests did not wait"
+                    for task in invests:
+                        task.cancel()
+                    await asyncio.gather(*invests, return_exceptions=True)
+                    return answers
+
+            answers = asyncio.run(scenario())
+            assert [status for status, _ in answers] == [200] * 20
+            slowest = max(seconds for _, seconds in answers)
+            assert slowest < 0.1, f"/readyz took {slowest * 1000:.0f} ms with the pool exhausted"
+
+            own_postgres.stop("immediate")
+            started = time.monotonic()
+            down = httpx.get(service.base_url + "/readyz", timeout=10)
+            elapsed = time.monotonic() - started
+        finally:
+            holder.kill()
+            holder.wait(30)
+        assert down.status_code == 503
+        assert down.json()["code"] == "SERVICE_UNAVAILABLE"
+        assert elapsed < 1.5, f"/readyz took {elapsed:.1f}s to say the database is gone"
+        print(
+            f"\nreadiness: with the request pool exhausted, 20 × /readyz 200, slowest"
+            f" {slowest * 1000:.1f} ms; database stopped: 503 in {elapsed * 1000:.0f} ms"
+        )

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.cache import StaleBoundCache
+from service.cache import ENTRY_OVERHEAD, StaleBoundCache
 
 
 class Clock:
@@ -123,5 +123,78 @@ def test_number_of_windows_is_bounded() -> None:
 
             await cache.get(key, load)
         assert len(cache._entries) == 3
+
+    asyncio.run(scenario())
+
+
+def test_bytes_held_stay_within_the_bound() -> None:
+    """Lists of 10 kB under a 35 kB budget (overhead included): at most three are held, the
+    oldest go first, and every answer is still the value its own load produced."""
+
+    async def scenario() -> None:
+        cache: StaleBoundCache[bytes] = StaleBoundCache(10.0, max_bytes=35_000)
+
+        for key in range(50):
+
+            async def load(k: int = key) -> bytes:
+                return bytes([k]) * 10_000
+
+            assert await cache.get(key, load) == bytes([key]) * 10_000
+            assert cache.bytes <= 35_000
+        assert sorted(cache._entries) == [47, 48, 49]
+        assert cache.bytes == 3 * (10_000 + ENTRY_OVERHEAD)
+
+    asyncio.run(scenario())
+
+
+def test_a_value_larger_than_the_budget_is_served_but_not_kept() -> None:
+    async def scenario() -> None:
+        cache: StaleBoundCache[bytes] = StaleBoundCache(10.0, max_bytes=4_096)
+        loads = 0
+
+        async def load() -> bytes:
+            nonlocal loads
+            loads += 1
+            return b"x" * 5_000
+
+        assert await cache.get("big", load) == b"x" * 5_000
+        assert await cache.get("big", load) == b"x" * 5_000
+        assert loads == 2
+        assert len(cache) == 0 and cache.bytes == 0
+
+    asyncio.run(scenario())
+
+
+def test_expired_entries_are_dropped_when_the_next_one_is_stored() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        cache: StaleBoundCache[bytes | None] = StaleBoundCache(1.0, clock=clock)
+
+        async def empty() -> bytes | None:
+            return None
+
+        for key in range(5):
+            await cache.get(key, empty)
+        assert len(cache) == 5 and cache.bytes == 5 * ENTRY_OVERHEAD
+        clock.now += 1.0
+        await cache.get("fresh", empty)
+        assert list(cache._entries) == ["fresh"]
+        assert cache.bytes == ENTRY_OVERHEAD
+
+    asyncio.run(scenario())
+
+
+def test_a_reloaded_key_is_counted_once() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        cache: StaleBoundCache[bytes] = StaleBoundCache(1.0, clock=clock, max_bytes=10**6)
+
+        async def load() -> bytes:
+            return b"v" * 100
+
+        for _ in range(5):
+            await cache.get("k", load)
+            clock.now += 0.6  # every other get reloads the same key
+        assert cache.bytes == 100 + ENTRY_OVERHEAD
 
     asyncio.run(scenario())

@@ -10,6 +10,7 @@ import pytest
 
 from service.parsing import (
     MAX_AMOUNT,
+    check_json_content_type,
     format_cursor,
     parse_invest_body,
     parse_page,
@@ -166,3 +167,26 @@ def test_page_defaults_and_bounds() -> None:
     for query in ({"limit": ["0"]}, {"limit": ["1001"]}, {"limit": ["-1"]}, {"limit": ["x"]},
                   {"limit": ["1", "2"]}, {"cursor": ["abc"]}, {"cursor": ["1_"]}, {"cursor": ["1_2_3"]}):  # fmt: skip
         assert code_of(parse_page, query) == "INVALID_PAGE"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[], [b""], [b"application/json"], [b"application/json; charset=utf-8"],
+     [b"Application/JSON;charset=UTF-8"], [b"application/problem+json"],
+     [b"application/vnd.investment+json; version=1"], [b" application/json "]],
+)  # fmt: skip
+def test_json_content_types_are_accepted(values: list[bytes]) -> None:
+    check_json_content_type(values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[b"text/plain"], [b"application/x-www-form-urlencoded"], [b"multipart/form-data; boundary=x"],
+     [b"application/xml"], [b"text/json"], [b"application/jsonx"], [b"json"],
+     [b"application/json", b"text/plain"], [b"application/json+xml"]],
+)  # fmt: skip
+def test_other_content_types_are_415(values: list[bytes]) -> None:
+    with pytest.raises(Problem) as refused:
+        check_json_content_type(values)
+    assert refused.value.code == "UNSUPPORTED_MEDIA_TYPE"
+    assert refused.value.status == 415
