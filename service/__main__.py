@@ -114,10 +114,12 @@ async def _verify(url: str) -> int:
 def serve(settings: Settings) -> None:
     """Run granian with `settings.workers` processes; returns once stopped (SIGINT/SIGTERM)."""
     from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes
     from granian.http import HTTP1Settings
 
     os.environ.update(settings.as_env())  # the workers read their settings from the environment
+    # psqlpy's Tokio runtime, created in each worker on first use, sizes itself from this.
+    os.environ["TOKIO_WORKER_THREADS"] = str(settings.db_runtime_threads)
     with metrics_directory(settings.metrics_enabled):
         Granian(
             "service.app:create_app",
@@ -126,6 +128,8 @@ def serve(settings: Settings) -> None:
             port=settings.port,
             interface=Interfaces.ASGI,
             workers=settings.workers,
+            runtime_mode=RuntimeModes(settings.server_runtime_mode),
+            runtime_threads=settings.server_runtime_threads,
             loop=Loops.uvloop,
             http=HTTPModes.http1,
             # The whole request head must arrive within HTTP_HEADER_TIMEOUT of the connection

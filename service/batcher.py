@@ -41,13 +41,12 @@ class Page(NamedTuple):
     """A row of sql/queries.sql `my-investments-many`, without its ord column."""
 
     items: str | None  # the page's JSON objects, joined by commas; None when there is none
-    found: int  # rows read: up to the page size plus one
-    last_micros: int | None  # the cursor of the last item, when a next page exists
+    found: int  # rows read: up to the page size plus one (then a next page exists)
+    last_micros: int | None  # the cursor of the page's last item, when the page is full
     last_id: int | None
 
-    @property
-    def next_cursor(self) -> tuple[int, int] | None:
-        if self.last_micros is None or self.last_id is None:
+    def next_cursor(self, limit: int) -> tuple[int, int] | None:
+        if self.found <= limit or self.last_micros is None or self.last_id is None:
             return None
         return self.last_micros, self.last_id
 

@@ -177,7 +177,7 @@ class InvestmentApi:
         if not page.found and cursor is None:
             raise Problem("INVESTMENTS_NOT_FOUND", f"user {user_id} has no investments")
         headers = None
-        following = page.next_cursor
+        following = page.next_cursor(limit)
         if following is not None:
             token = quote(format_cursor(*following))
             link = f'<{BASE}/user/goods?limit={limit}&cursor={token}>; rel="next"'

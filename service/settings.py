@@ -35,6 +35,9 @@ class Settings:
     db_acquire_timeout: float = 2.0
     db_statement_timeout: float = 5.0
     db_prepared_statements: bool = True
+    server_runtime_mode: str = "st"
+    server_runtime_threads: int = 1
+    db_runtime_threads: int = 1
     invest_batch_max: int = 500
     invest_queue_max: int = 10_000
     invest_calls_in_flight: int = 1
@@ -119,6 +122,13 @@ def _log_level(name: str, raw: str) -> str:
     return level
 
 
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
 def _flag(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -159,6 +169,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "DB_ACQUIRE_TIMEOUT": lambda n, r: _seconds(n, r, 0.01, 120.0),
     "DB_STATEMENT_TIMEOUT": lambda n, r: _seconds(n, r, 0.01, 600.0),
     "DB_PREPARED_STATEMENTS": _flag,
+    "SERVER_RUNTIME_MODE": lambda n, r: _choice(n, r, ("auto", "st", "mt")),
+    "SERVER_RUNTIME_THREADS": lambda n, r: _integer(n, r, 1, 64),
+    "DB_RUNTIME_THREADS": lambda n, r: _integer(n, r, 1, 64),
     "INVEST_BATCH_MAX": lambda n, r: _integer(n, r, 1, 10_000),
     "INVEST_QUEUE_MAX": lambda n, r: _integer(n, r, 1, 1_000_000),
     "INVEST_CALLS_IN_FLIGHT": lambda n, r: _integer(n, r, 1, 64),

@@ -170,3 +170,17 @@ def test_concurrent_pages_of_many_users_each_get_their_own_rows(
             assert (status, items) == (200, expected[user]), user
         else:
             assert (status, items) == (404, []), user
+
+
+def test_titles_that_need_escaping_come_back_as_valid_json(
+    client: httpx.Client, database_url: str, user: int
+) -> None:
+    """The statement writes the items' JSON itself: quotes, backslashes, control characters and
+    non-ASCII titles must survive it exactly."""
+    titles = ['따옴표 "q" \\ 역슬래시', "tab\tnew\nline\u0001", "이모지 🚀 </script>"]
+    goods = [create_goods(database_url, total=10**6, title=title) for title in titles]
+    for goods_id in goods:
+        invest(client, user, goods_id, 1_000)
+    response = client.get(PATH, headers={"X-USER-ID": str(user)})
+    assert response.status_code == 200
+    assert [item["title"] for item in response.json()] == titles
