@@ -118,8 +118,8 @@ def serve(settings: Settings) -> None:
     from granian.http import HTTP1Settings
 
     os.environ.update(settings.as_env())  # the workers read their settings from the environment
-    # psqlpy's Tokio runtime, created in each worker on first use, sizes itself from this.
-    os.environ["TOKIO_WORKER_THREADS"] = str(settings.db_runtime_threads)
+    if settings.db_runtime_threads:  # psqlpy's Tokio runtime sizes itself from this at first use
+        os.environ["TOKIO_WORKER_THREADS"] = str(settings.db_runtime_threads)
     with metrics_directory(settings.metrics_enabled):
         Granian(
             "service.app:create_app",

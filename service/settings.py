@@ -35,9 +35,9 @@ class Settings:
     db_acquire_timeout: float = 2.0
     db_statement_timeout: float = 5.0
     db_prepared_statements: bool = True
-    server_runtime_mode: str = "st"
+    server_runtime_mode: str = "auto"
     server_runtime_threads: int = 1
-    db_runtime_threads: int = 1
+    db_runtime_threads: int = 0  # 0: Tokio's default, a thread per core
     invest_batch_max: int = 500
     invest_queue_max: int = 10_000
     invest_calls_in_flight: int = 1
@@ -171,7 +171,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "DB_PREPARED_STATEMENTS": _flag,
     "SERVER_RUNTIME_MODE": lambda n, r: _choice(n, r, ("auto", "st", "mt")),
     "SERVER_RUNTIME_THREADS": lambda n, r: _integer(n, r, 1, 64),
-    "DB_RUNTIME_THREADS": lambda n, r: _integer(n, r, 1, 64),
+    "DB_RUNTIME_THREADS": lambda n, r: _integer(n, r, 0, 64),
     "INVEST_BATCH_MAX": lambda n, r: _integer(n, r, 1, 10_000),
     "INVEST_QUEUE_MAX": lambda n, r: _integer(n, r, 1, 1_000_000),
     "INVEST_CALLS_IN_FLIGHT": lambda n, r: _integer(n, r, 1, 64),
