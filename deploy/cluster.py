@@ -292,7 +292,7 @@ def _stop_postgres(data_dir: Path, timeout: float = 30.0) -> None:
 
 def service_url(owner_url: str) -> str:
     """The same database as the service's least-privileged login (SERVICE_USER, no password:
-    the local servers trust loopback; sql/migrations/008_service_role.sql)."""
+    the local servers trust loopback; sql/migrations/006_service_role.sql)."""
     from service.roles import with_user
 
     return with_user(owner_url, SERVICE_USER)

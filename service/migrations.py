@@ -59,7 +59,10 @@ def checksum(migration: Migration | Repeatable) -> str:
 
 
 async def migrate(
-    database_url: str, timezone: str, pending: list[Migration] | None = None
+    database_url: str,
+    timezone: str,
+    pending: list[Migration] | None = None,
+    functions: list[Repeatable] | None = None,
 ) -> list[int]:
     """Apply what is not applied yet; returns the versions applied by this call.
 
@@ -99,7 +102,7 @@ async def migrate(
                     conn, migration.text, record, f"{migration.version:03d}_{migration.name}"
                 )
                 applied_now.append(migration.version)
-            await _apply_repeatables(conn)
+            await _apply_repeatables(conn, repeatables() if functions is None else functions)
             zone_set = (
                 await conn.execute(_ZONE_SET, [f"TimeZone={timezone}"], prepared=False)
             ).result()
@@ -130,10 +133,10 @@ async def _apply(conn: psqlpy.Connection, text: str, record: str, name: str) -> 
         ) from error
 
 
-async def _apply_repeatables(conn: psqlpy.Connection) -> None:
+async def _apply_repeatables(conn: psqlpy.Connection, files: list[Repeatable]) -> None:
     rows = (await conn.execute("SELECT name, checksum FROM schema_repeatables")).result()
     done = {row["name"]: row["checksum"] for row in rows}
-    for repeatable in repeatables():
+    for repeatable in files:
         digest = checksum(repeatable)
         if done.get(repeatable.name) == digest:
             continue

@@ -1,5 +1,5 @@
 """The service's database role: a login role that is a member of the NOLOGIN group
-investment_service (its grants: sql/migrations/008_service_role.sql), set up by the owner after
+investment_service (its grants: sql/migrations/006_service_role.sql), set up by the owner after
 migrating, and checked at start (docs/operations.md, "The service role")."""
 
 from __future__ import annotations

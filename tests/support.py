@@ -52,7 +52,7 @@ def free_port() -> int:
 
 
 # The least-privileged login the tests' services connect as (a member of investment_service,
-# sql/migrations/008_service_role.sql); created by migrate() on the test server when missing.
+# sql/migrations/006_service_role.sql); created by migrate() on the test server when missing.
 SERVICE_USER = "investment_app"
 SERVICE_PASSWORD = "investment-app-test"
 

@@ -1,4 +1,4 @@
-"""The goods-id sequence under concurrent inserts (sql/migrations/006_goods_id_sequence.sql): product
+"""The goods-id sequence under concurrent inserts (sql/functions/goods_id_sequence.sql): product
 creates that leave goods_id out never fail on the primary key, even while other sessions insert
 products with explicit ids."""
 

@@ -1,5 +1,5 @@
-"""The service's role may do only what the APIs need (sql/migrations/008_service_role.sql), and the
-ledger is append-only for everyone but the explicit maintenance path (007_append_only_ledger.sql)."""
+"""The service's role may do only what the APIs need (sql/migrations/006_service_role.sql), and the
+ledger is append-only for everyone but the explicit maintenance path (sql/functions/ledger_append_only.sql)."""
 
 from __future__ import annotations
 

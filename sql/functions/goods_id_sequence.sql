@@ -1,6 +1,9 @@
--- The goods-id sequence never moves backwards (it did: 001's trigger set it to
+-- The goods-id sequence never moves backwards (a repeatable file: applied again whenever it changes,
+-- after the numbered migrations).
+--
+-- It did move backwards: 001's trigger set it to
 -- greatest(max(goods_id), last_value), and both were read without a lock, so a concurrent insert's
--- nextval could be undone and the next product create failed on the primary key).
+-- nextval could be undone and the next product create failed on the primary key.
 --
 -- Every statement that inserts products now takes one transaction-scoped advisory lock before its
 -- first row (BEFORE ... FOR EACH STATEMENT), so inserts into investment_goods take turns, each
@@ -8,7 +11,7 @@
 -- and the sequence moved past it. After the statement, the sequence is moved forward (never back)
 -- to the largest goods_id the statement itself inserted (its transition table, not a snapshot of
 -- the whole table). Product creation is an operator's action, rare enough to serialise.
--- SECURITY DEFINER: the service role needs no right to setval (008_service_role.sql).
+-- SECURITY DEFINER: the service role needs no right to setval (sql/migrations/006_service_role.sql).
 
 CREATE OR REPLACE FUNCTION investment_goods_lock_ids() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
@@ -34,12 +37,12 @@ BEGIN
     RETURN NULL;
 END $$;
 
-DROP TRIGGER investment_goods_sync_id_sequence ON investment_goods;
-
+DROP TRIGGER IF EXISTS investment_goods_lock_ids ON investment_goods;
 CREATE TRIGGER investment_goods_lock_ids
     BEFORE INSERT ON investment_goods
     FOR EACH STATEMENT EXECUTE FUNCTION investment_goods_lock_ids();
 
+DROP TRIGGER IF EXISTS investment_goods_sync_id_sequence ON investment_goods;
 CREATE TRIGGER investment_goods_sync_id_sequence
     AFTER INSERT ON investment_goods
     REFERENCING NEW TABLE AS inserted_goods

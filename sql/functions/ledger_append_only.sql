@@ -1,3 +1,5 @@
+-- A repeatable file: applied again whenever it changes, after the numbered migrations.
+--
 -- The ledger is append-only. UPDATE, DELETE and TRUNCATE of user_investment_goods are refused for
 -- every role, the owner included, unless the transaction opts in to the maintenance path:
 --
@@ -7,10 +9,10 @@
 --   COMMIT;
 --
 -- The service's role has no UPDATE, DELETE or TRUNCATE privilege on the ledger at all
--- (008_service_role.sql), so it cannot take this path; the trigger guards the owner's hands
+-- (sql/migrations/006_service_role.sql), so it cannot take this path; the trigger guards the owner's hands
 -- (a mistyped psql statement, a tool run against the wrong database). See docs/reliability.md.
 
-CREATE FUNCTION user_investment_goods_append_only() RETURNS trigger
+CREATE OR REPLACE FUNCTION user_investment_goods_append_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF current_setting('investment.ledger_maintenance', true) = 'on' THEN
@@ -22,6 +24,7 @@ BEGIN
                      ' SET LOCAL investment.ledger_maintenance = on';
 END $$;
 
+DROP TRIGGER IF EXISTS user_investment_goods_append_only ON user_investment_goods;
 CREATE TRIGGER user_investment_goods_append_only
     BEFORE UPDATE OR DELETE OR TRUNCATE ON user_investment_goods
     FOR EACH STATEMENT EXECUTE FUNCTION user_investment_goods_append_only();
