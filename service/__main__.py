@@ -145,8 +145,14 @@ def serve(settings: Settings) -> None:
         ).serve()
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, migrate: bool = True) -> int:
+    """Serve; first migrate (and start the embedded database when there is no DATABASE_URL).
+    Without `migrate` the database must be migrated already: a rolling deploy, or instances
+    behind PgBouncer, whose transaction pooling cannot hold the migrations' session lock."""
     embedded = None
+    if settings.database_url is None and not migrate:
+        log.error("--no-migrate needs DATABASE_URL (the embedded database is migrated at start)")
+        return 2
     if settings.database_url is None:
         from service.embedded import EmbeddedPostgres
 
@@ -171,7 +177,7 @@ def run(settings: Settings) -> int:
         if embedded is not None:
             command += ["--demo", "--create-service-login"]
         env = {**os.environ, **settings.as_env()}
-        if subprocess.run(command, env=env, check=False).returncode != 0:
+        if migrate and subprocess.run(command, env=env, check=False).returncode != 0:
             log.error("migrations failed; not serving")
             return 1
         if not check_before_serving(settings):
@@ -229,7 +235,14 @@ def restore_command(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="migrate and serve (embedded PostgreSQL when no DATABASE_URL)")
+    serve_command = commands.add_parser(
+        "run", help="migrate and serve (embedded PostgreSQL when no DATABASE_URL)"
+    )
+    serve_command.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="serve a database that is migrated already (rolling deploys, behind PgBouncer)",
+    )
     migrate = commands.add_parser("migrate", help="apply the migrations to DATABASE_URL")
     migrate.add_argument("--demo", action="store_true", help="also load the demo data (once)")
     migrate.add_argument(
@@ -281,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     if args.command == "run":
-        return run(settings)
+        return run(settings, migrate=not args.no_migrate)
     if args.command == "restore":
         return leave(restore_command(settings, args))
     if args.command == "backup":

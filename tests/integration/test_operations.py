@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
+
+from tests.support import psql
 
 
 def test_healthz_and_readyz(client: httpx.Client) -> None:
@@ -135,3 +138,52 @@ def test_invalid_setting_fails_at_start_naming_it(database_url: str) -> None:
     )
     assert done.returncode == 2
     assert "DB_POOL_SIZE" in done.stderr
+
+
+def test_run_no_migrate_serves_without_touching_the_schema(postgres_server: str) -> None:
+    """`run --no-migrate` (rolling deploys, instances behind PgBouncer) serves as it finds the
+    database; without DATABASE_URL it refuses, since the embedded database needs migrating."""
+    import os
+    import subprocess
+    import sys
+
+    from service.sql import migrations
+    from tests.support import ROOT, free_port, migrated_database
+
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "service", "run", "--no-migrate"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--no-migrate needs DATABASE_URL" in refused.stderr
+
+    with migrated_database(postgres_server) as url:
+        # The last migration looks pending: a plain `run` would apply it again and record it.
+        psql(
+            url,
+            "DELETE FROM schema_migrations"
+            " WHERE version = (SELECT max(version) FROM schema_migrations)",
+        )
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "run", "--no-migrate"],
+            cwd=ROOT, env={**env, "DATABASE_URL": url, "PORT": str(port), "WORKERS": "1",
+                           "ALLOW_UNSAFE_DURABILITY": "true"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                assert process.poll() is None, "the service exited"
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "the service never answered"
+                time.sleep(0.1)
+            count = psql(url, "SELECT count(*) FROM schema_migrations")
+            assert count == str(len(migrations()) - 1)  # nothing was applied
+        finally:
+            process.terminate()
+            process.wait(30)
