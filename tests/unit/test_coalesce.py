@@ -45,6 +45,18 @@ def batcher(db: FakeDatabase, **settings: Any) -> InvestBatcher:
     return InvestBatcher(db, Settings(**values))  # type: ignore[arg-type]
 
 
+async def one_call_in_flight(
+    **settings: Any,
+) -> tuple[FakeDatabase, InvestBatcher, asyncio.Task[InvestRow]]:
+    """A batcher whose first call (one invest, user 1, goods 1) is held in the fake database."""
+    db = FakeDatabase()
+    db.hold = True
+    invests = batcher(db, **settings)
+    in_flight = asyncio.create_task(invests.invest(1, 1, 1))
+    await until(lambda: db.calls == [1])
+    return db, invests, in_flight
+
+
 async def until(condition: Any) -> None:
     for _ in range(1000):
         if condition():
@@ -73,11 +85,7 @@ def test_an_idle_batcher_calls_at_once_and_coalesces_what_arrives_meanwhile() ->
 
 def test_a_full_queue_refuses_at_once_and_the_waiting_are_still_served() -> None:
     async def scenario() -> None:
-        db = FakeDatabase()
-        db.hold = True
-        invests = batcher(db, invest_queue_max=3)
-        in_flight = asyncio.create_task(invests.invest(1, 1, 1))
-        await until(lambda: db.calls == [1])
+        db, invests, in_flight = await one_call_in_flight(invest_queue_max=3)
         waiting = [asyncio.create_task(invests.invest(1, 2, 2)) for _ in range(3)]
         await until(lambda: invests._coalescer.waiting == 3)
         with pytest.raises(Overloaded):
@@ -91,11 +99,7 @@ def test_a_full_queue_refuses_at_once_and_the_waiting_are_still_served() -> None
 
 def test_a_request_not_sent_before_its_deadline_is_answered_503_and_never_sent() -> None:
     async def scenario() -> None:
-        db = FakeDatabase()
-        db.hold = True
-        invests = batcher(db, db_acquire_timeout=0.05)
-        in_flight = asyncio.create_task(invests.invest(1, 1, 1))
-        await until(lambda: db.calls == [1])
+        db, invests, in_flight = await one_call_in_flight(db_acquire_timeout=0.05)
         late = asyncio.create_task(invests.invest(2, 2, 2, "late-key"))
         with pytest.raises(DatabaseUnavailable, match="not sent"):
             await asyncio.wait_for(late, 2)
@@ -139,11 +143,8 @@ def test_a_failed_call_answers_every_request_of_its_batch(failure: Any, expected
 
 def test_a_dying_drain_task_answers_everyone_and_releases_every_key() -> None:
     async def scenario() -> None:
-        db = FakeDatabase()
-        db.hold = True
-        invests = batcher(db)
-        sent = [asyncio.create_task(invests.invest(1, 1, 1, "sent"))]
-        await until(lambda: db.calls == [1])
+        db, invests, in_flight = await one_call_in_flight()
+        sent = [in_flight]
         queued = [asyncio.create_task(invests.invest(g, 2, 1, f"queued-{g}")) for g in range(4)]
         await until(lambda: invests._coalescer.waiting == 4)
         for task in list(invests._coalescer._tasks):
@@ -154,7 +155,7 @@ def test_a_dying_drain_task_answers_everyone_and_releases_every_key() -> None:
         assert invests.keys_in_flight == 0
         assert invests._coalescer.waiting == 0
         db.hold = False
-        assert (await invests.invest(1, 1, 1, "sent")).outcome == "done"
+        assert (await invests.invest(1, 1, 1, "sent-again")).outcome == "done"
 
     asyncio.run(scenario())
 
@@ -177,11 +178,8 @@ def test_a_retry_of_a_key_still_waiting_is_in_use_without_a_call() -> None:
 
 def test_calls_in_flight_bounds_concurrent_calls() -> None:
     async def scenario() -> None:
-        db = FakeDatabase()
-        db.hold = True
-        invests = batcher(db, invest_calls_in_flight=2)
-        tasks = [asyncio.create_task(invests.invest(1, 1, 1))]
-        await until(lambda: db.calls == [1])
+        db, invests, in_flight = await one_call_in_flight(invest_calls_in_flight=2)
+        tasks = [in_flight]
         tasks.append(asyncio.create_task(invests.invest(2, 1, 1)))
         await until(lambda: db.calls == [1, 1])  # a second call starts while the first runs
         tasks += [asyncio.create_task(invests.invest(g, 1, 1)) for g in range(4)]
