@@ -18,15 +18,9 @@ CREATE OR REPLACE FUNCTION invest_many(
     p_at timestamptz DEFAULT NULL
 )
 RETURNS TABLE (
-    ord                      bigint,
-    outcome                  text,
-    found                    boolean,
-    total_investing_amount   bigint,
-    investment_amount        bigint,
-    current_investing_amount bigint,
-    state                    text,
-    invest_date              text,
-    investment_id            bigint
+    ord bigint, outcome text, found boolean,
+    total_investing_amount bigint, investment_amount bigint, current_investing_amount bigint,
+    state text, invest_date text, investment_id bigint
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -127,22 +121,24 @@ BEGIN
             user_id, idempotency_key, goods_id, requested_amount, found, total_investing_amount,
             investment_amount, current_investing_amount, state, invest_date, investment_id,
             created_at)
-        SELECT r.user_id, r.key, r.goods_id, r.asked, r.found, r.total, r.granted,
-               CASE WHEN r.found THEN r.current END, r.state, v_date, r.id, v_now
+        SELECT r.user_id, r.key, r.goods_id, r.asked, r.found, r.total, r.granted, r.current,
+               r.state, v_date, r.id, v_now
         FROM results r
         WHERE r.key IS NOT NULL AND r.outcome = 'done'
     )
-    SELECT r.ord, r.outcome,
-           CASE r.outcome WHEN 'done' THEN r.found WHEN 'replay' THEN k.found END,
-           CASE r.outcome WHEN 'done' THEN r.total WHEN 'replay' THEN k.total_investing_amount END,
-           CASE r.outcome WHEN 'done' THEN r.granted WHEN 'replay' THEN k.investment_amount END,
-           CASE r.outcome WHEN 'done' THEN CASE WHEN r.found THEN r.current END
-                          WHEN 'replay' THEN k.current_investing_amount END,
-           CASE r.outcome WHEN 'done' THEN r.state WHEN 'replay' THEN k.state END,
-           CASE r.outcome WHEN 'done' THEN v_date WHEN 'replay' THEN k.invest_date END,
-           CASE r.outcome WHEN 'done' THEN r.id WHEN 'replay' THEN k.investment_id END
+    -- The answers: performed now, replayed from the stored answer, or refused (nothing else).
+    SELECT r.ord, r.outcome, r.found, r.total, r.granted, r.current, r.state, v_date, r.id
     FROM results r
-    LEFT JOIN investment_idempotency k
-           ON r.outcome = 'replay' AND k.user_id = r.user_id AND k.idempotency_key = r.key
-    ORDER BY r.ord;
+    WHERE r.outcome = 'done'
+    UNION ALL
+    SELECT r.ord, r.outcome, k.found, k.total_investing_amount, k.investment_amount,
+           k.current_investing_amount, k.state, k.invest_date, k.investment_id
+    FROM results r  -- LEFT: a row per request even if cleanup removed the key meanwhile
+    LEFT JOIN investment_idempotency k ON k.user_id = r.user_id AND k.idempotency_key = r.key
+    WHERE r.outcome = 'replay'
+    UNION ALL
+    SELECT r.ord, r.outcome, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM results r
+    WHERE r.outcome IN ('in_use', 'mismatch')
+    ORDER BY 1;
 END $$;
