@@ -1,6 +1,5 @@
-"""Processes of our own on loopback: started in a session (process group) of their own, awaited
-with a deadline that fails early when the process exits, stopped with SIGTERM, then SIGKILL of
-the group; `ServiceProcess` is `python -m service run` with its settings as environment."""
+"""Processes in process groups of their own: started, awaited until ready (failing early when they
+exit), stopped (SIGTERM, then SIGKILL of the group); `python -m service run` as ServiceProcess."""
 
 from __future__ import annotations
 
