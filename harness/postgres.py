@@ -3,13 +3,11 @@ the service's own migrations run as a child process."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Mapping
 
-from harness import ROOT
+from harness.processes import service_command
 
 
 def pg_tool(name: str) -> str:
@@ -52,23 +50,19 @@ def migrate(
     settings: Mapping[str, str] | None = None,
     timeout: float = 120.0,
 ) -> None:
-    """Apply the service's migrations as the owner (`python -m service migrate`, in a child
-    process: psqlpy's runtime stays out of the caller's).
+    """Apply the service's migrations as the owner (`python -m service migrate`).
 
     With `service_url` (the same database as the service's login) that login is created when
     missing and let into the service's role; `demo` loads the demo data once; `settings` are more
     environment for the child (LOG_LEVEL, TIMEZONE).
     """
-    command = [sys.executable, "-m", "service", "migrate"]
-    env = {**os.environ, "DATABASE_URL": owner_url}
+    command = ["migrate"]
+    env = {"DATABASE_URL": owner_url}
     if service_url is not None:
         command.append("--create-service-login")
         env |= {"DATABASE_URL": service_url, "MIGRATION_DATABASE_URL": owner_url}
     if demo:
         command.append("--demo")
-    done = subprocess.run(
-        command, cwd=ROOT, env={**env, **(settings or {})},
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+    done = service_command(*command, settings={**env, **(settings or {})}, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"migrations failed:\n{done.stderr.strip()[-3000:]}")

@@ -24,13 +24,25 @@ __all__ = [
     "ServiceProcess",
     "free_port",
     "http_status",
+    "service_command",
     "spawn",
     "stop_group",
     "stop_process",
     "wait_ready",
 ]
 
-SERVICE_RUN = (sys.executable, "-m", "service", "run")
+SERVICE = (sys.executable, "-m", "service")
+
+
+def service_command(
+    *args: str, settings: Mapping[str, str], timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m service <args>` to completion from the repository root, `settings` over
+    this process's environment, its output captured (psqlpy's runtime stays out of ours)."""
+    return subprocess.run(
+        [*SERVICE, *args], cwd=ROOT, env={**os.environ, **settings},
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
 
 
 class NotReady(RuntimeError):
@@ -133,7 +145,7 @@ class ServiceProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = spawn(SERVICE_RUN, self.env, self.log_path)
+        self.process = spawn((*SERVICE, "run"), self.env, self.log_path)
 
     @property
     def pid(self) -> int:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from harness import ROOT
+from harness import ROOT as ROOT
 from harness import postgres as _postgres
 from harness import processes as _processes
 from harness.postgres import pg_tool, psql
@@ -148,11 +146,7 @@ def raw_exchange(base_url: str, message: bytes) -> tuple[int, bytes]:
 
 def verify_ledger(database_url: str) -> dict[str, int]:
     """Run the ledger verifier (`python -m service verify`); fail on any violation."""
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "verify"],
-        cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = _processes.service_command("verify", settings={"DATABASE_URL": database_url})
     assert done.returncode == 0, f"ledger violations:\n{done.stdout}\n{done.stderr}"
     summary: dict[str, int] = json.loads(done.stdout.splitlines()[-1])
     return summary
