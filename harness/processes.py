@@ -104,21 +104,22 @@ def stop_group(
     """Stop the leader `pid` of a process group: `sig` to it (to every member with
     `whole_group`), up to `timeout` seconds for it to exit, then SIGKILL to the group. Members
     that outlive their leader (a worker mid-shutdown) get SIGKILL too."""
-    if exited():
-        return
-    with suppress(ProcessLookupError, PermissionError):
-        if whole_group:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    for wait in (timeout, 5.0):
-        deadline = time.monotonic() + wait
-        while not exited() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    if not exited():
         with suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        if exited():
-            return
+            if whole_group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        for wait in (timeout, 5.0):
+            deadline = time.monotonic() + wait
+            while not exited() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if exited():
+                break
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def stop_process(
