@@ -55,9 +55,9 @@ test *args: setup
 
 # Lint, format check and type check.
 check: setup
-    {{venv}}/bin/ruff check service tests bench deploy
-    {{venv}}/bin/ruff format --check service tests bench deploy
-    {{venv}}/bin/mypy service bench deploy
+    {{venv}}/bin/ruff check service tests bench deploy harness
+    {{venv}}/bin/ruff format --check service tests bench deploy harness
+    {{venv}}/bin/mypy service bench deploy harness
 
 # Start haproxy on :8080 → 3 instances → PgBouncer → PostgreSQL (apt-get installs what is missing).
 cluster: setup

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.dataset import WINDOW
-from bench.target import pg_tool
+from harness.postgres import pg_tool
 from service.sql import queries
 
 MY_PAGE = 1000  # the service's default page; the statement asks for one row more

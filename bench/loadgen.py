@@ -21,7 +21,8 @@ from typing import Any
 
 import psutil
 
-from bench.target import ROOT, free_port, stop_group
+from harness import ROOT
+from harness.processes import free_port, stop_process
 
 LOCUSTFILE = ROOT / "bench" / "locustfile.py"
 CPU_SATURATED = 90.0  # percent of one core, locust's own threshold
@@ -189,7 +190,7 @@ def run_locust(
         process.wait(timeout=seconds + 60)
     finally:
         sampler.stopped.set()
-        stop_group(process, timeout=10)
+        stop_process(process, timeout=10)
     wall = time.monotonic() - started
     log_text = log_path.read_text(errors="replace")
     stats_path = out_dir / f"{run.name}.json"

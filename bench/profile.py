@@ -24,7 +24,8 @@ from typing import Any
 from bench import dataset
 from bench.dataset import Shape
 from bench.loadgen import Run, run_locust
-from bench.target import ROOT, WORK, Service, bench_database, running_service, stop_group
+from bench.target import ROOT, WORK, Service, bench_database, running_service
+from harness.processes import stop_process
 
 PROFILES = ROOT / "profiles"
 ENDPOINTS = {"list": "ListUser", "invest": "InvestUser", "my-investments": "MyInvestmentsUser"}
@@ -163,7 +164,7 @@ def profile(
             try:
                 recorder.wait(args.seconds + 60)
             finally:
-                stop_group(recorder, timeout=5)
+                stop_process(recorder, timeout=5)
 
     figures = run_locust(run, service.base_url, work, os.cpu_count() or 1, spy)
     stats = figures["requests"].get(endpoint, {})

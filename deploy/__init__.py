@@ -1,1 +1,1 @@
-"""The local production-like topology (haproxy, service instances, PgBouncer): see cluster.py."""
+"""`just cluster`: haproxy, service instances and PgBouncer on one machine (deploy.cluster)."""

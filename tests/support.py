@@ -4,51 +4,31 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
-import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def psql(url: str, sql: str) -> str:
-    """Run SQL through psql (tab-separated, unaligned output) and return stdout."""
-    done = subprocess.run(
-        ["psql", url, "-X", "-q", "-t", "-A", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"psql failed: {done.stderr}")
-    return done.stdout.strip()
+from harness import ROOT as ROOT
+from harness import postgres as _postgres
+from harness import processes as _processes
+from harness.postgres import pg_tool, psql
+from harness.processes import free_port as free_port
 
 
 def new_database(server_url: str) -> str:
     """Create an empty database on the server and return its URL."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     psql(server_url, f"CREATE DATABASE {name}")
-    base, _, _ = server_url.rpartition("/")
-    return f"{base}/{name}"
+    return _postgres.with_database(server_url, name)
 
 
 def drop_database(server_url: str, url: str) -> None:
     name = url.rpartition("/")[2]
     psql(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def free_port() -> int:
-    from service.embedded import free_port as pick
-
-    return pick()
 
 
 # The least-privileged login the tests' services connect as (a member of investment_service,
@@ -64,75 +44,29 @@ def service_url(owner_url: str) -> str:
     return with_user(owner_url, SERVICE_USER, SERVICE_PASSWORD)
 
 
-class ServiceProcess:
-    """`python -m service run` as a real process: granian, its workers, its own pool. Given the
-    owner's URL, it connects as the service role (migrations, if any, as the owner)."""
+class ServiceProcess(_processes.ServiceProcess):
+    """`python -m service run`, started at once; given the owner's URL, it connects as the
+    service role (migrations, if any, as the owner)."""
 
     def __init__(self, database_url: str, workers: int = 1, **settings: str) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": service_url(database_url),
-            "MIGRATION_DATABASE_URL": database_url,
-            "PORT": str(self.port),
-            "WORKERS": str(workers),
-            "LOG_LEVEL": "WARNING",
-            **settings,
-        }
-        self.log_path = ROOT / ".data" / "logs" / f"service-{self.port}.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "run"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-
-    def wait_ready(self, timeout: float = 30.0, path: str = "/readyz") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"service exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.base_url}{path}", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"service not ready within {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def worker_pids(self) -> list[int]:
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
-        ).stdout
-        return [int(pid) for pid in out.split()]
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-        self._log.close()
-        return self.process.returncode
+        super().__init__(
+            {
+                "DATABASE_URL": service_url(database_url),
+                "MIGRATION_DATABASE_URL": database_url,
+                "WORKERS": str(workers),
+                "LOG_LEVEL": "WARNING",
+                **settings,
+            }
+        )
+        self.start()
 
 
 @contextmanager
 def running_service(
     database_url: str, workers: int = 1, **settings: str
 ) -> Iterator[ServiceProcess]:
-    service = ServiceProcess(database_url, workers, **settings)
-    try:
-        service.wait_ready()
+    with ServiceProcess(database_url, workers, **settings) as service:
         yield service
-    finally:
-        service.stop()
 
 
 def create_goods(
@@ -212,11 +146,7 @@ def raw_exchange(base_url: str, message: bytes) -> tuple[int, bytes]:
 
 def verify_ledger(database_url: str) -> dict[str, int]:
     """Run the ledger verifier (`python -m service verify`); fail on any violation."""
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "verify"],
-        cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = _processes.service_command("verify", settings={"DATABASE_URL": database_url})
     assert done.returncode == 0, f"ledger violations:\n{done.stdout}\n{done.stderr}"
     summary: dict[str, int] = json.loads(done.stdout.splitlines()[-1])
     return summary
@@ -224,13 +154,8 @@ def verify_ledger(database_url: str) -> dict[str, int]:
 
 def migrate(url: str) -> None:
     """Apply the migrations as the owner and let the service role in (creating its login when
-    missing), from a child process (psqlpy's runtime stays out of pytest's)."""
-    env = {**os.environ, "DATABASE_URL": service_url(url), "MIGRATION_DATABASE_URL": url}
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "migrate", "--create-service-login"], cwd=ROOT,
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    missing)."""
+    _postgres.migrate(url, service_url=service_url(url))
 
 
 @contextmanager
@@ -264,7 +189,7 @@ def hold_rows(database_url: str, goods_ids: list[int], seconds: float) -> subpro
     ids = ", ".join(map(str, goods_ids))
     mark = random.randrange(1, 2**31)
     holder = subprocess.Popen(
-        ["psql", database_url, "-X", "-q", "-c",
+        [pg_tool("psql"), database_url, "-X", "-q", "-c",
          f"BEGIN; SELECT 1 FROM investment_goods WHERE goods_id IN ({ids}) FOR UPDATE;"
          f" SELECT pg_advisory_xact_lock({_HOLD_MARK}, {mark});"
          f" SELECT pg_sleep({seconds}); COMMIT;"],

@@ -24,7 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.cluster import ClusterConfig, ClusterError, down, ensure_installed, haproxy_servers, up
+from deploy.cluster import down, haproxy_servers, up
+from deploy.config import ClusterConfig, ClusterError
+from deploy.tools import ensure_installed
 from tests.support import (
     ROOT,
     counters,

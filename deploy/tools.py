@@ -1,0 +1,70 @@
+"""haproxy and PgBouncer themselves: installed from Debian when missing, PgBouncer's version, and
+the user PgBouncer runs as."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import subprocess
+
+from deploy.config import ClusterError, log
+
+PACKAGES = {"haproxy": "haproxy", "pgbouncer": "pgbouncer"}  # program → Debian package
+# PgBouncer keeps protocol-level named prepared statements apart per client from 1.21 on.
+PREPARED_STATEMENTS_SINCE = (1, 21)
+
+
+def program(name: str) -> str | None:
+    """Path of an installed program; /usr/sbin is searched too (not on every user's PATH)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
+def ensure_installed() -> None:
+    """Install haproxy and PgBouncer from Debian's packages when missing (root only)."""
+    missing = [package for name, package in PACKAGES.items() if program(name) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise ClusterError(
+            f"{' and '.join(missing)} missing: run `sudo apt-get install {' '.join(missing)}`"
+        )
+    log(f"installing {', '.join(missing)} with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+    ):
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=600, check=False
+        )
+        if done.returncode != 0:
+            raise ClusterError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    still = [name for name in PACKAGES if program(name) is None]
+    if still:
+        raise ClusterError(f"{', '.join(still)} still missing after apt-get install")
+
+
+def pgbouncer_version() -> tuple[int, ...]:
+    path = program("pgbouncer")
+    if path is None:
+        raise ClusterError("pgbouncer is not installed")
+    out = subprocess.run(
+        [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout
+    found = re.search(r"PgBouncer (\d+)\.(\d+)(?:\.(\d+))?", out)
+    if found is None:
+        raise ClusterError(f"cannot read the PgBouncer version from {out!r}")
+    return tuple(int(part or 0) for part in found.groups())
+
+
+def pgbouncer_user() -> str | None:
+    """PgBouncer refuses to run as root; as root it runs as `postgres` (Debian's own choice)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
+    return "postgres"
