@@ -99,7 +99,10 @@ def up(config: ClusterConfig) -> dict[str, Any]:
                 "TIMEZONE": config.timezone,
                 "DB_STATEMENT_TIMEOUT": str(config.statement_timeout),
             }
-            command = [sys.executable, "-m", "deploy.serve"]
+            # Migrated once above, directly on PostgreSQL: migrations hold a session-level
+            # advisory lock, which PgBouncer's transaction pooling cannot keep on one server
+            # connection, so an instance behind PgBouncer must not migrate through it.
+            command = [sys.executable, "-m", "service", "run", "--no-migrate"]
             state["processes"].append(spawn(f"instance{i + 1}", command, env, config.runtime))
             save(config.runtime, state)
         for entry, base in zip(state["processes"][1:], state["instances"], strict=True):
