@@ -75,13 +75,13 @@ def check_before_serving(settings: Settings) -> bool:
 
 
 @contextmanager
-def metrics_directory(enabled: bool) -> Iterator[None]:
+def metrics_directory(settings: Settings) -> Iterator[None]:
     """prometheus-client multiprocess mode: one directory the workers share, set in the
     environment before granian forks them, empty at start; a temporary one is removed at exit."""
-    if not enabled:
+    if not settings.metrics_enabled:
         yield
         return
-    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    given = settings.prometheus_multiproc_dir
     path = Path(given) if given else Path(tempfile.mkdtemp(prefix="investment-metrics-"))
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):  # samples of an earlier run would be summed in
@@ -118,7 +118,7 @@ def serve(settings: Settings) -> None:
     from granian.http import HTTP1Settings
 
     os.environ.update(settings.as_env())  # the workers read their settings from the environment
-    with metrics_directory(settings.metrics_enabled):
+    with metrics_directory(settings):
         Granian(
             "service.app:create_app",
             factory=True,
@@ -146,11 +146,12 @@ def run(settings: Settings) -> int:
     if settings.database_url is None:
         from service.embedded import EmbeddedPostgres
 
-        data_dir = Path(os.environ.get("EMBEDDED_PG_DATA", DEFAULT_DATA_DIR))
-        port = int(os.environ.get("EMBEDDED_PG_PORT", "55432"))
-        archive = os.environ.get("EMBEDDED_PG_ARCHIVE")
+        data_dir = Path(settings.embedded_pg_data or DEFAULT_DATA_DIR)
+        archive = settings.embedded_pg_archive
         embedded = EmbeddedPostgres(
-            data_dir, port, archive_dir=Path(archive) if archive else DEFAULT_ARCHIVE_DIR
+            data_dir,
+            settings.embedded_pg_port,
+            archive_dir=Path(archive) if archive else DEFAULT_ARCHIVE_DIR,
         )
         owner_url = embedded.start()
         log.info("embedded PostgreSQL at %s (data in %s)", owner_url, data_dir)

@@ -102,7 +102,7 @@ def configure_application(settings: Settings) -> Application:
     api = InvestmentApi(settings)
     app.services.register(InvestmentApi, instance=api)  # reachable from tests and metrics
 
-    metrics = Metrics() if settings.metrics_enabled else None
+    metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics_enabled else None
     route = functools.partial(_route, app=app, metrics=metrics, access_log=settings.access_log)
     routes = {  # handler -> (method, route template)
         "list_goods": ("GET", f"{BASE}/goods"),
