@@ -1,6 +1,6 @@
 """Command line: `python -m service run|migrate|preflight|goods|verify|backup|restore` (run =
 migrate, demo data when embedded, start-up checks, serve; goods = product administration,
-service/admin.py; backup/restore: service/backup.py)."""
+service/goods.py; backup/restore: service/backup.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from service.logs import GRANIAN_LOG_CONFIG, configure_logging
 from service.settings import Settings, SettingsError, load_settings
@@ -109,6 +110,44 @@ async def _verify(url: str) -> int:
         print(orjson.dumps(violation).decode())
     print(orjson.dumps({"violations": len(found), **summary}).decode())
     return 1 if found else 0
+
+
+async def _goods(settings: Settings, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from service.db import Database
+    from service.goods import close_goods, create_goods, list_all_goods, validate_goods
+
+    db = Database(settings, 2)  # psqlpy wants a pool of at least 2
+    try:
+        if args.goods_command == "add":
+            values = {"title": args.title, "total_investing_amount": args.total,
+                      "started_at": args.start, "finished_at": args.finish}  # fmt: skip
+            return [await create_goods(db, validate_goods(values, settings.zone, create=True))]
+        if args.goods_command == "close":
+            return [await close_goods(db, args.goods_id)]
+        return await list_all_goods(db)
+    finally:
+        db.close()
+
+
+def goods_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`python -m service goods add|close|list` (service/goods.py): 0 done, 1 refused (unknown
+    product, total below invested, database), 2 invalid input."""
+    import orjson
+
+    from service.db import DatabaseUnavailable
+    from service.problems import Problem
+
+    try:
+        products = asyncio.run(_goods(settings, args))
+    except Problem as problem:
+        print(f"{problem.code}: {problem.detail}", file=sys.stderr)
+        return 2 if problem.status == 400 else 1
+    except DatabaseUnavailable as error:
+        print(f"SERVICE_UNAVAILABLE: {error}", file=sys.stderr)
+        return 1
+    for product in products:
+        sys.stdout.buffer.write(orjson.dumps(product) + b"\n")
+    return 0
 
 
 def serve(settings: Settings) -> None:
@@ -293,9 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         print("DATABASE_URL is required for this command", file=sys.stderr)
         return 2
     if args.command == "goods":
-        from service.admin import run_goods_command
-
-        return leave(run_goods_command(settings, args))
+        return leave(goods_command(settings, args))
     if args.command == "verify":
         return leave(asyncio.run(_verify(settings.database_url)))
     if args.command == "preflight":

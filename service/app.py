@@ -11,9 +11,9 @@ from typing import Any
 
 from blacksheep import Application, Request, Response
 
-from service.admin import ADMIN_BASE, AdminApi, describe_admin
+from service.admin import ADMIN_BASE, ADMIN_REALM, AdminApi
 from service.batcher import InvestBatcher, PageBatcher
-from service.bearer import bearer_refusal
+from service.bearer import guarded
 from service.db import Database, DatabaseUnavailable, OutcomeUnknown
 from service.docs_ui import docs_routes
 from service.handlers import BASE, InvestmentApi
@@ -21,7 +21,7 @@ from service.housekeeping import forget_old_idempotency_keys
 from service.logs import configure_logging, quiet_handled_errors
 from service.metrics import Metrics
 from service.observe import observe_other_routes, observed
-from service.openapi import build_docs, describe
+from service.openapi import build_docs, describe, describe_admin
 from service.problems import Problem, problem_response
 from service.readiness import Readiness
 from service.settings import Settings, load_settings
@@ -70,18 +70,6 @@ def _unmatched(allowed: dict[str, list[str]]) -> Callable[[Request], Awaitable[R
     return not_found
 
 
-def _guarded(handler: Handler, token: str, realm: str) -> Handler:
-    """`handler` behind a bearer token (METRICS_TOKEN): 401 problem+json without it."""
-    secret = token.encode()
-
-    async def guarded(request: Request) -> Response:
-        return bearer_refusal(request, secret, realm) or await handler(request)
-
-    guarded.__name__ = handler.__name__
-    guarded.__doc__ = handler.__doc__
-    return guarded
-
-
 def _route(
     method: Callable[[Request], Awaitable[Response]],
     verb: str,
@@ -112,19 +100,23 @@ def configure_application(settings: Settings) -> Application:
         "readyz": ("GET", "/readyz"),
     }
     plain: dict[str, Handler] = {name: getattr(api, name) for name in routes}
-    admin = None if settings.admin_token is None else AdminApi(settings, settings.admin_token)
+    admin = None if settings.admin_token is None else AdminApi(settings)
     admin_routes = {
         "create_goods": ("POST", ADMIN_BASE),
         "change_goods": ("PATCH", ADMIN_BASE + "/{goods_id}"),
     }
     if admin is not None:  # no token, no admin routes: they answer 404 like any unknown path
-        plain.update({name: getattr(admin, name) for name in admin_routes})
+        token = settings.admin_token
+        assert token is not None
+        plain.update(
+            {name: guarded(getattr(admin, name), ADMIN_REALM, token) for name in admin_routes}
+        )
         routes.update(admin_routes)
     if metrics is not None:
         routes["metrics"] = ("GET", "/metrics")
         plain["metrics"] = metrics.scrape
         if settings.metrics_token is not None:
-            plain["metrics"] = _guarded(metrics.scrape, settings.metrics_token, "metrics")
+            plain["metrics"] = guarded(metrics.scrape, "metrics", settings.metrics_token)
     for path, handler in docs_routes().items():
         routes[f"docs {path}"] = ("GET", path)
         plain[f"docs {path}"] = handler
@@ -142,9 +134,19 @@ def configure_application(settings: Settings) -> Application:
     app.router.fallback = route(_unmatched(allowed), "ANY", "(unmatched)")
 
     docs = build_docs()
-    describe(docs, handlers)
+    describe(
+        docs,
+        list_goods=handlers["list_goods"],
+        invest=handlers["invest"],
+        my_investments=handlers["my_investments"],
+        healthz=handlers["healthz"],
+        readyz=handlers["readyz"],
+        metrics=handlers.get("metrics"),
+    )
     if admin is not None:
-        describe_admin(docs, {name: handlers[name] for name in admin_routes})
+        describe_admin(
+            docs, create_goods=handlers["create_goods"], change_goods=handlers["change_goods"]
+        )
     for name in routes:
         if name.startswith("docs "):
             docs.ignore()(handlers[name])  # the docs describe the API, not themselves
@@ -188,7 +190,7 @@ def configure_application(settings: Settings) -> Application:
     async def start_operations(application: Application) -> None:
         api.list_cache.observer = metrics
         if admin is not None:
-            admin.db = api.db
+            admin._db = api.db
         if metrics is not None:
             api.metrics = metrics
             metrics.start(api.db.pool.status)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import orjson
@@ -13,6 +13,7 @@ from blacksheep import Content, Request, Response
 from service.batcher import InvestBatcher, PageBatcher
 from service.cache import StaleBoundCache
 from service.db import Database
+from service.goods import goods_json
 from service.parsing import (
     check_json_content_type,
     format_cursor,
@@ -40,17 +41,6 @@ BASE = "/v1/api/investment"
 WINDOWS_REMEMBERED = 1024
 WINDOW_QUERY_BYTES = 160
 _WINDOW_NAMES = (b"started_at=", b"finished_at=")
-
-# Column order of sql/queries.sql `list-goods` (goods_item()): where its rows become JSON.
-GOODS_KEYS = (
-    "goods_id", "title", "total_investing_amount", "current_investing_amount",
-    "investor_count", "status", "state", "started_at", "finished_at",
-)  # fmt: skip
-
-
-def goods_json(row: tuple[Any, ...]) -> dict[str, Any]:
-    """A row of goods_item() (sql/migrations/004_goods_item.sql) as the API's product item."""
-    return dict(zip(GOODS_KEYS, row, strict=True))
 
 
 def json_response(body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
