@@ -6,25 +6,26 @@ from __future__ import annotations
 import orjson
 from blacksheep import Content, Request, Response
 
-from service.db import Database
 from service.goods import GoodsFields, change_goods, create_goods, validate_goods
 from service.handlers import JSON, read_body
 from service.parsing import MAX_GOODS_ID, load_json
 from service.problems import Problem
 from service.settings import Settings
+from service.worker import Worker
 
 ADMIN_BASE = "/v1/api/admin/goods"
 ADMIN_REALM = "admin"
 
 
 class AdminApi:
-    """Product administration over HTTP; `_db` is set when the worker starts."""
-
-    _db: Database
+    """Product administration over HTTP; the worker's database once it has started."""
 
     def __init__(self, settings: Settings) -> None:
         self._zone = settings.zone
         self._max_body = settings.max_body_bytes
+
+    def attach(self, worker: Worker) -> None:
+        self._db = worker.db
 
     async def _fields(self, request: Request, create: bool) -> GoodsFields:
         document = load_json(await read_body(request, self._max_body) or b"null")

@@ -29,6 +29,7 @@ from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.metrics import Metrics
+    from service.worker import Worker
 
 JSON = b"application/json"
 CONTENT_TYPE = b"content-type"
@@ -78,23 +79,30 @@ def _plain_window_query(raw: bytes) -> bool:
 
 
 class InvestmentApi:
-    """The three APIs of SPEC.md; the gateway parts are attached when the worker starts."""
+    """The three APIs of SPEC.md and health; the worker's gateways once it has started."""
 
     db: Database
     batcher: InvestBatcher
     pages: PageBatcher
     readiness: Readiness
-    metrics: Metrics | None = None  # invest outcomes (service/metrics.py), when enabled
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.zone = settings.zone
+        self.metrics = metrics  # invest outcomes (service/metrics.py), when enabled
         self.list_cache: StaleBoundCache[bytes | None] = StaleBoundCache(
-            settings.list_cache_seconds, max_bytes=settings.list_cache_max_bytes
+            settings.list_cache_seconds, max_bytes=settings.list_cache_max_bytes, observer=metrics
         )
         # Clients ask for the list with few distinct windows: the parsed window per raw query
         # string spares a cached answer all parsing (a profiled hot spot).
         self._windows: dict[bytes, tuple[datetime, datetime]] = {}
+
+    def attach(self, worker: Worker) -> None:
+        """The gateways the handlers call, kept as plain attributes (one lookup per request)."""
+        self.db = worker.db
+        self.batcher = worker.invests
+        self.pages = worker.pages
+        self.readiness = worker.readiness
 
     def window(self, request: Request) -> tuple[datetime, datetime]:
         raw: bytes = request._raw_query  # type: ignore[attr-defined]  # no URL object built
