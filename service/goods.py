@@ -33,8 +33,9 @@ class Goods(NamedTuple):
 
 
 def goods_json(row: tuple[Any, ...]) -> dict[str, Any]:
-    """A goods_item() row as the API's product item (the one place such rows become JSON)."""
-    return Goods._make(row)._asdict()
+    """A goods_item() row as the API's product item (the one place such rows become JSON): the
+    dict of Goods._make(row)._asdict() without the tuple in between (a list load has many rows)."""
+    return dict(zip(Goods._fields, row, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
