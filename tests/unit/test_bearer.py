@@ -7,6 +7,7 @@ import asyncio
 import orjson
 import pytest
 from blacksheep import Application, Request, Response
+from blacksheep.server.routing import Router
 from blacksheep.testing import TestClient
 
 from service.bearer import guarded
@@ -24,7 +25,7 @@ async def public(request: Request) -> Response:
 
 
 def call(path: str, authorization: str | None) -> Response:
-    app = Application(show_error_details=False)
+    app = Application(router=Router(), show_error_details=False)  # not the shared default
     app.router.add_get("/secret", guarded(secret, "metrics", TOKEN))
     app.router.add_get("/public", public)
     headers = [] if authorization is None else [(b"Authorization", authorization.encode())]
