@@ -1,6 +1,6 @@
 """Command line: `python -m service run|migrate|preflight|goods|verify|backup|restore` (run =
 migrate, demo data when embedded, start-up checks, serve; goods = product administration,
-service/admin.py; backup/restore: service/backup.py)."""
+service/goods.py; backup/restore: service/backup.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from service.logs import GRANIAN_LOG_CONFIG, configure_logging
 from service.settings import Settings, SettingsError, load_settings
@@ -75,13 +76,13 @@ def check_before_serving(settings: Settings) -> bool:
 
 
 @contextmanager
-def metrics_directory(enabled: bool) -> Iterator[None]:
+def metrics_directory(settings: Settings) -> Iterator[None]:
     """prometheus-client multiprocess mode: one directory the workers share, set in the
     environment before granian forks them, empty at start; a temporary one is removed at exit."""
-    if not enabled:
+    if not settings.metrics_enabled:
         yield
         return
-    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    given = settings.prometheus_multiproc_dir
     path = Path(given) if given else Path(tempfile.mkdtemp(prefix="investment-metrics-"))
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):  # samples of an earlier run would be summed in
@@ -111,6 +112,44 @@ async def _verify(url: str) -> int:
     return 1 if found else 0
 
 
+async def _goods(settings: Settings, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from service.db import Database
+    from service.goods import close_goods, create_goods, list_all_goods, validate_goods
+
+    db = Database(settings, 2)  # psqlpy wants a pool of at least 2
+    try:
+        if args.goods_command == "add":
+            values = {"title": args.title, "total_investing_amount": args.total,
+                      "started_at": args.start, "finished_at": args.finish}  # fmt: skip
+            return [await create_goods(db, validate_goods(values, settings.zone, create=True))]
+        if args.goods_command == "close":
+            return [await close_goods(db, args.goods_id)]
+        return await list_all_goods(db)
+    finally:
+        db.close()
+
+
+def goods_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`python -m service goods add|close|list` (service/goods.py): 0 done, 1 refused (unknown
+    product, total below invested, database), 2 invalid input."""
+    import orjson
+
+    from service.db import DatabaseUnavailable
+    from service.problems import Problem
+
+    try:
+        products = asyncio.run(_goods(settings, args))
+    except Problem as problem:
+        print(f"{problem.code}: {problem.detail}", file=sys.stderr)
+        return 2 if problem.status == 400 else 1
+    except DatabaseUnavailable as error:
+        print(f"SERVICE_UNAVAILABLE: {error}", file=sys.stderr)
+        return 1
+    for product in products:
+        sys.stdout.buffer.write(orjson.dumps(product) + b"\n")
+    return 0
+
+
 def serve(settings: Settings) -> None:
     """Run granian with `settings.workers` processes; returns once stopped (SIGINT/SIGTERM)."""
     from granian import Granian
@@ -120,7 +159,7 @@ def serve(settings: Settings) -> None:
     os.environ.update(settings.as_env())  # the workers read their settings from the environment
     if settings.db_runtime_threads:  # psqlpy's Tokio runtime sizes itself from this at first use
         os.environ["TOKIO_WORKER_THREADS"] = str(settings.db_runtime_threads)
-    with metrics_directory(settings.metrics_enabled):
+    with metrics_directory(settings):
         Granian(
             "service.app:create_app",
             factory=True,
@@ -156,11 +195,12 @@ def run(settings: Settings, migrate: bool = True) -> int:
     if settings.database_url is None:
         from service.embedded import EmbeddedPostgres
 
-        data_dir = Path(os.environ.get("EMBEDDED_PG_DATA", DEFAULT_DATA_DIR))
-        port = int(os.environ.get("EMBEDDED_PG_PORT", "55432"))
-        archive = os.environ.get("EMBEDDED_PG_ARCHIVE")
+        data_dir = Path(settings.embedded_pg_data or DEFAULT_DATA_DIR)
+        archive = settings.embedded_pg_archive
         embedded = EmbeddedPostgres(
-            data_dir, port, archive_dir=Path(archive) if archive else DEFAULT_ARCHIVE_DIR
+            data_dir,
+            settings.embedded_pg_port,
+            archive_dir=Path(archive) if archive else DEFAULT_ARCHIVE_DIR,
         )
         owner_url = embedded.start()
         log.info("embedded PostgreSQL at %s (data in %s)", owner_url, data_dir)
@@ -309,9 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         print("DATABASE_URL is required for this command", file=sys.stderr)
         return 2
     if args.command == "goods":
-        from service.admin import run_goods_command
-
-        return leave(run_goods_command(settings, args))
+        return leave(goods_command(settings, args))
     if args.command == "verify":
         return leave(asyncio.run(_verify(settings.database_url)))
     if args.command == "preflight":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import gc
 import logging
@@ -11,20 +10,18 @@ from typing import Any
 
 from blacksheep import Application, Request, Response
 
-from service.admin import ADMIN_BASE, AdminApi, describe_admin
-from service.batcher import InvestBatcher, PageBatcher
-from service.bearer import bearer_refusal
-from service.db import Database, DatabaseUnavailable, OutcomeUnknown
+from service.admin import ADMIN_BASE, ADMIN_REALM, AdminApi
+from service.bearer import guarded
+from service.db import DatabaseUnavailable, OutcomeUnknown
 from service.docs_ui import docs_routes
 from service.handlers import BASE, InvestmentApi
-from service.housekeeping import forget_old_idempotency_keys
 from service.logs import configure_logging, quiet_handled_errors
 from service.metrics import Metrics
 from service.observe import observe_other_routes, observed
-from service.openapi import build_docs, describe
+from service.openapi import build_docs, describe, describe_admin
 from service.problems import Problem, problem_response
-from service.readiness import Readiness
 from service.settings import Settings, load_settings
+from service.worker import Worker
 
 log = logging.getLogger("service.app")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -70,18 +67,6 @@ def _unmatched(allowed: dict[str, list[str]]) -> Callable[[Request], Awaitable[R
     return not_found
 
 
-def _guarded(handler: Handler, token: str, realm: str) -> Handler:
-    """`handler` behind a bearer token (METRICS_TOKEN): 401 problem+json without it."""
-    secret = token.encode()
-
-    async def guarded(request: Request) -> Response:
-        return bearer_refusal(request, secret, realm) or await handler(request)
-
-    guarded.__name__ = handler.__name__
-    guarded.__doc__ = handler.__doc__
-    return guarded
-
-
 def _route(
     method: Callable[[Request], Awaitable[Response]],
     verb: str,
@@ -99,57 +84,62 @@ def _route(
 
 def configure_application(settings: Settings) -> Application:
     app = Application(show_error_details=False)
-    api = InvestmentApi(settings)
-    app.services.register(InvestmentApi, instance=api)  # reachable from tests and metrics
-
-    metrics = Metrics() if settings.metrics_enabled else None
+    metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics_enabled else None
+    api = InvestmentApi(settings, metrics)
     route = functools.partial(_route, app=app, metrics=metrics, access_log=settings.access_log)
-    routes = {  # handler -> (method, route template)
-        "list_goods": ("GET", f"{BASE}/goods"),
-        "invest": ("POST", f"{BASE}/user/goods"),
-        "my_investments": ("GET", f"{BASE}/user/goods"),
-        "healthz": ("GET", "/healthz"),
-        "readyz": ("GET", "/readyz"),
-    }
-    plain: dict[str, Handler] = {name: getattr(api, name) for name in routes}
-    admin = None if settings.admin_token is None else AdminApi(settings, settings.admin_token)
-    admin_routes = {
-        "create_goods": ("POST", ADMIN_BASE),
-        "change_goods": ("PATCH", ADMIN_BASE + "/{goods_id}"),
-    }
-    if admin is not None:  # no token, no admin routes: they answer 404 like any unknown path
-        plain.update({name: getattr(admin, name) for name in admin_routes})
-        routes.update(admin_routes)
+
+    routes: list[tuple[str, str, Handler]] = [  # (method, route template, handler)
+        ("GET", f"{BASE}/goods", api.list_goods),
+        ("POST", f"{BASE}/user/goods", api.invest),
+        ("GET", f"{BASE}/user/goods", api.my_investments),
+        ("GET", "/healthz", api.healthz),
+        ("GET", "/readyz", api.readyz),
+    ]
+    admin: AdminApi | None = None
+    if settings.admin_token is not None:  # no token, no admin routes: 404 like any unknown path
+        admin = AdminApi(settings)
+        create_goods = guarded(admin.create_goods, ADMIN_REALM, settings.admin_token)
+        change_goods = guarded(admin.change_goods, ADMIN_REALM, settings.admin_token)
+        routes += [
+            ("POST", ADMIN_BASE, create_goods),
+            ("PATCH", f"{ADMIN_BASE}/{{goods_id}}", change_goods),
+        ]
+    scrape: Handler | None = None
     if metrics is not None:
-        routes["metrics"] = ("GET", "/metrics")
-        plain["metrics"] = metrics.scrape
+        scrape = metrics.scrape
         if settings.metrics_token is not None:
-            plain["metrics"] = _guarded(metrics.scrape, settings.metrics_token, "metrics")
-    for path, handler in docs_routes().items():
-        routes[f"docs {path}"] = ("GET", path)
-        plain[f"docs {path}"] = handler
-    handlers = {name: route(plain[name], *where) for name, where in routes.items()}
-    heads = []
-    for name, (verb, path) in routes.items():
-        app.router.add(verb, path, handlers[name])
-        if verb == "GET":  # HEAD answers as GET; the server (hyper) drops the body
-            heads.append(route(plain[name], "HEAD", path))
-            app.router.add("HEAD", path, heads[-1])
+            scrape = guarded(scrape, "metrics", settings.metrics_token)
+        routes.append(("GET", "/metrics", scrape))
+    docs_pages = docs_routes()
+    routes += [("GET", path, page) for path, page in docs_pages.items()]
+
+    routed: dict[Handler, Handler] = {}  # each handler as the router calls it (observed)
+    heads: list[Handler] = []
     allowed: dict[str, list[str]] = {}
-    for verb, path in routes.values():
+    for verb, path, handler in routes:
+        routed[handler] = route(handler, verb, path)
+        app.router.add(verb, path, routed[handler])
+        if verb == "GET":  # HEAD answers as GET; the server (hyper) drops the body
+            heads.append(route(handler, "HEAD", path))
+            app.router.add("HEAD", path, heads[-1])
         if "{" not in path:
             allowed.setdefault(path, []).extend([verb, "HEAD"] if verb == "GET" else [verb])
     app.router.fallback = route(_unmatched(allowed), "ANY", "(unmatched)")
 
     docs = build_docs()
-    describe(docs, handlers)
+    describe(
+        docs,
+        list_goods=routed[api.list_goods],
+        invest=routed[api.invest],
+        my_investments=routed[api.my_investments],
+        healthz=routed[api.healthz],
+        readyz=routed[api.readyz],
+        metrics=None if scrape is None else routed[scrape],
+    )
     if admin is not None:
-        describe_admin(docs, {name: handlers[name] for name in admin_routes})
-    for name in routes:
-        if name.startswith("docs "):
-            docs.ignore()(handlers[name])  # the docs describe the API, not themselves
-    for handler in heads:
-        docs.ignore()(handler)  # stated once in the description instead
+        describe_admin(docs, create_goods=routed[create_goods], change_goods=routed[change_goods])
+    for handler in [*(routed[page] for page in docs_pages.values()), *heads]:
+        docs.ignore()(handler)  # the docs describe the API, not themselves; HEAD is stated once
     docs.bind_app(app)
 
     app.exceptions_handlers[Problem] = _on_problem
@@ -157,43 +147,20 @@ def configure_application(settings: Settings) -> Application:
     app.exceptions_handlers[OutcomeUnknown] = _on_outcome_unknown
     app.exceptions_handlers[500] = _on_internal_error
 
-    chores: list[asyncio.Task[None]] = []
+    opened: list[Worker] = []  # the one worker this process opens at start
 
     async def start(application: Application) -> None:
-        db = Database(settings, settings.pool_share())
-        api.db = db
-        # psqlpy's smallest pool; checks share one probe, so one connection opens.
-        api.readiness = Readiness(Database(settings, 2))
-        api.batcher = InvestBatcher(
-            db, settings, on_batch=None if metrics is None else metrics.invest_batch
-        )
-        api.pages = PageBatcher(db, settings)
-        chores.append(
-            asyncio.create_task(
-                forget_old_idempotency_keys(
-                    db, settings.idempotency_retention_hours, settings.idempotency_cleanup_seconds
-                )
-            )
-        )
+        worker = Worker(settings, metrics)
+        opened.append(worker)
+        api.attach(worker)
+        if admin is not None:
+            admin.attach(worker)
+        if metrics is not None:
+            metrics.start(worker.db.pool.status)
 
     async def stop(application: Application) -> None:
-        for chore in chores:
-            chore.cancel()
-        await asyncio.gather(*chores, return_exceptions=True)
-        await api.batcher.drain()
-        await api.pages.drain()
-        api.db.close()
-        api.readiness.close()
-
-    async def start_operations(application: Application) -> None:
-        api.list_cache.observer = metrics
-        if admin is not None:
-            admin.db = api.db
-        if metrics is not None:
-            api.metrics = metrics
-            metrics.start(api.db.pool.status)
-
-    async def stop_operations(application: Application) -> None:
+        while opened:
+            await opened.pop().close()
         if metrics is not None:
             await metrics.stop()
 
@@ -206,10 +173,8 @@ def configure_application(settings: Settings) -> Application:
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     app.on_start += start
-    app.on_start += start_operations
     app.after_start += settle_memory
     app.on_stop += stop
-    app.on_stop += stop_operations
     app.after_start += functools.partial(observe_other_routes, route=route)
     quiet_handled_errors(app.logger, settings.log_level)
     return app

@@ -49,6 +49,7 @@ class StaleBoundCache(Generic[V]):
         clock: Callable[[], float] = time.monotonic,
         max_bytes: int = 32 * 1024 * 1024,
         size: Callable[[V], int] = value_bytes,
+        observer: CacheObserver | None = None,
     ) -> None:
         self.max_age = max_age
         self.max_entries = max_entries
@@ -58,27 +59,22 @@ class StaleBoundCache(Generic[V]):
         self._entries: OrderedDict[Hashable, tuple[float, V, int]] = OrderedDict()
         self._loading: dict[Hashable, asyncio.Future[tuple[float, V]]] = {}
         self.bytes = 0  # held now: values plus ENTRY_OVERHEAD each
-        self.hits = 0
-        self.misses = 0
-        self.observer: CacheObserver | None = None  # metrics, set by the composition root
+        self._observer = observer  # the metrics, when enabled
 
     async def get(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
         if self.max_age <= 0:
-            self.misses += 1
-            if self.observer is not None:
-                self.observer.miss()
+            if self._observer is not None:
+                self._observer.miss()
             return await load()
         entry = self._entries.get(key)
         if entry is not None:
             age = self._clock() - entry[0]
             if age < self.max_age:
-                self.hits += 1
-                if self.observer is not None:
-                    self.observer.hit(age)
+                if self._observer is not None:
+                    self._observer.hit(age)
                 return entry[1]
-        self.misses += 1
-        if self.observer is not None:
-            self.observer.miss()
+        if self._observer is not None:
+            self._observer.miss()
         flight = self._loading.get(key)
         if flight is None:
             flight = asyncio.get_running_loop().create_future()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import orjson
@@ -13,6 +13,7 @@ from blacksheep import Content, Request, Response
 from service.batcher import InvestBatcher, PageBatcher
 from service.cache import StaleBoundCache
 from service.db import Database
+from service.goods import goods_json
 from service.parsing import (
     check_json_content_type,
     format_cursor,
@@ -28,6 +29,7 @@ from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.metrics import Metrics
+    from service.worker import Worker
 
 JSON = b"application/json"
 CONTENT_TYPE = b"content-type"
@@ -40,17 +42,6 @@ BASE = "/v1/api/investment"
 WINDOWS_REMEMBERED = 1024
 WINDOW_QUERY_BYTES = 160
 _WINDOW_NAMES = (b"started_at=", b"finished_at=")
-
-# Column order of sql/queries.sql `list-goods` (goods_item()): where its rows become JSON.
-GOODS_KEYS = (
-    "goods_id", "title", "total_investing_amount", "current_investing_amount",
-    "investor_count", "status", "state", "started_at", "finished_at",
-)  # fmt: skip
-
-
-def goods_json(row: tuple[Any, ...]) -> dict[str, Any]:
-    """A row of goods_item() (sql/migrations/004_goods_item.sql) as the API's product item."""
-    return dict(zip(GOODS_KEYS, row, strict=True))
 
 
 def json_response(body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
@@ -88,23 +79,30 @@ def _plain_window_query(raw: bytes) -> bool:
 
 
 class InvestmentApi:
-    """The three APIs of SPEC.md; the gateway parts are attached when the worker starts."""
+    """The three APIs of SPEC.md and health; the worker's gateways once it has started."""
 
     db: Database
     batcher: InvestBatcher
     pages: PageBatcher
     readiness: Readiness
-    metrics: Metrics | None = None  # invest outcomes (service/metrics.py), when enabled
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.zone = settings.zone
+        self.metrics = metrics  # invest outcomes (service/metrics.py), when enabled
         self.list_cache: StaleBoundCache[bytes | None] = StaleBoundCache(
-            settings.list_cache_seconds, max_bytes=settings.list_cache_max_bytes
+            settings.list_cache_seconds, max_bytes=settings.list_cache_max_bytes, observer=metrics
         )
         # Clients ask for the list with few distinct windows: the parsed window per raw query
         # string spares a cached answer all parsing (a profiled hot spot).
         self._windows: dict[bytes, tuple[datetime, datetime]] = {}
+
+    def attach(self, worker: Worker) -> None:
+        """The gateways the handlers call, kept as plain attributes (one lookup per request)."""
+        self.db = worker.db
+        self.batcher = worker.invests
+        self.pages = worker.pages
+        self.readiness = worker.readiness
 
     def window(self, request: Request) -> tuple[datetime, datetime]:
         raw: bytes = request._raw_query  # type: ignore[attr-defined]  # no URL object built

@@ -103,11 +103,12 @@ class RouteMetrics:
 class Metrics:
     """The service's metrics; one instance per worker, created by the composition root."""
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
         # Definitions go to a private registry so that building a second app in one process
-        # (tests) does not collide in the global one; in multiprocess mode scrapes read the files.
+        # (tests) does not collide in the global one; in multiprocess mode (a directory, from
+        # PROMETHEUS_MULTIPROC_DIR) scrapes read the files.
         self.registry = CollectorRegistry()
-        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        self.multiprocess_dir = multiprocess_dir
         self._tallies: list[_Tally] = []
         r = self.registry
         route_labels = ["method", "route", "status"]

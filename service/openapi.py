@@ -1,4 +1,5 @@
-"""The OpenAPI description (BlackSheep's handler): the three APIs, operations, and every error."""
+"""The OpenAPI description (BlackSheep's handler): the three APIs, operations, administration, and
+every error."""
 
 from __future__ import annotations
 
@@ -7,9 +8,18 @@ from typing import Any
 
 from blacksheep.server.openapi.common import ContentInfo, DirectSchema, HeaderInfo, ResponseInfo
 from blacksheep.server.openapi.v3 import OpenAPIHandler
-from openapidocs.v3 import Info, MediaType, Parameter, ParameterLocation, RequestBody
+from openapidocs.v3 import (
+    HTTPSecurity,
+    Info,
+    MediaType,
+    Parameter,
+    ParameterLocation,
+    RequestBody,
+    SecurityRequirement,
+)
 from openapidocs.v3 import Schema as OpenApiSchema
 
+from service.goods import FIELDS, MAX_TITLE
 from service.parsing import (
     CURSOR_PATTERN,
     KEY_PATTERN,
@@ -20,6 +30,8 @@ from service.parsing import (
     MAX_USER_ID,
 )
 from service.problems import PROBLEMS
+
+Handler = Callable[..., Any]
 
 # Field ranges too (not only digits), so that what matches is a time the service parses.
 TIME_PATTERN = (
@@ -79,6 +91,17 @@ INVEST_REQUEST = {
     },
     "required": ["goodsId", "investmentAmount"],
 }
+GOODS_FIELDS = {  # the admin API's request body
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "title": {"type": "string", "minLength": 1, "maxLength": MAX_TITLE},
+        "total_investing_amount": {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT},
+        "started_at": {"type": "string", "example": "2026-12-01 10:00:00"},
+        "finished_at": {"type": "string", "example": "2026-12-31 18:00:00"},
+        "status": {"type": "boolean", "description": "false closes the product"},
+    },
+}
 PROBLEM = _object(
     {
         "type": {"type": "string"},
@@ -114,12 +137,17 @@ class Health(Schema):
     pass
 
 
+class AdminGoods(Schema):
+    pass
+
+
 _SCHEMAS: dict[type, dict[str, Any]] = {
     GoodsList: {"type": "array", "items": GOODS},
     InvestResult: INVEST_RESULT,
     MyInvestmentList: {"type": "array", "items": MY_INVESTMENT, "maxItems": MAX_PAGE},
     ProblemDetails: PROBLEM,
     Health: _object({"status": {"type": "string"}}),
+    AdminGoods: GOODS,
 }
 
 
@@ -130,11 +158,14 @@ def _ok(
 
 
 def _problem(*codes: str) -> ResponseInfo:
+    headers = {}
+    if "SERVICE_UNAVAILABLE" in codes:
+        headers["Retry-After"] = HeaderInfo(int, "seconds, on 503 SERVICE_UNAVAILABLE only")
+    if "UNAUTHORIZED" in codes:
+        headers["WWW-Authenticate"] = HeaderInfo(str, "Bearer challenge")
     return ResponseInfo(
         "Problem details; `code` is one of: " + ", ".join(codes),
-        headers={"Retry-After": HeaderInfo(int, "seconds, on 503 SERVICE_UNAVAILABLE only")}
-        if "SERVICE_UNAVAILABLE" in codes
-        else None,
+        headers=headers or None,
         content=[ContentInfo(ProblemDetails, content_type="application/problem+json")],
     )
 
@@ -234,8 +265,17 @@ def build_docs() -> OpenAPIHandler:
     return docs
 
 
-def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> None:
-    """Attach the documentation of each route to its handler."""
+def describe(
+    docs: OpenAPIHandler,
+    *,
+    list_goods: Handler,
+    invest: Handler,
+    my_investments: Handler,
+    healthz: Handler,
+    readyz: Handler,
+    metrics: Handler | None,
+) -> None:
+    """Attach the documentation of each route to its handler (as routed)."""
     docs(
         summary="List investment products",
         description="Products whose whole recruitment period lies inside the window, by goods_id.",
@@ -247,7 +287,7 @@ def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> N
             503: UNAVAILABLE,
         },
         on_created=_with_parameters(*WINDOW),
-    )(handlers["list_goods"])
+    )(list_goods)
     docs(
         summary="Invest",
         description=(
@@ -279,7 +319,7 @@ def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> N
             503: _problem("SERVICE_UNAVAILABLE", "INVEST_OUTCOME_UNKNOWN"),
         },
         on_created=_invest_operation,
-    )(handlers["invest"])
+    )(invest)
     docs(
         summary="My investments",
         description="One item per investment, by invest_date then id; pages of at most 1000.",
@@ -295,20 +335,86 @@ def describe(docs: OpenAPIHandler, handlers: dict[str, Callable[..., Any]]) -> N
             503: UNAVAILABLE,
         },
         on_created=_with_parameters(USER_ID, *PAGE),
-    )(handlers["my_investments"])
-    docs(summary="Liveness", tags=["operations"], responses={200: _ok("Serving", Health)})(
-        handlers["healthz"]
-    )
+    )(my_investments)
+    docs(summary="Liveness", tags=["operations"], responses={200: _ok("Serving", Health)})(healthz)
     docs(
         summary="Readiness",
         tags=["operations"],
         responses={200: _ok("The database answers", Health), 503: UNAVAILABLE},
-    )(handlers["readyz"])
-    if "metrics" in handlers:
+    )(readyz)
+    if metrics is not None:
         text = ContentInfo(str, content_type="text/plain")
         docs(
             summary="Prometheus metrics",
             description="Every worker's metrics in the Prometheus text exposition format.",
             tags=["operations"],
             responses={200: ResponseInfo("The metrics", content=[text])},
-        )(handlers["metrics"])
+        )(metrics)
+
+
+GOODS_ID = _parameter(
+    "goods_id",
+    ParameterLocation.PATH,
+    "The product",
+    OpenApiSchema(type="integer", minimum=1, maximum=MAX_GOODS_ID),
+    True,
+)
+
+
+def _admin_operation(
+    required: list[str], description: str, path_goods_id: bool = False
+) -> Callable[[Any, Any], None]:
+    def on_created(handler: Any, operation: Any) -> None:
+        schema = DirectSchema({**GOODS_FIELDS, "required": required})  # type: ignore[no-untyped-call]
+        operation.request_body = RequestBody(
+            content={"application/json": MediaType(schema=schema)},
+            required=True,
+            description=description,
+        )
+        operation.security = [SecurityRequirement("adminToken", [])]
+        if path_goods_id:
+            operation.parameters = [GOODS_ID]
+
+    return on_created
+
+
+def describe_admin(docs: OpenAPIHandler, *, create_goods: Handler, change_goods: Handler) -> None:
+    """The admin routes (only when ADMIN_TOKEN is set) and their bearer scheme."""
+    schemes = docs.components.security_schemes or {}
+    schemes["adminToken"] = HTTPSecurity(
+        scheme="bearer", description="ADMIN_TOKEN (admin routes exist only when it is set)"
+    )
+    docs.components.security_schemes = schemes
+    common: dict[int | str, str | ResponseInfo] = {
+        401: _problem("UNAUTHORIZED"),
+        413: _problem("PAYLOAD_TOO_LARGE"),
+        415: _problem("UNSUPPORTED_MEDIA_TYPE"),
+        503: UNAVAILABLE,
+    }
+    docs(
+        summary="Register a product",
+        description="Times in the display time zone; the list cache may show the change only"
+        " after LIST_CACHE_SECONDS.",
+        tags=["administration"],
+        responses={
+            201: _ok("The new product", AdminGoods),
+            400: _problem("INVALID_BODY", "INVALID_GOODS"),
+            **common,
+        },
+        on_created=_admin_operation(list(FIELDS[:4]), "The product; status defaults to true"),
+    )(create_goods)
+    docs(
+        summary="Change a product",
+        description="Changes title, total, period or status (false closes it). The total may not"
+        " go below what is already invested (409, nothing changed). The list cache may show the"
+        " old product for up to LIST_CACHE_SECONDS.",
+        tags=["administration"],
+        responses={
+            200: _ok("The changed product", AdminGoods),
+            400: _problem("INVALID_BODY", "INVALID_GOODS", "INVALID_GOODS_ID"),
+            404: _problem("GOODS_NOT_FOUND"),
+            409: _problem("TOTAL_BELOW_INVESTED"),
+            **common,
+        },
+        on_created=_admin_operation([], "The fields to change (at least one)", path_goods_id=True),
+    )(change_goods)

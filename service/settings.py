@@ -52,6 +52,12 @@ class Settings:
     migration_database_url: str | None = field(default=None, repr=False)
     allow_unsafe_durability: bool = False
     metrics_token: str | None = field(default=None, repr=False)
+    # Where the workers' metric files go (prometheus-client reads it too); None: `run` makes one.
+    prometheus_multiproc_dir: str | None = None
+    # The embedded PostgreSQL of `just run` (no DATABASE_URL); None: .data/ of the checkout.
+    embedded_pg_port: int = 55432
+    embedded_pg_data: str | None = None
+    embedded_pg_archive: str | None = None
 
     @property
     def zone(self) -> ZoneInfo:
@@ -155,6 +161,10 @@ def _text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _optional_text(name: str, raw: str) -> str | None:
+    return raw.strip() or None
+
+
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "DATABASE_URL": _database_url,
     "HOST": _text,
@@ -186,6 +196,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "MIGRATION_DATABASE_URL": _database_url,
     "ALLOW_UNSAFE_DURABILITY": _flag,
     "METRICS_TOKEN": _token,
+    "PROMETHEUS_MULTIPROC_DIR": _optional_text,
+    "EMBEDDED_PG_PORT": lambda n, r: _integer(n, r, 1, 65535),
+    "EMBEDDED_PG_DATA": _optional_text,
+    "EMBEDDED_PG_ARCHIVE": _optional_text,
 }
 
 

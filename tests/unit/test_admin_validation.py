@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from service.admin import MAX_TITLE, GoodsFields, validate_goods
+from service.goods import MAX_TITLE, GoodsFields, validate_goods
 from service.parsing import MAX_AMOUNT
 from service.problems import Problem
 

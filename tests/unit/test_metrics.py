@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.metrics import LATENCY_BUCKETS, Metrics
+from service.settings import load_settings
 
 
 def samples(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -126,7 +127,7 @@ def flushed_and_observed() -> dict[str, list[tuple[str, str, float]]]:
     """The same durations through a flushed tally and through Histogram.observe(): the samples of
     both histograms as this process's exposition shows them (multiprocess when the environment
     says so)."""
-    metrics = Metrics()
+    metrics = Metrics(load_settings().prometheus_multiproc_dir)
     histograms = {
         way: Histogram(way, way, ["route"], buckets=LATENCY_BUCKETS, registry=metrics.registry)
         for way in ("flushed", "observed")

@@ -109,3 +109,17 @@ def test_edge_settings_from_the_environment() -> None:
 def test_invalid_edge_setting_names_itself(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load_settings({name: value})
+
+
+def test_embedded_database_and_metrics_directory_come_from_the_environment() -> None:
+    settings = load_settings(
+        {"EMBEDDED_PG_PORT": "55999", "EMBEDDED_PG_DATA": "/tmp/pg", "EMBEDDED_PG_ARCHIVE": " ",
+         "PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics"}
+    )  # fmt: skip
+    assert settings.embedded_pg_port == 55999
+    assert settings.embedded_pg_data == "/tmp/pg"
+    assert settings.embedded_pg_archive is None  # blank: the checkout's .data/wal-archive
+    assert settings.prometheus_multiproc_dir == "/tmp/metrics"
+    assert load_settings(settings.as_env()) == settings
+    with pytest.raises(SettingsError, match="EMBEDDED_PG_PORT"):
+        load_settings({"EMBEDDED_PG_PORT": "70000"})

@@ -1,0 +1,43 @@
+"""One worker's gateways: its database pool, readiness probe, coalescers and chores, opened once
+when the worker starts (in its own event loop) and closed when it stops."""
+
+from __future__ import annotations
+
+import asyncio
+
+from service.batcher import InvestBatcher, PageBatcher
+from service.db import Database
+from service.housekeeping import forget_old_idempotency_keys
+from service.metrics import Metrics
+from service.readiness import Readiness
+from service.settings import Settings
+
+
+class Worker:
+    """Built once in the application's start hook and handed to the handlers."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None) -> None:
+        self.db = Database(settings, settings.pool_share())
+        # psqlpy's smallest pool; checks share one probe, so one connection opens.
+        self.readiness = Readiness(Database(settings, 2))
+        self.invests = InvestBatcher(
+            self.db, settings, on_batch=None if metrics is None else metrics.invest_batch
+        )
+        self.pages = PageBatcher(self.db, settings)
+        self._chores = [
+            asyncio.create_task(
+                forget_old_idempotency_keys(
+                    self.db, settings.idempotency_retention_hours,
+                    settings.idempotency_cleanup_seconds,
+                )
+            )
+        ]  # fmt: skip
+
+    async def close(self) -> None:
+        for chore in self._chores:
+            chore.cancel()
+        await asyncio.gather(*self._chores, return_exceptions=True)
+        await self.invests.drain()
+        await self.pages.drain()
+        self.db.close()
+        self.readiness.close()
