@@ -1,7 +1,8 @@
 -- Every statement the service runs at request time, by name. Loaded once at start
 -- (service/sql.py) and executed as prepared statements. Times are formatted here, in the session's
 -- time zone (the display time zone), and the product state comes from goods_state(); products are
--- shown through goods_item() (sql/migrations/004_goods_item.sql).
+-- shown through goods_item() (sql/migrations/004_goods_item.sql), whose columns service/goods.py
+-- names (the Goods row; 004's mention of GOODS_KEYS predates it).
 
 -- name: list-goods
 -- The products whose whole recruitment period lies inside [$1, $2], from the stored counters.
@@ -73,7 +74,7 @@ WITH gone AS (
 SELECT count(*) FROM gone;
 
 -- name: admin-goods-create
--- A product registered through the admin API or CLI (service/admin.py), returned with the
+-- A product registered through the admin API or CLI (service/goods.py), returned with the
 -- list-goods columns.
 WITH created AS (
     INSERT INTO investment_goods (title, total_investing_amount, status, started_at, finished_at)
