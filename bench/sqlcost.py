@@ -1,0 +1,107 @@
+"""PostgreSQL's CPU per request of the service's coalesced statements, at 1, 10 and 100 requests
+per call: one session (the service's session options, its prepared statements), the CPU of that
+session's backend read from /proc before and after, divided by the requests served.
+
+python -m bench.sqlcost   # a fresh database `bench_sqlcost` on BENCH_DATABASE_URL's server
+
+One session and no other load, unlike pgbench's 50 clients: the service sends at most one invest
+call per worker at a time, so lock waits and 50 backends contending for 2 cores are not what it
+pays. Needs the server's processes visible from here (a local server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+from dataclasses import replace
+from typing import Any
+
+import psqlpy
+
+from bench import dataset
+from bench.cpu import TICKS_PER_SECOND, read_stat
+from harness.postgres import psql, with_database
+from service.db import connection_options
+from service.settings import Settings
+from service.sql import queries
+
+PER_CALL = (1, 10, 100)
+REQUESTS = 3_000  # per statement and size: calls = REQUESTS / size (at least 20)
+
+
+def _ticks(pid: int) -> int:
+    stat = read_stat(pid)
+    if stat is None:
+        raise RuntimeError(f"the backend {pid} is not visible from here (/proc)")
+    return stat.utime + stat.stime
+
+
+async def measure(url: str, users: int, recruiting: int, seed: int = 1) -> dict[str, Any]:
+    conn = await psqlpy.connect(dsn=url, options=connection_options(Settings()))
+    try:
+        pid = (await conn.execute("SELECT pg_backend_pid()")).result(as_tuple=True)[0][0]
+        named = queries()
+        rng = random.Random(seed)
+
+        def invest(size: int) -> list[Any]:
+            return [
+                [rng.randint(1, recruiting) for _ in range(size)],
+                [rng.randint(1, users) for _ in range(size)],
+                [rng.randint(1_000, 100_000) for _ in range(size)],
+                None,
+            ]
+
+        def pages(size: int) -> list[Any]:
+            return [[rng.randint(1, users) for _ in range(size)], [1000] * size,
+                    [None] * size, [None] * size]  # fmt: skip
+
+        figures: dict[str, Any] = {}
+        for name, params in (("invest-batch", invest), ("my-investments-many", pages)):
+            for size in PER_CALL:
+                calls = max(20, REQUESTS // size)
+                for _ in range(5):  # warm: prepared, plans cached
+                    await conn.execute(named[name], params(size), prepared=True)
+                batches = [params(size) for _ in range(calls)]
+                before = _ticks(pid)
+                for batch in batches:
+                    await conn.execute(named[name], batch, prepared=True)
+                used = (_ticks(pid) - before) / TICKS_PER_SECOND
+                figures[f"{name} x{size}"] = {
+                    "requests_per_call": size,
+                    "calls": calls,
+                    "postgres_cpu_us_per_request": round(used * 1e6 / (calls * size), 1),
+                }
+        return figures
+    finally:
+        conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sqlcost", description=__doc__)
+    parser.add_argument("--investments", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    server = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    url = with_database(server, "bench_sqlcost")
+    psql(server, "DROP DATABASE IF EXISTS bench_sqlcost WITH (FORCE)")
+    psql(server, "CREATE DATABASE bench_sqlcost")
+    try:
+        shape = replace(dataset.Shape(), investments=args.investments)
+        dataset.load(url, shape)
+        figures = asyncio.run(measure(url, shape.users, shape.recruiting))
+    finally:
+        psql(server, "DROP DATABASE IF EXISTS bench_sqlcost WITH (FORCE)")
+    print("| statement | requests per call | calls | PostgreSQL CPU µs / request |")
+    print("|---|---:|---:|---:|")
+    for name, f in figures.items():
+        statement = name.rsplit(" ", 1)[0]
+        print(
+            f"| {statement} | {f['requests_per_call']} | {f['calls']} | "
+            f"{f['postgres_cpu_us_per_request']:,.1f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
