@@ -3,12 +3,15 @@ users' my-investments pages in one statement (service/coalesce.py does the waiti
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, TypeVar
 
 from service.coalesce import Coalescer
 from service.db import Database, OutcomeUnknown
 from service.settings import Settings
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Invest(NamedTuple):
@@ -59,6 +62,25 @@ def _lost() -> Exception:
     return OutcomeUnknown("the invest call was sent and its answer was lost")
 
 
+def _coalescer(
+    call: Callable[[list[T]], Awaitable[list[R]]],
+    settings: Settings,
+    max_batch: int,
+    calls_in_flight: int,
+    **options: Any,
+) -> Coalescer[T, R]:
+    """Invests and pages wait the same way: at most INVEST_QUEUE_MAX of each per worker, each
+    for at most DB_ACQUIRE_TIMEOUT before it is sent."""
+    return Coalescer(
+        call,
+        max_batch=max_batch,
+        max_waiting=settings.invest_queue_max,
+        max_wait=settings.db_acquire_timeout,
+        calls_in_flight=calls_in_flight,
+        **options,
+    )
+
+
 class InvestBatcher:
     """One invest_many() call at a time per worker (INVEST_CALLS_IN_FLIGHT), for any products:
     invests that arrive meanwhile go together in the next call, in arrival order."""
@@ -67,12 +89,11 @@ class InvestBatcher:
         self, db: Database, settings: Settings, on_batch: Callable[[int], None] | None = None
     ) -> None:
         self._db = db
-        self._coalescer: Coalescer[Invest, InvestRow] = Coalescer(
+        self._coalescer: Coalescer[Invest, InvestRow] = _coalescer(
             self._call,
-            max_batch=settings.invest_batch_max,
-            max_waiting=settings.invest_queue_max,
-            max_wait=settings.db_acquire_timeout,
-            calls_in_flight=settings.invest_calls_in_flight,
+            settings,
+            settings.invest_batch_max,
+            settings.invest_calls_in_flight,
             lost=_lost,
             on_batch=on_batch,
         )
@@ -120,12 +141,8 @@ class PageBatcher:
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
-        self._coalescer: Coalescer[PageRequest, Page] = Coalescer(
-            self._call,
-            max_batch=settings.read_batch_max,
-            max_waiting=settings.invest_queue_max,
-            max_wait=settings.db_acquire_timeout,
-            calls_in_flight=settings.read_calls_in_flight,
+        self._coalescer: Coalescer[PageRequest, Page] = _coalescer(
+            self._call, settings, settings.read_batch_max, settings.read_calls_in_flight
         )
 
     async def page(self, user_id: int, limit: int, cursor: tuple[int, int] | None) -> Page:
