@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import ROOT
+from service.settings import SettingsError, load_settings
 
 DEFAULT_RUNTIME = ROOT / ".data" / "cluster"
 
@@ -43,6 +44,12 @@ class ClusterConfig:
                 raise ClusterError(f"{name} must be a whole number, got {raw!r}")
             return int(raw)
 
+        # The service's own parsers and defaults for what the instances and PgBouncer share.
+        shared = {name: env[name] for name in ("TIMEZONE", "DB_STATEMENT_TIMEOUT") if name in env}
+        try:
+            service = load_settings(shared)
+        except SettingsError as error:
+            raise ClusterError(str(error)) from None
         port = number("CLUSTER_PORT", 8080)
         instances = number("CLUSTER_INSTANCES", 3)
         if not 1 <= instances <= 16:
@@ -57,8 +64,8 @@ class ClusterConfig:
             workers=number("CLUSTER_WORKERS", 1),
             db_pool_size=number("CLUSTER_DB_POOL_SIZE", 10),
             server_pool_size=number("CLUSTER_PGBOUNCER_POOL_SIZE", 16),
-            timezone=env.get("TIMEZONE") or "Asia/Seoul",
-            statement_timeout=float(env.get("DB_STATEMENT_TIMEOUT") or 5.0),
+            timezone=service.timezone,
+            statement_timeout=service.db_statement_timeout,
             embedded_pg_port=number("CLUSTER_EMBEDDED_PG_PORT", 55433),
         )
 

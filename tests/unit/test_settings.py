@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.settings import SettingsError, load_settings
+from service.settings import Settings, SettingsError, load_settings
 
 
 def test_defaults() -> None:
@@ -123,3 +123,13 @@ def test_embedded_database_and_metrics_directory_come_from_the_environment() -> 
     assert load_settings(settings.as_env()) == settings
     with pytest.raises(SettingsError, match="EMBEDDED_PG_PORT"):
         load_settings({"EMBEDDED_PG_PORT": "70000"})
+
+
+def test_the_cluster_reads_the_shared_settings_with_the_services_parsers() -> None:
+    from deploy.config import ClusterConfig, ClusterError
+
+    config = ClusterConfig.from_env({"TIMEZONE": "UTC", "DB_STATEMENT_TIMEOUT": "2.5"})
+    assert (config.timezone, config.statement_timeout) == ("UTC", 2.5)
+    assert ClusterConfig.from_env({}).timezone == Settings().timezone
+    with pytest.raises(ClusterError, match="DB_STATEMENT_TIMEOUT"):
+        ClusterConfig.from_env({"DB_STATEMENT_TIMEOUT": "soon"})
