@@ -129,7 +129,7 @@ class Metrics:
         self._partial = self.tally(None, outcomes.labels("partial"))
         self._zero = self.tally(None, outcomes.labels("zero"))
         batch_size = Histogram(
-            "invest_batch_size", "Investments sent to the database in one invest_batch() call",
+            "invest_batch_size", "Investments sent to the database in one invest_many() call",
             buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
         self._batch_size = self.tally(batch_size, None, BATCH_BUCKETS)
