@@ -149,7 +149,7 @@ def test_readiness_has_its_own_connection(own_postgres: EmbeddedPostgres) -> Non
     goods = [create_goods(url, total=10**9) for _ in range(2)]
     with running_service(
         url, workers=1, DB_POOL_SIZE="2", DB_STATEMENT_TIMEOUT="30", DB_ACQUIRE_TIMEOUT="30",
-        LIST_CACHE_SECONDS="0", INVEST_CALLS_IN_FLIGHT="2",  # two calls: the whole pool
+        LIST_CACHE_SECONDS="0", INVEST_CALLS_IN_FLIGHT="2", INVEST_BATCH_MAX="1",  # two calls: the pool
     ) as service:  # fmt: skip
         holder = hold_rows(url, goods, seconds=30)
         try:

@@ -46,6 +46,7 @@ def test_a_stuck_database_and_an_exhausted_pool_answer_503_within_the_bounds(
     with running_service(
         database_url, workers=1, DB_POOL_SIZE="2", DB_ACQUIRE_TIMEOUT="0.5",
         DB_STATEMENT_TIMEOUT="1", LIST_CACHE_SECONDS="0", INVEST_CALLS_IN_FLIGHT="2",
+        INVEST_BATCH_MAX="1",
     ) as service:  # fmt: skip
         holder = hold_rows(database_url, goods, seconds=4)
         try:
