@@ -73,7 +73,7 @@ class Coalescer(Generic[T, R]):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif self._expiry is None:
-            self._arm(loop)
+            self._arm()
         return result
 
     async def run(self, item: T) -> R:
@@ -108,28 +108,28 @@ class Coalescer(Generic[T, R]):
             self._running -= 1
             _fail(batch, self._lost())
             if self._running == 0:
-                self.fail_waiting(DatabaseUnavailable("the database call was interrupted"))
+                self._fail_waiting(DatabaseUnavailable("the database call was interrupted"))
 
-    def fail_waiting(self, error: Exception) -> None:
+    def _fail_waiting(self, error: Exception) -> None:
         """Answer every request not yet sent with `error`."""
         waiting = list(self._waiting)
         self._waiting.clear()
         _fail(waiting, error)
 
-    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _arm(self) -> None:
         if self._waiting:
-            self._expiry = loop.call_at(self._waiting[0][2], self._expire, loop)
+            self._expiry = self._loop.call_at(self._waiting[0][2], self._expire)
         else:
             self._expiry = None
 
-    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _expire(self) -> None:
         """Answer the requests that waited past their deadline (the oldest wait at the front)."""
-        now = loop.time()
+        now = self._loop.time()
         expired = []
         while self._waiting and self._waiting[0][2] <= now:
             expired.append(self._waiting.popleft())
         _fail(expired, DatabaseUnavailable(f"not sent to the database within {self._max_wait:g}s"))
-        self._arm(loop)
+        self._arm()
 
     async def drain(self) -> None:
         """Wait until every call in flight and every waiting request is answered (shutdown)."""
