@@ -20,7 +20,7 @@ from typing import Any
 
 from deploy.config import DEFAULT_RUNTIME, ClusterConfig, ClusterError
 from deploy.database import migrate, open_database, service_url, stop_embedded
-from deploy.processes import alive, answers, port_open, spawn, stop, wait
+from deploy.processes import alive, answers, spawn, stop, wait
 from deploy.render import write_haproxy, write_pgbouncer
 from deploy.state import load_state, save, state_path
 from deploy.tools import (
@@ -30,6 +30,7 @@ from deploy.tools import (
     pgbouncer_version,
     program,
 )
+from service.embedded import port_in_use
 
 
 def haproxy_servers(stats_url: str) -> list[dict[str, str]]:
@@ -82,7 +83,7 @@ def up(config: ClusterConfig) -> dict[str, Any]:
         state["processes"].append(pgbouncer)
         save(config.runtime, state)
         wait(
-            "PgBouncer", lambda: port_open("127.0.0.1", config.pgbouncer_port),
+            "PgBouncer", lambda: port_in_use("127.0.0.1", config.pgbouncer_port, timeout=0.5),
             pgbouncer, config.runtime, 15,
         )  # fmt: skip
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from deploy.config import ClusterConfig, ClusterError, log
-from deploy.processes import port_open
 from deploy.state import save
 from harness import postgres
+from service.embedded import port_in_use
 
 LOCAL_POSTGRES = ("127.0.0.1", 5432)
 LOCAL_DATABASE = "investment_cluster"
@@ -22,7 +22,7 @@ SERVICE_USER = "investment_app"
 
 def _local_database() -> str | None:
     """The cluster's database on the local PostgreSQL (created once), if that server answers."""
-    if shutil.which("psql") is None or not port_open(*LOCAL_POSTGRES):
+    if shutil.which("psql") is None or not port_in_use(*LOCAL_POSTGRES, timeout=0.5):
         return None
     server = f"postgresql://postgres@{LOCAL_POSTGRES[0]}:{LOCAL_POSTGRES[1]}/postgres"
     try:

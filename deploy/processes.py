@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,12 +59,6 @@ def stop(entry: dict[str, Any], runtime: Path, timeout: float = 20.0) -> None:
 def log_tail(runtime: Path, name: str) -> str:
     path = runtime / f"{name}.log"
     return path.read_text(errors="replace")[-3000:] if path.exists() else ""
-
-
-def port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 def answers(url: str) -> Callable[[], bool]:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from service.embedded import POSTGRES_BIN_PATH, EmbeddedPostgres
+from service.embedded import EmbeddedPostgres, run_program
 
 
 class BackupError(RuntimeError):
@@ -28,13 +27,10 @@ class BaseBackup:
 
 
 def _tool(name: str, *args: str, timeout: float = 3600) -> str:
-    done = subprocess.run(
-        [str(POSTGRES_BIN_PATH / name), *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise BackupError(f"{name} failed: {(done.stderr or done.stdout).strip()}")
-    return done.stdout.strip()
+    try:
+        return run_program(name, *args, timeout=timeout)
+    except RuntimeError as error:
+        raise BackupError(str(error)) from None
 
 
 def folder_bytes(path: Path) -> int:

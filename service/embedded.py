@@ -41,10 +41,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def _port_in_use(host: str, port: int) -> bool:
+def port_in_use(host: str, port: int, timeout: float = 0.2) -> bool:
+    """Something accepts TCP connections on host:port."""
     with socket.socket() as sock:
-        sock.settimeout(0.2)
+        sock.settimeout(timeout)
         return sock.connect_ex((host, port)) == 0
+
+
+def run_program(name: str, *args: str, user: str | None = None, timeout: float = 60) -> str:
+    """Run one of the wheel's PostgreSQL programs (as `user`, when given); its stdout, or
+    RuntimeError naming the program with what it printed."""
+    done = subprocess.run(
+        [str(POSTGRES_BIN_PATH / name), *args],
+        user=user, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        output = done.stderr.strip() or done.stdout.strip()
+        raise RuntimeError(f"{name} failed ({done.returncode}): {output}")
+    return done.stdout.strip()
 
 
 class EmbeddedPostgres:
@@ -102,13 +116,7 @@ class EmbeddedPostgres:
         return self.data_dir / "server.log"
 
     def _run(self, program: str, *args: str, timeout: float = 60) -> None:
-        command = [str(POSTGRES_BIN_PATH / program), *args]
-        done = subprocess.run(
-            command, user=self._user, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if done.returncode != 0:
-            output = done.stderr.strip() or done.stdout.strip()
-            raise RuntimeError(f"{program} failed ({done.returncode}): {output}")
+        run_program(program, *args, user=self._user, timeout=timeout)
 
     def _prepare_folder(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +164,7 @@ class EmbeddedPostgres:
             )
         if self.running():
             return self.url
-        if _port_in_use(self.host, self.port):
+        if port_in_use(self.host, self.port):
             raise RuntimeError(f"port {self.port} is already in use; set EMBEDDED_PG_PORT")
         options = f"-h {self.host} -p {self.port} -k {self.data_dir} " + " ".join(
             "-c " + shlex.quote(f"{name}={value}") for name, value in self.server_settings().items()
