@@ -74,6 +74,8 @@ BEGIN
                END AS state_before
         FROM unnest(p_goods_ids, p_user_ids, p_amounts, coalesce(p_keys, '{}'), v_outcome)
              WITH ORDINALITY AS r(goods_id, user_id, amount, key, outcome, ord)
+        -- `= ANY (v_wanted)` (here and in counters) adds no condition, but lets the generic plan
+        -- probe the primary key instead of scanning every product.
         LEFT JOIN investment_goods g
                ON r.outcome = 'done' AND g.goods_id = r.goods_id AND g.goods_id = ANY (v_wanted)
     ), eligible AS (
