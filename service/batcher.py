@@ -1,13 +1,22 @@
 """The coalesced database calls: invests across products in one invest_many() call, and many
-users' my-investments pages in one statement (service/coalesce.py does the waiting)."""
+users' my-investments pages in one statement (service/coalesce.py does the waiting).
+
+A product whose row is held elsewhere (an operator's transaction, another instance's call) must
+not stall everybody's invests: the shared call passes it over (SKIP LOCKED) and its requests, in
+arrival order, go to a call of their own that waits for that row, on its own connection, until
+their deadline. While such requests are unanswered, later requests for that product follow them
+there, so each product's requests are still served first come, first served."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
-from service.coalesce import Coalescer
-from service.db import Database, OutcomeUnknown
+from service.coalesce import Coalescer, Overloaded
+from service.db import Database, DatabaseUnavailable, LockNotAvailable, OutcomeUnknown
 from service.settings import Settings
 
 T = TypeVar("T")
@@ -19,12 +28,13 @@ class Invest(NamedTuple):
     user_id: int
     amount: int
     key: str | None
+    deadline: float = 0.0  # loop time by which it is sent, or answered 503
 
 
 class InvestRow(NamedTuple):
     """A row of sql/queries.sql `invest-batch`, without its ord column."""
 
-    outcome: str  # done | replay | in_use | mismatch
+    outcome: str  # done | replay | in_use | mismatch | skipped
     found: bool | None
     total_investing_amount: int | None
     investment_amount: int | None
@@ -81,59 +91,195 @@ def _coalescer(
     )
 
 
+def _keyed(item: Invest) -> int:
+    return item.key is not None
+
+
+def _params(batch: list[Invest]) -> list[Any]:
+    keys = [item.key for item in batch]
+    return [
+        [item.goods_id for item in batch],
+        [item.user_id for item in batch],
+        [item.amount for item in batch],
+        keys if any(keys) else None,
+    ]
+
+
+class _HeldProduct:
+    """The requests for one product that the shared call passed over, and its own calls."""
+
+    __slots__ = ("coalescer", "unanswered")
+
+    def __init__(self, coalescer: Coalescer[Invest, InvestRow]) -> None:
+        self.coalescer = coalescer
+        self.unanswered = 0
+
+
 class InvestBatcher:
     """One invest_many() call at a time per worker (INVEST_CALLS_IN_FLIGHT), for any products:
-    invests that arrive meanwhile go together in the next call, in arrival order."""
+    invests that arrive meanwhile go together in the next call, in arrival order. Requests for a
+    product held elsewhere wait in a call of that product's own (at most INVEST_WAIT_CALLS such
+    calls per worker hold a connection at once). A call carries at most `key_locks` keyed
+    requests (their advisory locks fill PostgreSQL's lock table: service/db.py)."""
 
     def __init__(
-        self, db: Database, settings: Settings, on_batch: Callable[[int], None] | None = None
+        self,
+        db: Database,
+        settings: Settings,
+        on_batch: Callable[[int], None] | None = None,
+        key_locks: int | None = None,
     ) -> None:
         self._db = db
-        self._coalescer: Coalescer[Invest, InvestRow] = _coalescer(
+        self._settings = settings
+        self._key_locks = key_locks or settings.invest_batch_max
+        self._shared: Coalescer[Invest, InvestRow | asyncio.Future[InvestRow]] = _coalescer(
             self._call,
             settings,
             settings.invest_batch_max,
             settings.invest_calls_in_flight,
             lost=_lost,
             on_batch=on_batch,
+            cost=_keyed,
+            max_cost=self._key_locks,
         )
+        self._held: dict[int, _HeldProduct] = {}
+        self._wait_slots = asyncio.Semaphore(settings.invest_wait_calls)
         self._keys_in_flight: set[tuple[int, str]] = set()
+        self._loop = asyncio.get_running_loop()
+        self._max_wait = settings.db_acquire_timeout
 
     async def invest(
         self, goods_id: int, user_id: int, amount: int, key: str | None = None
     ) -> InvestRow:
+        deadline = self._loop.time() + self._max_wait
+        item = Invest(goods_id, user_id, amount, key, deadline)
         if key is None:
-            return await self._coalescer.run(Invest(goods_id, user_id, amount, None))
-        # A retry that arrives while its first request is unanswered here is answered at once;
-        # across workers and instances the database's advisory lock decides the same.
-        held = (user_id, key)
-        if held in self._keys_in_flight:
-            return IN_USE
-        future = self._coalescer.submit(Invest(goods_id, user_id, amount, key))
-        self._keys_in_flight.add(held)
-        future.add_done_callback(lambda _: self._keys_in_flight.discard(held))
-        return await future
+            answer = await self._shared.submit(item, deadline)
+        else:
+            # A retry that arrives while its first request is unanswered here is answered at
+            # once; across workers and instances the database's advisory lock decides the same.
+            held = (user_id, key)
+            if held in self._keys_in_flight:
+                return IN_USE
+            future = self._shared.submit(item, deadline)
+            self._keys_in_flight.add(held)
+            future.add_done_callback(partial(self._key_answered, held))
+            answer = await future
+        if isinstance(answer, InvestRow):
+            return answer
+        # Handed to its product's own call. Shielded: a client that leaves does not take its
+        # request out of that call (SPEC: a disconnect does not cancel an invest).
+        return await asyncio.shield(answer)
 
-    async def _call(self, batch: list[Invest]) -> list[InvestRow]:
-        keys = [item.key for item in batch]
-        rows = await self._db.rows(
-            "invest-batch",
-            [
-                [item.goods_id for item in batch],
-                [item.user_id for item in batch],
-                [item.amount for item in batch],
-                keys if any(keys) else None,
-            ],
-            writes=True,
+    def _key_answered(self, held: tuple[int, str], future: asyncio.Future[Any]) -> None:
+        answer = None if future.cancelled() or future.exception() else future.result()
+        if isinstance(answer, asyncio.Future):
+            answer.add_done_callback(lambda _: self._keys_in_flight.discard(held))
+        else:
+            self._keys_in_flight.discard(held)
+
+    async def _call(self, batch: list[Invest]) -> list[InvestRow | asyncio.Future[InvestRow]]:
+        answers: list[InvestRow | asyncio.Future[InvestRow] | None] = [None] * len(batch)
+        sent = []
+        for n, item in enumerate(batch):
+            if item.goods_id in self._held:  # behind earlier requests for the same product
+                answers[n] = self._hand_over(item)
+            else:
+                sent.append(n)
+        if sent:
+            rows = await self._db.rows("invest-batch", _params([batch[n] for n in sent]), writes=True)
+            if len(rows) != len(sent):
+                raise RuntimeError(f"{len(rows)} answers to {len(sent)} requests")
+            for n, row in zip(sent, rows, strict=True):
+                answer = InvestRow._make(row[1:])
+                answers[n] = self._hand_over(batch[n]) if answer.outcome == "skipped" else answer
+        return answers  # type: ignore[return-value]  # every slot is filled above
+
+    def _hand_over(self, item: Invest) -> asyncio.Future[InvestRow]:
+        """Queue `item` behind the earlier requests for its product, in that product's calls."""
+        product = self._held.get(item.goods_id)
+        if product is None:
+            product = self._held[item.goods_id] = _HeldProduct(
+                Coalescer(
+                    partial(self._call_held, item.goods_id),
+                    max_batch=self._settings.invest_batch_max,
+                    max_waiting=self._settings.invest_queue_max,
+                    max_wait=self._max_wait,
+                    lost=_lost,
+                    cost=_keyed,
+                    max_cost=self._key_locks,
+                )
+            )
+        try:
+            future = product.coalescer.submit(item, item.deadline)
+        except Overloaded as error:
+            future = self._loop.create_future()
+            future.set_exception(error)
+            future.exception()  # retrieved, even when its request has gone
+            if not product.unanswered:
+                del self._held[item.goods_id]
+            return future
+        product.unanswered += 1
+        future.add_done_callback(partial(self._held_answered, item.goods_id))
+        return future
+
+    def _held_answered(self, goods_id: int, _: asyncio.Future[InvestRow]) -> None:
+        product = self._held[goods_id]
+        product.unanswered -= 1
+        if not product.unanswered:  # nobody left to keep the order for
+            del self._held[goods_id]
+
+    async def _call_held(
+        self, goods_id: int, batch: list[Invest]
+    ) -> list[InvestRow | DatabaseUnavailable]:
+        """One product's requests, waiting for its row until the earliest deadline among them;
+        when that passes, the expired ones are answered 503 and the rest wait on."""
+        answers: list[InvestRow | DatabaseUnavailable | None] = [None] * len(batch)
+        try:
+            async with asyncio.timeout_at(max(item.deadline for item in batch)):
+                await self._wait_slots.acquire()
+        except TimeoutError:  # every deadline passed while other products' calls waited
+            return [self._still_held(goods_id)] * len(batch)
+        try:
+            waiting = list(range(len(batch)))
+            while waiting:
+                now = self._loop.time()
+                waiting = [n for n in waiting if batch[n].deadline > now]
+                if not waiting:
+                    break
+                wait_ms = math.ceil((min(batch[n].deadline for n in waiting) - now) * 1000)
+                try:
+                    rows = await self._db.rows(
+                        "invest-wait", [*_params([batch[n] for n in waiting]), wait_ms], writes=True
+                    )
+                except LockNotAvailable:
+                    continue  # the earliest deadline passed; nothing was done
+                if len(rows) != len(waiting):
+                    raise RuntimeError(f"{len(rows)} answers to {len(waiting)} requests")
+                for n, row in zip(waiting, rows, strict=True):
+                    answers[n] = InvestRow._make(row[1:])
+                break
+        finally:
+            self._wait_slots.release()
+        return [self._still_held(goods_id) if answer is None else answer for answer in answers]
+
+    def _still_held(self, goods_id: int) -> DatabaseUnavailable:
+        return DatabaseUnavailable(
+            f"product {goods_id} stayed locked by another transaction for {self._max_wait:g}s"
         )
-        return [InvestRow._make(row[1:]) for row in rows]
 
     @property
     def keys_in_flight(self) -> int:
         return len(self._keys_in_flight)
 
+    @property
+    def held_products(self) -> int:
+        return len(self._held)
+
     async def drain(self) -> None:
-        await self._coalescer.drain()
+        await self._shared.drain()
+        for product in list(self._held.values()):
+            await product.coalescer.drain()
 
 
 class PageBatcher:

@@ -6,6 +6,11 @@ at once, so an idle service adds no latency. Waiting is bounded twice: at most `
 requests wait (more are refused at once), and a request not sent within `max_wait` seconds is
 answered 503 (nothing was done for it). Whatever happens to a call or its task, every request is
 answered: the call's own error, else the `lost` error (the call's outcome is not known).
+
+One request's trouble stays its own: a call may answer a request with an exception of its own,
+and a call the database refused with an ERROR (rolled back, so nothing was done) is split in
+halves and retried, down to single requests, so that only the request that causes the error gets
+it and the others their normal answers, in their arrival order.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from service.db import DatabaseUnavailable, OutcomeUnknown
+from service.db import DatabaseUnavailable, OutcomeUnknown, StatementRefused
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -26,7 +31,12 @@ class Overloaded(DatabaseUnavailable):
 
 
 class Coalescer(Generic[T, R]):
-    """`call(items)` answers a list of items with one result per item, in order."""
+    """`call(items)` answers a list of items with one result per item, in order; a result that
+    is an exception is raised to that item's request alone.
+
+    `cost(item)` (default 0) bounds what one call may carry besides its size: a call takes
+    items in arrival order while their summed cost stays within `max_cost` (the first item
+    always goes), e.g. the advisory locks of keyed invests."""
 
     def __init__(
         self,
@@ -38,6 +48,8 @@ class Coalescer(Generic[T, R]):
         calls_in_flight: int = 1,
         lost: Callable[[], Exception] = lambda: DatabaseUnavailable("the database call failed"),
         on_batch: Callable[[int], None] | None = None,
+        cost: Callable[[T], int] | None = None,
+        max_cost: int = 0,
     ) -> None:
         self._call = call
         self._max_batch = max_batch
@@ -46,6 +58,8 @@ class Coalescer(Generic[T, R]):
         self._calls_in_flight = calls_in_flight
         self._lost = lost
         self._on_batch = on_batch
+        self._cost = cost
+        self._max_cost = max_cost
         self._waiting: deque[tuple[T, asyncio.Future[R], float]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         # Counted here, not by len(_tasks): a task that has just finished leaves the set only
@@ -60,13 +74,21 @@ class Coalescer(Generic[T, R]):
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def submit(self, item: T) -> asyncio.Future[R]:
-        """The future answer to `item`; raises Overloaded when the queue is full."""
+    @property
+    def idle(self) -> bool:
+        """Nothing waits and no call runs."""
+        return not self._waiting and self._running == 0
+
+    def submit(self, item: T, deadline: float | None = None) -> asyncio.Future[R]:
+        """The future answer to `item`; raises Overloaded when the queue is full. `deadline`
+        (loop time; default: `max_wait` from now) is when it is answered 503 if not yet sent."""
         if len(self._waiting) >= self._max_waiting:
             raise Overloaded(f"{self._max_waiting} requests already wait for the database")
         loop = self._loop
         result: asyncio.Future[R] = loop.create_future()
-        self._waiting.append((item, result, loop.time() + self._max_wait))
+        if deadline is None:
+            deadline = loop.time() + self._max_wait
+        self._waiting.append((item, result, deadline))
         if self._running < self._calls_in_flight:
             self._running += 1
             task = loop.create_task(self._drain())
@@ -85,22 +107,10 @@ class Coalescer(Generic[T, R]):
         batch: list[tuple[T, asyncio.Future[R], float]] = []
         try:
             while self._waiting:
-                count = min(self._max_batch, len(self._waiting))
-                batch = [self._waiting.popleft() for _ in range(count)]
+                batch = self._next_batch()
                 if self._on_batch is not None:
-                    self._on_batch(count)
-                try:
-                    results = await self._call([item for item, _, _ in batch])
-                    if len(results) != len(batch):
-                        raise RuntimeError(f"{len(results)} answers to {len(batch)} requests")
-                except (DatabaseUnavailable, OutcomeUnknown) as error:
-                    _fail(batch, error)
-                except Exception:
-                    _fail(batch, self._lost())
-                else:
-                    for (_, future, _), result in zip(batch, results, strict=True):
-                        if not future.done():
-                            future.set_result(result)
+                    self._on_batch(len(batch))
+                await self._answer(batch)
                 batch = []
         finally:
             # Reached normally with nothing left; otherwise this task is dying (cancelled, or a
@@ -109,6 +119,46 @@ class Coalescer(Generic[T, R]):
             _fail(batch, self._lost())
             if self._running == 0:
                 self._fail_waiting(DatabaseUnavailable("the database call was interrupted"))
+
+    def _next_batch(self) -> list[tuple[T, asyncio.Future[R], float]]:
+        count = min(self._max_batch, len(self._waiting))
+        if self._cost is None:
+            return [self._waiting.popleft() for _ in range(count)]
+        batch = [self._waiting.popleft()]
+        spent = self._cost(batch[0][0])
+        while len(batch) < count:
+            spent += self._cost(self._waiting[0][0])
+            if spent > self._max_cost:
+                break
+            batch.append(self._waiting.popleft())
+        return batch
+
+    async def _answer(self, batch: list[tuple[T, asyncio.Future[R], float]]) -> None:
+        """One call for `batch`; when the database refuses it, the halves in turn (arrival
+        order kept), so a refusal reaches only the requests that cause it."""
+        try:
+            results = await self._call([item for item, _, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{len(results)} answers to {len(batch)} requests")
+        except StatementRefused as error:
+            if len(batch) == 1:
+                _fail(batch, error)
+                return
+            half = len(batch) // 2
+            await self._answer(batch[:half])
+            await self._answer(batch[half:])
+        except (DatabaseUnavailable, OutcomeUnknown) as error:
+            _fail(batch, error)
+        except Exception:
+            _fail(batch, self._lost())
+        else:
+            for (_, future, _), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    _fail([(None, future, 0.0)], result)
+                else:
+                    future.set_result(result)
 
     def _fail_waiting(self, error: Exception) -> None:
         """Answer every request not yet sent with `error`."""
@@ -137,7 +187,7 @@ class Coalescer(Generic[T, R]):
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-def _fail(batch: list[tuple[T, asyncio.Future[R], float]], error: Exception) -> None:
+def _fail(batch: list[tuple[Any, asyncio.Future[Any], float]], error: BaseException) -> None:
     for _, future, _ in batch:
         if not future.done():
             future.set_exception(error)

@@ -20,6 +20,17 @@ class DatabaseUnavailable(Exception):
     was done, so the request may be retried as it is."""
 
 
+class StatementRefused(DatabaseUnavailable):
+    """The server refused the statement with an ERROR (it was rolled back, so nothing was done)
+    for a reason that may lie in one request's values: a coalesced call is split and retried
+    without it (service/coalesce.py). Timeouts and cancellations are not this: they say nothing
+    about any one request."""
+
+
+class LockNotAvailable(DatabaseUnavailable):
+    """The statement waited longer than its lock_timeout for a row lock; rolled back."""
+
+
 class OutcomeUnknown(Exception):
     """A writing statement was sent, then its answer was lost (the connection broke, or the
     call timed out while it ran): it may or may not have been committed."""
@@ -28,6 +39,9 @@ class OutcomeUnknown(Exception):
 # A statement the server refused with an ERROR was rolled back (each runs in its own transaction);
 # any other failure after sending (FATAL, a closed socket, a timeout) leaves the outcome unknown.
 _SERVER_ERROR = "db error: ERROR:"
+# ERRORs that depend on time or on other sessions, not on the statement's values.
+_TRANSIENT = ("canceling statement due to", "deadlock detected", "could not serialize")
+_LOCK_TIMEOUT = "canceling statement due to lock timeout"
 
 
 def connection_options(settings: Settings) -> str:
@@ -97,10 +111,17 @@ class Database:
                 raise OutcomeUnknown(f"database did not answer {name}") from None
             raise DatabaseUnavailable(f"database did not answer {name}") from None
         except PsqlpyError as error:
+            text = str(error)
+            if _LOCK_TIMEOUT in text:  # expected while a product is held: not worth a warning
+                raise LockNotAvailable(f"{name} waited too long for a row lock") from error
             log.warning("statement %s failed: %s", name, error)
-            if writes and _SERVER_ERROR not in str(error):
-                raise OutcomeUnknown(f"the answer to {name} was lost") from error
-            raise DatabaseUnavailable(f"statement {name} failed") from error
+            if _SERVER_ERROR not in text:
+                if writes:
+                    raise OutcomeUnknown(f"the answer to {name} was lost") from error
+                raise DatabaseUnavailable(f"statement {name} failed") from error
+            if any(transient in text for transient in _TRANSIENT):
+                raise DatabaseUnavailable(f"statement {name} failed") from error
+            raise StatementRefused(f"statement {name} was refused") from error
         finally:
             conn.close()
         return result.result(as_tuple=True)

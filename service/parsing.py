@@ -149,6 +149,22 @@ def parse_period(query: dict[str, list[str]], zone: ZoneInfo) -> tuple[datetime,
     return started_at, finished_at
 
 
+# PostgreSQL's timestamptz range in microseconds since the Unix epoch: from 4714-11-24 00:00:00 BC
+# (Julian day 0) up to, not including, 294277-01-01 00:00:00 (its END_TIMESTAMP). A cursor
+# outside it would fail the whole coalesced page statement, not just its own page.
+TIMESTAMP_MIN_MICROS = -210_866_803_200_000_000
+TIMESTAMP_END_MICROS = 9_224_318_016_000_000_000
+
+
+# A cursor's moment must lie where PostgreSQL can compute it, or the whole coalesced page statement
+# would fail for everybody in it: from timestamptz's lowest value, 4714-11-24 00:00:00 BC (Julian
+# day 0), in microseconds since the Unix epoch; upwards timestamptz reaches past bigint, but the
+# statement's `micros * interval '1 microsecond'` goes through a float8 and must stay inside an
+# interval, so 2^62 (the year 148,108) bounds it.
+CURSOR_MIN_MICROS = -210_866_803_200_000_000
+CURSOR_MAX_MICROS = 2**62
+
+
 def format_cursor(micros: int, row_id: int) -> str:
     return f"{micros}_{row_id}"
 
@@ -172,7 +188,7 @@ def parse_page(query: dict[str, list[str]]) -> tuple[int, tuple[int, int] | None
         if match is None:
             raise Problem("INVALID_PAGE", "cursor must be the value given in a Link header")
         micros, row_id = int(match[1]), int(match[2])
-        if abs(micros) > 2**62 or row_id > MAX_GOODS_ID:
+        if not TIMESTAMP_MIN_MICROS <= micros < TIMESTAMP_END_MICROS or row_id > MAX_GOODS_ID:
             raise Problem("INVALID_PAGE", "cursor must be the value given in a Link header")
         cursor = (micros, row_id)
     return limit, cursor

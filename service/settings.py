@@ -41,6 +41,8 @@ class Settings:
     invest_batch_max: int = 500
     invest_queue_max: int = 10_000
     invest_calls_in_flight: int = 1
+    # Calls per worker that may hold a connection while waiting for a product row held elsewhere.
+    invest_wait_calls: int = 2
     read_batch_max: int = 200
     read_calls_in_flight: int = 2
     idempotency_retention_hours: int = 24
@@ -185,6 +187,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "INVEST_BATCH_MAX": lambda n, r: _integer(n, r, 1, 10_000),
     "INVEST_QUEUE_MAX": lambda n, r: _integer(n, r, 1, 1_000_000),
     "INVEST_CALLS_IN_FLIGHT": lambda n, r: _integer(n, r, 1, 64),
+    "INVEST_WAIT_CALLS": lambda n, r: _integer(n, r, 1, 64),
     "READ_BATCH_MAX": lambda n, r: _integer(n, r, 1, 10_000),
     "READ_CALLS_IN_FLIGHT": lambda n, r: _integer(n, r, 1, 64),
     "IDEMPOTENCY_RETENTION_HOURS": lambda n, r: _integer(n, r, 24, 24 * 366),

@@ -15,9 +15,16 @@ ORDER BY g.goods_id;
 -- name: invest-batch
 -- Invests from many requests, for any products, in one transaction: see invest_many() in
 -- sql/functions/invest_many.sql. $1..$4: goods ids, user ids, amounts, Idempotency-Keys (or NULL).
+-- A product held elsewhere is passed over: its requests come back 'skipped', for invest-wait.
 SELECT ord, outcome, found, total_investing_amount, investment_amount, current_investing_amount,
        state, invest_date, investment_id
 FROM invest_many($1, $2, $3, $4);
+
+-- name: invest-wait
+-- The same for requests whose product was held: waits for its row lock at most $5 milliseconds.
+SELECT ord, outcome, found, total_investing_amount, investment_amount, current_investing_amount,
+       state, invest_date, investment_id
+FROM invest_many($1, $2, $3, $4, NULL, $5);
 
 -- name: my-investments-many
 -- A page of ledger rows, oldest first, for each of many requests ($1 user ids, $2 page sizes). A

@@ -180,17 +180,26 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) 
 _HOLD_MARK = 7_310_001  # hold_rows' advisory locks: (this, n), apart from the service's own keys
 
 
-def hold_rows(database_url: str, goods_ids: list[int], seconds: float) -> subprocess.Popen[bytes]:
+def hold_rows(
+    database_url: str, goods_ids: list[int], seconds: float, *, whole_table: bool = False
+) -> subprocess.Popen[bytes]:
     """Another transaction locks the product rows for `seconds` (a stuck operator session);
-    returns once the lock is held. Wait for the returned process to release it.
+    returns once the lock is held. Wait for the returned process to release it. With
+    `whole_table`, the products table itself (ACCESS EXCLUSIVE): every statement that reads a
+    product waits, as on a stuck database.
 
     The holder takes an advisory lock in the statement after its FOR UPDATE: once pg_locks shows
     that lock granted, every row lock is held (the query text is visible before that)."""
     ids = ", ".join(map(str, goods_ids))
     mark = random.randrange(1, 2**31)
+    lock = (
+        "LOCK TABLE investment_goods IN ACCESS EXCLUSIVE MODE;"
+        if whole_table
+        else f"SELECT 1 FROM investment_goods WHERE goods_id IN ({ids}) FOR UPDATE;"
+    )
     holder = subprocess.Popen(
         [pg_tool("psql"), database_url, "-X", "-q", "-c",
-         f"BEGIN; SELECT 1 FROM investment_goods WHERE goods_id IN ({ids}) FOR UPDATE;"
+         f"BEGIN; {lock}"
          f" SELECT pg_advisory_xact_lock({_HOLD_MARK}, {mark});"
          f" SELECT pg_sleep({seconds}); COMMIT;"],
         stdout=subprocess.DEVNULL,

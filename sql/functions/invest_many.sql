@@ -2,20 +2,33 @@
 --
 -- One call is one transaction. Keys first: each Idempotency-Key is try-locked (a transaction-scoped
 -- advisory lock on user and key that never waits), so a key in flight anywhere is 'in_use'; a key
--- already answered is a 'replay' (same product and amount) or a 'mismatch'. Then the products that
--- new requests need are locked in ascending goods_id order, the same order in every worker and
--- instance, so calls never deadlock. Each product's requests are granted first come, first served
--- in array order: the request that crosses the total gets the remainder, later ones 0. Every
--- positive grant becomes exactly one ledger row, each product's counters move by exactly what its
--- ledger rows add up to, and a keyed request's answer is stored with them.
+-- already answered is a 'replay' (same product and amount, answered with the stored answer read in
+-- that same statement, so a cleanup deleting the key meanwhile changes nothing) or a 'mismatch'.
+-- Then the products that new requests need are locked in ascending goods_id order, the same order
+-- in every worker and instance, so calls never deadlock.
+--
+-- How products are locked depends on p_lock_wait_ms. NULL (the service's shared call): SKIP
+-- LOCKED, so a product row held elsewhere (an operator's transaction, another instance's call)
+-- never makes this call wait; that product's requests are answered 'skipped' with nothing done,
+-- and the service hands them to a call of their own. A number (that call): the products are
+-- waited for, at most that many milliseconds (then the statement fails with a lock timeout and
+-- nothing is done).
+--
+-- Each locked product's requests are granted first come, first served in array order: the
+-- request that crosses the total gets the remainder, later ones 0. Every positive grant becomes
+-- exactly one ledger row, each product's counters move by exactly what its ledger rows add up to,
+-- and a keyed request's answer is stored with them.
 --
 -- p_keys: each request's Idempotency-Key (NULL: none; the whole array may be NULL). p_at: the
 -- moment the states are judged at (NULL: now; tests pass a fixed clock). `outcome` is 'done'
--- (performed now), 'replay' (the stored answer of an earlier request with this key), 'in_use' or
--- 'mismatch' (nothing done; the other columns NULL). `found` is false for an unknown product.
+-- (performed now), 'replay' (the stored answer of an earlier request with this key), 'in_use',
+-- 'mismatch' or 'skipped' (nothing done; the other columns NULL). `found` is false for an unknown
+-- product.
+DROP FUNCTION IF EXISTS invest_many(bigint[], bigint[], bigint[], text[], timestamptz);
+
 CREATE OR REPLACE FUNCTION invest_many(
     p_goods_ids bigint[], p_user_ids bigint[], p_amounts bigint[], p_keys text[],
-    p_at timestamptz DEFAULT NULL
+    p_at timestamptz DEFAULT NULL, p_lock_wait_ms integer DEFAULT NULL
 )
 RETURNS TABLE (
     ord bigint, outcome text, found boolean,
@@ -28,7 +41,11 @@ DECLARE
     v_now     timestamptz := coalesce(p_at, statement_timestamp());
     v_date    text := to_char(v_now, 'YYYY-MM-DD HH24:MI:SS');
     v_outcome text[];
+    v_stored  investment_idempotency[];  -- a replay's stored answer, read with its outcome
     v_wanted  bigint[];  -- the products new requests need
+    v_locked  bigint[];  -- of those, the ones this call holds
+    v_held    bigint[];  -- existing products held elsewhere (SKIP LOCKED passed them over)
+    v_lock_timeout text;
 BEGIN
     IF p_keys IS NULL THEN
         v_outcome := array_fill('done'::text, ARRAY[cardinality(p_user_ids)]);
@@ -47,8 +64,9 @@ BEGIN
         SELECT array_agg(CASE WHEN r.outcome <> 'done' OR k.user_id IS NULL THEN r.outcome
                               WHEN k.goods_id = r.goods_id AND k.requested_amount = r.amount
                                   THEN 'replay'
-                              ELSE 'mismatch' END ORDER BY r.ord)
-        INTO v_outcome
+                              ELSE 'mismatch' END ORDER BY r.ord),
+               array_agg(CASE WHEN r.outcome = 'done' THEN k END ORDER BY r.ord)
+        INTO v_outcome, v_stored
         FROM unnest(p_goods_ids, p_user_ids, p_amounts, p_keys, v_outcome)
              WITH ORDINALITY AS r(goods_id, user_id, amount, key, outcome, ord)
         LEFT JOIN investment_idempotency k
@@ -59,7 +77,28 @@ BEGIN
     SELECT array_agg(DISTINCT r.goods_id) INTO v_wanted
     FROM unnest(p_goods_ids, v_outcome) AS r(goods_id, outcome)
     WHERE r.outcome = 'done';
-    PERFORM 1 FROM investment_goods g WHERE g.goods_id = ANY (v_wanted) ORDER BY g.goods_id FOR UPDATE;
+    IF p_lock_wait_ms IS NULL THEN
+        SELECT array_agg(l.goods_id) INTO v_locked
+        FROM (SELECT g.goods_id FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
+              ORDER BY g.goods_id FOR UPDATE SKIP LOCKED) l;
+        -- A plain read never waits: the products that exist but were passed over.
+        SELECT array_agg(g.goods_id) INTO v_held
+        FROM investment_goods g
+        WHERE g.goods_id = ANY (v_wanted) AND NOT g.goods_id = ANY (coalesce(v_locked, '{}'));
+        IF v_held IS NOT NULL THEN
+            SELECT array_agg(CASE WHEN r.outcome = 'done' AND r.goods_id = ANY (v_held)
+                                  THEN 'skipped' ELSE r.outcome END ORDER BY r.ord)
+            INTO v_outcome
+            FROM unnest(p_goods_ids, v_outcome) WITH ORDINALITY AS r(goods_id, outcome, ord);
+            v_wanted := v_locked;
+        END IF;
+    ELSE
+        v_lock_timeout := current_setting('lock_timeout');
+        PERFORM set_config('lock_timeout', greatest(p_lock_wait_ms, 1) || 'ms', true);
+        PERFORM 1 FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
+        ORDER BY g.goods_id FOR UPDATE;
+        PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    END IF;
 
     -- The rows are locked: this statement's snapshot holds their latest values. A product's
     -- cumulative grant after request i is least(remaining, what it and the earlier ones asked).
@@ -133,14 +172,14 @@ BEGIN
     FROM results r
     WHERE r.outcome = 'done'
     UNION ALL
-    SELECT r.ord, r.outcome, k.found, k.total_investing_amount, k.investment_amount,
-           k.current_investing_amount, k.state, k.invest_date, k.investment_id
-    FROM results r  -- LEFT: a row per request even if cleanup removed the key meanwhile
-    LEFT JOIN investment_idempotency k ON k.user_id = r.user_id AND k.idempotency_key = r.key
+    SELECT r.ord, r.outcome, (v_stored[r.ord]).found, (v_stored[r.ord]).total_investing_amount,
+           (v_stored[r.ord]).investment_amount, (v_stored[r.ord]).current_investing_amount,
+           (v_stored[r.ord]).state, (v_stored[r.ord]).invest_date, (v_stored[r.ord]).investment_id
+    FROM results r
     WHERE r.outcome = 'replay'
     UNION ALL
     SELECT r.ord, r.outcome, NULL, NULL, NULL, NULL, NULL, NULL, NULL
     FROM results r
-    WHERE r.outcome IN ('in_use', 'mismatch')
+    WHERE r.outcome IN ('in_use', 'mismatch', 'skipped')
     ORDER BY 1;
 END $$;

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from tests.support import counters, create_goods, fresh_user, psql, verify_ledger
+from tests.support import (
+    counters,
+    create_goods,
+    fresh_user,
+    hold_rows,
+    psql,
+    verify_ledger,
+    wait_for_lock_waiters,
+)
 
 COLUMNS = ("ord", "outcome", "found", "total", "invested", "current", "state", "date", "id")
 
@@ -18,8 +26,10 @@ def invest_many(
     url: str,
     requests: list[tuple[int, int, int, str | None]],
     at: str | None = None,
+    wait_ms: int | None = None,
 ) -> list[dict[str, Any]]:
-    """One call: requests are (goods_id, user_id, amount, key); one dict per answer row."""
+    """One call: requests are (goods_id, user_id, amount, key); one dict per answer row. Without
+    `wait_ms` a held product is passed over (the shared call); with it, waited for."""
 
     def array(values: list[Any], kind: str) -> str:
         items = ["NULL" if v is None else (f"'{v}'" if kind == "text" else str(v)) for v in values]
@@ -32,7 +42,7 @@ def invest_many(
         url,
         "SELECT * FROM invest_many("
         f"{array(goods, 'bigint')}, {array(users, 'bigint')}, {array(amounts, 'bigint')},"
-        f" {key_array}, {clock})",
+        f" {key_array}, {clock}, {'NULL' if wait_ms is None else wait_ms})",
     )
     rows = []
     for line in out.splitlines():
@@ -181,8 +191,8 @@ def test_the_period_boundaries_on_a_fixed_clock(
 def test_calls_locking_the_same_products_in_any_request_order_never_deadlock(
     database_url: str,
 ) -> None:
-    """Each call locks its products in ascending goods_id whatever order its requests came in;
-    calls naming the same products in opposite orders, at once, all complete."""
+    """Each call that waits for its products locks them in ascending goods_id whatever order its
+    requests came in; calls naming the same products in opposite orders, at once, all complete."""
     products = [create_goods(database_url, total=10**9) for _ in range(6)]
     errors: list[BaseException] = []
 
@@ -190,7 +200,9 @@ def test_calls_locking_the_same_products_in_any_request_order_never_deadlock(
         order = products if number % 2 else list(reversed(products))
         try:
             for _ in range(15):
-                invest_many(database_url, [(g, fresh_user(), 1, None) for g in order])
+                invest_many(
+                    database_url, [(g, fresh_user(), 1, None) for g in order], wait_ms=60_000
+                )
         except BaseException as error:
             errors.append(error)
 
@@ -202,3 +214,74 @@ def test_calls_locking_the_same_products_in_any_request_order_never_deadlock(
     assert errors == []
     assert all(counters(database_url, g) == (90, 90) for g in products)
     verify_ledger(database_url)
+
+
+def test_a_product_held_elsewhere_is_passed_over_and_the_others_are_served(
+    database_url: str,
+) -> None:
+    """The shared call never waits for a row lock: the held product's requests come back
+    'skipped' with nothing done (no ledger row, no stored key), the free product's are done."""
+    held, free = create_goods(database_url, total=1000), create_goods(database_url, total=1000)
+    holder = hold_rows(database_url, [held], 2)
+    try:
+        rows = invest_many(
+            database_url,
+            [(held, fresh_user(), 10, "skip-key-1"), (free, fresh_user(), 10, None),
+             (held, fresh_user(), 10, None)],
+        )  # fmt: skip
+    finally:
+        holder.wait()
+    assert [r["outcome"] for r in rows] == ["skipped", "done", "skipped"]
+    assert [r["invested"] for r in rows] == [None, 10, None]
+    assert counters(database_url, held) == (0, 0) and counters(database_url, free) == (10, 1)
+    stored = "SELECT count(*) FROM investment_idempotency WHERE idempotency_key = 'skip-key-1'"
+    assert psql(database_url, stored) == "0"
+    verify_ledger(database_url)
+
+
+def test_a_waiting_call_gives_up_at_its_lock_wait(database_url: str) -> None:
+    """With wait_ms, the call waits for the held row at most that long, then fails as a whole
+    (a lock timeout: rolled back, nothing done)."""
+    held = create_goods(database_url, total=1000)
+    holder = hold_rows(database_url, [held], 2)
+    try:
+        with pytest.raises(RuntimeError, match="lock timeout"):
+            invest_many(database_url, [(held, fresh_user(), 10, None)], wait_ms=200)
+    finally:
+        holder.wait()
+    assert counters(database_url, held) == (0, 0)
+    [row] = invest_many(database_url, [(held, fresh_user(), 10, None)], wait_ms=200)
+    assert row["outcome"] == "done" and row["invested"] == 10
+
+
+def test_a_replay_answers_from_the_key_it_read_even_if_cleanup_deletes_it_meanwhile(
+    database_url: str,
+) -> None:
+    """The replay's answer is read with its outcome, in one statement: a key deleted before the
+    call returns (the hourly cleanup) still replays the stored answer, not a missing product.
+    The call is paused after that statement by a new request for a held product."""
+    goods, held = create_goods(database_url, total=1000), create_goods(database_url, total=1000)
+    user = fresh_user()
+    [first] = invest_many(database_url, [(goods, user, 7, "race-key")])
+    assert first["outcome"] == "done"
+    holder = hold_rows(database_url, [held], 3)
+    replaying: list[list[dict[str, Any]]] = []
+    call = threading.Thread(
+        target=lambda: replaying.append(
+            invest_many(
+                database_url, [(goods, user, 7, "race-key"), (held, fresh_user(), 1, None)],
+                wait_ms=20_000,
+            )
+        )
+    )  # fmt: skip
+    call.start()
+    try:
+        wait_for_lock_waiters(database_url, 1)
+        psql(database_url, "DELETE FROM investment_idempotency WHERE idempotency_key = 'race-key'")
+    finally:
+        holder.wait()
+    call.join(30)
+    [[replay, other]] = replaying
+    assert replay["outcome"] == "replay" and replay["found"] is True
+    assert (replay["invested"], replay["id"]) == (7, first["id"])
+    assert other["outcome"] == "done"

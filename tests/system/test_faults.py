@@ -38,9 +38,11 @@ async def timed(
 def test_a_stuck_database_and_an_exhausted_pool_answer_503_within_the_bounds(
     database_url: str,
 ) -> None:
-    """Both connections of the pool wait on locked rows (two invest calls in flight) until
-    statement_timeout ends them; the requests queued behind get 503 once the acquire timeout
-    passes. Nothing hangs, nothing is written, and the service serves again once the lock goes."""
+    """Both connections of the pool wait on the locked products table (two invest calls in
+    flight) until statement_timeout ends them; the requests queued behind get 503 once the
+    acquire timeout passes. Nothing hangs, nothing is written, and the service serves again once
+    the lock goes. (A held product row no longer stalls anything but its own requests:
+    tests/system/test_isolation.py.)"""
     goods = [create_goods(database_url, total=10**9) for _ in range(2)]
     user = fresh_user()
     with running_service(
@@ -48,7 +50,7 @@ def test_a_stuck_database_and_an_exhausted_pool_answer_503_within_the_bounds(
         DB_STATEMENT_TIMEOUT="1", LIST_CACHE_SECONDS="0", INVEST_CALLS_IN_FLIGHT="2",
         INVEST_BATCH_MAX="1",
     ) as service:  # fmt: skip
-        holder = hold_rows(database_url, goods, seconds=4)
+        holder = hold_rows(database_url, goods, seconds=4, whole_table=True)
         try:
 
             async def scenario() -> list[tuple[int, str, float]]:
@@ -60,7 +62,7 @@ def test_a_stuck_database_and_an_exhausted_pool_answer_503_within_the_bounds(
                         )
                         for goods_id in goods for _ in range(10)
                     ]  # fmt: skip
-                    # Both connections of the pool now wait on the locked rows.
+                    # Both connections of the pool now wait on the locked table.
                     await asyncio.to_thread(wait_for_lock_waiters, database_url, 2)
                     reads = [
                         timed(client, "GET", "/v1/api/investment/goods", params=WINDOW)
@@ -98,9 +100,12 @@ def test_sigterm_under_load_finishes_in_flight_requests_then_exits(database_url:
     # their rows in the database before the signal.
     goods = [create_goods(database_url, total=10**9) for _ in range(20)]
     users = [fresh_user() for _ in range(20)]
+    # Each held product's requests wait in a call of their own (INVEST_WAIT_CALLS of them per
+    # worker), up to DB_ACQUIRE_TIMEOUT: enough of both for all 20 to wait out the hold.
     service = ServiceProcess(
-        database_url, workers=2, INVEST_BATCH_MAX="1", INVEST_CALLS_IN_FLIGHT="20"
-    )
+        database_url, workers=2, INVEST_BATCH_MAX="1", INVEST_WAIT_CALLS="20",
+        DB_ACQUIRE_TIMEOUT="10",
+    )  # fmt: skip
     try:
         service.wait_ready()
         holder = hold_rows(database_url, goods, seconds=3)

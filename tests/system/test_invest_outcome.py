@@ -39,7 +39,10 @@ def test_a_call_cut_while_it_runs_answers_outcome_unknown_and_a_keyed_retry_sett
 ) -> None:
     goods = create_goods(database_url, total=10**9)
     keyed, plain = fresh_user(), fresh_user()
-    with running_service(database_url, workers=1, DB_STATEMENT_TIMEOUT="20") as service:
+    # Requests for the held product wait for it up to DB_ACQUIRE_TIMEOUT, longer than the hold.
+    with running_service(
+        database_url, workers=1, DB_STATEMENT_TIMEOUT="20", DB_ACQUIRE_TIMEOUT="10"
+    ) as service:
         holder = hold_rows(database_url, [goods], seconds=6)
         try:
 

@@ -87,7 +87,7 @@ def test_a_full_queue_refuses_at_once_and_the_waiting_are_still_served() -> None
     async def scenario() -> None:
         db, invests, in_flight = await one_call_in_flight(invest_queue_max=3)
         waiting = [asyncio.create_task(invests.invest(1, 2, 2)) for _ in range(3)]
-        await until(lambda: invests._coalescer.waiting == 3)
+        await until(lambda: invests._shared.waiting == 3)
         with pytest.raises(Overloaded):
             await invests.invest(1, 3, 3, "key-refused")
         assert invests.keys_in_flight == 0  # a refused request holds no key
@@ -146,14 +146,14 @@ def test_a_dying_drain_task_answers_everyone_and_releases_every_key() -> None:
         db, invests, in_flight = await one_call_in_flight()
         sent = [in_flight]
         queued = [asyncio.create_task(invests.invest(g, 2, 1, f"queued-{g}")) for g in range(4)]
-        await until(lambda: invests._coalescer.waiting == 4)
-        for task in list(invests._coalescer._tasks):
+        await until(lambda: invests._shared.waiting == 4)
+        for task in list(invests._shared._tasks):
             task.cancel()  # the drain task dies mid-call
         results = await asyncio.gather(*sent, *queued, return_exceptions=True)
         assert isinstance(results[0], OutcomeUnknown)  # it was sent: the outcome is unknown
         assert all(isinstance(r, DatabaseUnavailable) for r in results[1:])  # never sent
         assert invests.keys_in_flight == 0
-        assert invests._coalescer.waiting == 0
+        assert invests._shared.waiting == 0
         db.hold = False
         assert (await invests.invest(1, 1, 1, "sent-again")).outcome == "done"
 
@@ -183,7 +183,7 @@ def test_calls_in_flight_bounds_concurrent_calls() -> None:
         tasks.append(asyncio.create_task(invests.invest(2, 1, 1)))
         await until(lambda: db.calls == [1, 1])  # a second call starts while the first runs
         tasks += [asyncio.create_task(invests.invest(g, 1, 1)) for g in range(4)]
-        await until(lambda: invests._coalescer.waiting == 4)  # no third call: they wait
+        await until(lambda: invests._shared.waiting == 4)  # no third call: they wait
         assert db.calls == [1, 1]
         db.release.set()
         await asyncio.gather(*tasks)
@@ -200,9 +200,9 @@ def test_a_request_arriving_just_as_the_last_call_ends_starts_a_new_call() -> No
         db = FakeDatabase()
         invests = batcher(db, db_acquire_timeout=1.0)
         follow: list[asyncio.Future[InvestRow]] = []
-        first = invests._coalescer.submit(Invest(1, 1, 1, None))
+        first = invests._shared.submit(Invest(1, 1, 1, None))
         first.add_done_callback(
-            lambda _: follow.append(invests._coalescer.submit(Invest(2, 2, 2, None)))
+            lambda _: follow.append(invests._shared.submit(Invest(2, 2, 2, None)))
         )
         await first
         await until(lambda: bool(follow))
