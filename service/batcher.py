@@ -187,7 +187,9 @@ class InvestBatcher:
             else:
                 sent.append(n)
         if sent:
-            rows = await self._db.rows("invest-batch", _params([batch[n] for n in sent]), writes=True)
+            rows = await self._db.rows(
+                "invest-batch", _params([batch[n] for n in sent]), writes=True
+            )
             if len(rows) != len(sent):
                 raise RuntimeError(f"{len(rows)} answers to {len(sent)} requests")
             for n, row in zip(sent, rows, strict=True):

@@ -33,7 +33,9 @@ def instances(database_url: str) -> Iterator[list[ServiceProcess]]:
         yield [
             stack.enter_context(
                 running_service(
-                    database_url, workers=1, IDEMPOTENCY_CLEANUP_SECONDS="0.3",
+                    database_url,
+                    workers=1,
+                    IDEMPOTENCY_CLEANUP_SECONDS="0.3",
                     # A request for a held product waits for it until this deadline.
                     DB_ACQUIRE_TIMEOUT="10",
                 )
