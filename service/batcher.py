@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
@@ -73,7 +73,7 @@ def _lost() -> Exception:
 
 
 def _coalescer(
-    call: Callable[[list[T]], Awaitable[list[R]]],
+    call: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]],
     settings: Settings,
     max_batch: int,
     calls_in_flight: int,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from service.db import DatabaseUnavailable, OutcomeUnknown, StatementRefused
@@ -40,7 +40,7 @@ class Coalescer(Generic[T, R]):
 
     def __init__(
         self,
-        call: Callable[[list[T]], Awaitable[list[R]]],
+        call: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]],
         *,
         max_batch: int,
         max_waiting: int,
