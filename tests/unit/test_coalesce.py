@@ -1,5 +1,6 @@
 """The invest batcher's waiting, with a fake database: coalescing, the queue cap, the deadline,
-a dying call, and what happens to Idempotency-Keys in flight when it dies."""
+a dying call, what happens to Idempotency-Keys in flight when it dies, a refused call split down
+to the request that causes it, and held products waiting in calls of their own, in order."""
 
 from __future__ import annotations
 
@@ -10,32 +11,45 @@ import pytest
 
 from service.batcher import Invest, InvestBatcher, InvestRow
 from service.coalesce import Overloaded
-from service.db import DatabaseUnavailable, OutcomeUnknown
+from service.db import DatabaseUnavailable, LockNotAvailable, OutcomeUnknown, StatementRefused
 from service.settings import Settings
 
 
 class FakeDatabase:
     """Answers invest-batch like invest_many() would (everything granted), one call at a time
-    under the test's control: each call waits for `release` when `hold` is set."""
+    under the test's control: each call waits for `release` when `hold` is set. Products in
+    `held` are passed over by invest-batch ('skipped') and waited for by invest-wait until
+    `unheld` is set; a call carrying the amount `refuse` is refused (an ERROR)."""
 
     def __init__(self) -> None:
         self.calls: list[int] = []  # the batch size of every call
+        self.sent: list[tuple[str, list[int]]] = []  # (statement, amounts) of every call
         self.hold = False
         self.release = asyncio.Event()
         self.fail: BaseException | None = None
         self.rows_short = False
+        self.held: set[int] = set()
+        self.unheld = asyncio.Event()
+        self.refuse: int | None = None
 
     async def rows(self, name: str, params: list[Any], *, writes: bool = False) -> list[Any]:
-        assert name == "invest-batch" and writes
-        goods, _users, amounts, _keys = params
+        assert name in ("invest-batch", "invest-wait") and writes
+        goods, _users, amounts, _keys = params[:4]
         self.calls.append(len(goods))
+        self.sent.append((name, list(amounts)))
         if self.hold:
             await self.release.wait()
         if self.fail is not None:
             raise self.fail
+        if self.refuse in amounts:
+            raise StatementRefused("statement invest-batch was refused")
+        if name == "invest-wait":
+            await self.unheld.wait()
         rows = [
             (n + 1, "done", True, 10**9, amount, amount, "recruiting", "2026-11-25 00:00:00", n)
-            for n, amount in enumerate(amounts)
+            if name == "invest-wait" or goods_id not in self.held
+            else (n + 1, "skipped", *[None] * 7)
+            for n, (goods_id, amount) in enumerate(zip(goods, amounts, strict=True))
         ]
         return rows[:-1] if self.rows_short else rows
 
@@ -208,5 +222,114 @@ def test_a_request_arriving_just_as_the_last_call_ends_starts_a_new_call() -> No
         await until(lambda: bool(follow))
         assert (await asyncio.wait_for(follow[0], 0.5)).outcome == "done"
         assert db.calls == [1, 1]
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_call_is_split_until_only_the_request_that_causes_it_fails() -> None:
+    """One request makes the statement fail (rolled back): the call is retried in halves, in
+    arrival order, so the other seven get their normal answers and only that one the error."""
+
+    async def scenario() -> None:
+        db, invests, in_flight = await one_call_in_flight()
+        db.refuse = 13
+        rest = [asyncio.create_task(invests.invest(1, 2, amount)) for amount in range(10, 18)]
+        await until(lambda: invests._shared.waiting == 8)
+        db.release.set()
+        answers = await asyncio.gather(in_flight, *rest, return_exceptions=True)
+        refused = [a for a in answers if isinstance(a, BaseException)]
+        assert len(refused) == 1 and isinstance(refused[0], StatementRefused)
+        assert isinstance(answers[1 + 3], StatementRefused)  # the request with amount 13
+        served = [a.investment_amount for a in answers if isinstance(a, InvestRow)]
+        assert served == [1, 10, 11, 12, 14, 15, 16, 17]
+        # 8 → 4 (refused) → 2 (served) + 2 (refused) → 1 + 1; then the other 4, served.
+        assert [len(amounts) for _, amounts in db.sent] == [1, 8, 4, 2, 2, 1, 1, 4]
+
+    asyncio.run(scenario())
+
+
+def test_a_held_product_waits_in_its_own_call_and_the_others_go_on() -> None:
+    """Product 7 is held elsewhere: its requests go to a call of their own that waits, in
+    arrival order, while requests for other products keep being served."""
+
+    async def scenario() -> None:
+        db = FakeDatabase()
+        db.held = {7}
+        invests = batcher(db)
+        first = asyncio.create_task(invests.invest(7, 1, 100))
+        await until(lambda: invests.held_products == 1)
+        later = [asyncio.create_task(invests.invest(7, 2, 101 + n)) for n in range(3)]
+        for n in range(5):  # other products: answered while product 7 waits
+            row = await invests.invest(1 + n, 3, 5)
+            assert row.outcome == "done"
+        assert not first.done() and not any(t.done() for t in later)
+        db.unheld.set()
+        answers = await asyncio.gather(first, *later)
+        assert [a.investment_amount for a in answers] == [100, 101, 102, 103]
+        waited = [amounts for name, amounts in db.sent if name == "invest-wait"]
+        assert [amount for amounts in waited for amount in amounts] == [100, 101, 102, 103]
+        # Requests queued after the product was found held never went to the shared call.
+        shared = [a for name, amounts in db.sent if name == "invest-batch" for a in amounts]
+        assert 101 not in shared and 102 not in shared and 103 not in shared
+        assert invests.held_products == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_held_product_still_locked_at_the_deadline_is_answered_503() -> None:
+    async def scenario() -> None:
+        db = FakeDatabase()
+        db.held = {7}
+        invests = batcher(db, db_acquire_timeout=0.2)
+
+        async def wait_for_row(name: str, params: list[Any], *, writes: bool = False) -> Any:
+            if name == "invest-wait":  # the product stays locked past the lock wait
+                await asyncio.sleep(params[4] / 1000)
+                raise LockNotAvailable("invest-wait waited too long for a row lock")
+            return await FakeDatabase.rows(db, name, params, writes=writes)
+
+        db.rows = wait_for_row  # type: ignore[method-assign]
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(DatabaseUnavailable, match="stayed locked"):
+            await invests.invest(7, 1, 100)
+        assert asyncio.get_running_loop().time() - started < 0.5
+        assert (await invests.invest(8, 1, 100)).outcome == "done"
+
+    asyncio.run(scenario())
+
+
+def test_a_client_leaving_does_not_take_its_invest_out_of_a_held_products_call() -> None:
+    async def scenario() -> None:
+        db = FakeDatabase()
+        db.held = {7}
+        invests = batcher(db)
+        leaving = asyncio.create_task(invests.invest(7, 1, 100, "key-left"))
+        await until(lambda: invests.held_products == 1)
+        leaving.cancel()
+        await asyncio.sleep(0)
+        db.unheld.set()
+        await until(lambda: invests.held_products == 0)
+        assert ("invest-wait", [100]) in db.sent
+        assert invests.keys_in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_call_carries_at_most_the_key_budget_of_keyed_requests() -> None:
+    async def scenario() -> None:
+        db, _, in_flight = await one_call_in_flight()
+        invests = InvestBatcher(db, Settings(invest_queue_max=100), key_locks=2)  # type: ignore[arg-type]
+        db.hold = True
+        first = asyncio.create_task(invests.invest(1, 1, 1))
+        await until(lambda: len(db.calls) == 2)
+        rest = [
+            asyncio.create_task(invests.invest(1, 2, n, f"key-{n}" if n % 2 else None))
+            for n in range(8)
+        ]
+        await until(lambda: invests._shared.waiting == 8)
+        db.release.set()
+        await asyncio.gather(in_flight, first, *rest)
+        # 8 waiting, 4 of them keyed: calls of at most 2 keys, plain requests filling in.
+        assert db.sent[2:] == [("invest-batch", [0, 1, 2, 3, 4]), ("invest-batch", [5, 6, 7])]
 
     asyncio.run(scenario())
