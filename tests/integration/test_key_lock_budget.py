@@ -4,13 +4,14 @@ fit in every session at once, and today's bound (INVEST_BATCH_MAX keys per call)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from psqlpy import ConnectionPool
+from psqlpy import ConnectionPool, Transaction
 from psqlpy.exceptions import Error as PsqlpyError
 
 from service.db import INVEST_MANY_OWN_LOCKS, Database, key_locks_per_call
@@ -93,11 +94,11 @@ async def _calls_at_once(
     connections = [await pool.connection() for _ in goods_ids]
     transactions = [connection.transaction() for connection in connections]
 
-    async def call(transaction: object, goods_id: int) -> str | None:
+    async def call(transaction: Transaction, goods_id: int) -> str | None:
         users = [fresh_user() for _ in range(keys_per_call)]
         try:
-            await transaction.begin()  # type: ignore[attr-defined]
-            rows = await transaction.execute(  # type: ignore[attr-defined]
+            await transaction.begin()
+            rows = await transaction.execute(
                 "SELECT outcome FROM invest_many($1, $2, $3, $4)",
                 [[goods_id] * keys_per_call, users, [1] * keys_per_call,
                  [f"lock-{n}" for n in range(keys_per_call)]],
@@ -113,10 +114,8 @@ async def _calls_at_once(
         held = held_keys(url)
     finally:
         for transaction in transactions:
-            try:
+            with contextlib.suppress(PsqlpyError):  # a failed call's transaction is over
                 await (transaction.commit() if commit else transaction.rollback())
-            except PsqlpyError:
-                pass  # a failed call's transaction is already over
         for connection in connections:
             connection.close()
         pool.close()
