@@ -137,3 +137,48 @@ class Database:
 
     def close(self) -> None:
         self.pool.close()
+
+
+# Lock-table entries one invest_many() call takes besides its keys: every relation it locks is one
+# entry (all modes together) once PostgreSQL moves its fast-path locks into the shared table (it
+# does when another session asks for a strong lock, e.g. CREATE INDEX), and its transaction id is
+# one more. At most 14: the four tables it reads or writes, their 8 indexes, the ledger's id
+# sequence and the transaction id; pg_locks shows 10 of them taken (PostgreSQL does not lock an
+# index it only inserts into). 16 leaves room for a relation more.
+# tests/integration/test_key_lock_budget.py counts them again on every path of a call.
+INVEST_MANY_OWN_LOCKS = 16
+
+
+def key_lock_budget(max_locks_per_transaction: int) -> int:
+    """How many keyed requests one invest call may carry: max_locks_per_transaction less the
+    entries the call takes for itself (INVEST_MANY_OWN_LOCKS), and at least 1.
+
+    PostgreSQL sizes its shared lock table, for the whole server, at max_locks_per_transaction ×
+    (max_connections + max_prepared_transactions) entries (more, in fact: its background processes
+    count as connections), so that every session can hold max_locks_per_transaction on average;
+    an advisory lock is never fast-path, so each key takes an entry until its call commits. A call
+    that stays within max_locks_per_transaction therefore never takes more than its connection's
+    share, however many calls hold keys at once: at most one per connection, and every instance's
+    pool (DB_POOL_SIZE each) and every other session draw on the same max_connections. So the
+    budget needs neither the pool size nor the number of instances, and the shares of the
+    sessions the service does not open stay theirs. A larger budget (e.g. the table divided among
+    the pool's connections only) would be safe only if nothing else used the server, and several
+    instances sharing it would multiply it. At least 1: a keyed request must fit in some call,
+    and one entry over the average fits in what the background processes leave."""
+    return max(1, max_locks_per_transaction - INVEST_MANY_OWN_LOCKS)
+
+
+async def key_locks_per_call(database: Database) -> int:
+    """The server's key_lock_budget(), read once at start (sql/queries.sql `lock-table-settings`).
+
+    With PostgreSQL's default max_locks_per_transaction (64) a call carries 48 keyed requests;
+    the embedded server starts with 512 (service/embedded.py): 496, nearly INVEST_BATCH_MAX."""
+    [(per_transaction, connections, prepared)] = await database.rows("lock-table-settings")
+    budget = key_lock_budget(per_transaction)
+    log.info(
+        "lock table: %d entries (max_locks_per_transaction %d × %d connections and prepared"
+        " transactions); an invest call carries at most %d keyed requests",
+        per_transaction * (connections + prepared), per_transaction, connections + prepared,
+        budget,
+    )  # fmt: skip
+    return budget

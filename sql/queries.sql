@@ -65,6 +65,13 @@ CROSS JOIN LATERAL (
 ) p
 ORDER BY r.ord;
 
+-- name: lock-table-settings
+-- What sizes PostgreSQL's shared lock table, where every advisory lock on an Idempotency-Key takes
+-- an entry until its call commits: service/db.py key_locks_per_call() bounds the keys per call.
+SELECT current_setting('max_locks_per_transaction')::integer,
+       current_setting('max_connections')::integer,
+       current_setting('max_prepared_transactions')::integer;
+
 -- name: ready
 SELECT 1;
 
