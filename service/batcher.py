@@ -16,7 +16,14 @@ from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 from service.coalesce import Coalescer, Overloaded
-from service.db import Database, DatabaseUnavailable, LockNotAvailable, OutcomeUnknown
+from service.db import (
+    DEFAULT_MAX_LOCKS_PER_TRANSACTION,
+    Database,
+    DatabaseUnavailable,
+    LockNotAvailable,
+    OutcomeUnknown,
+    key_lock_budget,
+)
 from service.settings import Settings
 
 T = TypeVar("T")
@@ -131,7 +138,7 @@ class InvestBatcher:
     ) -> None:
         self._db = db
         self._settings = settings
-        self._key_locks = key_locks or settings.invest_batch_max
+        self._key_locks = key_locks or key_lock_budget(DEFAULT_MAX_LOCKS_PER_TRANSACTION)
         self._shared: Coalescer[Invest, InvestRow | asyncio.Future[InvestRow]] = _coalescer(
             self._call,
             settings,
@@ -273,6 +280,18 @@ class InvestBatcher:
     @property
     def keys_in_flight(self) -> int:
         return len(self._keys_in_flight)
+
+    @property
+    def key_locks(self) -> int:
+        return self._key_locks
+
+    @key_locks.setter
+    def key_locks(self, budget: int) -> None:
+        """The server's budget, once the worker has read it (service/worker.py)."""
+        self._key_locks = budget
+        self._shared.max_cost = budget
+        for product in self._held.values():
+            product.coalescer.max_cost = budget
 
     @property
     def held_products(self) -> int:

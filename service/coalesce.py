@@ -59,7 +59,7 @@ class Coalescer(Generic[T, R]):
         self._lost = lost
         self._on_batch = on_batch
         self._cost = cost
-        self._max_cost = max_cost
+        self.max_cost = max_cost
         self._waiting: deque[tuple[T, asyncio.Future[R], float]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         # Counted here, not by len(_tasks): a task that has just finished leaves the set only
@@ -128,7 +128,7 @@ class Coalescer(Generic[T, R]):
         spent = self._cost(batch[0][0])
         while len(batch) < count:
             spent += self._cost(self._waiting[0][0])
-            if spent > self._max_cost:
+            if spent > self.max_cost:
                 break
             batch.append(self._waiting.popleft())
         return batch

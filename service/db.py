@@ -149,6 +149,10 @@ class Database:
 INVEST_MANY_OWN_LOCKS = 16
 
 
+# PostgreSQL's own default: what a server is assumed to allow until the worker has read it.
+DEFAULT_MAX_LOCKS_PER_TRANSACTION = 64
+
+
 def key_lock_budget(max_locks_per_transaction: int) -> int:
     """How many keyed requests one invest call may carry: max_locks_per_transaction less the
     entries the call takes for itself (INVEST_MANY_OWN_LOCKS), and at least 1.

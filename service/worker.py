@@ -4,13 +4,16 @@ when the worker starts (in its own event loop) and closed when it stops."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from service.batcher import InvestBatcher, PageBatcher
-from service.db import Database
+from service.db import Database, DatabaseUnavailable, key_locks_per_call
 from service.housekeeping import forget_old_idempotency_keys
 from service.metrics import Metrics
 from service.readiness import Readiness
 from service.settings import Settings
+
+log = logging.getLogger("service.worker")
 
 
 class Worker:
@@ -30,8 +33,18 @@ class Worker:
                     self.db, settings.idempotency_retention_hours,
                     settings.idempotency_cleanup_seconds,
                 )
-            )
+            ),
+            asyncio.create_task(self._learn_key_budget()),
         ]  # fmt: skip
+
+    async def _learn_key_budget(self) -> None:
+        """The server's lock table bounds the keyed requests per invest call; until it is read
+        (or if the database is down at start), PostgreSQL's default is assumed: never more."""
+        try:
+            self.invests.key_locks = await key_locks_per_call(self.db)
+        except DatabaseUnavailable as error:
+            log.warning("lock table settings not read (%s): keyed requests per call stay at %d",
+                        error, self.invests.key_locks)  # fmt: skip
 
     async def close(self) -> None:
         for chore in self._chores:
