@@ -46,6 +46,7 @@ DECLARE
     v_locked  bigint[];  -- of those, the ones this call holds
     v_held    bigint[];  -- existing products held elsewhere (SKIP LOCKED passed them over)
     v_lock_timeout text;
+    v_until   timestamptz;
 BEGIN
     IF p_keys IS NULL THEN
         v_outcome := array_fill('done'::text, ARRAY[cardinality(p_user_ids)]);
@@ -93,10 +94,28 @@ BEGIN
             v_wanted := v_locked;
         END IF;
     ELSE
+        -- lock_timeout bounds each lock a statement waits for, and a row held elsewhere can
+        -- take two waits (the tuple lock behind other waiters, then the holder's transaction):
+        -- so each attempt gets half of what is left, and a timed-out attempt is tried again
+        -- until the whole wait is spent.
         v_lock_timeout := current_setting('lock_timeout');
-        PERFORM set_config('lock_timeout', greatest(p_lock_wait_ms, 1) || 'ms', true);
-        PERFORM 1 FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
-        ORDER BY g.goods_id FOR UPDATE;
+        v_until := clock_timestamp() + p_lock_wait_ms * interval '1 millisecond';
+        LOOP
+            PERFORM set_config(
+                'lock_timeout',
+                greatest(1, (extract(epoch FROM v_until - clock_timestamp()) * 500)::integer)
+                    || 'ms',
+                true);
+            BEGIN
+                PERFORM 1 FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
+                ORDER BY g.goods_id FOR UPDATE;
+                EXIT;
+            EXCEPTION WHEN lock_not_available THEN
+                IF clock_timestamp() >= v_until THEN
+                    RAISE;
+                END IF;
+            END;
+        END LOOP;
         PERFORM set_config('lock_timeout', v_lock_timeout, true);
     END IF;
 
