@@ -80,7 +80,9 @@ class EmbeddedPostgres:
         self.port = port
         self.archive_dir = None if archive_dir is None else archive_dir.resolve()
         self.settings = dict(settings or {})
-        self._user: str | None = None
+        # As root, the server's programs run as SYSTEM_USER (initdb and pg_ctl refuse root),
+        # also for a stop by another process than the one that started it.
+        self._user: str | None = SYSTEM_USER if os.geteuid() == 0 else None
 
     @property
     def url(self) -> str:
@@ -129,7 +131,6 @@ class EmbeddedPostgres:
         except KeyError:
             subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True)
             entry = pwd.getpwnam(SYSTEM_USER)
-        self._user = SYSTEM_USER
         traversable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
         for folder in [*self.data_dir.parents, *POSTGRES_BIN_PATH.parents]:
             if folder.stat().st_mode & traversable != traversable:
