@@ -15,6 +15,7 @@ import shutil
 import socket
 import stat
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger("service.embedded")
@@ -48,12 +49,19 @@ def port_in_use(host: str, port: int, timeout: float = 0.2) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def run_program(name: str, *args: str, user: str | None = None, timeout: float = 60) -> str:
-    """Run one of the wheel's PostgreSQL programs (as `user`, when given); its stdout, or
-    RuntimeError naming the program with what it printed."""
+def run_program(
+    name: str,
+    *args: str,
+    user: str | None = None,
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Run one of the wheel's PostgreSQL programs (as `user`, when given; `env` over this
+    process's environment); its stdout, or RuntimeError naming the program with what it printed."""
     done = subprocess.run(
         [str(POSTGRES_BIN_PATH / name), *args],
         user=user, capture_output=True, text=True, timeout=timeout, check=False,
+        env=None if env is None else {**os.environ, **env},
     )  # fmt: skip
     if done.returncode != 0:
         output = done.stderr.strip() or done.stdout.strip()

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from service.backup import libpq_target
 from service.db import connection_options
 from service.logs import JsonFormatter
 from service.roles import SERVICE_GROUP, Privileges, session_role
@@ -55,3 +56,10 @@ def test_log_lines_never_carry_a_password(caplog: pytest.LogCaptureFixture) -> N
     for line in lines:
         assert "owner-secret" not in line
         assert "postgresql://owner:***@127.0.0.1:5432/investment" in line
+
+
+def test_a_backup_passes_the_password_in_the_environment_not_the_command_line() -> None:
+    source, env = libpq_target("postgresql://owner:owner%40secret@db:5432/investment")
+    assert source == "postgresql://owner@db:5432/investment"
+    assert env == {"PGPASSWORD": "owner@secret"}
+    assert libpq_target("postgresql://postgres@db/x") == ("postgresql://postgres@db/x", {})
