@@ -278,7 +278,7 @@ def become_server(settings: Settings, embedded: EmbeddedPostgres | None) -> None
     """Replace this process by `python -m service serve` (same pid: signals and supervisors see
     no difference) with `settings` as its environment, without the owner's URL: granian's process
     and its workers never hold it, not even in the environment this process was started with,
-    which a fork inherits (/proc/<pid>/environ). Returns only if the exec failed."""
+    which a fork inherits (/proc/<pid>/environ). Never returns (OSError if the exec fails)."""
     command = [sys.executable, "-m", "service", "serve"]
     if embedded is not None:  # the server stops it when it stops
         command += ["--stop-embedded", str(embedded.data_dir)]
