@@ -31,6 +31,7 @@ from deploy.tools import (
     program,
 )
 from service.embedded import port_in_use
+from service.settings import redact
 
 
 def haproxy_servers(stats_url: str) -> list[dict[str, str]]:
@@ -164,7 +165,7 @@ def status(runtime: Path = DEFAULT_RUNTIME) -> str:
             f"database   {state['database_url']} (migrations)",
             f"           {state['pooled_database_url']} (instances, through PgBouncer)",
         ]
-    return "\n".join(lines)
+    return redact("\n".join(lines))  # a DATABASE_URL given with its password
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(status(config.runtime))
     except ClusterError as error:
-        print(f"cluster: {error}", file=sys.stderr)
+        print(f"cluster: {redact(str(error))}", file=sys.stderr)
         return 1
     return 0
 

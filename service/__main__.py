@@ -16,10 +16,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.logs import GRANIAN_LOG_CONFIG, configure_logging
-from service.settings import Settings, SettingsError, load_settings
+from service.settings import Settings, SettingsError, child_environment, load_settings, redact
+
+if TYPE_CHECKING:
+    from service.embedded import EmbeddedPostgres
 
 log = logging.getLogger("service")
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +33,8 @@ EMBEDDED_SERVICE_USER = "investment_app"  # trust-authenticated, loopback only, 
 
 
 async def _prepare(settings: Settings, demo: bool, create_login: bool) -> None:
-    """Migrate as the owner; then make DATABASE_URL's user a member of the service role."""
+    """Migrate as the owner; then make DATABASE_URL's user a member of the service role (or, when
+    it is the owner, able to SET ROLE to it)."""
     from service.demo import load_demo_data
     from service.migrations import migrate
     from service.roles import grant_service_role
@@ -40,39 +44,71 @@ async def _prepare(settings: Settings, demo: bool, create_login: bool) -> None:
     applied = await migrate(owner, settings.timezone)
     if applied:
         log.info("applied migrations %s", applied)
-    if settings.migration_database_url is not None:
-        await grant_service_role(owner, settings.database_url, create_login)
+    await grant_service_role(owner, settings.database_url, create_login)
     if demo and await load_demo_data(owner):
         log.info("loaded the demo data set")
 
 
 async def _preflight(settings: Settings) -> int:
-    """Before serving: the server keeps acknowledged commits (or the override is set), and a
-    warning when the service's role could alter the ledger."""
-    from service.durability import connect_as_service, judge, read_durability
-    from service.roles import privilege_warnings
+    """Before serving: the server keeps acknowledged commits (or the override is set), and the
+    role the requests will run as (printed as JSON: `{"db_session_role": ...}`): a superuser or
+    owner DATABASE_URL serves as investment_service unless ALLOW_PRIVILEGED_SERVICE=true."""
+    import orjson
 
+    from service.durability import connect_as_service, judge, read_durability
+    from service.roles import read_privileges, refusal, session_role
+
+    login = dataclasses.replace(settings, db_session_role=None)
     try:
-        conn = await connect_as_service(settings)
+        conn = await connect_as_service(login)
+        try:
+            privileges = await read_privileges(conn)
+        finally:
+            conn.close()
+        role = session_role(settings, privileges)
+        serving = dataclasses.replace(settings, db_session_role=role)
+        try:  # a session exactly like the service's, its role included
+            conn = await connect_as_service(serving)
+        except Exception as error:
+            if role is None:
+                raise
+            log.error("%s", refusal(settings, role, error))
+            return 1
         try:
             values = await read_durability(conn)
-            warnings = await privilege_warnings(conn)
+            privileges = await read_privileges(conn)
         finally:
             conn.close()
     except Exception as error:  # the server is unreachable: no verdict, no serving
         log.error("start-up check failed: %s", error)
         return 1
-    for warning in warnings:
+    if role is not None and privileges.privileged:
+        log.error("%s", refusal(settings, role, None))
+        return 1
+    for warning in privileges.warnings():
         log.warning("least privilege: %s (docs/operations.md, 'The service role')", warning)
-    return 0 if judge(settings, values) else 1
+    if not judge(settings, values):
+        return 1
+    if role is not None:
+        log.info("requests run as %s (DATABASE_URL's own role is privileged)", role)
+    sys.stdout.buffer.write(orjson.dumps({"db_session_role": role}) + b"\n")
+    return 0
 
 
-def check_before_serving(settings: Settings) -> bool:
+def check_before_serving(settings: Settings) -> Settings | None:
     """`python -m service preflight` in a child process (psqlpy's runtime threads must not be
-    started in the process that granian forks); every instance runs it at its own start."""
-    env = {**os.environ, **settings.as_env()}
+    started in the process that granian forks); every instance runs it at its own start. The
+    settings to serve with (the session role it chose), or None: do not serve."""
+    import orjson
+
     command = [sys.executable, "-m", "service", "preflight"]
-    return subprocess.run(command, env=env, check=False).returncode == 0
+    done = subprocess.run(
+        command, env=child_environment(settings), stdout=subprocess.PIPE, check=False
+    )
+    if done.returncode != 0:
+        return None
+    verdict = orjson.loads(done.stdout.splitlines()[-1])
+    return dataclasses.replace(settings, db_session_role=verdict["db_session_role"])
 
 
 @contextmanager
@@ -104,7 +140,7 @@ async def _verify(url: str) -> int:
     try:
         found, summary = await verify(url)
     except Exception as error:  # no database, no schema: not a verdict on the ledger
-        print(f"could not verify: {error}", file=sys.stderr)
+        print(f"could not verify: {redact(str(error))}", file=sys.stderr)
         return 2
     for violation in found:
         print(orjson.dumps(violation).decode())
@@ -143,7 +179,7 @@ def goods_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{problem.code}: {problem.detail}", file=sys.stderr)
         return 2 if problem.status == 400 else 1
     except DatabaseUnavailable as error:
-        print(f"SERVICE_UNAVAILABLE: {error}", file=sys.stderr)
+        print(f"SERVICE_UNAVAILABLE: {redact(str(error))}", file=sys.stderr)
         return 1
     for product in products:
         sys.stdout.buffer.write(orjson.dumps(product) + b"\n")
@@ -216,11 +252,12 @@ def run(settings: Settings, migrate: bool = True) -> int:
         command = [sys.executable, "-m", "service", "migrate"]
         if embedded is not None:
             command += ["--demo", "--create-service-login"]
-        env = {**os.environ, **settings.as_env()}
+        env = child_environment(settings, owner=True)
         if migrate and subprocess.run(command, env=env, check=False).returncode != 0:
             log.error("migrations failed; not serving")
             return 1
-        if not check_before_serving(settings):
+        checked = check_before_serving(settings)
+        if checked is None:
             log.error("start-up check failed; not serving")
             return 1
         log.info(
@@ -230,11 +267,27 @@ def run(settings: Settings, migrate: bool = True) -> int:
             settings.workers,
             settings.pool_share(),
         )
-        serve(settings)
+        become_server(checked, embedded)
     finally:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def become_server(settings: Settings, embedded: EmbeddedPostgres | None) -> None:
+    """Replace this process by `python -m service serve` (same pid: signals and supervisors see
+    no difference) with `settings` as its environment, without the owner's URL: granian's process
+    and its workers never hold it, not even in the environment this process was started with,
+    which a fork inherits (/proc/<pid>/environ). Never returns (OSError if the exec fails)."""
+    command = [sys.executable, "-m", "service", "serve"]
+    if embedded is not None:  # the server stops it when it stops
+        command += ["--stop-embedded", str(embedded.data_dir)]
+    env = child_environment(settings)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, env)
 
 
 def restore_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -257,7 +310,7 @@ def restore_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         server = restore(args.backup, args.archive, args.data_dir, target, args.port or free_port())
     except BackupError as error:
-        print(f"restore failed: {error}", file=sys.stderr)
+        print(f"restore failed: {redact(str(error))}", file=sys.stderr)
         return 1
     try:
         code = asyncio.run(_verify(server.url))
@@ -282,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-migrate",
         action="store_true",
         help="serve a database that is migrated already (rolling deploys, behind PgBouncer)",
+    )
+    server = commands.add_parser(
+        "serve", help="what `run` becomes once migrated and checked: serve, nothing else"
+    )
+    server.add_argument(
+        "--stop-embedded", type=Path, help="stop this embedded PostgreSQL's data folder at exit"
     )
     migrate = commands.add_parser("migrate", help="apply the migrations to DATABASE_URL")
     migrate.add_argument("--demo", action="store_true", help="also load the demo data (once)")
@@ -335,15 +394,28 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "run":
         return run(settings, migrate=not args.no_migrate)
+    if args.command == "serve":
+        try:
+            serve(settings)
+        finally:
+            if args.stop_embedded is not None:
+                from service.embedded import EmbeddedPostgres
+
+                EmbeddedPostgres(args.stop_embedded, settings.embedded_pg_port).stop()
+        return 0
     if args.command == "restore":
         return leave(restore_command(settings, args))
     if args.command == "backup":
         if settings.owner_url is None:
             print("MIGRATION_DATABASE_URL or DATABASE_URL is required", file=sys.stderr)
             return 2
-        from service.backup import base_backup, describe
+        from service.backup import BackupError, base_backup, describe
 
-        print(describe(base_backup(settings.owner_url, args.into)))
+        try:
+            print(describe(base_backup(settings.owner_url, args.into)))
+        except BackupError as error:
+            print(f"backup failed: {redact(str(error))}", file=sys.stderr)
+            return 1
         return 0
     if settings.database_url is None:
         print("DATABASE_URL is required for this command", file=sys.stderr)
@@ -354,7 +426,11 @@ def main(argv: list[str] | None = None) -> int:
         return leave(asyncio.run(_verify(settings.database_url)))
     if args.command == "preflight":
         return leave(asyncio.run(_preflight(settings)))
-    asyncio.run(_prepare(settings, demo=args.demo, create_login=args.create_service_login))
+    try:
+        asyncio.run(_prepare(settings, demo=args.demo, create_login=args.create_service_login))
+    except Exception:  # one log line (passwords redacted), not a bare traceback
+        log.exception("migrate failed")
+        return leave(1)
     return leave(0)
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from service.embedded import EmbeddedPostgres, run_program
+from service.roles import url_user, with_user
 
 
 class BackupError(RuntimeError):
@@ -26,11 +27,20 @@ class BaseBackup:
     seconds: float
 
 
-def _tool(name: str, *args: str, timeout: float = 3600) -> str:
+def _tool(name: str, *args: str, timeout: float = 3600, env: dict[str, str] | None = None) -> str:
     try:
-        return run_program(name, *args, timeout=timeout)
+        return run_program(name, *args, timeout=timeout, env=env)
     except RuntimeError as error:
         raise BackupError(str(error)) from None
+
+
+def libpq_target(url: str) -> tuple[str, dict[str, str]]:
+    """(the URL without its password, the environment that carries it): a program's command line
+    is readable by every local user (ps, /proc/<pid>/cmdline), its environment only by its own."""
+    user, password = url_user(url)
+    if password is None:
+        return url, {}
+    return with_user(url, user), {"PGPASSWORD": password}
 
 
 def folder_bytes(path: Path) -> int:
@@ -43,9 +53,10 @@ def base_backup(owner_url: str, backups: Path) -> BaseBackup:
     started = time.monotonic()
     target = backups / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     target.parent.mkdir(parents=True, exist_ok=True)
+    source, secret = libpq_target(owner_url)
     _tool(
-        "pg_basebackup", "-d", owner_url, "-D", str(target), "-F", "plain", "-X", "stream",
-        "-c", "fast", "-l", "investment-service base backup", "--no-password",
+        "pg_basebackup", "-d", source, "-D", str(target), "-F", "plain", "-X", "stream",
+        "-c", "fast", "-l", "investment-service base backup", "--no-password", env=secret,
     )  # fmt: skip
     return BaseBackup(target, folder_bytes(target), time.monotonic() - started)
 

@@ -51,12 +51,16 @@ def connection_options(settings: Settings) -> str:
     and generic plans: the statements' plans do not depend on their parameters, and planning
     them anew for each call (PostgreSQL's default for the first calls and whenever a custom plan
     looks cheaper) cost more CPU than running them (invest_many at 1 request per call: 1,273 µs
-    of PostgreSQL CPU with custom plans, 543 µs generic)."""
+    of PostgreSQL CPU with custom plans, 543 µs generic); and DB_SESSION_ROLE, the role a
+    superuser or owner DATABASE_URL serves as (service/roles.py `session_role`)."""
     statement_ms = max(1, int(settings.db_statement_timeout * 1000))
-    return (
+    options = (
         f"-c TimeZone={settings.timezone} -c statement_timeout={statement_ms}"
         " -c synchronous_commit=on -c plan_cache_mode=force_generic_plan"
     )
+    if settings.db_session_role is not None:  # a privileged login serves as the service role
+        options += f" -c role={settings.db_session_role}"
+    return options
 
 
 def open_pool(settings: Settings, size: int) -> ConnectionPool:

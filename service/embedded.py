@@ -15,6 +15,7 @@ import shutil
 import socket
 import stat
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger("service.embedded")
@@ -48,12 +49,19 @@ def port_in_use(host: str, port: int, timeout: float = 0.2) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def run_program(name: str, *args: str, user: str | None = None, timeout: float = 60) -> str:
-    """Run one of the wheel's PostgreSQL programs (as `user`, when given); its stdout, or
-    RuntimeError naming the program with what it printed."""
+def run_program(
+    name: str,
+    *args: str,
+    user: str | None = None,
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Run one of the wheel's PostgreSQL programs (as `user`, when given; `env` over this
+    process's environment); its stdout, or RuntimeError naming the program with what it printed."""
     done = subprocess.run(
         [str(POSTGRES_BIN_PATH / name), *args],
         user=user, capture_output=True, text=True, timeout=timeout, check=False,
+        env=None if env is None else {**os.environ, **env},
     )  # fmt: skip
     if done.returncode != 0:
         output = done.stderr.strip() or done.stdout.strip()
@@ -80,7 +88,9 @@ class EmbeddedPostgres:
         self.port = port
         self.archive_dir = None if archive_dir is None else archive_dir.resolve()
         self.settings = dict(settings or {})
-        self._user: str | None = None
+        # As root, the server's programs run as SYSTEM_USER (initdb and pg_ctl refuse root),
+        # also for a stop by another process than the one that started it.
+        self._user: str | None = SYSTEM_USER if os.geteuid() == 0 else None
 
     @property
     def url(self) -> str:
@@ -135,7 +145,6 @@ class EmbeddedPostgres:
         except KeyError:
             subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True)
             entry = pwd.getpwnam(SYSTEM_USER)
-        self._user = SYSTEM_USER
         traversable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
         for folder in [*self.data_dir.parents, *POSTGRES_BIN_PATH.parents]:
             if folder.stat().st_mode & traversable != traversable:

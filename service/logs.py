@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from service.settings import redact
+
 REQUEST_ID_HEADER = b"x-request-id"
 # What a client may send as its own id: 1 to 128 visible ASCII characters (no spaces).
 _VALID_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
@@ -56,7 +58,8 @@ def parse_request_id(value: bytes | None) -> bytes:
 
 
 class JsonFormatter(logging.Formatter):
-    """`{"time", "level", "logger", "message", "pid", "request_id"?, extra fields…, "exc"?}`."""
+    """`{"time", "level", "logger", "message", "pid", "request_id"?, extra fields…, "exc"?}`,
+    database passwords redacted (service/settings.py `redact`)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -76,7 +79,8 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:
             entry["exc"] = record.exc_text
-        return orjson.dumps(entry, default=str).decode()
+        # Whatever a message, an extra field or a traceback quotes, no database password leaves.
+        return redact(orjson.dumps(entry, default=str).decode())
 
 
 def configure_logging(level: str) -> None:

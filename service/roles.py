@@ -1,15 +1,19 @@
 """The service's database role: a login role that is a member of the NOLOGIN group
 investment_service (its grants: sql/migrations/006_service_role.sql), set up by the owner after
-migrating, and checked at start (docs/operations.md, "The service role")."""
+migrating, and checked at start; a superuser or owner DATABASE_URL serves as investment_service
+(docs/operations.md, "The service role")."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psqlpy
+import psqlpy.exceptions
 
 from service.migrations import MIGRATION_LOCK
+from service.settings import Settings, redact
 
 log = logging.getLogger("service.roles")
 
@@ -66,17 +70,41 @@ async def grant_service_role(owner_url: str, service_url: str, create: bool) -> 
     server, `just cluster` and the tests; on any other server a DBA creates it (docs/operations.md).
     """
     user, password = url_user(service_url)
-    if user == url_user(owner_url)[0]:
-        return None
+    owner = user == url_user(owner_url)[0]
     conn = await psqlpy.connect(dsn=owner_url, application_name="investment-migrate")
     try:
         # Instances starting at once take turns (concurrent GRANTs of one role can fail with
         # "tuple concurrently updated"), and one that finds everything in place changes nothing.
         await conn.execute("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK], prepared=False)
-        await _grant(conn, user, password, create)
+        if owner:
+            await _let_owner_serve_as_service(conn, user)
+        else:
+            await _grant(conn, user, password, create)
     finally:
         conn.close()  # ends the session, and with it the advisory lock
-    return user
+    return None if owner else user
+
+
+async def _can_set_service_role(conn: psqlpy.Connection) -> bool:
+    try:
+        async with conn.transaction() as transaction:
+            await transaction.execute(f"SET LOCAL ROLE {SERVICE_GROUP}", prepared=False)
+    except psqlpy.exceptions.Error:
+        return False
+    return True
+
+
+async def _let_owner_serve_as_service(conn: psqlpy.Connection, user: str) -> None:
+    """DATABASE_URL is the owner: its request sessions take investment_service (session_role),
+    which it must be allowed to SET (a superuser always is)."""
+    if not (await read_privileges(conn)).privileged or await _can_set_service_role(conn):
+        return
+    try:
+        await conn.execute_batch(f"GRANT {SERVICE_GROUP} TO {_identifier(user)}")
+    except psqlpy.exceptions.Error as error:  # the preflight refuses to serve, saying why
+        log.warning("could not grant %s to the owner %s: %s", SERVICE_GROUP, user, error)
+        return
+    log.info("granted %s to the owner %s (its requests run as that role)", SERVICE_GROUP, user)
 
 
 async def _grant(conn: psqlpy.Connection, user: str, password: str | None, create: bool) -> None:
@@ -99,16 +127,56 @@ async def _grant(conn: psqlpy.Connection, user: str, password: str | None, creat
     )
 
 
-async def privilege_warnings(conn: psqlpy.Connection) -> list[str]:
-    """What makes the connected role more than the service needs (logged at start, not fatal:
-    an existing deployment that connects as the owner keeps working until it is moved)."""
+@dataclass(frozen=True)
+class Privileges:
+    """What the session's current role may do beyond the service's needs."""
+
+    superuser: bool
+    alters_ledger: bool
+
+    @property
+    def privileged(self) -> bool:
+        return self.superuser or self.alters_ledger
+
+    def warnings(self) -> list[str]:
+        if self.superuser:
+            return ["the service connects as a superuser"]
+        if self.alters_ledger:
+            return ["the service's role may UPDATE, DELETE or TRUNCATE the ledger"]
+        return []
+
+
+async def read_privileges(conn: psqlpy.Connection) -> Privileges:
     async with conn.transaction() as transaction:
         rows = (await transaction.execute(_PRIVILEGED, prepared=False)).result()
     if not rows:
-        return []
-    warnings = []
-    if rows[0]["rolsuper"]:
-        warnings.append("the service connects as a superuser")
-    elif rows[0]["alters_ledger"]:
-        warnings.append("the service's role may UPDATE, DELETE or TRUNCATE the ledger")
-    return warnings
+        return Privileges(superuser=False, alters_ledger=False)
+    return Privileges(superuser=rows[0]["rolsuper"], alters_ledger=rows[0]["alters_ledger"])
+
+
+def session_role(settings: Settings, login: Privileges) -> str | None:
+    """The role the request sessions take: DB_SESSION_ROLE when given; investment_service when
+    DATABASE_URL's role is a superuser or may alter the ledger (the owner), unless
+    ALLOW_PRIVILEGED_SERVICE=true; else None (the login role itself, already least-privileged)."""
+    if settings.db_session_role is not None:
+        return settings.db_session_role
+    if login.privileged and not settings.allow_privileged_service:
+        return SERVICE_GROUP
+    return None
+
+
+def refusal(settings: Settings, role: str, error: Exception | None) -> str:
+    """Why the request sessions could not become `role` (error: SET ROLE failed; None: it was
+    set, yet the session can still alter the ledger, e.g. a pooler dropped the option)."""
+    user = url_user(settings.database_url or "")[0]
+    cause = (
+        f"{user!r} cannot SET ROLE {role} ({redact(str(error))})"
+        if error is not None
+        else f"a session with `-c role={role}` still may alter the ledger (a pooler that drops"
+        " the options startup parameter?)"
+    )
+    return (
+        f"refusing to serve as a privileged role: {cause}. Migrate with this DATABASE_URL (it"
+        f" grants {role} to the owner), connect as the service's own login, or set"
+        " ALLOW_PRIVILEGED_SERVICE=true (docs/operations.md, 'The service role')"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
@@ -13,6 +14,28 @@ T = TypeVar("T")
 
 class SettingsError(ValueError):
     """A setting has a value the service cannot run with; the message names the setting."""
+
+
+# The password of a URL (scheme://user:password@host; up to the word's last @, so a password
+# with an unencoded / or @ is hidden whole, at worst with some of the host) and of a libpq
+# keyword string (password=...).
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:@/\s'\"]*:)[^\s'\"]*@")
+_KEYWORD_PASSWORD = re.compile(r"(?i)\b(password\s*=\s*)('[^']*'|\S+)")
+REDACTED = "***"
+
+
+def redact(text: str) -> str:
+    """`text` with every database password in it replaced by ***: the one place that decides what
+    a log line, an error message or a repr may show of a URL."""
+    if "://" not in text and "assword" not in text:  # the common case: nothing to look for
+        return text
+    text = _URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", text)
+    return _KEYWORD_PASSWORD.sub(rf"\g<1>{REDACTED}", text)
+
+
+# Settings a serving process never gets: the owner's credentials are for the children that
+# migrate (service/__main__.py), not for the processes that answer requests.
+OWNER_ONLY = frozenset({"MIGRATION_DATABASE_URL"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +74,14 @@ class Settings:
     metrics_enabled: bool = True
     access_log: bool = False
     admin_token: str | None = field(default=None, repr=False)
-    migration_database_url: str | None = field(default=None, repr=False)
+    migration_database_url: str | None = None
     allow_unsafe_durability: bool = False
+    # Serve as DATABASE_URL's own role even when it is a superuser or the tables' owner (else
+    # requests run as investment_service: db_session_role).
+    allow_privileged_service: bool = False
+    # The role every request session takes (`-c role=...`): decided at start by the preflight
+    # (service/roles.py session_role), handed to the workers; None: DATABASE_URL's own role.
+    db_session_role: str | None = None
     metrics_token: str | None = field(default=None, repr=False)
     # Where the workers' metric files go (prometheus-client reads it too); None: `run` makes one.
     prometheus_multiproc_dir: str | None = None
@@ -74,14 +103,27 @@ class Settings:
         """Connections one worker may open: the total cap split evenly, never above it."""
         return max(2, self.db_pool_size // self.workers)
 
-    def as_env(self) -> dict[str, str]:
-        """The settings written back as environment variables, for worker processes."""
+    def __repr__(self) -> str:
+        """Tokens left out, URLs without their passwords."""
+        shown = (f"{f.name}={redact(repr(getattr(self, f.name)))}" for f in fields(self) if f.repr)
+        return f"Settings({', '.join(shown)})"
+
+    def as_env(self, *, owner: bool = False) -> dict[str, str]:
+        """The settings written back as environment variables, for child and worker processes;
+        the owner's URL only with `owner` (a child that migrates)."""
         env = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None:
+            if value is not None and (owner or f.name.upper() not in OWNER_ONLY):
                 env[f.name.upper()] = str(value)
         return env
+
+
+def child_environment(settings: Settings, *, owner: bool = False) -> dict[str, str]:
+    """This process's environment with `settings` over it, for a child process: without the
+    owner's URL unless `owner`, even when it came from this process's own environment."""
+    env = {key: value for key, value in os.environ.items() if key not in OWNER_ONLY}
+    return env | settings.as_env(owner=owner)
 
 
 def _integer(name: str, raw: str, low: int, high: int) -> int:
@@ -119,7 +161,7 @@ def _database_url(name: str, raw: str) -> str | None:
     if not raw:
         return None
     if not raw.startswith(("postgres://", "postgresql://")):
-        raise SettingsError(f"{name} must be a postgresql:// URL, got {raw!r}")
+        raise SettingsError(f"{name} must be a postgresql:// URL, got {redact(repr(raw))}")
     return raw
 
 
@@ -167,6 +209,14 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _role(name: str, raw: str) -> str | None:
+    """A PostgreSQL role name that needs no quoting (it goes into the `-c role=` option)."""
+    role = raw.strip()
+    if role and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
+        raise SettingsError(f"{name} must be a lower-case role name such as investment_service")
+    return role or None
+
+
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "DATABASE_URL": _database_url,
     "HOST": _text,
@@ -198,6 +248,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "ADMIN_TOKEN": _token,
     "MIGRATION_DATABASE_URL": _database_url,
     "ALLOW_UNSAFE_DURABILITY": _flag,
+    "ALLOW_PRIVILEGED_SERVICE": _flag,
+    "DB_SESSION_ROLE": _role,
     "METRICS_TOKEN": _token,
     "PROMETHEUS_MULTIPROC_DIR": _optional_text,
     "EMBEDDED_PG_PORT": lambda n, r: _integer(n, r, 1, 65535),

@@ -12,16 +12,20 @@
 -- to the largest goods_id the statement itself inserted (its transition table, not a snapshot of
 -- the whole table). Product creation is an operator's action, rare enough to serialise.
 -- SECURITY DEFINER: the service role needs no right to setval (sql/migrations/006_service_role.sql).
+-- Their search_path ends with pg_temp: unlisted, PostgreSQL would search the session's temporary
+-- schema first, and a caller's `CREATE TEMP TABLE investment_goods_goods_id_seq (...)` would stand
+-- in for the real sequence (read as the owner, the real one never moved: a later default id
+-- collides). The names are schema-qualified as well.
 
 CREATE OR REPLACE FUNCTION investment_goods_lock_ids() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(7202104022);
     RETURN NULL;
 END $$;
 
 CREATE OR REPLACE FUNCTION investment_goods_sync_id_sequence() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     v_inserted bigint;
     v_last     bigint;
@@ -29,10 +33,10 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock(7202104022);  -- held already (BEFORE trigger); re-entrant
     SELECT max(goods_id) INTO v_inserted FROM inserted_goods;
-    SELECT last_value, is_called INTO v_last, v_called FROM investment_goods_goods_id_seq;
+    SELECT last_value, is_called INTO v_last, v_called FROM public.investment_goods_goods_id_seq;
     IF v_inserted IS NOT NULL
        AND v_inserted > (CASE WHEN v_called THEN v_last ELSE v_last - 1 END) THEN
-        PERFORM setval('investment_goods_goods_id_seq', v_inserted);
+        PERFORM setval('public.investment_goods_goods_id_seq', v_inserted);
     END IF;
     RETURN NULL;
 END $$;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.settings import Settings, SettingsError, load_settings
+from service.settings import Settings, SettingsError, child_environment, load_settings, redact
 
 
 def test_defaults() -> None:
@@ -133,3 +133,65 @@ def test_the_cluster_reads_the_shared_settings_with_the_services_parsers() -> No
     assert ClusterConfig.from_env({}).timezone == Settings().timezone
     with pytest.raises(ClusterError, match="DB_STATEMENT_TIMEOUT"):
         ClusterConfig.from_env({"DB_STATEMENT_TIMEOUT": "soon"})
+
+
+def test_no_password_in_the_repr() -> None:
+    settings = load_settings(
+        {"DATABASE_URL": "postgresql://app:app-secret@db:5432/investment",
+         "MIGRATION_DATABASE_URL": "postgresql://owner:owner-secret@db:5432/investment"}
+    )  # fmt: skip
+    shown = repr(settings)
+    assert "app-secret" not in shown and "owner-secret" not in shown
+    assert "postgresql://app:***@db:5432/investment" in shown  # which database, still said
+    assert "postgresql://owner:***@db:5432/investment" in shown
+
+
+def test_an_invalid_url_is_named_without_its_password() -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL") as refused:
+        load_settings({"DATABASE_URL": "mysql://app:app-secret@db/investment"})
+    assert "app-secret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [("postgresql://app:pw@db:5432/x", "postgresql://app:***@db:5432/x"),
+     ("at postgres://app:p%40ss@db/x now", "at postgres://app:***@db/x now"),
+     ("postgresql://app:p@ss/w0rd@db/x", "postgresql://app:***@db/x"),  # unencoded @ and /
+     ("'postgresql://app:pw@db/x'", "'postgresql://app:***@db/x'"),
+     ("host=db password=pw user=app", "host=db password=*** user=app"),
+     ("password = 'p w' dbname=x", "password = *** dbname=x"),
+     ("postgresql://app@db/x", "postgresql://app@db/x"),  # no password: unchanged
+     ("postgresql://db:5432/x", "postgresql://db:5432/x"),
+     ("http://127.0.0.1:8000/readyz", "http://127.0.0.1:8000/readyz")],
+)  # fmt: skip
+def test_redact_hides_every_password(text: str, shown: str) -> None:
+    assert redact(text) == shown
+
+
+def test_the_owner_url_is_only_for_a_child_that_migrates(monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = "postgresql://owner:owner-secret@db/investment"
+    monkeypatch.setenv("MIGRATION_DATABASE_URL", owner)  # as `just run` itself was started
+    settings = load_settings({"DATABASE_URL": "postgresql://app@db/investment",
+                              "MIGRATION_DATABASE_URL": owner})  # fmt: skip
+    assert "MIGRATION_DATABASE_URL" not in settings.as_env()
+    assert settings.as_env(owner=True)["MIGRATION_DATABASE_URL"] == owner
+    serving = child_environment(settings)
+    assert "MIGRATION_DATABASE_URL" not in serving
+    assert serving["DATABASE_URL"] == "postgresql://app@db/investment"
+    assert child_environment(settings, owner=True)["MIGRATION_DATABASE_URL"] == owner
+
+
+def test_privileged_service_settings() -> None:
+    settings = load_settings({})
+    assert settings.allow_privileged_service is False and settings.db_session_role is None
+    settings = load_settings(
+        {"ALLOW_PRIVILEGED_SERVICE": "true", "DB_SESSION_ROLE": "investment_service"}
+    )
+    assert settings.allow_privileged_service is True
+    assert settings.db_session_role == "investment_service"
+    assert load_settings(settings.as_env()) == settings
+    for name, value in [("ALLOW_PRIVILEGED_SERVICE", "perhaps"),
+                        ("DB_SESSION_ROLE", "x -c statement_timeout=0"),
+                        ("DB_SESSION_ROLE", "Investment")]:  # fmt: skip
+        with pytest.raises(SettingsError, match=name):
+            load_settings({name: value})
