@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -35,7 +36,9 @@ def service(database_url: str) -> Iterator[ServiceProcess]:
         yield process
 
 
-def invest(client: httpx.AsyncClient, goods_id: int, user: int, amount: int) -> object:
+def invest(
+    client: httpx.AsyncClient, goods_id: int, user: int, amount: int
+) -> Coroutine[Any, Any, httpx.Response]:
     return client.post(
         INVEST, headers={"X-USER-ID": str(user)},
         json={"goodsId": goods_id, "investmentAmount": amount},
@@ -54,9 +57,9 @@ def test_an_out_of_range_cursor_is_400_and_fails_none_of_the_pages_read_with_it(
         limits = httpx.Limits(max_connections=80)
         async with httpx.AsyncClient(base_url=service.base_url, timeout=30, limits=limits) as c:
             made = await asyncio.gather(*(invest(c, goods, user, 1_000) for user in users))
-            assert all(r.status_code == 200 for r in made)  # type: ignore[attr-defined]
+            assert all(r.status_code == 200 for r in made)
 
-            def page(user: int, cursor: str | None = None) -> object:
+            def page(user: int, cursor: str | None = None) -> Coroutine[Any, Any, httpx.Response]:
                 params = {"limit": "10"} if cursor is None else {"cursor": cursor}
                 return c.get(MINE, headers={"X-USER-ID": str(user)}, params=params)
 
@@ -104,7 +107,7 @@ def test_a_request_that_makes_the_invest_call_fail_fails_alone(postgres_server: 
                     answers = await asyncio.gather(
                         *(invest(client, g, user, amount) for g, amount, user in sent)
                     )
-                    return [(g, amount, a) for (g, amount, _), a in zip(sent, answers)]  # type: ignore[misc]
+                    return [(g, amount, a) for (g, amount, _), a in zip(sent, answers, strict=True)]
 
             answers = asyncio.run(scenario())
         faulty = [a for _, amount, a in answers if amount == 4242]
@@ -115,9 +118,7 @@ def test_a_request_that_makes_the_invest_call_fail_fails_alone(postgres_server: 
         failed = [(a.status_code, a.text[:80]) for a in others if a.status_code != 200]
         assert failed == [], f"{len(failed)} of {len(others)} other invests failed"
         for goods_id in products:
-            expected = sum(
-                amount for g, amount, _ in answers if g == goods_id and amount != 4242
-            )
+            expected = sum(amount for g, amount, _ in answers if g == goods_id and amount != 4242)
             assert counters(url, goods_id)[0] == expected
         verify_ledger(url)
 
@@ -141,7 +142,7 @@ def test_a_held_product_delays_only_its_own_requests(
 
             async def timed_on_a() -> tuple[int, str, float]:
                 started = time.monotonic()
-                answer = await invest(client, held, fresh_user(), 10)  # type: ignore[misc]
+                answer = await invest(client, held, fresh_user(), 10)
                 code = answer.json().get("code", "") if answer.status_code != 200 else ""
                 if answer.status_code == 503:
                     assert answer.headers.get("Retry-After")
@@ -156,7 +157,7 @@ def test_a_held_product_delays_only_its_own_requests(
             async def light_load(n: int) -> None:
                 while time.monotonic() - held_at < hold_seconds - 1.0:
                     started = time.monotonic()
-                    answer = await invest(client, others[n % 4], fresh_user(), 7)  # type: ignore[misc]
+                    answer = await invest(client, others[n % 4], fresh_user(), 7)
                     latencies.append(time.monotonic() - started)
                     statuses.append(answer.status_code)
                     await asyncio.sleep(0.01)
