@@ -1,0 +1,170 @@
+"""The opening rush on one product, two checkouts in the same run: 2 instances × 2 workers each,
+wrk at 500 connections all investing in one product, alternating before/after for a few rounds.
+
+Reports the accepted invests/s (2xx answers) of each side and their ratio, so a change to the
+invest path (issue 15's per-product waiting calls) is judged against the code it replaces on the
+same machine, minutes apart. Usage, on a quiet machine:
+
+    git worktree add /tmp/before <rev>
+    python -m bench.rush_compare --before /tmp/before --after . --rounds 2 --window 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.limits import run_wrk, wrk_script
+from bench.target import DEFAULT_SERVER, psql, recreate_database
+from harness.processes import free_port
+from service.roles import with_user
+
+SERVICE_USER, SERVICE_PASSWORD = "investment_app", "investment-app-test"
+
+
+def start_instance(
+    checkout: Path, owner_url: str, log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m service run` of `checkout` (its own code first on sys.path), 2 workers."""
+    port = free_port()
+    env = {
+        **os.environ, "HOST": "127.0.0.1", "PORT": str(port), "WORKERS": "2",
+        "DB_POOL_SIZE": "50", "LOG_LEVEL": "WARNING",
+        "DATABASE_URL": with_user(owner_url, SERVICE_USER, SERVICE_PASSWORD),
+        "MIGRATION_DATABASE_URL": owner_url,
+    }  # fmt: skip
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "run"], cwd=checkout, env=env,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+        )  # fmt: skip
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"instance at {url} exited ({process.returncode})")
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"instance at {url} not ready within {timeout}s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+def settle(owner_url: str) -> None:
+    """CHECKPOINT, then (bounded) until no autovacuum worker runs (BENCH.md, quiet measurements)."""
+    psql(owner_url, "CHECKPOINT")
+    for _ in range(100):
+        busy = psql(
+            owner_url,
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+        )
+        if busy.strip() == "0":
+            return
+        time.sleep(0.1)
+
+
+def rush(urls: list[str], seconds: float, work: Path) -> dict[str, Any]:
+    """wrk against each instance at once (250 connections each), all on goods_id 1."""
+    script = wrk_script("invest", users=1_000_000, recruiting=1)
+    results: list[dict[str, Any]] = [{} for _ in urls]
+
+    def one(n: int) -> None:
+        results[n] = run_wrk(urls[n] + "/v1/api/investment/user/goods", f"rush-{n}", script,
+                             seconds, work, connections=250)  # fmt: skip
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(len(urls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    accepted = sum((r["requests"] or 0) - r["non_2xx"] for r in results)
+    return {
+        "accepted_per_s": round(accepted / seconds, 1),
+        "non_2xx": sum(r["non_2xx"] for r in results),
+        "socket_errors": sum(r["socket_errors"] for r in results),
+        "p99_ms": max((r["p99_ms"] or 0.0) for r in results),
+    }
+
+
+def measure(side: str, checkout: Path, server: str, window: float, work: Path) -> dict[str, Any]:
+    owner = recreate_database(server, f"rush_{side}")
+    psql(owner, "SELECT 1")
+    instances = [start_instance(checkout, owner, work / f"{side}.log") for _ in range(2)]
+    try:
+        for process, url in instances:
+            wait_ready(url, process)
+        psql(
+            owner,
+            "INSERT INTO investment_goods (goods_id, title, total_investing_amount, status,"
+            " started_at, finished_at) VALUES (1, 'rush', 1000000000000000, true,"
+            " now() - interval '1 day', now() + interval '1 day')",
+        )
+        urls = [url for _, url in instances]
+        rush(urls, 3, work)  # warm-up, not measured
+        settle(owner)
+        return rush(urls, window, work)
+    finally:
+        for process, _ in instances:
+            stop(process)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.rush_compare", description=__doc__)
+    parser.add_argument("--before", type=Path, required=True, help="checkout of the old code")
+    parser.add_argument("--after", type=Path, required=True, help="checkout of the new code")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="rush-compare-"))
+    psql(  # the service's login (tests and `just run` create it the same way)
+        args.server,
+        f"DO $$ BEGIN CREATE ROLE {SERVICE_USER} LOGIN PASSWORD '{SERVICE_PASSWORD}';"
+        " EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    )
+    figures: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    for round_number in range(args.rounds):
+        for side in ("before", "after") if round_number % 2 == 0 else ("after", "before"):
+            checkout = args.before if side == "before" else args.after
+            result = measure(side, checkout.resolve(), args.server, args.window, work)
+            figures[side].append(result)
+            print(f"round {round_number + 1} {side}: {result}", flush=True)
+    before = statistics.mean(r["accepted_per_s"] for r in figures["before"])
+    after = statistics.mean(r["accepted_per_s"] for r in figures["after"])
+    print(
+        f"accepted invests/s: before {before:.0f}, after {after:.0f},"
+        f" after/before {after / before:.3f}"
+    )
+    for side in ("before", "after"):
+        psql(args.server, f"DROP DATABASE IF EXISTS rush_{side} WITH (FORCE)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
