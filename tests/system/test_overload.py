@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.load import Answer, flood, http_request, invest_request, raise_open_files_limit
+from tests.load import PATH, Answer, flood, http_request, invest_request, raise_open_files_limit
 from tests.support import (
     create_goods,
     fresh_user,
@@ -177,3 +177,54 @@ def test_a_flood_of_distinct_list_windows_leaves_invests_their_connections(
     assert slowest < 1.0, f"an invest took {slowest:.2f}s during the list flood"
     assert max(loads) <= 3, f"{max(loads)} list queries ran at once (LIST_LOADS_MAX is 3)"
     assert set(listed) <= {(200, None, False, None), (503, "SERVICE_UNAVAILABLE", True, None)}
+
+
+PAGE_READERS = 20
+PAGE_ITEMS = 1_000
+PAGE_FLOOD = 400
+
+
+def test_long_my_investments_pages_leave_invests_their_latency(database: str) -> None:
+    """400 full pages (1,000 items each) asked at once, while invests proceed on the same
+    worker: the pages hold at most READ_CALLS_IN_FLIGHT connections, and every invest is
+    answered 200, quickly."""
+    raise_open_files_limit(PAGE_FLOOD + 1_000)
+    goods_id = create_goods(database, total=10**12)
+    readers = [fresh_user() for _ in range(PAGE_READERS)]
+    for user in readers:  # each reader's ledger holds PAGE_ITEMS investments
+        psql(
+            database,
+            f"SELECT count(*) FROM invest_many(array_fill({goods_id}::bigint, ARRAY[{PAGE_ITEMS}]),"
+            f" array_fill({user}::bigint, ARRAY[{PAGE_ITEMS}]),"
+            f" array_fill(1000::bigint, ARRAY[{PAGE_ITEMS}]), NULL)",
+        )
+    with running_service(database, workers=1, DB_POOL_SIZE="8") as service:
+
+        async def scenario() -> tuple[list[Answer], list[Answer]]:
+            pages = [
+                http_request("GET", f"{PATH}?limit={PAGE_ITEMS}", {"X-USER-ID": str(user)})
+                for user in readers * (PAGE_FLOOD // PAGE_READERS)
+            ]
+            reads = asyncio.create_task(flood(service.port, pages, timeout=30))
+            invests: list[Answer] = []
+            while not reads.done() or not invests:
+                invests += await flood(service.port, [invest_request(goods_id, fresh_user())], 10)
+                await asyncio.sleep(0.02)
+            return await reads, invests
+
+        reads, invests = asyncio.run(scenario())
+    read = Counter((a.status, a.code) for a in reads)
+    slowest_read = max(a.seconds for a in reads)
+    slowest = max(a.seconds for a in invests)
+    median = sorted(a.seconds for a in invests)[len(invests) // 2]
+    print(
+        f"\n{PAGE_FLOOD} pages of {PAGE_ITEMS} items at once: {dict(read)}, slowest"
+        f" {slowest_read:.2f}s; {len(invests)} invests meanwhile: statuses"
+        f" {dict(Counter(a.status for a in invests))}, median {median * 1000:.0f} ms,"
+        f" slowest {slowest * 1000:.0f} ms"
+    )
+    assert set(read) <= {(200, None), (503, "SERVICE_UNAVAILABLE")}
+    assert {a.status for a in invests} == {200}, [a for a in invests if a.status != 200]
+    assert median < 0.1, f"invests took {median:.2f}s (median) while long pages were read"
+    # the slowest waits for the worker's CPU (a page call answers 200 pages of 150 kB at once)
+    assert slowest < 1.5, f"an invest took {slowest:.2f}s while long pages were read"
