@@ -37,7 +37,12 @@ def backpressure(settings: Settings) -> int:
     if limit == resource.RLIM_INFINITY or wanted + besides <= limit:
         return wanted
     allowed = max(1, limit - besides)
-    log.warning(
+    # A warning when even the invest queue could no longer fill before the door closes.
+    invests = (
+        settings.invest_queue_max + settings.invest_calls_in_flight * settings.invest_batch_max
+    )
+    log.log(
+        logging.WARNING if allowed < invests else logging.INFO,
         "the open-files limit (%d) lets each worker hold %d connections, not the %d that"
         " SERVER_BACKPRESSURE or the queues ask for: raise it (ulimit -n, LimitNOFILE=)",
         limit,
