@@ -163,13 +163,19 @@ def test_a_flood_of_distinct_list_windows_leaves_invests_their_connections(
         async def scenario() -> tuple[list[Answer], list[Answer], list[int]]:
             windows = [http_request("GET", _window(n + 1)) for n in range(LIST_FLOOD)]
             lists = asyncio.create_task(flood(service.port, windows, timeout=30))
-            loads = []
-            invests = []
+            loads: list[int] = []
+
+            async def sample() -> None:  # the list queries running, every 20 ms
+                while not lists.done():
+                    loads.append(await asyncio.to_thread(_list_loads, database))
+                    await asyncio.sleep(0.02)
+
+            sampling = asyncio.create_task(sample())
+            invests: list[Answer] = []
             while not lists.done() or not invests:
-                loads.append(await asyncio.to_thread(_list_loads, database))
-                answer = await flood(service.port, [invest_request(goods_id, fresh_user())], 10)
-                invests += answer
+                invests += await flood(service.port, [invest_request(goods_id, fresh_user())], 10)
                 await asyncio.sleep(0.05)
+            await sampling
             return await lists, invests, loads
 
         lists, invests, loads = asyncio.run(scenario())
