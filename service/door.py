@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import sys
 
 from service.settings import Settings
 
@@ -17,11 +18,13 @@ OTHER_FILES = 256
 
 def raise_open_files_limit(wanted: int) -> int:
     """Raise this process's soft RLIMIT_NOFILE towards `wanted` (never above the hard limit;
-    granian's workers inherit it); the soft limit now."""
+    granian's workers inherit it); the files it may open now (sys.maxsize: no limit)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return sys.maxsize
     if hard != resource.RLIM_INFINITY:
         wanted = min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
+    if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         soft = wanted
     return soft
@@ -34,7 +37,7 @@ def backpressure(settings: Settings) -> int:
     wanted = settings.connections_per_worker()
     besides = settings.pool_share() + OTHER_FILES
     limit = raise_open_files_limit(wanted + besides)
-    if limit == resource.RLIM_INFINITY or wanted + besides <= limit:
+    if wanted + besides <= limit:
         return wanted
     allowed = max(1, limit - besides)
     # A warning when even the invest queue could no longer fill before the door closes.

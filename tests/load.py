@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import resource
 import signal
 import time
 from dataclasses import dataclass, field
@@ -212,7 +211,7 @@ async def flood(port: int, requests: list[bytes], timeout: float = 30.0) -> list
     """Open one connection per request to 127.0.0.1:`port`, all at once; once every one is open
     (or failed), send every request; each answer in order, timed from the send. A request with
     no answer within `timeout` seconds (from its connect, then from its send) is an Answer
-    without status. Needs a file descriptor per request (raise RLIMIT_NOFILE first)."""
+    without status. Needs a file descriptor per request (service.door.raise_open_files_limit)."""
     opened = asyncio.Event()
     started: list[float] = []
     exchanges = [
@@ -224,10 +223,3 @@ async def flood(port: int, requests: list[bytes], timeout: float = 30.0) -> list
         await asyncio.sleep(0.01)
     opened.set()
     return list(await connecting)
-
-
-def raise_open_files_limit(needed: int) -> None:
-    """Let this process hold `needed` sockets (the soft limit up to the hard one)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))

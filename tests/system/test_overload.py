@@ -15,7 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.load import PATH, Answer, flood, http_request, invest_request, raise_open_files_limit
+from service.door import raise_open_files_limit
+from tests.load import PATH, Answer, flood, http_request, invest_request
 from tests.support import (
     create_goods,
     fresh_user,
@@ -36,6 +37,12 @@ STATEMENT = 4.0  # DB_STATEMENT_TIMEOUT
 # (its turn, then its connection) + DB_STATEMENT_TIMEOUT + 1 s (its call).
 BOUND = 2 * ACQUIRE + STATEMENT + 1.0
 PROBE_BOUND = 1.5  # probes on fresh connections (the CPU of 5,000 requests on 2 shared cores)
+
+
+def _hold_sockets(count: int) -> None:
+    """This process (and the service it starts) may open `count` files: one per connection."""
+    limit = raise_open_files_limit(count)
+    assert limit >= count, f"the hard open-files limit ({limit}) is below {count}: raise it"
 
 
 @pytest.fixture
@@ -75,7 +82,7 @@ def test_thousands_of_connections_are_answered_in_bounded_time_and_probes_stay_f
     waits until its statement timeout), on 2 workers with 2 connections each: every one is
     answered 503 with Retry-After within the bound, none waits unanswered at the door, and
     /healthz, /readyz, the list and my investments answer on fresh connections all along."""
-    raise_open_files_limit(CONNECTIONS + 1_000)  # the service's workers inherit it
+    _hold_sockets(CONNECTIONS + 1_000)  # the service's workers inherit the limit
     held = create_goods(database, total=10**12)
     settings = {
         "DB_POOL_SIZE": "4",
@@ -155,7 +162,7 @@ def test_a_flood_of_distinct_list_windows_leaves_invests_their_connections(
     """1,500 list requests with distinct windows at once, each load 0.2 s in the database, on one
     worker with 8 connections (so LIST_LOADS_MAX is 3): at most 3 list queries run at any time,
     and invests sent meanwhile are all answered 200, quickly."""
-    raise_open_files_limit(LIST_FLOOD + 1_000)
+    _hold_sockets(LIST_FLOOD + 1_000)
     goods_id = create_goods(database, total=10**12)
     _slow_list_query(database)
     with running_service(database, workers=1, DB_POOL_SIZE="8") as service:
@@ -202,7 +209,7 @@ def test_long_my_investments_pages_leave_invests_their_latency(database: str) ->
     """400 full pages (1,000 items each) asked at once, while invests proceed on the same
     worker: the pages hold at most READ_CALLS_IN_FLIGHT connections, and every invest is
     answered 200, quickly."""
-    raise_open_files_limit(PAGE_FLOOD + 1_000)
+    _hold_sockets(PAGE_FLOOD + 1_000)
     goods_id = create_goods(database, total=10**12)
     readers = [fresh_user() for _ in range(PAGE_READERS)]
     for user in readers:  # each reader's ledger holds PAGE_ITEMS investments
