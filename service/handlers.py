@@ -100,7 +100,7 @@ class InvestmentApi:
             max_loads=loads,
             load_wait=wait,
             busy=lambda: DatabaseUnavailable(
-                f"{loads} list loads already run; none ended in {wait:g}s"
+                f"no turn among the worker's {loads} list loads within {wait:g}s"
             ),
         )
         # Clients ask for the list with few distinct windows: the parsed window per raw query
