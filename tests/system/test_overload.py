@@ -29,12 +29,12 @@ from tests.support import (
 pytestmark = pytest.mark.system
 
 LIST = "/v1/api/investment/goods"
-# More than granian's old default held (backlog 4096 // workers, per worker: 4,096 in all).
+# More than granian's old default door held: backlog 4096 // workers per worker, 4,096 in all.
 CONNECTIONS = 5_000
 ACQUIRE = 3.0  # DB_ACQUIRE_TIMEOUT of the saturated service
 STATEMENT = 4.0  # DB_STATEMENT_TIMEOUT
 # docs/operations.md, "Overload": an accepted request is answered within 2 x DB_ACQUIRE_TIMEOUT
-# (its turn, then its connection) + DB_STATEMENT_TIMEOUT + 1 s (its call).
+# (waiting for a call or a turn, then for a connection) + DB_STATEMENT_TIMEOUT + 1 s.
 BOUND = 2 * ACQUIRE + STATEMENT + 1.0
 PROBE_BOUND = 1.5  # probes on fresh connections (the CPU of 5,000 requests on 2 shared cores)
 
