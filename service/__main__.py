@@ -192,6 +192,8 @@ def serve(settings: Settings) -> None:
     from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes
     from granian.http import HTTP1Settings
 
+    from service.door import backpressure
+
     os.environ.update(settings.as_env())  # the workers read their settings from the environment
     if settings.db_runtime_threads:  # psqlpy's Tokio runtime sizes itself from this at first use
         os.environ["TOKIO_WORKER_THREADS"] = str(settings.db_runtime_threads)
@@ -214,7 +216,12 @@ def serve(settings: Settings) -> None:
             ),
             log_access=False,
             log_dictconfig=GRANIAN_LOG_CONFIG,
+            # Connections past a worker's backpressure wait in its listen queue (min(backlog,
+            # net.core.somaxconn), one per worker: SO_REUSEPORT), answered by nobody until one
+            # of its connections closes. So backpressure admits everything the queues admit,
+            # and they answer 503 beyond capacity (docs/operations.md, "Overload").
             backlog=4096,
+            backpressure=backpressure(settings),
             respawn_failed_workers=True,
             workers_kill_timeout=30,
         ).serve()

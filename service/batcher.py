@@ -150,6 +150,7 @@ class InvestBatcher:
             max_cost=self._key_locks,
         )
         self._held: dict[int, _HeldProduct] = {}
+        self._held_unanswered = 0
         self._wait_slots = asyncio.Semaphore(settings.invest_wait_calls)
         self._keys_in_flight: set[tuple[int, str]] = set()
         self._loop = asyncio.get_running_loop()
@@ -158,6 +159,9 @@ class InvestBatcher:
     async def invest(
         self, goods_id: int, user_id: int, amount: int, key: str | None = None
     ) -> InvestRow:
+        # INVEST_QUEUE_MAX bounds every invest waiting in this worker, held products' included.
+        if self._shared.waiting + self._held_unanswered >= self._settings.invest_queue_max:
+            raise Overloaded(f"{self._settings.invest_queue_max} invests already wait")
         deadline = self._loop.time() + self._max_wait
         item = Invest(goods_id, user_id, amount, key, deadline)
         if key is None:
@@ -229,12 +233,14 @@ class InvestBatcher:
                 del self._held[item.goods_id]
             return future
         product.unanswered += 1
+        self._held_unanswered += 1
         future.add_done_callback(partial(self._held_answered, item.goods_id))
         return future
 
     def _held_answered(self, goods_id: int, _: asyncio.Future[InvestRow]) -> None:
         product = self._held[goods_id]
         product.unanswered -= 1
+        self._held_unanswered -= 1
         if not product.unanswered:  # nobody left to keep the order for
             del self._held[goods_id]
 

@@ -40,6 +40,11 @@ class StaleBoundCache(Generic[V]):
     every store, and when a new value does not fit, the oldest go first (with a short
     `max_age` they are the next to expire anyway). A value larger than the whole budget is
     served but not kept.
+
+    At most `max_loads` loads run at once (0: no bound), so a flood of distinct keys (each a
+    miss) takes at most that many database connections; a load waits at most `load_wait`
+    seconds for its turn, then fails with `busy()` (for every request waiting on it) without
+    having run. Its age counts from its turn, when it starts.
     """
 
     def __init__(
@@ -50,6 +55,9 @@ class StaleBoundCache(Generic[V]):
         max_bytes: int = 32 * 1024 * 1024,
         size: Callable[[V], int] = value_bytes,
         observer: CacheObserver | None = None,
+        max_loads: int = 0,
+        load_wait: float = 2.0,
+        busy: Callable[[], Exception] = lambda: TimeoutError("no turn to load"),
     ) -> None:
         self.max_age = max_age
         self.max_entries = max_entries
@@ -60,12 +68,16 @@ class StaleBoundCache(Generic[V]):
         self._loading: dict[Hashable, asyncio.Future[tuple[float, V]]] = {}
         self.bytes = 0  # held now: values plus ENTRY_OVERHEAD each
         self._observer = observer  # the metrics, when enabled
+        self._turns = asyncio.Semaphore(max_loads) if max_loads > 0 else None
+        self._load_wait = load_wait
+        self._busy = busy
+        self.loading = 0  # loads running now (past their turn)
 
     async def get(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
         if self.max_age <= 0:
             if self._observer is not None:
                 self._observer.miss()
-            return await load()
+            return (await self._load(load))[1]
         entry = self._entries.get(key)
         if entry is not None:
             age = self._clock() - entry[0]
@@ -83,17 +95,33 @@ class StaleBoundCache(Generic[V]):
         # shield: a waiter that is cancelled must not cancel the load the others wait for.
         return (await asyncio.shield(flight))[1]
 
+    async def _load(self, load: Callable[[], Awaitable[V]]) -> tuple[float, V]:
+        """(when the load started, its value), once it has its turn."""
+        turns = self._turns
+        if turns is not None:
+            try:
+                async with asyncio.timeout(self._load_wait):
+                    await turns.acquire()
+            except TimeoutError:
+                raise self._busy() from None
+        self.loading += 1
+        try:
+            started = self._clock()
+            return started, await load()
+        finally:
+            self.loading -= 1
+            if turns is not None:
+                turns.release()
+
     def _start_load(
         self,
         key: Hashable,
         load: Callable[[], Awaitable[V]],
         flight: asyncio.Future[tuple[float, V]],
     ) -> None:
-        started = self._clock()
-
         async def run() -> None:
             try:
-                value = await load()
+                started, value = await self._load(load)
             except BaseException as error:  # every waiter sees the failure; nothing is cached
                 flight.set_exception(error)
                 flight.exception()  # marks it retrieved when nobody waits any more

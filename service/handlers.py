@@ -12,7 +12,7 @@ from blacksheep import Content, Request, Response
 
 from service.batcher import InvestBatcher, PageBatcher
 from service.cache import StaleBoundCache
-from service.db import Database
+from service.db import Database, DatabaseUnavailable
 from service.goods import goods_json
 from service.parsing import (
     check_json_content_type,
@@ -90,8 +90,18 @@ class InvestmentApi:
         self.settings = settings
         self.zone = settings.zone
         self.metrics = metrics  # invest outcomes (service/metrics.py), when enabled
+        # A flood of distinct windows (each a miss) takes at most LIST_LOADS_MAX connections;
+        # the rest of the pool stays with invests and pages (Settings.list_loads()).
+        loads, wait = settings.list_loads(), settings.db_acquire_timeout
         self.list_cache: StaleBoundCache[bytes | None] = StaleBoundCache(
-            settings.list_cache_seconds, max_bytes=settings.list_cache_max_bytes, observer=metrics
+            settings.list_cache_seconds,
+            max_bytes=settings.list_cache_max_bytes,
+            observer=metrics,
+            max_loads=loads,
+            load_wait=wait,
+            busy=lambda: DatabaseUnavailable(
+                f"no turn among the worker's {loads} list loads within {wait:g}s"
+            ),
         )
         # Clients ask for the list with few distinct windows: the parsed window per raw query
         # string spares a cached answer all parsing (a profiled hot spot).

@@ -11,6 +11,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 T = TypeVar("T")
 
+# Connections a worker keeps for what the queues do not count: /healthz and /readyz probes, the
+# admin API, idle keep-alive connections (closed after HTTP_HEADER_TIMEOUT) and the requests
+# that are being refused (a 503 takes a connection for a millisecond).
+CONNECTION_HEADROOM = 1024
+# Connections of a worker's pool that neither invests, pages nor list loads take: the
+# housekeeping chore (forgetting old keys) and the admin API.
+CHORE_CONNECTIONS = 2
+
 
 class SettingsError(ValueError):
     """A setting has a value the service cannot run with; the message names the setting."""
@@ -68,6 +76,12 @@ class Settings:
     invest_wait_calls: int = 2
     read_batch_max: int = 200
     read_calls_in_flight: int = 2
+    # Concurrent list loads (cache misses) per worker; 0: what the pool share leaves
+    # (list_loads()). Distinct windows then wait for a turn, at most DB_ACQUIRE_TIMEOUT.
+    list_loads_max: int = 0
+    # Connections granian holds open per worker (its `backpressure`); 0: derived from the
+    # queues (connections_per_worker()). Beyond it connections wait in the kernel, unanswered.
+    server_backpressure: int = 0
     idempotency_retention_hours: int = 24
     idempotency_cleanup_seconds: float = 600.0
     log_level: str = "INFO"
@@ -107,6 +121,32 @@ class Settings:
         """Tokens left out, URLs without their passwords."""
         shown = (f"{f.name}={redact(repr(getattr(self, f.name)))}" for f in fields(self) if f.repr)
         return f"Settings({', '.join(shown)})"
+
+    def list_loads(self) -> int:
+        """Concurrent list loads per worker: LIST_LOADS_MAX, else the pool share less what
+        invests (shared and waiting calls), pages and the chores may hold at once (at least
+        one), so that a flood of distinct windows never takes the connections invests and pages
+        need."""
+        if self.list_loads_max:
+            return self.list_loads_max
+        taken = (
+            self.invest_calls_in_flight + self.invest_wait_calls + self.read_calls_in_flight
+            + CHORE_CONNECTIONS
+        )  # fmt: skip
+        return max(1, self.pool_share() - taken)
+
+    def connections_per_worker(self) -> int:
+        """granian's backpressure: SERVER_BACKPRESSURE, else every request the worker's queues
+        admit (waiting and in its calls: invests, held products' and pages) plus
+        CONNECTION_HEADROOM. A connection past it is not accepted and waits in the kernel with
+        no deadline; below it every request reaches the queues, which answer 503 at once when
+        full and at DB_ACQUIRE_TIMEOUT otherwise."""
+        if self.server_backpressure:
+            return self.server_backpressure
+        calls = self.invest_calls_in_flight + self.invest_wait_calls
+        invests = self.invest_queue_max + calls * self.invest_batch_max
+        pages = self.invest_queue_max + self.read_calls_in_flight * self.read_batch_max
+        return invests + pages + CONNECTION_HEADROOM
 
     def as_env(self, *, owner: bool = False) -> dict[str, str]:
         """The settings written back as environment variables, for child and worker processes;
@@ -240,6 +280,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "INVEST_WAIT_CALLS": lambda n, r: _integer(n, r, 1, 64),
     "READ_BATCH_MAX": lambda n, r: _integer(n, r, 1, 10_000),
     "READ_CALLS_IN_FLIGHT": lambda n, r: _integer(n, r, 1, 64),
+    "LIST_LOADS_MAX": lambda n, r: _integer(n, r, 0, 10_000),
+    "SERVER_BACKPRESSURE": lambda n, r: _integer(n, r, 0, 1_000_000),
     "IDEMPOTENCY_RETENTION_HOURS": lambda n, r: _integer(n, r, 24, 24 * 366),
     "IDEMPOTENCY_CLEANUP_SECONDS": lambda n, r: _seconds(n, r, 0.0, 86_400.0),
     "LOG_LEVEL": _log_level,
@@ -271,5 +313,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"DB_POOL_SIZE ({settings.db_pool_size}) must be at least twice WORKERS"
             f" ({settings.workers}): each worker's pool needs 2 connections (psqlpy's minimum)"
+        )
+    room = (
+        settings.pool_share() - settings.invest_calls_in_flight - settings.invest_wait_calls
+        - settings.read_calls_in_flight
+    )  # fmt: skip
+    if settings.list_loads_max > max(1, room):
+        raise SettingsError(
+            f"LIST_LOADS_MAX ({settings.list_loads_max}) must leave the connections invests"
+            f" and pages need: at most {max(1, room)} with {settings.pool_share()} connections"
+            " per worker (DB_POOL_SIZE / WORKERS)"
         )
     return settings

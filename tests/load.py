@@ -1,4 +1,5 @@
-"""A load driver for the reliability tests: keyed invests sent until each has an answer."""
+"""Load drivers for the reliability tests: keyed invests sent until each has an answer, and a
+flood of requests on thousands of connections at once (raw sockets: every answer timed)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+import orjson
 
 from tests.support import ServiceProcess, create_goods, psql, verify_ledger
 
@@ -136,3 +138,88 @@ def check_ledger(database: str, orders: list[Order], totals: dict[int, int]) -> 
             assert invested < total and partial == []
         else:
             assert invested == total and len(partial) == 1
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one request of a flood met: the status (None: no answer), the problem's `code`,
+    Retry-After, and the seconds from its connection's opening to the end of the answer."""
+
+    status: int | None
+    code: str | None
+    retry_after: str | None
+    seconds: float
+    error: str | None = None  # why there was no answer: refused, reset, timed out
+
+
+def http_request(
+    method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> bytes:
+    """One HTTP/1.1 request, Connection: close, as a flood sends it."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if body or method == "POST":
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return "\r\n".join(lines).encode() + b"\r\n\r\n" + body
+
+
+def invest_request(goods_id: int, user: int, amount: int = 1_000) -> bytes:
+    body = orjson.dumps({"goodsId": goods_id, "investmentAmount": amount})
+    return http_request("POST", PATH, {"X-USER-ID": str(user)}, body)
+
+
+def _parse(response: bytes) -> tuple[int, str | None, str | None]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    code = None
+    if headers.get("content-type", "").startswith("application/problem+json"):
+        code = orjson.loads(body).get("code")
+    return int(status_line.split()[1]), code, headers.get("retry-after")
+
+
+async def _exchange(
+    port: int, request: bytes, opened: asyncio.Event, timeout: float, started: list[float]
+) -> Answer:
+    begun = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except (OSError, TimeoutError) as error:
+        return Answer(None, None, None, time.monotonic() - begun, type(error).__name__)
+    started.append(time.monotonic())
+    try:
+        await opened.wait()  # every connection is open before any request is sent
+        begun = time.monotonic()
+        async with asyncio.timeout(timeout):
+            writer.write(request)
+            await writer.drain()
+            response = await reader.read()  # Connection: close: the answer ends at EOF
+        if not response:
+            return Answer(None, None, None, time.monotonic() - begun, "closed")
+        return Answer(*_parse(response), time.monotonic() - begun)
+    except (OSError, TimeoutError) as error:
+        return Answer(None, None, None, time.monotonic() - begun, type(error).__name__)
+    finally:
+        writer.close()
+
+
+async def flood(port: int, requests: list[bytes], timeout: float = 30.0) -> list[Answer]:
+    """Open one connection per request to 127.0.0.1:`port`, all at once; once every one is open
+    (or failed), send every request; each answer in order, timed from the send. A request with
+    no answer within `timeout` seconds (from its connect, then from its send) is an Answer
+    without status. Needs a file descriptor per request (service.door.raise_open_files_limit)."""
+    opened = asyncio.Event()
+    started: list[float] = []
+    exchanges = [
+        asyncio.create_task(_exchange(port, request, opened, timeout, started))
+        for request in requests
+    ]
+    connecting = asyncio.gather(*(asyncio.shield(task) for task in exchanges))
+    while len(started) + sum(task.done() for task in exchanges) < len(requests):
+        await asyncio.sleep(0.01)
+    opened.set()
+    return list(await connecting)

@@ -198,3 +198,107 @@ def test_a_reloaded_key_is_counted_once() -> None:
         assert cache.bytes == 100 + ENTRY_OVERHEAD
 
     asyncio.run(scenario())
+
+
+class Busy(Exception):
+    pass
+
+
+def test_at_most_max_loads_run_at_once() -> None:
+    """A flood of distinct keys (each a miss) runs at most `max_loads` loads at a time."""
+
+    async def scenario() -> None:
+        cache: StaleBoundCache[int] = StaleBoundCache(1.0, max_loads=3, load_wait=5.0)
+        running = peak = 0
+
+        async def load() -> int:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.01)
+            running -= 1
+            return 1
+
+        assert await asyncio.gather(*(cache.get(key, load) for key in range(40))) == [1] * 40
+        assert peak == 3
+        assert cache.loading == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_load_that_gets_no_turn_in_time_fails_busy_without_running() -> None:
+    async def scenario() -> None:
+        cache: StaleBoundCache[str] = StaleBoundCache(
+            1.0, max_loads=1, load_wait=0.05, busy=lambda: Busy("no turn")
+        )
+        gate = asyncio.Event()
+        ran = []
+
+        async def stuck() -> str:
+            await gate.wait()
+            return "first"
+
+        async def load() -> str:
+            ran.append("second")
+            return "second"
+
+        first = asyncio.create_task(cache.get("a", stuck))
+        await asyncio.sleep(0)
+        waiters = [asyncio.create_task(cache.get("b", load)) for _ in range(3)]
+        for waiter in waiters:  # every request waiting on the load gets the failure
+            with pytest.raises(Busy):
+                await waiter
+        assert ran == [] and len(cache) == 0  # never ran, nothing cached
+        gate.set()
+        assert await first == "first"
+        assert await cache.get("b", load) == "second"  # the turn is free again
+
+    asyncio.run(scenario())
+
+
+def test_the_bound_holds_with_caching_disabled_and_after_failures() -> None:
+    async def scenario() -> None:
+        cache: StaleBoundCache[int] = StaleBoundCache(0.0, max_loads=2, load_wait=5.0)
+        running = peak = 0
+
+        async def load() -> int:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.01)
+            running -= 1
+            raise ValueError("the database failed")
+
+        results = await asyncio.gather(
+            *(cache.get(1, load) for _ in range(10)), return_exceptions=True
+        )
+        assert all(isinstance(result, ValueError) for result in results)
+        assert peak == 2 and cache.loading == 0
+
+    asyncio.run(scenario())
+
+
+def test_age_counts_from_the_turn_of_a_load_that_waited() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        cache: StaleBoundCache[str] = StaleBoundCache(1.0, clock=clock, max_loads=1, load_wait=5.0)
+        gate = asyncio.Event()
+
+        async def stuck() -> str:
+            await gate.wait()
+            clock.now += 0.5  # the first load ends 0.5 s after the second one asked
+            return "a"
+
+        async def quick() -> str:
+            return "b"
+
+        first = asyncio.create_task(cache.get("a", stuck))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(cache.get("b", quick))
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, second)
+        assert cache.age("b") == 0  # it started after its wait: its value is that fresh
+        assert cache.age("a") == pytest.approx(0.5)
+
+    asyncio.run(scenario())
