@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections import Counter
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
@@ -73,6 +74,10 @@ def test_an_out_of_range_cursor_is_400_and_fails_none_of_the_pages_read_with_it(
             return good, bad
 
     good, bad = asyncio.run(scenario())
+    print(
+        f"\nbad cursor: {len(bad)} sent among {len(good)} well-formed reads:"
+        f" {Counter(r.status_code for r in bad)} / {Counter(r.status_code for r in good)}"
+    )
     assert [r.status_code for r in bad] == [400] * len(bad), bad[0].text
     assert {r.json()["code"] for r in bad} == {"INVALID_PAGE"}
     failed = [(r.status_code, r.text[:80]) for r in good if r.status_code != 200]
@@ -110,6 +115,11 @@ def test_a_request_that_makes_the_invest_call_fail_fails_alone(postgres_server: 
                     return [(g, amount, a) for (g, amount, _), a in zip(sent, answers, strict=True)]
 
             answers = asyncio.run(scenario())
+        print(
+            f"\ninjected fault: {Counter(a.status_code for _, m, a in answers if m == 4242)}"
+            f" for the faulty, {Counter(a.status_code for _, m, a in answers if m != 4242)}"
+            " for the others"
+        )
         faulty = [a for _, amount, a in answers if amount == 4242]
         others = [a for _, amount, a in answers if amount != 4242]
         assert [a.status_code for a in faulty] == [503] * 12
@@ -171,6 +181,12 @@ def test_a_held_product_delays_only_its_own_requests(
             return latencies, answers_on_a, statuses
 
     latencies, on_a, statuses = asyncio.run(scenario())
+    print(
+        f"\nheld product: {len(latencies)} invests in other products, p50"
+        f" {statistics.median(latencies) * 1000:.1f} ms, p99"
+        f" {statistics.quantiles(latencies, n=100)[98] * 1000:.1f} ms, max"
+        f" {max(latencies) * 1000:.1f} ms; on the held product: {on_a}"
+    )
     assert statuses and set(statuses) == {200}
     p99 = statistics.quantiles(latencies, n=100)[98]
     assert p99 < 0.100, f"p99 {p99 * 1000:.0f} ms over {len(latencies)} invests in other products"
