@@ -150,7 +150,6 @@ class InvestBatcher:
             max_cost=self._key_locks,
         )
         self._held: dict[int, _HeldProduct] = {}
-        self._held_unanswered = 0
         self._wait_slots = asyncio.Semaphore(settings.invest_wait_calls)
         self._keys_in_flight: set[tuple[int, str]] = set()
         self._loop = asyncio.get_running_loop()
@@ -159,8 +158,12 @@ class InvestBatcher:
     async def invest(
         self, goods_id: int, user_id: int, amount: int, key: str | None = None
     ) -> InvestRow:
-        # INVEST_QUEUE_MAX bounds every invest waiting in this worker, held products' included.
-        if self._shared.waiting + self._held_unanswered >= self._settings.invest_queue_max:
+        # INVEST_QUEUE_MAX bounds every invest waiting in this worker (not yet in a call), held
+        # products' included.
+        waiting = self._shared.waiting
+        if self._held:
+            waiting += sum(product.coalescer.waiting for product in self._held.values())
+        if waiting >= self._settings.invest_queue_max:
             raise Overloaded(f"{self._settings.invest_queue_max} invests already wait")
         deadline = self._loop.time() + self._max_wait
         item = Invest(goods_id, user_id, amount, key, deadline)
@@ -233,14 +236,12 @@ class InvestBatcher:
                 del self._held[item.goods_id]
             return future
         product.unanswered += 1
-        self._held_unanswered += 1
         future.add_done_callback(partial(self._held_answered, item.goods_id))
         return future
 
     def _held_answered(self, goods_id: int, _: asyncio.Future[InvestRow]) -> None:
         product = self._held[goods_id]
         product.unanswered -= 1
-        self._held_unanswered -= 1
         if not product.unanswered:  # nobody left to keep the order for
             del self._held[goods_id]
 

@@ -333,3 +333,23 @@ def test_a_call_carries_at_most_the_key_budget_of_keyed_requests() -> None:
         assert db.sent[2:] == [("invest-batch", [0, 1, 2, 3, 4]), ("invest-batch", [5, 6, 7])]
 
     asyncio.run(scenario())
+
+
+def test_the_queue_cap_counts_the_requests_waiting_for_a_held_product() -> None:
+    """INVEST_QUEUE_MAX bounds every invest waiting in the worker: those handed to a held
+    product's call and not yet in it count as much as those waiting for the shared call."""
+
+    async def scenario() -> None:
+        db = FakeDatabase()
+        db.held = {7}
+        invests = batcher(db, invest_queue_max=2)
+        in_call = asyncio.create_task(invests.invest(7, 1, 100))  # in the held product's call
+        await until(lambda: ("invest-wait", [100]) in db.sent)
+        waiting = [asyncio.create_task(invests.invest(7, 2, 101 + n)) for n in range(2)]
+        await until(lambda: invests._held[7].coalescer.waiting == 2)
+        with pytest.raises(Overloaded):
+            await invests.invest(8, 3, 5)  # another product: the worker's queue is full
+        db.unheld.set()
+        assert len(await asyncio.gather(in_call, *waiting)) == 3
+
+    asyncio.run(scenario())
