@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,10 +117,21 @@ def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def wrk_script(kind: str, users: int, recruiting: int) -> str:
-    """Lua for wrk: a random X-USER-ID per request, a random invest body for POST, and a done()
-    hook that prints one `bench-wrk:` line of exact figures (p99 included, non-2xx counted)."""
+def wrk_script(
+    kind: str, users: int, recruiting: int, user_ids: Sequence[int] | None = None
+) -> str:
+    """Lua for wrk: a random X-USER-ID per request (one of `user_ids` when given), a random
+    invest body for POST, and a done() hook that prints one `bench-wrk:` line of exact figures
+    (p99 included, non-2xx counted) and one `bench-wrk-non-2xx:` line per status and code."""
     head = 'math.randomseed(os.time())\nwrk.headers["Content-Type"] = "application/json"\n'
+    if kind == "my-investments" and user_ids:
+        head += (
+            f"local ids = {{{','.join(str(int(u)) for u in user_ids)}}}\n"
+            "request = function()\n"
+            '  wrk.headers["X-USER-ID"] = tostring(ids[math.random(1, #ids)])\n'
+            "  return wrk.format(nil, nil, nil, nil)\nend\n"
+        )
+        return head + _WRK_COUNT_AND_REPORT
     if kind == "invest":
         head += (
             "request = function()\n"
@@ -138,17 +150,29 @@ def wrk_script(kind: str, users: int, recruiting: int) -> str:
 
 
 # Each wrk thread has its own Lua state: setup() keeps the threads, response() counts in each,
-# done() sums them. wrk's own "Non-2xx or 3xx" line counts only status >= 400.
+# done() sums them. wrk's own "Non-2xx or 3xx" line counts only status >= 400. A non-2xx answer's
+# problem `code` is read from its body; 2xx bodies are never searched, so the tally costs the
+# measured (all-2xx) windows nothing beyond the response() hook the counting already needs.
 _WRK_COUNT_AND_REPORT = """
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 non_2xx = 0
+failed = {}
 function response(status, headers, body)
-  if status < 200 or status > 299 then non_2xx = non_2xx + 1 end
+  if status < 200 or status > 299 then
+    non_2xx = non_2xx + 1
+    local code = body and string.match(body, '"code"%s*:%s*"([%w_]+)"') or "-"
+    local key = status .. " " .. code
+    failed[key] = (failed[key] or 0) + 1
+  end
 end
 function done(summary, latency, requests)
   local non = 0
-  for _, thread in ipairs(threads) do non = non + thread:get("non_2xx") end
+  local tally = {}
+  for _, thread in ipairs(threads) do
+    non = non + thread:get("non_2xx")
+    for key, count in pairs(thread:get("failed")) do tally[key] = (tally[key] or 0) + count end
+  end
   local e = summary.errors
   io.write(string.format("bench-wrk: requests=%d duration_us=%d non_2xx=%d"
     .. " connect=%d read=%d write=%d timeout=%d status_ge_400=%d"
@@ -156,6 +180,9 @@ function done(summary, latency, requests)
     summary.requests, summary.duration, non, e.connect, e.read, e.write, e.timeout, e.status,
     latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99),
     latency.max))
+  for key, count in pairs(tally) do
+    io.write(string.format("bench-wrk-non-2xx: %s %d\\n", key, count))
+  end
 end
 """
 
@@ -173,6 +200,13 @@ def parse_wrk(output: str) -> dict[str, Any]:
             return round(raw[key] / 1000, 3) if key in raw and raw["requests"] else None
 
         requests = int(raw["requests"])
+        by_status: dict[str, int] = {}
+        by_code: dict[str, int] = {}
+        for status, code, count in re.findall(
+            r"^bench-wrk-non-2xx: (\d+) (\S+) (\d+)$", output, re.MULTILINE
+        ):
+            by_status[status] = by_status.get(status, 0) + int(count)
+            by_code[code] = by_code.get(code, 0) + int(count)
         return {
             "requests": requests,
             "rps": round(requests / (raw["duration_us"] / 1e6), 1) if raw["duration_us"] else None,
@@ -180,6 +214,8 @@ def parse_wrk(output: str) -> dict[str, Any]:
             **{f"p{q}_ms": in_ms(f"p{q}_us") for q in (50, 90, 99)},
             "max_ms": in_ms("max_us"),
             "non_2xx": int(raw["non_2xx"]),
+            "non_2xx_by_status": dict(sorted(by_status.items())),
+            "non_2xx_by_code": dict(sorted(by_code.items())),  # "-": a body without a code
             "socket_errors": int(sum(raw[k] for k in ("connect", "read", "write", "timeout"))),
         }
 
