@@ -274,20 +274,19 @@ class Bench:
             figures[name] = entry
         self.results["limits"]["pgbench"] = figures
 
-    def wrk_targets(self, base: str) -> dict[str, tuple[str, str]]:
-        """/healthz and each API on the server at `base`: name -> (url, wrk Lua)."""
-        p = self.protocol
+    def wrk_targets(self, base: str) -> dict[str, str]:
+        """/healthz and each API on the server at `base`: name (the wrk script's kind) -> url."""
         window = urlencode({"started_at": dataset.WINDOW[0], "finished_at": dataset.WINDOW[1]})
-        urls = {
+        return {
             "healthz": f"{base}/healthz",
             "list": f"{base}/v1/api/investment/goods?{window}",
             "invest": f"{base}/v1/api/investment/user/goods",
             "my-investments": f"{base}/v1/api/investment/user/goods",
         }
-        return {
-            name: (url, limits.wrk_script(name, p.shape.users, p.shape.recruiting))
-            for name, url in urls.items()
-        }
+
+    def wrk_script(self, kind: str, user_ids: list[int] | None = None, tally: bool = True) -> str:
+        p = self.protocol
+        return limits.wrk_script(kind, p.shape.users, p.shape.recruiting, user_ids, tally=tally)
 
     def wrk_window(
         self,
@@ -325,22 +324,37 @@ class Bench:
         assert self.service is not None
         out = self.work / f"wrk-{label}"
         figures = {
-            name: self.wrk_window(name, url, script, seconds, out)
-            for name, (url, script) in self.wrk_targets(self.service.base_url).items()
+            name: self.wrk_window(name, url, self.wrk_script(name), seconds, out)
+            for name, url in self.wrk_targets(self.service.base_url).items()
         }
         return report.with_ratios(figures)
 
     def capacity_window(
-        self, name: str, url: str, script: str, cpu_roots: dict[str, int | None]
+        self,
+        name: str,
+        url: str,
+        kind: str,
+        cpu_roots: dict[str, int | None],
+        user_ids: list[int] | None = None,
     ) -> dict[str, Any]:
         """A quiet capacity window: the same wrk load as a warm-up (not measured), PostgreSQL
-        settled, then the measured window with the CPU per request."""
+        settled, then the measured window with the CPU per request. The measured window's wrk
+        has no response() hook (it costs wrk CPU per request); the non-2xx answers' statuses and
+        codes are tallied in the warm-up and, when the window had any, in a run right after."""
         p = self.protocol
         out = self.work / "wrk-capacity"
-        limits.run_wrk(url, f"{name}-warmup", script, p.wrk_warmup, out)
+        tally = self.wrk_script(kind, user_ids)
+        warmup = limits.run_wrk(url, f"{name}-warmup", tally, p.wrk_warmup, out)
+        samples = [{"run": "warm-up", **warmup}]
         settled = self.settle(f"capacity {name}")
+        script = self.wrk_script(kind, user_ids, tally=False)
         entry = self.wrk_window(name, url, script, p.wrk_seconds, out, cpu_roots)
         entry["settle"] = {k: v for k, v in settled.items() if k != "before"}
+        if entry.get("non_2xx"):
+            after = limits.run_wrk(url, f"{name}-after", tally, p.wrk_warmup, out)
+            samples.append({"run": "after", **after})
+        keep = ("run", "seconds", "requests", "non_2xx", "non_2xx_by_status", "non_2xx_by_code")
+        entry["non_2xx_samples"] = [{k: s[k] for k in keep if k in s} for s in samples]
         print(f"    {name}: {entry.get('rps') or 0:,.0f} req/s", flush=True)
         return entry
 
@@ -361,25 +375,24 @@ class Bench:
             log_path = self.work / f"floor-{interface}.log"
             pool = {"DB_POOL_SIZE": str(self.pool)}
             with FloorServer(interface, self.workers, log_path, pool) as floor:
-                url, script = self.wrk_targets(floor.base_url)["healthz"]
+                url = self.wrk_targets(floor.base_url)["healthz"]
                 roots = {"service": floor.pid, "postgres": postmaster}
-                endpoints[f"floor-{interface}"] = self.capacity_window(
-                    f"floor-{interface}", url, script, roots
-                )
+                name = f"floor-{interface}"
+                endpoints[name] = self.capacity_window(name, url, "healthz", roots)
         service = self.start_service()
         roots = {"service": service.pid, "postgres": postmaster}
-        for name, (url, script) in self.wrk_targets(service.base_url).items():
-            endpoints[name] = self.capacity_window(name, url, script, roots)
-        url = self.wrk_targets(service.base_url)["my-investments"][0]
+        urls = self.wrk_targets(service.base_url)
+        for name, url in urls.items():
+            endpoints[name] = self.capacity_window(name, url, name, roots)
         for items in p.page_items:
-            # Chosen now: the invest windows before have added rows to the users' pages.
-            # A few users of many (1,000 of D's 100,000): pages of nearly the same size.
+            # Chosen now: the invest windows before have added rows to the users' pages. A few
+            # users of many (1,000 of D's 100,000), so that the pages are nearly the same size.
             holders = users_holding(self.url, items, max(1, min(1000, p.shape.users // 20)))
-            script = limits.wrk_script(
-                "my-investments", p.shape.users, p.shape.recruiting, [u for u, _ in holders]
-            )
             name = f"my-investments-{items}"
-            endpoints[name] = self.capacity_window(name, url, script, roots)
+            ids = [user for user, _ in holders]
+            endpoints[name] = self.capacity_window(
+                name, urls["my-investments"], "my-investments", roots, ids
+            )
             rows = [n for _, n in holders]
             endpoints[name]["items_per_page"] = {
                 "target": items, "users": len(rows), "mean": round(sum(rows) / len(rows), 1),

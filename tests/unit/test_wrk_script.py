@@ -114,3 +114,15 @@ def test_my_investments_asks_for_the_given_users_only(server: str, tmp_path: Pat
 
     assert figures["requests"] > 10
     assert seen_user_ids == {"7", "1301"}
+
+
+def test_without_the_tally_wrk_still_counts_non_2xx(server: str, tmp_path: Path) -> None:
+    script = limits.wrk_script("healthz", users=10, recruiting=1, tally=False)
+    assert "function response" not in script  # wrk then hands no answer to Lua
+
+    ok = limits.run_wrk(f"{server}/ok", "ok", script, 1, tmp_path, connections=4)
+    busy = limits.run_wrk(f"{server}/busy", "busy", script, 1, tmp_path, connections=4)
+
+    assert ok["requests"] > 0 and ok["non_2xx"] == 0
+    assert busy["non_2xx"] == busy["requests"] > 0  # 404 and 503: wrk's own status >= 400
+    assert "non_2xx_by_status" not in busy  # not tallied, rather than tallied as none
