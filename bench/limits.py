@@ -158,7 +158,7 @@ def wrk_script(
 # Each wrk thread has its own Lua state: setup() keeps the threads, response() counts in each,
 # done() sums them. A non-2xx answer's problem `code` is read from its body (2xx bodies are never
 # searched). The hook itself is not free: with it wrk hands every answer's headers and body to
-# Lua, about 1 µs of wrk's CPU per request (8 -> 9 µs against the RSGI floor), so the capacity
+# Lua, about 1 µs of wrk's CPU per request (7.7 -> 8.7 µs against the RSGI floor), so the capacity
 # stage's measured windows go without it and tally the codes in separate runs of the same load.
 _WRK_TALLY = """
 local threads = {}

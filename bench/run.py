@@ -39,6 +39,7 @@ from bench.target import (
     psql,
     settle,
 )
+from harness.processes import NotReady
 
 RESULTS = ROOT / "bench" / "results"
 HOT_AMOUNT = 10_000
@@ -372,13 +373,16 @@ class Bench:
         endpoints: dict[str, dict[str, Any]] = {}
         self.stop_service()  # the floors alone on the cores
         for interface in INTERFACES:
-            log_path = self.work / f"floor-{interface}.log"
+            name = f"floor-{interface}"
+            log_path = self.work / f"{name}.log"
             pool = {"DB_POOL_SIZE": str(self.pool)}
-            with FloorServer(interface, self.workers, log_path, pool) as floor:
-                url = self.wrk_targets(floor.base_url)["healthz"]
-                roots = {"service": floor.pid, "postgres": postmaster}
-                name = f"floor-{interface}"
-                endpoints[name] = self.capacity_window(name, url, "healthz", roots)
+            try:
+                with FloorServer(interface, self.workers, log_path, pool) as floor:
+                    url = self.wrk_targets(floor.base_url)["healthz"]
+                    roots = {"service": floor.pid, "postgres": postmaster}
+                    endpoints[name] = self.capacity_window(name, url, "healthz", roots)
+            except NotReady as error:  # reported as a failed row; the run goes on
+                endpoints[name] = {"error": str(error).splitlines()[0]}
         service = self.start_service()
         roots = {"service": service.pid, "postgres": postmaster}
         urls = self.wrk_targets(service.base_url)
