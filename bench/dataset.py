@@ -175,6 +175,19 @@ def check_consistency(url: str, goods_id: int | None = None) -> Consistency:
     return Consistency(products, rows, counters, investors)
 
 
+def users_holding(url: str, items: int, count: int = 1000) -> list[tuple[int, int]]:
+    """The `count` users whose number of investments is nearest `items` (ties: the lowest user
+    ids), as (user_id, investments): a my-investments page of about `items` items each. Row i
+    goes to one of the first i / 10 users, so user k holds about 1 + 9 ln(N / 10k) rows: in D,
+    thousands of users hold about 10 and about a thousand hold about 40."""
+    out = psql(
+        url,
+        "SELECT user_id, n FROM (SELECT user_id, count(*) AS n FROM user_investment_goods"
+        f" GROUP BY user_id) c ORDER BY abs(n - {int(items)}), user_id LIMIT {int(count)}",
+    )
+    return [(int(user), int(n)) for user, n in (line.split("\t") for line in out.splitlines())]
+
+
 def ledger_size(url: str) -> int:
     return int(psql(url, "SELECT count(*) FROM user_investment_goods"))
 

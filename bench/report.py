@@ -96,6 +96,45 @@ CAPACITY_TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
     ("list", "req/s", "rps", ">=", 50_000),
 )
 CAPACITY_ENDPOINTS = ("healthz", *APIS)
+FLOORS = ("floor-asgi", "floor-rsgi")  # bench/floor.py: the raw apps on the service's granian
+PAGES = ("my-investments-10", "my-investments-40")  # users holding about 10 and 40 investments
+FLOOR = "floor-asgi"  # what issue 18's ratios are taken against
+_GATED = ("healthz", "list", "invest", *PAGES)
+
+# Issue 18's targets: throughput as a ratio to the raw-ASGI floor measured in the same run (the
+# machine's figures move by up to 40 % between runs, a ratio far less), p99 against the average,
+# no non-2xx answer, and the CPU per request.
+FLOOR_TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
+    ("healthz", "× raw-ASGI floor", "rps_vs_floor_asgi", ">=", 0.90),
+    ("list", "× raw-ASGI floor", "rps_vs_floor_asgi", ">=", 0.60),
+    ("invest", "× raw-ASGI floor", "rps_vs_floor_asgi", ">=", 0.20),
+    ("my-investments-10", "× raw-ASGI floor", "rps_vs_floor_asgi", ">=", 0.18),
+    ("my-investments-40", "× raw-ASGI floor", "rps_vs_floor_asgi", ">=", 0.10),
+    *((name, "p99 / avg", "p99_over_avg", "<=", 3) for name in _GATED),
+    *((name, "non-2xx answers", "non_2xx", "<=", 0) for name in _GATED),
+    ("invest", "service CPU µs / request", "service_cpu_us_per_request", "<=", 45),
+    ("my-investments-10", "service CPU µs / request", "service_cpu_us_per_request", "<=", 45),
+    ("my-investments-40", "service CPU µs / request", "service_cpu_us_per_request", "<=", 45),
+    ("my-investments-10", "PostgreSQL CPU µs / request", "postgres_cpu_us_per_request", "<=", 40),
+)
+
+
+def with_ratios(endpoints: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each endpoint's figures with its req/s as a ratio to /healthz and to each floor of the
+    same run (`rps_vs_healthz`, `rps_vs_floor_asgi`, `rps_vs_floor_rsgi`): None when either
+    side has no figure; a floor missing from the run adds no key."""
+    bases = {"healthz": "rps_vs_healthz", **{f: f"rps_vs_{f.replace('-', '_')}" for f in FLOORS}}
+    out = {}
+    for name, entry in endpoints.items():
+        entry = dict(entry)
+        rps = entry.get("rps")
+        for base, key in bases.items():
+            if base not in endpoints and base != "healthz":
+                continue
+            floor = endpoints.get(base, {}).get("rps")
+            entry[key] = round(rps / floor, 3) if rps and floor else None
+        out[name] = entry
+    return out
 
 
 def capacity_endpoints(limits: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -107,11 +146,15 @@ def capacity_endpoints(limits: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: entry for name, entry in old.items() if isinstance(entry, dict)}
 
 
-def capacity_targets(endpoints: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each target of the capacity stage with the measured figure and whether it was met
-    (None when the run has no figure for it: wrk missing, or CPU not visible)."""
+def capacity_targets(
+    endpoints: dict[str, dict[str, Any]],
+    targets: tuple[tuple[str, str, str, str, float], ...] = CAPACITY_TARGETS,
+) -> list[dict[str, Any]]:
+    """Each target of the capacity stage (issue 10's unless `targets` says otherwise) with the
+    measured figure and whether it was met (None when the run has no figure for it: wrk missing,
+    the floor or CPU not measured)."""
     rows = []
-    for endpoint, figure, key, comparison, bound in CAPACITY_TARGETS:
+    for endpoint, figure, key, comparison, bound in targets:
         entry = endpoints.get(endpoint, {})
         value: float | None
         if key == "p99_over_avg":
@@ -129,40 +172,80 @@ def capacity_targets(endpoints: dict[str, dict[str, Any]]) -> list[dict[str, Any
     return rows
 
 
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _targets_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| endpoint | figure | target | measured | |", "|---|---|---:|---:|---|"]
+    for row in rows:
+        value = row["measured"]
+        shown = "—" if value is None else f"{value:,.0f}" if abs(value) >= 100 else f"{value:g}"
+        verdict = {True: "met", False: "**not met**", None: "not measured"}[row["met"]]
+        lines.append(
+            f"| {row['endpoint']} | {row['figure']} | {row['target']} | {shown} | {verdict} |"
+        )
+    return lines
+
+
 def capacity(limits: dict[str, Any]) -> list[str]:
-    """The capacity stage's table and the issue's targets, each marked met or not."""
+    """The capacity stage's table, the floors' ratios and the issues' targets, each marked met or
+    not."""
     entry = limits.get("capacity")
     if not isinstance(entry, dict):
         return []
     if "skipped" in entry:
         return ["## Capacity (wrk, 500 connections)", "", f"Skipped: {entry['skipped']}.", ""]
     endpoints = capacity_endpoints(limits)
+    floors = [name for name in FLOORS if name in endpoints]
+    warmup = entry.get("warmup_seconds")
     lines = [
         "## Capacity (wrk, 500 connections)",
         "",
         f"wrk (2 threads, {entry.get('connections', 500)} connections, "
-        f"{entry.get('seconds', 0):g} s per endpoint) on the service as configured above; CPU per "
-        "request = the CPU seconds (utime + stime, /proc) of each group of processes between "
-        "samples taken just before and just after the wrk window, divided by the requests wrk "
-        "counted. Service: the service's process and all its descendants (granian and its "
-        "workers). PostgreSQL: the postmaster and all its children, that is the whole cluster, "
-        "so work for other databases on a shared server counts too; the last column counts "
-        "only the client backends connected to the bench's database (no WAL writer, "
-        "checkpointer, …). The load generator shares the cores.",
+        f"{entry.get('seconds', 0):g} s per endpoint"
+        + (
+            f", each window after {warmup:g} s of the same load, not measured, and a CHECKPOINT "
+            "with no autovacuum worker running"
+            if warmup is not None
+            else ""
+        )
+        + ") on the service as configured above"
+        + (
+            "; first on the server's floor: a raw ASGI app and a raw RSGI app (bench/floor.py) "
+            "answering /healthz's small JSON on the same granian, with the same workers and "
+            "settings, every endpoint's req/s given as a ratio to them"
+            if floors
+            else ""
+        )
+        + ". My investments runs once for random users and, where given, for users holding "
+        "about 10 and about 40 investments (a page of that many items). CPU per request = the "
+        "CPU seconds (utime + stime, /proc) of each group of processes between samples taken "
+        "just before and just after the wrk window, divided by the requests wrk counted. "
+        "Service: the server's process and all its descendants (granian and its workers; for a "
+        "floor row, the floor's). PostgreSQL: the postmaster and all its children, that is the "
+        "whole cluster, so work for other databases on a shared server counts too; the last "
+        "column counts only the client backends connected to the bench's database (no WAL "
+        "writer, checkpointer, …). The load generator shares the cores.",
         "",
-        "| endpoint | req/s | × /healthz | avg ms | p50 | p99 | p99 / avg | errors (non-2xx / "
-        "socket) | service CPU µs / req | PostgreSQL CPU µs / req | of which the bench "
-        "database's backends |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| endpoint | req/s | × ASGI floor | × RSGI floor | × /healthz | avg ms | p50 | p99 "
+        "| p99 / avg | errors (non-2xx / socket) | service CPU µs / req | PostgreSQL CPU µs / req "
+        "| of which the bench database's backends |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in CAPACITY_ENDPOINTS:
+    shown = [*floors, *CAPACITY_ENDPOINTS, *(name for name in PAGES if name in endpoints)]
+    for name in shown:
         f = endpoints.get(name, {})
         if "error" in f or not f.get("rps"):
-            lines.append(f"| {name} | wrk failed: {f.get('error', 'no figures')[:80]} ||||||||||")
+            cells = "|" * 12
+            lines.append(f"| {name} | wrk failed: {f.get('error', 'no figures')[:80]} {cells}")
             continue
-        ratio, p99, avg = f.get("rps_vs_healthz"), f.get("p99_ms"), f.get("avg_ms")
+        p99, avg = f.get("p99_ms"), f.get("avg_ms")
+        pages = f.get("items_per_page")
+        label = f"{name} ({pages['mean']:g} items)" if pages else name
         lines.append(
-            f"| {name} | {f['rps']:,.0f} | {'—' if ratio is None else f'{ratio:.2f}'} | "
+            f"| {label} | {f['rps']:,.0f} | {_ratio(f.get('rps_vs_floor_asgi'))} | "
+            f"{_ratio(f.get('rps_vs_floor_rsgi'))} | {_ratio(f.get('rps_vs_healthz'))} | "
             f"{_ms(avg)} | {_ms(f.get('p50_ms'))} | {_ms(p99)} | "
             f"{f'{p99 / avg:.1f}' if p99 is not None and avg else '—'} | "
             f"{f.get('non_2xx', 0):,} / {f.get('socket_errors', 0):,} | "
@@ -170,23 +253,81 @@ def capacity(limits: dict[str, Any]) -> list[str]:
             f"{_us(f.get('postgres_cpu_us_per_request'))} | "
             f"{_us(f.get('postgres_backends_cpu_us_per_request'))} |"
         )
-    lines += [
-        "",
-        "Targets (issue 10), computed from the figures above:",
-        "",
-        "| endpoint | figure | target | measured | |",
-        "|---|---|---:|---:|---|",
-    ]
-    for row in capacity_targets(endpoints):
-        value = row["measured"]
-        shown = "—" if value is None else f"{value:,.0f}" if abs(value) >= 100 else f"{value:g}"
-        verdict = {True: "met", False: "**not met**", None: "not measured"}[row["met"]]
-        lines.append(
-            f"| {row['endpoint']} | {row['figure']} | {row['target']} | {shown} | {verdict} |"
-        )
+    answers = non_2xx_answers(endpoints)
+    if answers:
+        lines += [
+            "",
+            "Non-2xx answers: the measured windows count them with wrk's own counter (status "
+            ">= 400; a Lua response() hook would cost wrk about 1 µs per request); their "
+            "statuses and problem codes are tallied in the warm-up before each window and, "
+            "when the window had any, in a run of the same load right after it:",
+            "",
+            *answers,
+        ]
+    lines += ["", "Targets (issue 10), computed from the figures above:", ""]
+    lines += _targets_table(capacity_targets(endpoints))
+    if floors:
+        lines += [
+            "",
+            "Targets (issue 18; ratios to the raw-ASGI floor of this run), computed from the "
+            "figures above:",
+            "",
+            *_targets_table(capacity_targets(endpoints, FLOOR_TARGETS)),
+        ]
     if entry.get("postgres_root_pid") is None:
         lines += ["", "PostgreSQL's processes were not visible from the bench: no CPU figures."]
     return [*lines, ""]
+
+
+def _tally(figures: dict[str, Any]) -> str:
+    statuses = figures.get("non_2xx_by_status") or {}
+    codes = figures.get("non_2xx_by_code") or {}
+    by_status = ", ".join(f"{k} × {v:,}" for k, v in statuses.items()) or "—"
+    by_code = ", ".join(f"{k} × {v:,}" for k, v in codes.items()) or "—"
+    return f"by status {by_status}; by code {by_code}"
+
+
+def non_2xx_answers(endpoints: dict[str, dict[str, Any]]) -> list[str]:
+    """One bullet per endpoint that had non-2xx answers: the measured window's count (wrk's own,
+    status >= 400) and the statuses and codes tallied in the runs of the same load around it."""
+    lines = []
+    for name, f in endpoints.items():
+        samples = [s for s in f.get("non_2xx_samples", []) if s.get("non_2xx")]
+        if not f.get("non_2xx") and not samples:
+            continue
+        parts = [f"{f.get('non_2xx', 0):,} in the measured window"]
+        if "non_2xx_by_status" in f:  # a window that tallied them itself
+            parts[0] += f" ({_tally(f)})"
+        for sample in samples:
+            parts.append(
+                f"{sample['non_2xx']:,} of {sample.get('requests') or 0:,} in the "
+                f"{sample['run']} run ({_tally(sample)})"
+            )
+        lines.append(f"- {name}: " + "; ".join(parts))
+    return lines
+
+
+def settling(results: dict[str, Any]) -> list[str]:
+    """How long PostgreSQL took to settle before the measured windows (CHECKPOINT, autovacuum)."""
+    rows = results.get("settle") or []
+    if not rows:
+        return []
+    busy = [r["before"] for r in rows if r.get("autovacuum_running")]
+    return [
+        "## Settling PostgreSQL between stages",
+        "",
+        f"Before each of the {len(rows)} measured windows: CHECKPOINT "
+        f"({sum(r.get('checkpoint_s', 0) for r in rows):.1f} s in all"
+        + ("" if all(r.get("checkpoint", True) for r in rows) else "; refused to this role")
+        + "), then a wait until no autovacuum worker ran "
+        f"({sum(r.get('autovacuum_wait_s', 0) for r in rows):.1f} s in all). "
+        + (
+            f"**Still running** when the wait gave up, before: {', '.join(busy)}."
+            if busy
+            else "No window started with an autovacuum worker running."
+        ),
+        "",
+    ]
 
 
 def sql_cost(limits: dict[str, Any]) -> list[str]:
@@ -218,17 +359,26 @@ def _us(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}"
 
 
-def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
+def _preamble(results: dict[str, Any]) -> list[str]:
+    """The run's title and settings: protocol, service, machine, versions, dataset."""
     m, s, p = results["meta"], results["settings"], results["protocol"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     data = results["dataset"]
     shape = data.get("shape", {})
-    lines = [
-        f"# Bench run {m['utc']} ({m['git_sha']}{', dirty tree' if m['git_dirty'] else ''})",
+    only = results.get("only")
+    protocol = (
+        f"- Protocol **{p['name']}**, the {only} stage alone (`--only {only}`), after loading "
+        "dataset D at once."
+        if only
+        else f"- Protocol **{p['name']}**: {s['users']} users, closed loop, no think time; "
+        f"warm-up {p['warmup']:g} s then stats reset, measuring window {p['window']:g} s "
+        f"(G: {p['growth_window']:g} s); locust `--processes {s['locust_processes']}`."
+    )
+    return [
+        f"# Bench run {m['utc']} ({m['git_sha']}{', dirty tree' if m['git_dirty'] else ''})"
+        + (f", {only} only" if only else ""),
         "",
-        f"- Protocol **{p['name']}**: {s['users']} users, closed loop, no think time; warm-up "
-        f"{p['warmup']:g} s then stats reset, measuring window {p['window']:g} s "
-        f"(G: {p['growth_window']:g} s); locust `--processes {s['locust_processes']}`.",
+        protocol,
         f"- Service: `python -m service run`, WORKERS={s['workers']}, "
         f"DB_POOL_SIZE={s['db_pool_size']} in total.",
         f"- Machine: {m['machine']['cores']} cores, {m['machine']['cpu_model']}, "
@@ -236,11 +386,23 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         f"- Versions: {versions}.",
         f"- Dataset D: {shape.get('products')} products ({shape.get('recruiting')} recruiting "
         f"in the window), {shape.get('users')} users, {shape.get('investments'):,} investments; "
-        f"loaded in {data.get('d_load_seconds')} s (migrations, products and the ledger, "
-        "in the G steps on the way to D).",
+        f"loaded in {data.get('d_load_seconds')} s (migrations, products and the ledger"
+        + ("" if only else ", in the G steps on the way to D")
+        + ").",
         f"- Whole run: {results['wall_seconds']:.0f} s.",
         *([f"- Note: {results['note']}"] if results.get("note") else []),
         "",
+    ]
+
+
+def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
+    if "S" not in results["scenarios"]:  # one stage alone (--only): its tables, no charts
+        lines = [*_preamble(results), *capacity(results["limits"]), *settling(results)]
+        return "\n".join(lines)
+    s = results["settings"]
+    data = results["dataset"]
+    lines = [
+        *_preamble(results),
         "## S — the seed's scenario, one API at a time",
         "",
         "| API | seed avg ms | ours avg ms | seed / ours | p50 | p95 | p99 | max | req/s "
@@ -307,6 +469,7 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
     lines += ["", *capacity(results["limits"]), *sql_cost(results["limits"])]
     lines += [f"![throughput vs limits; capacity]({charts['throughput']})", ""]
     lines += metrics_overhead(results["limits"])
+    lines += settling(results)
 
     mixed = results["scenarios"]["M"]
     lines += [
@@ -482,8 +645,10 @@ def charts(results: dict[str, Any], out_dir: Path, base: str) -> dict[str, str]:
     for x, endpoint in zip(xs, CAPACITY_ENDPOINTS, strict=True):
         entry = wrk.get(endpoint, {})
         if entry.get("rps"):
-            ratio = entry.get("rps_vs_healthz")
-            text = f"{entry['rps']:,.0f} req/s" + (f"\n{ratio:.2f}× /healthz" if ratio else "")
+            ratio, of = entry.get("rps_vs_floor_asgi"), "ASGI floor"
+            if ratio is None:  # a run before the floor was measured
+                ratio, of = entry.get("rps_vs_healthz"), "/healthz"
+            text = f"{entry['rps']:,.0f} req/s" + (f"\n{ratio:.2f}× {of}" if ratio else "")
             cap.text(x, top * 1.02, text, ha="center", va="bottom", fontsize=8)
     cap.set_ylim(0, top * 1.35)
     cap.set_xticks(list(xs), list(CAPACITY_ENDPOINTS))
@@ -530,7 +695,7 @@ def write(results: dict[str, Any], out_dir: Path, base: str, latest: bool) -> li
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"{base}.json"
     json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    names = charts(results, out_dir, base)
+    names = charts(results, out_dir, base) if "S" in results["scenarios"] else {}
     md_path = out_dir / f"{base}.md"
     md_path.write_text(markdown(results, names), encoding="utf-8")
     paths = [json_path, md_path, *(out_dir / n for n in names.values())]

@@ -1,7 +1,8 @@
 """The bench protocol of ../shared/BENCH.md, end to end, and its reports.
 
-    python -m bench.run            # full protocol (just bench), about 17 minutes on 2 cores
-    python -m bench.run --quick    # every scenario for a few seconds on a small dataset
+    python -m bench.run                  # full protocol (just bench), about 18 minutes on 2 cores
+    python -m bench.run --quick          # every scenario for a few seconds on a small dataset
+    python -m bench.run --only capacity  # dataset D and the capacity stage alone, ~4 minutes
 
 Order: one database, loaded step by step; scenario G is measured at each ledger size on the way
 to D and beyond it, and at D the floor, S, M, H, the capacity stage (wrk) and the other limits
@@ -24,21 +25,26 @@ from typing import Any
 from urllib.parse import urlencode
 
 from bench import cpu, dataset, limits, report
-from bench.dataset import Shape, check_consistency, users_for
+from bench.dataset import Shape, check_consistency, users_for, users_holding
+from bench.floor import INTERFACES
 from bench.loadgen import Run, run_locust
 from bench.target import (
     ROOT,
     WORK,
+    FloorServer,
     Service,
     bench_database,
     database_backends,
     postmaster_pid,
     psql,
+    settle,
 )
+from harness.processes import NotReady
 
 RESULTS = ROOT / "bench" / "results"
 HOT_AMOUNT = 10_000
 RUSH_SPEEDUP = 3
+STAGES = ("capacity",)  # what --only can run alone
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,9 @@ class Protocol:
     rush_max: float
     pgbench_seconds: float
     wrk_seconds: float
+    wrk_warmup: float = 3  # the same wrk load before each capacity window, not measured
+    settle_timeout: float = 60  # the longest wait for autovacuum workers before a window
+    page_items: tuple[int, ...] = (10, 40)  # my investments' page sizes in the capacity stage
 
 
 FULL = Protocol(
@@ -81,6 +90,8 @@ QUICK = Protocol(
     rush_max=20,
     pgbench_seconds=1,
     wrk_seconds=1,
+    wrk_warmup=1,
+    settle_timeout=5,
 )
 
 
@@ -127,8 +138,16 @@ class Bench:
         )
         self.loaded = size
 
+    def settle(self, before: str) -> dict[str, Any]:
+        """CHECKPOINT and no autovacuum worker running (bench/target.py) before a measured
+        window; recorded in the results as `settle`."""
+        figures = {"before": before, **settle(self.url, self.protocol.settle_timeout)}
+        self.results.setdefault("settle", []).append(figures)
+        return figures
+
     def locust(self, run: Run, **kwargs: Any) -> dict[str, Any]:
         assert self.service is not None
+        self.settle(run.name)
         print(f"  locust {run.name}: {run.users} users, {run.user_class}", flush=True)
         out = self.work / "locust"
         return run_locust(run, self.service.base_url, out, self.processes, **kwargs)
@@ -256,72 +275,144 @@ class Bench:
             figures[name] = entry
         self.results["limits"]["pgbench"] = figures
 
-    def wrk_endpoints(
-        self, label: str, seconds: float, cpu_roots: dict[str, int | None] | None = None
-    ) -> dict[str, dict[str, Any]]:
-        """wrk (500 connections) on /healthz and each API; with `cpu_roots`, the CPU µs per
-        request of each process group (bench/cpu.py), sampled just before and after each wrk.
-        Logs and scripts go to <work>/wrk-<label>/."""
-        assert self.service is not None
-        p = self.protocol
-        base = self.service.base_url
+    def wrk_targets(self, base: str) -> dict[str, str]:
+        """/healthz and each API on the server at `base`: name (the wrk script's kind) -> url."""
         window = urlencode({"started_at": dataset.WINDOW[0], "finished_at": dataset.WINDOW[1]})
-        targets = {
-            "healthz": (f"{base}/healthz", "healthz"),
-            "list": (f"{base}/v1/api/investment/goods?{window}", "list"),
-            "invest": (f"{base}/v1/api/investment/user/goods", "invest"),
-            "my-investments": (f"{base}/v1/api/investment/user/goods", "my-investments"),
+        return {
+            "healthz": f"{base}/healthz",
+            "list": f"{base}/v1/api/investment/goods?{window}",
+            "invest": f"{base}/v1/api/investment/user/goods",
+            "my-investments": f"{base}/v1/api/investment/user/goods",
         }
+
+    def wrk_script(self, kind: str, user_ids: list[int] | None = None, tally: bool = True) -> str:
+        p = self.protocol
+        return limits.wrk_script(kind, p.shape.users, p.shape.recruiting, user_ids, tally=tally)
+
+    def wrk_window(
+        self,
+        name: str,
+        url: str,
+        script: str,
+        seconds: float,
+        out: Path,
+        cpu_roots: dict[str, int | None] | None = None,
+    ) -> dict[str, Any]:
+        """One wrk run (500 connections); with `cpu_roots`, the CPU µs per request of each
+        process group (bench/cpu.py), sampled just before and after it."""
+        backends = database_backends(self.url) if cpu_roots else set()
+        backends_before = cpu.ticks_of(backends)
+        before = cpu.sample_groups(cpu_roots or {})
+        entry = limits.run_wrk(url, name, script, seconds, out)
+        after = cpu.sample_groups(cpu_roots or {})
+        if cpu_roots:  # the bench database's own backends: its share of the cluster's CPU
+            backends_after = cpu.ticks_of(backends | database_backends(self.url))
+            entry["postgres_backends_cpu_us_per_request"] = cpu.us_per_request_of(
+                backends_before, backends_after, entry.get("requests")
+            )
+        for group in cpu_roots or {}:
+            used = cpu.us_per_request(before[group], after[group], entry.get("requests"))
+            entry[f"{group}_cpu_us_per_request"] = used
+            sampled = after[group] or before[group]
+            entry[f"{group}_processes"] = sampled.processes if sampled else None
+        if "error" not in entry:
+            entry["errors"] = entry.get("non_2xx", 0) + entry.get("socket_errors", 0)
+        return entry
+
+    def wrk_endpoints(self, label: str, seconds: float) -> dict[str, dict[str, Any]]:
+        """wrk on /healthz and each API in turn, no warm-up or settling in between (the metrics
+        passes); logs and scripts go to <work>/wrk-<label>/."""
+        assert self.service is not None
         out = self.work / f"wrk-{label}"
-        figures: dict[str, dict[str, Any]] = {}
-        for name, (url, kind) in targets.items():
-            script = limits.wrk_script(kind, p.shape.users, p.shape.recruiting)
-            backends = database_backends(self.url) if cpu_roots else set()
-            backends_before = cpu.ticks_of(backends)
-            before = cpu.sample_groups(cpu_roots or {})
-            entry = limits.run_wrk(url, name, script, seconds, out)
-            after = cpu.sample_groups(cpu_roots or {})
-            if cpu_roots:  # the bench database's own backends: its share of the cluster's CPU
-                backends_after = cpu.ticks_of(backends | database_backends(self.url))
-                entry["postgres_backends_cpu_us_per_request"] = cpu.us_per_request_of(
-                    backends_before, backends_after, entry.get("requests")
-                )
-            for group in cpu_roots or {}:
-                used = cpu.us_per_request(before[group], after[group], entry.get("requests"))
-                entry[f"{group}_cpu_us_per_request"] = used
-                sampled = after[group] or before[group]
-                entry[f"{group}_processes"] = sampled.processes if sampled else None
-            if "error" not in entry:
-                entry["errors"] = entry.get("non_2xx", 0) + entry.get("socket_errors", 0)
-            figures[name] = entry
-        floor = figures["healthz"].get("rps")
-        for entry in figures.values():
-            rps = entry.get("rps")
-            entry["rps_vs_healthz"] = round(rps / floor, 3) if rps and floor else None
-        return figures
+        figures = {
+            name: self.wrk_window(name, url, self.wrk_script(name), seconds, out)
+            for name, url in self.wrk_targets(self.service.base_url).items()
+        }
+        return report.with_ratios(figures)
+
+    def capacity_window(
+        self,
+        name: str,
+        url: str,
+        kind: str,
+        cpu_roots: dict[str, int | None],
+        user_ids: list[int] | None = None,
+    ) -> dict[str, Any]:
+        """A quiet capacity window: the same wrk load as a warm-up (not measured), PostgreSQL
+        settled, then the measured window with the CPU per request. The measured window's wrk
+        has no response() hook (it costs wrk CPU per request); the non-2xx answers' statuses and
+        codes are tallied in the warm-up and, when the window had any, in a run right after."""
+        p = self.protocol
+        out = self.work / "wrk-capacity"
+        tally = self.wrk_script(kind, user_ids)
+        warmup = limits.run_wrk(url, f"{name}-warmup", tally, p.wrk_warmup, out)
+        samples = [{"run": "warm-up", **warmup}]
+        settled = self.settle(f"capacity {name}")
+        script = self.wrk_script(kind, user_ids, tally=False)
+        entry = self.wrk_window(name, url, script, p.wrk_seconds, out, cpu_roots)
+        entry["settle"] = {k: v for k, v in settled.items() if k != "before"}
+        if entry.get("non_2xx"):
+            after = limits.run_wrk(url, f"{name}-after", tally, p.wrk_warmup, out)
+            samples.append({"run": "after", **after})
+        keep = ("run", "seconds", "requests", "non_2xx", "non_2xx_by_status", "non_2xx_by_code")
+        entry["non_2xx_samples"] = [{k: s[k] for k in keep if k in s} for s in samples]
+        print(f"    {name}: {entry.get('rps') or 0:,.0f} req/s", flush=True)
+        return entry
 
     def capacity(self) -> None:
-        """The capacity stage: wrk on each endpoint next to /healthz, with the service's and
-        PostgreSQL's CPU per request over the same windows."""
+        """The capacity stage: the raw ASGI and RSGI floors on the service's granian settings
+        (bench/floor.py), then /healthz, each API and my investments at each page size, each
+        window warmed up and PostgreSQL settled first, with the CPU per request of the server's
+        processes and of PostgreSQL; every endpoint also as a ratio to the floors."""
         if not limits.wrk_available():
             self.results["limits"]["capacity"] = {"skipped": "wrk is not installed"}
             return
-        assert self.service is not None
-        print("  capacity: wrk, 500 connections, per endpoint", flush=True)
-        # One short pass first: the pool at its full size, the scenario before it (H's locust
-        # processes) gone from the cores.
-        self.wrk_endpoints("capacity-warmup", seconds=1)
+        p = self.protocol
+        print("  capacity: wrk, 500 connections, the floors then each endpoint", flush=True)
         postmaster = postmaster_pid(self.url)
-        roots = {"service": self.service.pid, "postgres": postmaster}
-        endpoints = self.wrk_endpoints("capacity", self.protocol.wrk_seconds, roots)
+        endpoints: dict[str, dict[str, Any]] = {}
+        self.stop_service()  # the floors alone on the cores
+        for interface in INTERFACES:
+            name = f"floor-{interface}"
+            log_path = self.work / f"{name}.log"
+            pool = {"DB_POOL_SIZE": str(self.pool)}
+            try:
+                with FloorServer(interface, self.workers, log_path, pool) as floor:
+                    url = self.wrk_targets(floor.base_url)["healthz"]
+                    roots = {"service": floor.pid, "postgres": postmaster}
+                    endpoints[name] = self.capacity_window(name, url, "healthz", roots)
+            except NotReady as error:  # reported as a failed row; the run goes on
+                endpoints[name] = {"error": str(error).splitlines()[0]}
+        service = self.start_service()
+        roots = {"service": service.pid, "postgres": postmaster}
+        urls = self.wrk_targets(service.base_url)
+        for name, url in urls.items():
+            endpoints[name] = self.capacity_window(name, url, name, roots)
+        for items in p.page_items:
+            # Chosen now: the invest windows before have added rows to the users' pages. A few
+            # users of many (1,000 of D's 100,000), so that the pages are nearly the same size.
+            holders = users_holding(self.url, items, max(1, min(1000, p.shape.users // 20)))
+            name = f"my-investments-{items}"
+            ids = [user for user, _ in holders]
+            endpoints[name] = self.capacity_window(
+                name, urls["my-investments"], "my-investments", roots, ids
+            )
+            rows = [n for _, n in holders]
+            endpoints[name]["items_per_page"] = {
+                "target": items, "users": len(rows), "mean": round(sum(rows) / len(rows), 1),
+                "min": min(rows), "max": max(rows),
+            }  # fmt: skip
+        endpoints = report.with_ratios(endpoints)
         self.results["limits"]["capacity"] = {
             "connections": 500,
-            "seconds": self.protocol.wrk_seconds,
-            "service_root_pid": self.service.pid,
+            "seconds": p.wrk_seconds,
+            "warmup_seconds": p.wrk_warmup,
+            "service_root_pid": service.pid,
             # The postmaster and all its children: the whole cluster, other databases included.
             "postgres_root_pid": postmaster,
             "endpoints": endpoints,
             "targets": report.capacity_targets(endpoints),
+            "floor_targets": report.capacity_targets(endpoints, report.FLOOR_TARGETS),
         }
 
     def metrics_overhead(self) -> None:
@@ -356,6 +447,20 @@ class Bench:
         self.start_service()
 
     # -- the protocol ------------------------------------------------------------------------
+
+    def run_only(self, stage: str) -> None:
+        """Dataset D loaded at once, then one stage alone (`--only capacity`: a few minutes)."""
+        p = self.protocol
+        timings = dataset.load(self.url, p.shape)
+        self.results["dataset"].update(
+            shape={**asdict(p.shape), "users": p.shape.users},
+            d_load_seconds=round(sum(timings.values()), 1),
+            **{k: round(v, 1) for k, v in timings.items()},
+        )
+        print(f"dataset D loaded in {self.results['dataset']['d_load_seconds']} s", flush=True)
+        assert stage in STAGES
+        self.capacity()
+        self.stop_service()
 
     def run(self) -> None:
         p = self.protocol
@@ -411,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--growth", default=None, help="comma-separated ledger sizes for G")
     parser.add_argument("--users", type=int, default=None)
     parser.add_argument("--note", default="", help="a remark for the report (a shared machine)")
+    parser.add_argument(
+        "--only", choices=STAGES, default=None,
+        help="load dataset D and run this stage alone (reports named <stamp>-<sha>-<stage>)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     protocol = QUICK if args.quick else FULL
@@ -431,7 +540,10 @@ def main(argv: list[str] | None = None) -> int:
     with bench_database(args.database_url, name="bench" if full else "bench_quick") as url:
         bench = Bench(protocol, url, work, args.workers, args.pool)
         try:
-            bench.run()
+            if args.only:
+                bench.run_only(args.only)
+            else:
+                bench.run()
         finally:
             bench.stop_service()
         postgres_version = psql(url, "SHOW server_version")
@@ -446,10 +558,12 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": asdict(protocol),
         "wall_seconds": round(time.monotonic() - started, 1),
         "note": args.note,
+        "only": args.only,
         **bench.results,
     }
-    latest = full and args.results_dir is None
-    paths = report.write(results, results_dir, f"{stamp}-{sha}", latest=latest)
+    latest = full and args.results_dir is None and not args.only
+    base = f"{stamp}-{sha}" + (f"-{args.only}" if args.only else "")
+    paths = report.write(results, results_dir, base, latest=latest)
     for path in paths:
         print(f"wrote {path}")
     return 0

@@ -1,5 +1,5 @@
-"""The bench's systems under test, through the harness: its PostgreSQL database and the service
-with the bench's settings.
+"""The bench's systems under test, through the harness: its PostgreSQL database (settled before
+each measured window), the service with the bench's settings and the server's floor.
 
 Everything here talks to 127.0.0.1 only, and every process it starts is stopped by its owner
 (context managers), with bounded waits.
@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.floor import READY_PATH
 from harness import ROOT as ROOT
 from harness import postgres
 from harness.postgres import pg_tool, with_database
-from harness.processes import ServiceProcess
+from harness.processes import ServiceProcess, spawn
 
 WORK = ROOT / "bench" / ".work"
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -63,6 +66,37 @@ def database_backends(url: str) -> set[int]:
         " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
     )
     return {int(pid) for pid in rows.split()}
+
+
+AUTOVACUUM_WORKERS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+)
+
+
+def settle(url: str, timeout: float) -> dict[str, float | bool]:
+    """Let PostgreSQL's background work finish before a measured window: CHECKPOINT (the dirty
+    pages of the stage before are written now, not during the window), then wait, at most
+    `timeout` seconds, until no autovacuum worker runs anywhere on the server (the cores are
+    shared). Returns the seconds each part took and whether a worker was still running."""
+    started = time.monotonic()
+    try:
+        psql(url, "CHECKPOINT", timeout=max(timeout, 60))
+        checkpoint = True
+    except RuntimeError:  # not a superuser (nor pg_checkpoint): the wait still helps
+        checkpoint = False
+    checkpointed = time.monotonic()
+    deadline = checkpointed + timeout
+    while True:
+        running = int(psql(url, AUTOVACUUM_WORKERS))
+        if running == 0 or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    return {
+        "checkpoint": checkpoint,
+        "checkpoint_s": round(checkpointed - started, 2),
+        "autovacuum_wait_s": round(time.monotonic() - checkpointed, 2),
+        "autovacuum_running": running > 0,
+    }
 
 
 def server_answers(url: str) -> bool:
@@ -149,3 +183,23 @@ def running_service(
 ) -> Iterator[Service]:
     with Service(database_url, workers, pool_size, log_path) as service:
         yield service
+
+
+class FloorServer(ServiceProcess):
+    """`python -m bench.floor asgi|rsgi`: the service's serve() with a raw app (bench/floor.py),
+    on a free loopback port with the bench's worker count; as a context manager it starts,
+    waits until it answers and stops on the way out."""
+
+    def __init__(
+        self, interface: str, workers: int, log_path: Path, settings: dict[str, str] | None = None
+    ) -> None:
+        super().__init__({"WORKERS": str(workers), "LOG_LEVEL": "WARNING", **(settings or {})},
+                         log_path)  # fmt: skip
+        self.interface = interface
+
+    def start(self) -> None:
+        self.process = spawn((sys.executable, "-m", "bench.floor", self.interface), self.env,
+                             self.log_path)  # fmt: skip
+
+    def wait_ready(self, timeout: float | None = None, path: str = READY_PATH) -> None:
+        super().wait_ready(timeout, path)

@@ -1,16 +1,19 @@
 """The bench suite still works: the quick protocol runs every scenario and writes its reports.
 
 Runs `python -m bench.run --quick` as a subprocess against a fresh database on the test session's
-server and checks the reports, not the speed: every scenario sent requests, S had no failures and
-the opening rush (H) sold its product out exactly, with counters equal to the ledger.
+server and checks the reports, not the speed: every scenario sent requests, S had no failures,
+the opening rush (H) sold its product out exactly, with counters equal to the ledger, and the
+capacity stage measured the server's floor next to every endpoint (also alone, `--only`).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +70,51 @@ def test_bench_quick_reports_every_scenario(postgres_server: str, tmp_path: Path
     for name, figures in results["limits"]["pgbench"].items():
         assert figures.get("tps", 0) > 0, (name, figures)
     assert results["dataset"]["consistency_after_scenarios"]["ok"]
+    assert_capacity(results)
+    # PostgreSQL settled before every measured window: the G points, S, M, H and the capacity's
+    assert len(results["settle"]) >= 2 * len(scenarios["G"]) + 5 + len(CAPACITY)
+    assert all(entry["checkpoint"] for entry in results["settle"])
+
+
+CAPACITY = ("floor-asgi", "floor-rsgi", "healthz", *APIS, "my-investments-10", "my-investments-40")
+
+
+def assert_capacity(results: dict[str, Any]) -> None:
+    """The capacity stage measured the floors and every endpoint, as ratios to the floors, and
+    my investments at two page sizes (unless wrk is missing: then it says so)."""
+    capacity = results["limits"]["capacity"]
+    if shutil.which("wrk") is None:
+        assert capacity == {"skipped": "wrk is not installed"}
+        return
+    endpoints = capacity["endpoints"]
+    for name in CAPACITY:
+        assert endpoints[name]["requests"] > 0, (name, endpoints[name])
+        assert endpoints[name]["rps_vs_floor_asgi"] > 0, name
+    assert endpoints["floor-asgi"]["service_processes"] == 1 + results["settings"]["workers"]
+    small, large = (endpoints[f"my-investments-{n}"]["items_per_page"] for n in (10, 40))
+    assert small["mean"] < large["mean"]
+    assert {row["endpoint"] for row in capacity["floor_targets"]} == {
+        "healthz", "list", "invest", "my-investments-10", "my-investments-40"
+    }  # fmt: skip
+
+
+def test_bench_capacity_alone(postgres_server: str, tmp_path: Path) -> None:
+    """`--only capacity`: dataset D at once, then only the capacity stage and its report."""
+    url = new_database(postgres_server)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.run", "--quick", "--only", "capacity",
+             "--database-url", url, "--results-dir", str(tmp_path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+    finally:
+        drop_database(postgres_server, url)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    [report] = tmp_path.glob("*-capacity.json")
+    results = json.loads(report.read_text())
+    assert results["only"] == "capacity"
+    assert results["scenarios"] == {} and "pgbench" not in results["limits"]
+    assert_capacity(results)
+    text = report.with_suffix(".md").read_text()
+    assert text.startswith("# Bench run") and "## Capacity (wrk, 500 connections)" in text
