@@ -173,7 +173,14 @@ class Service(ServiceProcess):
         )
 
     def start(self) -> None:
-        super().start()
+        # BENCH_SERVICE_CHECKOUT: serve another checkout's code (an earlier commit's worktree),
+        # to set it against this one in the same protocol (docs/performance.md).
+        checkout = os.environ.get("BENCH_SERVICE_CHECKOUT")
+        if checkout:
+            self.process = spawn((sys.executable, "-m", "service", "run"), self.env,
+                                 self.log_path, cwd=Path(checkout))  # fmt: skip
+        else:
+            super().start()
         self.wait_ready()
 
 

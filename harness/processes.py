@@ -50,14 +50,20 @@ class NotReady(RuntimeError):
 
 
 def spawn(
-    command: Sequence[str], env: Mapping[str, str], log_path: Path, *, append: bool = False
+    command: Sequence[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    append: bool = False,
+    cwd: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
-    """Start `command` from the repository root in a session of its own (its pid is its process
-    group id), stdin closed, stdout and stderr into `log_path`."""
+    """Start `command` from the repository root (or `cwd`: another checkout's `python -m
+    service` runs that checkout's code) in a session of its own (its pid is its process group
+    id), stdin closed, stdout and stderr into `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab" if append else "wb") as log:
         return subprocess.Popen(
-            list(command), cwd=ROOT, env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
+            list(command), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
