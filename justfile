@@ -1,25 +1,56 @@
 # Recipes for the investment service. Prerequisite on a fresh machine: `pip install rust-just`.
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-venv := ".venv"
+# VENV_DIR: another virtualenv than .venv (the setup test builds one in a temporary folder).
+venv := env_var_or_default("VENV_DIR", ".venv")
 py := venv + "/bin/python"
+# uv, pinned, installed by pip into .tools/ on first use: the one tool a clean machine lacks.
+uv_version := "0.13.8"
+uv := ".tools/uv-" + uv_version + "/bin/uv"
+extras := "--extra dev --extra bench"
 
 # List the recipes.
 default:
     @just --list
 
-# Create the virtualenv and install the project when missing or when pyproject.toml changed.
+# Install exactly uv.lock into the virtualenv (dev and bench extras) when the lock changed; a
+# virtualenv left half-made (interrupted creation or install, or a python that no longer runs) is
+# removed and built again.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
-    stamp="{{venv}}/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
-    if [ ! -f "$stamp" ]; then
-        [ -x "{{py}}" ] || python3 -m venv "{{venv}}"
-        "{{py}}" -m pip install --quiet --upgrade pip
-        "{{py}}" -m pip install --quiet -e ".[dev,bench]"
-        rm -f {{venv}}/.installed-*
-        touch "$stamp"
-    fi
+    stamp="$(cat uv.lock pyproject.toml | sha256sum | cut -c1-16)"
+    state="$(python3 harness/venv_state.py "{{venv}}" "$stamp")"
+    case "$state" in
+        ok) exit 0 ;;
+        broken*) echo "{{venv}} is ${state#broken: }: rebuilding it" >&2; rm -rf "{{venv}}" ;;
+    esac
+    just --justfile "{{justfile()}}" uv-tool
+    "{{uv}}" lock --check --quiet --python python3 \
+        || { echo "uv.lock does not match pyproject.toml: run just lock" >&2; exit 1; }
+    UV_PROJECT_ENVIRONMENT="{{venv}}" "{{uv}}" sync --frozen --quiet {{extras}} --python python3
+    rm -f "{{venv}}"/.installed-*
+    touch "{{venv}}/.installed-$stamp"
+
+# Move every dependency in uv.lock to the newest release pyproject.toml allows (or pass uv's own
+# options, e.g. `just lock --upgrade-package orjson`), then install it.
+lock *args:
+    just --justfile "{{justfile()}}" uv-tool
+    "{{uv}}" lock --python python3 {{ if args == "" { "--upgrade" } else { args } }}
+    just --justfile "{{justfile()}}" setup
+
+# Install the pinned uv into .tools/ unless it is there and runs (an interrupted install is
+# retried: the folder appears only once complete).
+[private]
+uv-tool:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    "{{uv}}" --version >/dev/null 2>&1 && exit 0
+    target="$(dirname "$(dirname "{{uv}}")")"
+    rm -rf "$target" "$target.part"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        --target "$target.part" "uv=={{uv_version}}"
+    mv "$target.part" "$target"
 
 # Start the service (embedded PostgreSQL with demo data unless DATABASE_URL is set).
 run: setup
@@ -91,7 +122,7 @@ goods-list: setup
         {{py}} -m service goods list
 
 # Database: a fresh `bench` on BENCH_DATABASE_URL's server (default 127.0.0.1:5432; embedded if none).
-# The bench protocol of ../shared/BENCH.md (about 17 min on 2 cores); reports in bench/results/.
+# The bench protocol of bench/README.md (about 17 min on 2 cores); reports in bench/results/.
 bench *args: setup
     #!/usr/bin/env bash
     set -euo pipefail

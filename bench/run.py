@@ -1,4 +1,4 @@
-"""The bench protocol of ../shared/BENCH.md, end to end, and its reports.
+"""The bench protocol of bench/README.md, end to end, and its reports.
 
     python -m bench.run                  # full protocol (just bench), about 18 minutes on 2 cores
     python -m bench.run --quick          # every scenario for a few seconds on a small dataset

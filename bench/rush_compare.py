@@ -77,7 +77,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def settle(owner_url: str) -> None:
-    """CHECKPOINT, then (bounded) until no autovacuum worker runs (BENCH.md, quiet measurements)."""
+    """CHECKPOINT, then (bounded) until no autovacuum worker runs (bench/README.md: quiet)."""
     psql(owner_url, "CHECKPOINT")
     for _ in range(100):
         busy = psql(

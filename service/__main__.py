@@ -231,10 +231,16 @@ def run(settings: Settings, migrate: bool = True) -> int:
     """Serve; first migrate (and start the embedded database when there is no DATABASE_URL).
     Without `migrate` the database must be migrated already: a rolling deploy, or instances
     behind PgBouncer, whose transaction pooling cannot hold the migrations' session lock."""
+    from service.embedded import port_in_use
+
     embedded = None
     if settings.database_url is None and not migrate:
         log.error("--no-migrate needs DATABASE_URL (the embedded database is migrated at start)")
         return 2
+    if port_in_use(settings.host, settings.port):  # before anything is started for nothing
+        raise StartupFailure(
+            f"port {settings.port} on {settings.host} is taken: set PORT to a free port"
+        )
     if settings.database_url is None:
         from service.embedded import EmbeddedPostgres
 
@@ -261,12 +267,13 @@ def run(settings: Settings, migrate: bool = True) -> int:
             command += ["--demo", "--create-service-login"]
         env = child_environment(settings, owner=True)
         if migrate and subprocess.run(command, env=env, check=False).returncode != 0:
-            log.error("migrations failed; not serving")
-            return 1
+            raise StartupFailure(
+                "the migrations failed (the line above says why): check DATABASE_URL"
+                " and MIGRATION_DATABASE_URL"
+            )
         checked = check_before_serving(settings)
         if checked is None:
-            log.error("start-up check failed; not serving")
-            return 1
+            raise StartupFailure("the start-up check refused (the line above says why)")
         log.info(
             "serving on http://%s:%s with %d workers, %d database connections each",
             settings.host,
@@ -295,6 +302,19 @@ def become_server(settings: Settings, embedded: EmbeddedPostgres | None) -> None
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, command, env)
+
+
+class StartupFailure(Exception):
+    """`run` cannot serve; the message names what to change."""
+
+
+def startup_reason(error: Exception, settings: Settings) -> str:
+    """An exception that stopped `run` or `serve`, as one line naming what to change."""
+    first = redact(str(error)).strip().splitlines()
+    reason = first[0] if first else type(error).__name__  # Rust errors append a backtrace
+    if "Address already in use" in reason:  # granian's bind, past run()'s own check
+        return f"port {settings.port} on {settings.host} is taken: set PORT to a free port"
+    return reason
 
 
 def restore_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -400,10 +420,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     if args.command == "run":
-        return run(settings, migrate=not args.no_migrate)
+        try:
+            return run(settings, migrate=not args.no_migrate)
+        except Exception as error:  # one line naming what to change, not a traceback
+            print(f"cannot start: {startup_reason(error, settings)}", file=sys.stderr)
+            return 2
     if args.command == "serve":
         try:
             serve(settings)
+        except Exception as error:  # granian could not bind: the same one line
+            print(f"cannot start: {startup_reason(error, settings)}", file=sys.stderr)
+            return 2
         finally:
             if args.stop_embedded is not None:
                 from service.embedded import EmbeddedPostgres
@@ -435,8 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         return leave(asyncio.run(_preflight(settings)))
     try:
         asyncio.run(_prepare(settings, demo=args.demo, create_login=args.create_service_login))
-    except Exception:  # one log line (passwords redacted), not a bare traceback
-        log.exception("migrate failed")
+    except Exception as error:  # one log line (passwords redacted), not a traceback
+        log.error("migrate failed: %s", error)
         return leave(1)
     return leave(0)
 

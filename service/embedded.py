@@ -164,6 +164,10 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Start the server (initialising the folder when new) and return its URL."""
         self._prepare_folder()
+        if self.running():
+            return self.url
+        if port_in_use(self.host, self.port):  # before initdb: nothing is made for nothing
+            raise RuntimeError(f"port {self.port} is taken: set EMBEDDED_PG_PORT to a free port")
         if not self.initialised:
             log.info("initialising embedded PostgreSQL in %s", self.data_dir)
             self._run(
@@ -177,10 +181,6 @@ class EmbeddedPostgres:
                 "--locale=C.UTF-8",
                 "--no-instructions",
             )
-        if self.running():
-            return self.url
-        if port_in_use(self.host, self.port):
-            raise RuntimeError(f"port {self.port} is already in use; set EMBEDDED_PG_PORT")
         options = f"-h {self.host} -p {self.port} -k {self.data_dir} " + " ".join(
             "-c " + shlex.quote(f"{name}={value}") for name, value in self.server_settings().items()
         )

@@ -79,7 +79,7 @@ def _plain_window_query(raw: bytes) -> bool:
 
 
 class InvestmentApi:
-    """The three APIs of SPEC.md and health; the worker's gateways once it has started."""
+    """The three APIs of docs/api.md and health; the worker's gateways once it has started."""
 
     db: Database
     batcher: InvestBatcher

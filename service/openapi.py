@@ -252,7 +252,7 @@ def build_docs() -> OpenAPIHandler:
         info=Info(
             title="Investment service",
             version="1.0.0",
-            description="List investment products, invest, and list my investments (SPEC.md v1)."
+            description="List investment products, invest, and list my investments (contract v1)."
             " Every GET operation also answers HEAD: the same status and headers, no body.",
         ),
         ui_path="/docs",

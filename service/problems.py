@@ -7,7 +7,7 @@ from blacksheep import Content, Response
 
 PROBLEM_JSON = b"application/problem+json"
 
-# code -> (HTTP status, title). The codes are SPEC.md's stable, machine-readable error codes.
+# code -> (HTTP status, title). The contract's stable, machine-readable error codes (docs/api.md).
 PROBLEMS: dict[str, tuple[int, str]] = {
     "MISSING_USER_ID": (400, "Missing user id"),
     "INVALID_USER_ID": (400, "Invalid user id"),

@@ -1,4 +1,4 @@
-"""Hostile input through real HTTP: every bad input gets SPEC.md's status and code, never a 5xx,
+"""Hostile input through real HTTP: every bad input gets the contract's status and code, never a 5xx,
 and writes nothing (the ledger, the counters and the tables are as before).
 
 Bytes that httpx refuses to send go through `raw_request` (a plain socket). What the service does
@@ -160,7 +160,7 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
 
 
 def problem(response: httpx.Response, status: int, code: str) -> None:
-    """`response` is the RFC 9457 problem of SPEC.md with this status and code."""
+    """`response` is the RFC 9457 problem of the contract (docs/api.md) with this status and code."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()

@@ -1,4 +1,4 @@
-"""HTTP edges of SPEC.md's common rules: HEAD on every GET route, 415 for non-JSON bodies."""
+"""HTTP edges of the contract's common rules (docs/api.md): HEAD on every GET route, 415 for non-JSON bodies."""
 
 from __future__ import annotations
 

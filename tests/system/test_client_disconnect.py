@@ -1,4 +1,4 @@
-"""A client that disconnects while its invest waits does not cancel it (SPEC.md): the invest is
+"""A client that disconnects while its invest waits does not cancel it (docs/api.md): the invest is
 made as if the client had waited, and a retry with the same Idempotency-Key replays it."""
 
 from __future__ import annotations
