@@ -36,7 +36,8 @@ class ClusterConfig:
     # Patroni's topology (deploy/patroni.py) instead of one server: etcd, three PostgreSQL members
     # and a second haproxy that routes to the leader (primary_port) and to the standbys.
     patroni: bool = False
-    etcd_port: int = 2479  # its peer port is the next one; 2379 is left to a system-wide etcd
+    etcd_port: int = 2479  # 2379 and 2380 are left to a system-wide etcd
+    etcd_peer_port: int = 2480
     patroni_api_ports: tuple[int, ...] = (8008, 8009, 8010)
     member_ports: tuple[int, ...] = (5441, 5442, 5443)
     primary_port: int = 5000
@@ -88,6 +89,7 @@ class ClusterConfig:
             # DATABASE_URL names one server: the single-server topology, as before.
             patroni=database == "patroni" and not env.get("DATABASE_URL"),
             etcd_port=number("CLUSTER_ETCD_PORT", 2479),
+            etcd_peer_port=number("CLUSTER_ETCD_PEER_PORT", 2480),
             patroni_api_ports=tuple(api_port + i for i in range(members)),
             member_ports=tuple(member_port + i for i in range(members)),
             primary_port=number("CLUSTER_PRIMARY_PORT", 5000),

@@ -191,8 +191,9 @@ def leader(state: dict[str, Any]) -> str | None:
 
 
 def healthy(state: dict[str, Any], count: int) -> bool:
-    """Every member runs, one of them the leader and one a synchronous standby, and the
-    standbys have replayed everything (lag 0)."""
+    """Every member runs on the leader's timeline (a member that was a primary has been
+    rewound), one of them the leader and one a synchronous standby, and the standbys have
+    replayed everything (lag 0)."""
     view = cluster_view(state)
     if view is None:
         return False
@@ -202,15 +203,22 @@ def healthy(state: dict[str, Any], count: int) -> bool:
         len(running) == count
         and roles.count("leader") == 1
         and "sync_standby" in roles
+        and len({m.get("timeline") for m in running}) == 1
         and all(m.get("lag", 0) in (0, None) for m in running if m["role"] != "leader")
     )
 
 
 def primary_servers(stats_url: str) -> dict[str, str]:
-    """haproxy's view of the write route: member name → UP or DOWN."""
+    """haproxy's view of the write route: member name → UP, DOWN, or on the way ("UP 1/2" is
+    going down and still takes connections, "DOWN 1/2" is going up and does not)."""
     from deploy.cluster import haproxy_rows
 
     return {row["svname"]: row["status"] for row in haproxy_rows(stats_url, "primary")}
+
+
+def routed_to(stats_url: str) -> list[str]:
+    """The members the write route sends new connections to."""
+    return [name for name, status in primary_servers(stats_url).items() if status.startswith("UP")]
 
 
 def start(config: ClusterConfig, state: dict[str, Any]) -> str:
@@ -224,7 +232,7 @@ def start(config: ClusterConfig, state: dict[str, Any]) -> str:
         "replica_url": owner_url(config.replica_port),
         "stats_url": f"http://127.0.0.1:{config.database_stats_port}/stats",
     }
-    peer = f"http://127.0.0.1:{config.etcd_port + 1}"
+    peer = f"http://127.0.0.1:{config.etcd_peer_port}"
     client = state["patroni"]["etcd"]
     etcd = spawn("etcd", [
         program("etcd") or "etcd", "--name", "etcd1", "--data-dir", str(runtime / "etcd"),
@@ -260,8 +268,9 @@ def start(config: ClusterConfig, state: dict[str, Any]) -> str:
     save(runtime, state)
 
     def routed() -> bool:
+        # haproxy counts a server up until its checks fail: wait until only the leader is.
         try:
-            return list(primary_servers(state["patroni"]["stats_url"]).values()).count("UP") == 1
+            return routed_to(state["patroni"]["stats_url"]) == [leader(state)]
         except OSError:
             return False
 
