@@ -33,8 +33,10 @@ SCOPE = "investment"
 DATABASE = "investment"
 # Failover within about ttl + loop_wait seconds of a leader's loss. Patroni requires
 # loop_wait + 2 × retry_timeout <= ttl: a leader that cannot renew its key within retry_timeout
-# demotes itself before the key expires and a standby may take it.
-TTL, LOOP_WAIT, RETRY_TIMEOUT = 10, 2, 3
+# demotes itself before the key expires and a standby may take it. A one-second loop also bounds
+# how long commits wait when the synchronous standby is lost: the leader names another one in
+# its next loop.
+TTL, LOOP_WAIT, RETRY_TIMEOUT = 10, 1, 3
 # A standby further behind than this (bytes of WAL) serves no reads and never becomes leader.
 MAX_LAG = 1_048_576
 
