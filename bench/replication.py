@@ -1,9 +1,11 @@
 """What synchronous replication costs an invest: the same keyed invest load through `just
 cluster`'s front haproxy, in one run, against (1) the Patroni topology with synchronous_mode on,
-(2) the same topology with it switched off (Patroni's PATCH /config: asynchronous streaming), and
-(3) the single-server topology on the local PostgreSQL (skipped when none answers on :5432).
+(2) the same topology with it switched off (Patroni's PATCH /config: asynchronous streaming),
+twice each, alternating, and (3) the single-server topology on the local PostgreSQL (skipped
+when none answers on :5432). Each window is followed by pgbench's one-row commits on the primary
+(4 clients, 5 s): the commit's own price, without the service around it.
 
-python -m bench.replication [--seconds 10] [--concurrency 16]
+python -m bench.replication [--seconds 10] [--concurrency 16] [--rounds 2]
 
 Everything (three servers, PgBouncer, three instances, two haproxies and this client) shares one
 machine's cores: the figures compare the setups with each other, on that machine, at that moment.
@@ -14,8 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -28,7 +32,7 @@ from deploy import patroni
 from deploy.cluster import down, up
 from deploy.config import ClusterConfig
 from harness import ROOT
-from harness.postgres import psql, with_database
+from harness.postgres import pg_tool, psql, with_database
 from service.embedded import free_port, port_in_use
 
 PATH = "/v1/api/investment/user/goods"
@@ -91,6 +95,25 @@ def _products(url: str) -> list[int]:
     ]  # fmt: skip
 
 
+def commits(url: str, seconds: int = 5) -> dict[str, float]:
+    """pgbench: one-row INSERT commits from 4 clients (synchronous_commit on, as the service)."""
+    psql(url, "CREATE TABLE IF NOT EXISTS bench_commit (n int)")
+    script = Path(tempfile.mkstemp(suffix=".sql")[1])
+    script.write_text("INSERT INTO bench_commit VALUES (1);\n")
+    try:
+        out = subprocess.run(
+            [pg_tool("pgbench"), "-n", "-c", "4", "-j", "1", "-T", str(seconds), "-f",
+             str(script), url],
+            capture_output=True, text=True, timeout=seconds + 60, check=True,
+        ).stdout  # fmt: skip
+    finally:
+        script.unlink()
+    latency = re.search(r"latency average = ([\d.]+) ms", out)
+    tps = re.search(r"tps = ([\d.]+)", out)
+    assert latency is not None and tps is not None, out
+    return {"commit_ms": float(latency.group(1)), "commits_per_s": round(float(tps.group(1)))}
+
+
 def _synchronous(state: dict[str, Any], on: bool) -> None:
     """Switch synchronous_mode through the leader's REST API; wait until the primary's
     synchronous_standby_names says so."""
@@ -113,13 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.replication", description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
     (ROOT / ".data").mkdir(exist_ok=True)
     results: dict[str, dict[str, float]] = {}
 
-    def run(goods: list[int], base_url: str) -> dict[str, float]:
+    def run(goods: list[int], base_url: str, database_url: str) -> dict[str, float]:
         asyncio.run(window(base_url, goods, 2, args.concurrency))  # warm-up, not counted
-        return asyncio.run(window(base_url, goods, args.seconds, args.concurrency))
+        figures = asyncio.run(window(base_url, goods, args.seconds, args.concurrency))
+        return figures | commits(database_url)
 
     runtime = Path(tempfile.mkdtemp(prefix="replication-bench-", dir=ROOT / ".data"))
     try:
@@ -130,10 +155,13 @@ def main(argv: list[str] | None = None) -> int:
             replica_port=free_port(), database_stats_port=free_port(),
         )  # fmt: skip
         state = up(config)
-        goods = _products(str(state["database_url"]))
-        results["patroni, synchronous"] = run(goods, str(state["url"]))
-        _synchronous(state, False)
-        results["patroni, asynchronous"] = run(goods, str(state["url"]))
+        url = str(state["database_url"])
+        goods = _products(url)
+        for turn in range(1, args.rounds + 1):
+            for on in (True, False):
+                _synchronous(state, on)
+                mode = "synchronous" if on else "asynchronous"
+                results[f"patroni, {mode} ({turn})"] = run(goods, str(state["url"]), url)
     finally:
         down(runtime)
         shutil.rmtree(runtime, ignore_errors=True)
@@ -144,18 +172,19 @@ def main(argv: list[str] | None = None) -> int:
         runtime = Path(tempfile.mkdtemp(prefix="replication-bench-", dir=ROOT / ".data"))
         try:
             state = up(_config(runtime, database_url=with_database(LOCAL, name)))
-            goods = _products(str(state["database_url"]))
-            results["single server"] = run(goods, str(state["url"]))
+            url = str(state["database_url"])
+            results["single server"] = run(_products(url), str(state["url"]), url)
         finally:
             down(runtime)
             shutil.rmtree(runtime, ignore_errors=True)
             psql(LOCAL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     print(f"\n{args.seconds:g} s of keyed invests, {args.concurrency} clients, through haproxy")
-    print("| setup | invests/s | p50 ms | p99 ms | failed |\n|---|---|---|---|---|")
-    for setup, figures in results.items():
-        print(f"| {setup} | {figures['invests_per_s']} | {figures['p50_ms']} |"
-              f" {figures['p99_ms']} | {figures['failed']} |")  # fmt: skip
+    print("| setup | invests/s | p50 ms | p99 ms | failed | pgbench commits/s | commit ms |")
+    print("|---|---|---|---|---|---|---|")
+    for setup, f in results.items():
+        print(f"| {setup} | {f['invests_per_s']} | {f['p50_ms']} | {f['p99_ms']} | {f['failed']}"
+              f" | {f['commits_per_s']} | {f['commit_ms']} |")  # fmt: skip
     return 0
 
 

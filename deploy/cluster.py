@@ -112,6 +112,8 @@ def up(config: ClusterConfig) -> dict[str, Any]:
                 "TIMEZONE": config.timezone,
                 "DB_STATEMENT_TIMEOUT": str(config.statement_timeout),
             }
+            if "patroni" in state:  # the product list from a standby, directly (no PgBouncer)
+                env["READ_DATABASE_URL"] = service_url(state["patroni"]["replica_url"])
             # Migrated once above, directly on PostgreSQL: migrations hold a session-level
             # advisory lock, which PgBouncer's transaction pooling cannot keep on one server
             # connection, so an instance behind PgBouncer must not migrate through it.
@@ -181,6 +183,11 @@ def status(runtime: Path = DEFAULT_RUNTIME) -> str:
             f"database   {state['database_url']} (migrations"
             + (", through the write route)" if "patroni" in state else ")"),
             f"           {state['pooled_database_url']} (instances, through PgBouncer)",
+            *(
+                [f"           {service_url(state['patroni']['replica_url'])} (the list's reads)"]
+                if "patroni" in state
+                else []
+            ),
         ]
     return "\n".join(lines)
 

@@ -67,7 +67,11 @@ def cluster() -> Iterator[tuple[ClusterConfig, dict[str, Any]]]:
         pgbouncer_port=free_port(),
         db_pool_size=4,
         server_pool_size=8,
-        instance_env={"LOG_LEVEL": "WARNING", "LIST_CACHE_SECONDS": "0"},
+        instance_env={
+            "LOG_LEVEL": "WARNING",
+            "LIST_CACHE_SECONDS": "0",
+            "READ_MAX_LAG_SECONDS": "3",
+        },
         patroni=True,
         etcd_port=free_port(),
         etcd_peer_port=free_port(),
@@ -409,3 +413,50 @@ def test_leader_patroni_lost_leaves_one_writable_primary(
         f" the old primary's commit was never acknowledged; {old} demoted and rejoined in"
         f" {took:.1f} s"
     )
+
+
+def test_list_reads_from_a_standby_within_its_lag_bound(
+    cluster: tuple[ClusterConfig, dict[str, Any]],
+) -> None:
+    """The instances read the product list from a standby (READ_DATABASE_URL, haproxy's read
+    route) while its data is at most READ_MAX_LAG_SECONDS old (3 s here), and from the primary
+    once it is older: replay paused on every standby, an invest shows in the list as of before it
+    (within the bound), then as it is (past the bound)."""
+    config, state = cluster
+    heal(config, state)
+    url = str(state["database_url"])
+    goods_id = create_goods(url, total=10**9)
+    base = str(state["url"])
+    window = {"started_at": "2000-01-01 00:00:00", "finished_at": "2100-01-01 00:00:00"}
+    standbys = [name for name, role in roles(state).items() if role != "leader"]
+    amount = f"SELECT current_investing_amount FROM investment_goods WHERE goods_id = {goods_id}"
+
+    def listed() -> int:
+        response = httpx.get(f"{base}/v1/api/investment/goods", params=window, timeout=10)
+        assert response.status_code == 200, response.text
+        (item,) = [g for g in response.json() if g["goods_id"] == goods_id]
+        return int(item["current_investing_amount"])
+
+    deadline = time.monotonic() + 10
+    while [psql(member_url(state, name), amount) for name in standbys] != ["0", "0"]:
+        assert time.monotonic() < deadline, "the standbys never replayed the new product"
+        time.sleep(0.05)
+    paused = [member_url(state, name, "postgres") for name in standbys]
+    try:
+        for standby in paused:
+            psql(standby, "SELECT pg_wal_replay_pause()")
+        paused_at = time.monotonic()
+        response = httpx.post(
+            f"{base}{PATH}", headers={"X-USER-ID": "77"}, timeout=10,
+            json={"goodsId": goods_id, "investmentAmount": 5_000},
+        )  # fmt: skip
+        assert response.status_code == 200, response.text  # flushed, not replayed, on a standby
+        assert [psql(member_url(state, name), amount) for name in standbys] == ["0", "0"]
+        within = [listed() for _ in range(3)]
+        assert time.monotonic() - paused_at < 2.5, "too slow to read within the bound"
+        assert within == [0, 0, 0]  # a standby answered: as of before the invest
+        time.sleep(max(0.0, paused_at + 3.5 - time.monotonic()))
+        assert [listed() for _ in range(3)] == [5_000] * 3  # past the bound: the primary
+    finally:
+        for standby in paused:
+            psql(standby, "SELECT pg_wal_replay_resume()")
