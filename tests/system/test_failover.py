@@ -14,11 +14,13 @@ Without Patroni, etcd, haproxy or PgBouncer (and no root to apt-get them) the te
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -442,6 +444,7 @@ def test_list_reads_from_a_standby_within_its_lag_bound(
         assert time.monotonic() < deadline, "the standbys never replayed the new product"
         time.sleep(0.05)
     paused = [member_url(state, name, "postgres") for name in standbys]
+    maintenance(state, True)  # else each Patroni resumes a paused replay at its next loop
     try:
         for standby in paused:
             psql(standby, "SELECT pg_wal_replay_pause()")
@@ -460,3 +463,19 @@ def test_list_reads_from_a_standby_within_its_lag_bound(
     finally:
         for standby in paused:
             psql(standby, "SELECT pg_wal_replay_resume()")
+        maintenance(state, False)
+
+
+def maintenance(state: dict[str, Any], on: bool) -> None:
+    """Patroni's maintenance mode (`patronictl pause`), set through the REST API; returns once
+    every member has seen it."""
+    members = state["patroni"]["members"]
+    request = urllib.request.Request(
+        f"{members[0]['api']}/config", method="PATCH",
+        data=json.dumps({"pause": on}).encode(),
+    )  # fmt: skip
+    urllib.request.urlopen(request, timeout=5).close()
+    deadline = time.monotonic() + 15
+    while any(bool(patroni.get_json(f"{m['api']}/patroni").get("pause")) != on for m in members):
+        assert time.monotonic() < deadline, f"maintenance mode {on} not seen by every member"
+        time.sleep(0.2)
