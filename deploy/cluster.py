@@ -192,12 +192,38 @@ def status(runtime: Path = DEFAULT_RUNTIME) -> str:
     return "\n".join(lines)
 
 
+def drill(config: ClusterConfig, command: str, member: str | None) -> int:
+    """By hand, as the tests do: `lose` SIGKILLs a member's Patroni and PostgreSQL (its node is
+    lost), `rejoin` starts its Patroni again."""
+    state = load_state(config.runtime)
+    if state is None or "patroni" not in state:
+        raise ClusterError("no Patroni cluster recorded: start one with `just cluster`")
+    name = patroni.leader(state) if member == "leader" else member
+    names = [m["name"] for m in state["patroni"]["members"]]
+    if name is None or name not in names:
+        raise ClusterError(f"name a member ({', '.join(names)}) or `leader`")
+    if command == "lose":
+        patroni.lose(state, name)
+        print(f"{name}: Patroni and PostgreSQL killed (SIGKILL); watch `just cluster-status`")
+    elif patroni.member_alive(state, name):
+        raise ClusterError(f"{name}'s Patroni is running: only a lost member rejoins")
+    else:
+        patroni.rejoin(config, state, name)
+        print(f"{name}: Patroni started again; it rejoins as a standby (pg_rewind when needed)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.cluster", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "lose", "rejoin"])
+    parser.add_argument(
+        "member", nargs="?", help="lose/rejoin: a Patroni member (node1...) or `leader`"
+    )
     args = parser.parse_args(argv)
     try:
         config = ClusterConfig.from_env()
+        if args.command in ("lose", "rejoin"):
+            return drill(config, args.command, args.member)
         if args.command == "up":
             up(config)
             print(status(config.runtime))
