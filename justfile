@@ -90,7 +90,9 @@ check: setup
     {{venv}}/bin/ruff format --check service tests bench deploy harness
     {{venv}}/bin/mypy service bench deploy harness
 
-# Start haproxy on :8080 → 3 instances → PgBouncer → PostgreSQL (apt-get installs what is missing).
+# Start haproxy on :8080 → 3 instances → PgBouncer → haproxy :5000 → the leader of 3 PostgreSQL 15
+# members under Patroni (etcd on :2479, REST APIs :8008-8010, synchronous_mode). One server
+# instead: CLUSTER_DATABASE=single (or DATABASE_URL). apt-get installs what is missing.
 cluster: setup
     {{py}} -m deploy.cluster up
 
@@ -98,7 +100,7 @@ cluster: setup
 cluster-down:
     {{py}} -m deploy.cluster down
 
-# What `just cluster` started, and whether it still runs.
+# What `just cluster` started, whether it still runs, and Patroni's members (role, timeline, lag).
 cluster-status:
     {{py}} -m deploy.cluster status
 

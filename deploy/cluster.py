@@ -1,10 +1,13 @@
-"""`python -m deploy.cluster up|down|status`: haproxy → N instances → PgBouncer → PostgreSQL.
+"""`python -m deploy.cluster up|down|status`: haproxy → N instances → PgBouncer → the database.
 
-`up` (`just cluster`) installs haproxy and PgBouncer when missing (tools.py), migrates the database
-directly as its owner and sets up the service's login (database.py), renders the configuration
-files into a runtime folder (render.py; .data/cluster/, git-ignored), starts PgBouncer, the
-instances and haproxy, waits until each answers (processes.py) and records them in state.json
-(state.py); `down` stops exactly those processes. Everything listens on 127.0.0.1.
+The database is Patroni's (deploy/patroni.py: etcd, three PostgreSQL members in synchronous
+replication, a second haproxy routing to the leader) unless CLUSTER_DATABASE=single or
+DATABASE_URL names one server. `up` (`just cluster`) installs what is missing (tools.py), starts
+the database, migrates it directly as its owner and sets up the service's login (database.py),
+renders the configuration files into a runtime folder (render.py; .data/cluster/, git-ignored),
+starts PgBouncer, the instances and haproxy, waits until each answers (processes.py) and records
+them in state.json (state.py); `down` stops exactly those processes. Everything listens on
+127.0.0.1.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from deploy import patroni
 from deploy.config import DEFAULT_RUNTIME, ClusterConfig, ClusterError
 from deploy.database import migrate, open_database, service_url, stop_embedded
 from deploy.processes import alive, answers, spawn, stop, wait
@@ -34,13 +38,18 @@ from service.embedded import port_in_use
 from service.settings import redact
 
 
-def haproxy_servers(stats_url: str) -> list[dict[str, str]]:
-    """haproxy's per-server rows of the stats CSV (status, hrsp_2xx, stot, ...)."""
+def haproxy_rows(stats_url: str, proxy: str) -> list[dict[str, str]]:
+    """haproxy's per-server rows of `proxy` in the stats CSV (status, hrsp_2xx, stot, ...)."""
     with urllib.request.urlopen(f"{stats_url};csv", timeout=2) as response:
         text = response.read().decode().lstrip("# ")
     rows = list(csv.DictReader(io.StringIO(text)))
     return [row for row in rows if row["svname"] not in ("FRONTEND", "BACKEND")
-            and row["pxname"] == "instances"]  # fmt: skip
+            and row["pxname"] == proxy]  # fmt: skip
+
+
+def haproxy_servers(stats_url: str) -> list[dict[str, str]]:
+    """The service instances' rows of the front haproxy's stats."""
+    return haproxy_rows(stats_url, "instances")
 
 
 def up(config: ClusterConfig) -> dict[str, Any]:
@@ -54,12 +63,15 @@ def up(config: ClusterConfig) -> dict[str, Any]:
                 f"a cluster is running from {config.runtime}: stop it with `just cluster-down`"
             )
         down(config.runtime)
-    ensure_installed()
+    ensure_installed(config.patroni, config.pg_bin)
     version = pgbouncer_version()
     prepared = version >= PREPARED_STATEMENTS_SINCE
     state: dict[str, Any] = {"processes": [], "embedded": None}
     try:
-        direct_url, demo = open_database(config, state)
+        if config.patroni:
+            direct_url, demo = patroni.start(config, state), True
+        else:
+            direct_url, demo = open_database(config, state)
         migrate(direct_url, demo, config)
         # PgBouncer logs in to PostgreSQL as the service's role, never as the owner.
         database, user = write_pgbouncer(config, service_url(direct_url), prepared)
@@ -101,13 +113,16 @@ def up(config: ClusterConfig) -> dict[str, Any]:
                 "TIMEZONE": config.timezone,
                 "DB_STATEMENT_TIMEOUT": str(config.statement_timeout),
             }
+            if "patroni" in state:  # the product list from a standby, directly (no PgBouncer)
+                env["READ_DATABASE_URL"] = service_url(state["patroni"]["replica_url"])
             # Migrated once above, directly on PostgreSQL: migrations hold a session-level
             # advisory lock, which PgBouncer's transaction pooling cannot keep on one server
             # connection, so an instance behind PgBouncer must not migrate through it.
             command = [sys.executable, "-m", "service", "run", "--no-migrate"]
             state["processes"].append(spawn(f"instance{i + 1}", command, env, config.runtime))
             save(config.runtime, state)
-        for entry, base in zip(state["processes"][1:], state["instances"], strict=True):
+        started = [e for e in state["processes"] if e["name"].startswith("instance")]
+        for entry, base in zip(started, state["instances"], strict=True):
             wait(entry["name"], answers(f"{base}/readyz"), entry, config.runtime, 60)
 
         command = [
@@ -143,8 +158,10 @@ def down(runtime: Path = DEFAULT_RUNTIME) -> bool:
     state = load_state(runtime)
     if state is None:
         return False
-    for entry in reversed(state["processes"]):  # haproxy, the instances, then PgBouncer
+    # haproxy, the instances, PgBouncer, then the database's haproxy, Patroni members and etcd
+    for entry in reversed(state["processes"]):
         stop(entry, runtime)
+    patroni.stop_servers(state)
     if state.get("embedded"):
         stop_embedded(Path(state["embedded"]["data_dir"]))
     state_path(runtime).unlink(missing_ok=True)
@@ -155,25 +172,59 @@ def status(runtime: Path = DEFAULT_RUNTIME) -> str:
     state = load_state(runtime)
     if state is None:
         return "no cluster recorded"
-    lines = [f"{entry['name']:<10} pid {entry['pid']:<8} {'up' if alive(entry) else 'gone'}"
+    lines = [f"{entry['name']:<16} pid {entry['pid']:<8} {'up' if alive(entry) else 'gone'}"
              for entry in state["processes"]]  # fmt: skip
+    if "patroni" in state:
+        lines += patroni.status_lines(state)
     if "url" in state:
         lines += [
             f"balancer   {state['url']}  (stats {state['stats_url']})",
             f"pgbouncer  {state['pgbouncer_version']}, admin {state['pgbouncer_admin_url']}"
             f", prepared statements {'on' if state['prepared_statements'] else 'off'}",
-            f"database   {state['database_url']} (migrations)",
+            f"database   {state['database_url']} (migrations"
+            + (", through the write route)" if "patroni" in state else ")"),
             f"           {state['pooled_database_url']} (instances, through PgBouncer)",
+            *(
+                [f"           {service_url(state['patroni']['replica_url'])} (the list's reads)"]
+                if "patroni" in state
+                else []
+            ),
         ]
     return redact("\n".join(lines))  # a DATABASE_URL given with its password
 
 
+def drill(config: ClusterConfig, command: str, member: str | None) -> int:
+    """By hand, as the tests do: `lose` SIGKILLs a member's Patroni and PostgreSQL (its node is
+    lost), `rejoin` starts its Patroni again."""
+    state = load_state(config.runtime)
+    if state is None or "patroni" not in state:
+        raise ClusterError("no Patroni cluster recorded: start one with `just cluster`")
+    name = patroni.leader(state) if member == "leader" else member
+    names = [m["name"] for m in state["patroni"]["members"]]
+    if name is None or name not in names:
+        raise ClusterError(f"name a member ({', '.join(names)}) or `leader`")
+    if command == "lose":
+        patroni.lose(state, name)
+        print(f"{name}: Patroni and PostgreSQL killed (SIGKILL); watch `just cluster-status`")
+    elif patroni.member_alive(state, name):
+        raise ClusterError(f"{name}'s Patroni is running: only a lost member rejoins")
+    else:
+        patroni.rejoin(config, state, name)
+        print(f"{name}: Patroni started again; it rejoins as a standby (pg_rewind when needed)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.cluster", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "lose", "rejoin"])
+    parser.add_argument(
+        "member", nargs="?", help="lose/rejoin: a Patroni member (node1...) or `leader`"
+    )
     args = parser.parse_args(argv)
     try:
         config = ClusterConfig.from_env()
+        if args.command in ("lose", "rejoin"):
+            return drill(config, args.command, args.member)
         if args.command == "up":
             up(config)
             print(status(config.runtime))

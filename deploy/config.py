@@ -33,6 +33,17 @@ class ClusterConfig:
     statement_timeout: float = 5.0
     embedded_pg_port: int = 55433
     instance_env: dict[str, str] = field(default_factory=dict)  # more settings for the instances
+    # Patroni's topology (deploy/patroni.py) instead of one server: etcd, three PostgreSQL members
+    # and a second haproxy that routes to the leader (primary_port) and to the standbys.
+    patroni: bool = False
+    etcd_port: int = 2479  # 2379 and 2380 are left to a system-wide etcd
+    etcd_peer_port: int = 2480
+    patroni_api_ports: tuple[int, ...] = (8008, 8009, 8010)
+    member_ports: tuple[int, ...] = (5441, 5442, 5443)
+    primary_port: int = 5000
+    replica_port: int = 5001
+    database_stats_port: int = 8405
+    pg_bin: Path = Path("/usr/lib/postgresql/15/bin")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> ClusterConfig:
@@ -52,6 +63,14 @@ class ClusterConfig:
             raise ClusterError(str(error)) from None
         port = number("CLUSTER_PORT", 8080)
         instances = number("CLUSTER_INSTANCES", 3)
+        database = env.get("CLUSTER_DATABASE", "patroni").strip() or "patroni"
+        if database not in ("patroni", "single"):
+            raise ClusterError(f"CLUSTER_DATABASE must be patroni or single, got {database!r}")
+        members = number("CLUSTER_MEMBERS", 3)
+        if not 2 <= members <= 5:
+            raise ClusterError(f"CLUSTER_MEMBERS must be between 2 and 5, got {members}")
+        api_port = number("CLUSTER_PATRONI_PORT", 8008)
+        member_port = number("CLUSTER_MEMBER_PORT", 5441)
         if not 1 <= instances <= 16:
             raise ClusterError(f"CLUSTER_INSTANCES must be between 1 and 16, got {instances}")
         return cls(
@@ -67,6 +86,16 @@ class ClusterConfig:
             timezone=service.timezone,
             statement_timeout=service.db_statement_timeout,
             embedded_pg_port=number("CLUSTER_EMBEDDED_PG_PORT", 55433),
+            # DATABASE_URL names one server: the single-server topology, as before.
+            patroni=database == "patroni" and not env.get("DATABASE_URL"),
+            etcd_port=number("CLUSTER_ETCD_PORT", 2479),
+            etcd_peer_port=number("CLUSTER_ETCD_PEER_PORT", 2480),
+            patroni_api_ports=tuple(api_port + i for i in range(members)),
+            member_ports=tuple(member_port + i for i in range(members)),
+            primary_port=number("CLUSTER_PRIMARY_PORT", 5000),
+            replica_port=number("CLUSTER_REPLICA_PORT", 5001),
+            database_stats_port=number("CLUSTER_DATABASE_STATS_PORT", 8405),
+            pg_bin=Path(env.get("CLUSTER_PG_BIN") or "/usr/lib/postgresql/15/bin"),
         )
 
 

@@ -32,10 +32,12 @@ def alive(entry: dict[str, Any]) -> bool:
     return _start_time(int(entry["pid"])) == str(entry["start"])
 
 
-def spawn(name: str, command: list[str], env: dict[str, str], runtime: Path) -> dict[str, Any]:
+def spawn(
+    name: str, command: list[str], env: dict[str, str], runtime: Path, user: str | None = None
+) -> dict[str, Any]:
     """Start a detached process in its own session (its pid is its process group id), logging
-    into runtime/<name>.log; return its record."""
-    process = processes.spawn(command, env, runtime / f"{name}.log", append=True)
+    into runtime/<name>.log (as `user` when given); return its record."""
+    process = processes.spawn(command, env, runtime / f"{name}.log", append=True, user=user)
     (runtime / f"{name}.pid").write_text(f"{process.pid}\n")
     start = None
     for _ in range(50):

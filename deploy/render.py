@@ -72,4 +72,5 @@ def write_haproxy(config: ClusterConfig) -> None:
     _render(
         "haproxy.cfg.template", config.runtime / "haproxy.cfg",
         port=config.port, stats_port=config.stats_port, servers=servers, runtime=config.runtime,
+        unavailable=DEPLOY / "haproxy-unavailable.http",
     )  # fmt: skip

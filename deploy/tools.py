@@ -1,5 +1,6 @@
-"""haproxy and PgBouncer themselves: installed from Debian when missing, PgBouncer's version, and
-the user PgBouncer runs as."""
+"""haproxy and PgBouncer (and for Patroni's topology patroni, etcd and PostgreSQL 15) themselves:
+installed from Debian when missing, PgBouncer's version, and the user PgBouncer and PostgreSQL run
+as."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import pwd
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 from deploy.config import ClusterError, log
 
 PACKAGES = {"haproxy": "haproxy", "pgbouncer": "pgbouncer"}  # program → Debian package
+# Patroni 3.0 and etcd 3.4 from bookworm; Patroni runs PostgreSQL 15's own programs.
+PATRONI_PACKAGES = {"patroni": "patroni", "etcd": "etcd-server"}
+POSTGRES_PACKAGE = "postgresql-15"
 # PgBouncer keeps protocol-level named prepared statements apart per client from 1.21 on.
 PREPARED_STATEMENTS_SINCE = (1, 21)
 
@@ -21,9 +26,13 @@ def program(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
 
 
-def ensure_installed() -> None:
-    """Install haproxy and PgBouncer from Debian's packages when missing (root only)."""
-    missing = [package for name, package in PACKAGES.items() if program(name) is None]
+def ensure_installed(patroni: bool = False, pg_bin: Path | None = None) -> None:
+    """Install haproxy and PgBouncer (with `patroni`: patroni, etcd and, when `pg_bin` has no
+    `postgres`, PostgreSQL 15) from Debian's packages when missing (root only)."""
+    wanted = {**PACKAGES, **(PATRONI_PACKAGES if patroni else {})}
+    missing = [package for name, package in wanted.items() if program(name) is None]
+    if patroni and pg_bin is not None and not (pg_bin / "postgres").exists():
+        missing.append(POSTGRES_PACKAGE)
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -41,7 +50,9 @@ def ensure_installed() -> None:
         )
         if done.returncode != 0:
             raise ClusterError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    still = [name for name in PACKAGES if program(name) is None]
+    still = [name for name in wanted if program(name) is None]
+    if patroni and pg_bin is not None and not (pg_bin / "postgres").exists():
+        still.append(str(pg_bin / "postgres"))
     if still:
         raise ClusterError(f"{', '.join(still)} still missing after apt-get install")
 

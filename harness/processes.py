@@ -4,6 +4,7 @@ exit), stopped (SIGTERM, then SIGKILL of the group); `python -m service run` as 
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -56,15 +57,18 @@ def spawn(
     *,
     append: bool = False,
     cwd: Path = ROOT,
+    user: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `command` from the repository root (or `cwd`: another checkout's `python -m
     service` runs that checkout's code) in a session of its own (its pid is its process group
-    id), stdin closed, stdout and stderr into `log_path`."""
+    id), stdin closed, stdout and stderr into `log_path`; as `user` when given (root only:
+    PostgreSQL refuses to run as root)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab" if append else "wb") as log:
         return subprocess.Popen(
             list(command), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, user=user,
+            group=None if user is None else pwd.getpwnam(user).pw_gid,
         )  # fmt: skip
 
 

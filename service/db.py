@@ -63,11 +63,13 @@ def connection_options(settings: Settings) -> str:
     return options
 
 
-def open_pool(settings: Settings, size: int) -> ConnectionPool:
-    if settings.database_url is None:
+def open_pool(settings: Settings, size: int, url: str | None = None) -> ConnectionPool:
+    """A pool on `url` (default DATABASE_URL)."""
+    dsn = url or settings.database_url
+    if dsn is None:
         raise ValueError("DATABASE_URL is not set")
     return ConnectionPool(
-        dsn=settings.database_url,
+        dsn=dsn,
         max_db_pool_size=size,
         options=connection_options(settings),
         application_name="investment-service",
@@ -79,8 +81,8 @@ def open_pool(settings: Settings, size: int) -> ConnectionPool:
 class Database:
     """Runs the named statements of sql/queries.sql; every failure becomes DatabaseUnavailable."""
 
-    def __init__(self, settings: Settings, pool_size: int) -> None:
-        self.pool = open_pool(settings, pool_size)
+    def __init__(self, settings: Settings, pool_size: int, url: str | None = None) -> None:
+        self.pool = open_pool(settings, pool_size, url)
         self._queries = queries()
         self._acquire_timeout = settings.db_acquire_timeout
         self._prepared = settings.db_prepared_statements

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
@@ -82,6 +82,7 @@ class InvestmentApi:
     """The three APIs of docs/api.md and health; the worker's gateways once it has started."""
 
     db: Database
+    reads: Database
     batcher: InvestBatcher
     pages: PageBatcher
     readiness: Readiness
@@ -110,6 +111,7 @@ class InvestmentApi:
     def attach(self, worker: Worker) -> None:
         """The gateways the handlers call, kept as plain attributes (one lookup per request)."""
         self.db = worker.db
+        self.reads = worker.reads
         self.batcher = worker.invests
         self.pages = worker.pages
         self.readiness = worker.readiness
@@ -132,7 +134,9 @@ class InvestmentApi:
         started_at, finished_at = self.window(request)
 
         async def load() -> bytes | None:
-            rows = await self.db.rows("list-goods", [started_at, finished_at])
+            rows = await self.standby_rows("list-goods", [started_at, finished_at])
+            if rows is None:
+                rows = await self.db.rows("list-goods", [started_at, finished_at])
             if not rows:
                 return None
             return orjson.dumps([goods_json(row) for row in rows])
@@ -141,6 +145,20 @@ class InvestmentApi:
         if body is None:
             raise Problem("GOODS_NOT_FOUND", "no product's recruitment period lies in the window")
         return json_response(body)
+
+    async def standby_rows(self, name: str, params: list[Any]) -> list[tuple[Any, ...]] | None:
+        """The rows from READ_DATABASE_URL's standby when its data is at most
+        READ_MAX_LAG_SECONDS old (the list's staleness bound grows by that much); None when
+        there is none, or it lags, or it fails: then the primary answers."""
+        if self.reads is self.db:
+            return None
+        try:
+            ((lag,),) = await self.reads.rows("replica-lag")
+            if lag > self.settings.read_max_lag_seconds:
+                return None
+            return await self.reads.rows(name, params)
+        except DatabaseUnavailable:
+            return None
 
     async def invest(self, request: Request) -> Response:
         body = await read_body(request, self.settings.max_body_bytes)

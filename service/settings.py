@@ -49,6 +49,10 @@ OWNER_ONLY = frozenset({"MIGRATION_DATABASE_URL"})
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str | None = None
+    # Optional: a standby (Patroni's read route) for the product list only; a standby whose last
+    # replayed commit is older than read_max_lag_seconds is not used (the primary answers).
+    read_database_url: str | None = None
+    read_max_lag_seconds: float = 1.0
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = os.cpu_count() or 1
@@ -259,6 +263,8 @@ def _role(name: str, raw: str) -> str | None:
 
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "DATABASE_URL": _database_url,
+    "READ_DATABASE_URL": _database_url,
+    "READ_MAX_LAG_SECONDS": lambda n, r: _seconds(n, r, 0.0, 60.0),
     "HOST": _text,
     "PORT": lambda n, r: _integer(n, r, 0, 65535),
     "WORKERS": lambda n, r: _integer(n, r, 1, 256),

@@ -21,6 +21,12 @@ class Worker:
 
     def __init__(self, settings: Settings, metrics: Metrics | None) -> None:
         self.db = Database(settings, settings.pool_share())
+        # READ_DATABASE_URL: a standby for the product list (psqlpy's smallest pool), else the same.
+        self.reads = (
+            Database(settings, 2, settings.read_database_url)
+            if settings.read_database_url
+            else self.db
+        )
         # psqlpy's smallest pool; checks share one probe, so one connection opens.
         self.readiness = Readiness(Database(settings, 2))
         self.invests = InvestBatcher(
@@ -53,4 +59,6 @@ class Worker:
         await self.invests.drain()
         await self.pages.drain()
         self.db.close()
+        if self.reads is not self.db:
+            self.reads.close()
         self.readiness.close()

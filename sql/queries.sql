@@ -12,6 +12,13 @@ CROSS JOIN LATERAL goods_item(g, statement_timestamp()) i
 WHERE g.started_at >= $1 AND g.finished_at <= $2
 ORDER BY g.goods_id;
 
+-- name: replica-lag
+-- How old a standby's data is, in seconds: the age of its last replayed commit (0 on a primary).
+-- An idle primary makes a standby look older than it is; the list then reads from the primary.
+SELECT CASE WHEN pg_is_in_recovery()
+    THEN coalesce(extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()), 1e9)
+    ELSE 0 END::float8 AS lag;
+
 -- name: invest-batch
 -- Invests from many requests, for any products, in one transaction: see invest_many() in
 -- sql/functions/invest_many.sql. $1..$4: goods ids, user ids, amounts, Idempotency-Keys (or NULL).

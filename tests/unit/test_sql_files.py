@@ -13,6 +13,7 @@ def test_every_named_query_the_service_uses_exists() -> None:
     names = set(queries())
     assert {
         "list-goods",
+        "replica-lag",
         "invest-batch",
         "my-investments-many",
         "ready",
