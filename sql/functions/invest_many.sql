@@ -82,10 +82,13 @@ BEGIN
         SELECT array_agg(l.goods_id) INTO v_locked
         FROM (SELECT g.goods_id FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
               ORDER BY g.goods_id FOR UPDATE SKIP LOCKED) l;
-        -- A plain read never waits: the products that exist but were passed over.
-        SELECT array_agg(g.goods_id) INTO v_held
-        FROM investment_goods g
-        WHERE g.goods_id = ANY (v_wanted) AND NOT g.goods_id = ANY (coalesce(v_locked, '{}'));
+        -- A plain read never waits: the products that exist but were passed over (only looked
+        -- for when fewer rows were locked than wanted: held, or no such product).
+        IF coalesce(cardinality(v_locked), 0) < coalesce(cardinality(v_wanted), 0) THEN
+            SELECT array_agg(g.goods_id) INTO v_held
+            FROM investment_goods g
+            WHERE g.goods_id = ANY (v_wanted) AND NOT g.goods_id = ANY (coalesce(v_locked, '{}'));
+        END IF;
         IF v_held IS NOT NULL THEN
             SELECT array_agg(CASE WHEN r.outcome = 'done' AND r.goods_id = ANY (v_held)
                                   THEN 'skipped' ELSE r.outcome END ORDER BY r.ord)

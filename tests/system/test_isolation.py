@@ -5,6 +5,7 @@ that cause them, while the others sharing their calls get their normal answers."
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from collections import Counter
@@ -141,7 +142,8 @@ def test_a_held_product_delays_only_its_own_requests(
     requests are answered 503 with Retry-After at their deadline (DB_ACQUIRE_TIMEOUT, 2 s), and
     A's request sent shortly before the lock goes is made once it goes, in arrival order."""
     held, *others = [create_goods(database_url, total=10**9) for _ in range(5)]
-    hold_seconds = 6.0
+    # 6 s keeps the suite short; ISOLATION_HOLD_SECONDS=10 is the issue's figure.
+    hold_seconds = float(os.environ.get("ISOLATION_HOLD_SECONDS", "6"))
 
     async def scenario() -> tuple[list[float], list[tuple[int, str, float]], list[int]]:
         limits = httpx.Limits(max_connections=40)
