@@ -1,6 +1,7 @@
 """PostgreSQL's CPU per request of the service's coalesced statements, at 1, 10 and 100 requests
-per call: one session (the service's session options, its prepared statements), the CPU of that
-session's backend read from /proc before and after, divided by the requests served.
+per call (my investments for users holding about 10 and about 40 investments): one session (the
+service's session options, its prepared statements), the CPU of that session's backend read from
+/proc before and after, divided by the requests served.
 
 python -m bench.sqlcost   # a fresh database `bench_sqlcost` on BENCH_DATABASE_URL's server
 
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import os
 import random
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -28,7 +30,22 @@ from service.settings import Settings
 from service.sql import queries
 
 PER_CALL = (1, 10, 100)
-REQUESTS = 3_000  # per statement and size: calls = REQUESTS / size (at least 20)
+REQUESTS = 3_000  # per statement and size, by default: calls = requests / size (at least 20)
+# My investments pages of about 10 and about 40 items: users holding that many (±10 %).
+PAGE_ITEMS = (10, 40)
+
+
+async def _holders(conn: psqlpy.Connection, items: int) -> list[int]:
+    """Users holding about `items` investments (±10 %)."""
+    low, high = round(items * 0.9), round(items * 1.1)
+    result = await conn.execute(
+        "SELECT user_id FROM user_investment_goods GROUP BY user_id"
+        f" HAVING count(*) BETWEEN {low} AND {high}"
+    )
+    found = [row[0] for row in result.result(as_tuple=True)]
+    if not found:
+        raise RuntimeError(f"no user holds about {items} investments: a larger --investments")
+    return found
 
 
 def _ticks(pid: int) -> int:
@@ -38,7 +55,9 @@ def _ticks(pid: int) -> int:
     return stat.utime + stat.stime
 
 
-async def measure(url: str, users: int, recruiting: int, seed: int = 1) -> dict[str, Any]:
+async def measure(
+    url: str, users: int, recruiting: int, seed: int = 1, requests: int = REQUESTS
+) -> dict[str, Any]:
     conn = await psqlpy.connect(dsn=url, options=connection_options(Settings()))
     try:
         pid = (await conn.execute("SELECT pg_backend_pid()")).result(as_tuple=True)[0][0]
@@ -53,14 +72,24 @@ async def measure(url: str, users: int, recruiting: int, seed: int = 1) -> dict[
                 None,
             ]
 
-        def pages(size: int) -> list[Any]:
-            return [[rng.randint(1, users) for _ in range(size)], [1000] * size,
-                    [None] * size, [None] * size]  # fmt: skip
+        holders = {items: await _holders(conn, items) for items in PAGE_ITEMS}
 
+        def pages(items: int) -> Callable[[int], list[Any]]:
+            def params(size: int) -> list[Any]:
+                return [[rng.choice(holders[items]) for _ in range(size)], [1000] * size,
+                        [None] * size, [None] * size]  # fmt: skip
+
+            return params
+
+        statements: list[tuple[str, Callable[[int], list[Any]]]] = [("invest-batch", invest)]
+        statements += [
+            (f"my-investments-many ~{items} items", pages(items)) for items in PAGE_ITEMS
+        ]
         figures: dict[str, Any] = {}
-        for name, params in (("invest-batch", invest), ("my-investments-many", pages)):
+        for label, params in statements:
+            name = label.split(" ~")[0]
             for size in PER_CALL:
-                calls = max(20, REQUESTS // size)
+                calls = max(20, requests // size)
                 for _ in range(5):  # warm: prepared, plans cached
                     await conn.execute(named[name], params(size), prepared=True)
                 batches = [params(size) for _ in range(calls)]
@@ -68,7 +97,7 @@ async def measure(url: str, users: int, recruiting: int, seed: int = 1) -> dict[
                 for batch in batches:
                     await conn.execute(named[name], batch, prepared=True)
                 used = (_ticks(pid) - before) / TICKS_PER_SECOND
-                figures[f"{name} x{size}"] = {
+                figures[f"{label} x{size}"] = {
                     "requests_per_call": size,
                     "calls": calls,
                     "postgres_cpu_us_per_request": round(used * 1e6 / (calls * size), 1),
@@ -81,6 +110,8 @@ async def measure(url: str, users: int, recruiting: int, seed: int = 1) -> dict[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sqlcost", description=__doc__)
     parser.add_argument("--investments", type=int, default=100_000)
+    # CPU is read in clock ticks (10 ms): 3,000 requests resolve 3.3 µs per request.
+    parser.add_argument("--requests", type=int, default=REQUESTS)
     args = parser.parse_args(argv)
     server = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     url = with_database(server, "bench_sqlcost")
@@ -89,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shape = replace(dataset.Shape(), investments=args.investments)
         dataset.load(url, shape)
-        figures = asyncio.run(measure(url, shape.users, shape.recruiting))
+        figures = asyncio.run(measure(url, shape.users, shape.recruiting, requests=args.requests))
     finally:
         psql(server, "DROP DATABASE IF EXISTS bench_sqlcost WITH (FORCE)")
     print("| statement | requests per call | calls | PostgreSQL CPU µs / request |")

@@ -184,3 +184,22 @@ def test_titles_that_need_escaping_come_back_as_valid_json(
     response = client.get(PATH, headers={"X-USER-ID": str(user)})
     assert response.status_code == 200
     assert [item["title"] for item in response.json()] == titles
+
+
+def test_items_show_the_products_title_and_total_as_they_are_now(
+    client: httpx.Client, database_url: str, user: int
+) -> None:
+    """The product's part of an item is kept with the product (investment_goods.item_head, a
+    generated column): a later change of the title or total shows in every item at once."""
+    goods_id = create_goods(database_url, total=10**6, title="옛 이름")
+    invest(client, user, goods_id, 1_000)
+    psql(
+        database_url,
+        "UPDATE investment_goods SET title = '새 \"이름\"', total_investing_amount = 2000000"
+        f" WHERE goods_id = {goods_id}",
+    )
+    response = client.get(PATH, headers={"X-USER-ID": str(user)})
+    assert response.status_code == 200
+    [item] = response.json()
+    assert (item["title"], item["total_investing_amount"]) == ('새 "이름"', 2_000_000)
+    assert response.content.startswith(f'[{{"goods_id":{goods_id},"title":'.encode())
