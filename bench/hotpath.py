@@ -1,0 +1,145 @@
+"""The HTTP layer's cost per request, in-process: the ASGI app driven with fake receive/send.
+
+    python -m bench.hotpath [--requests N] [--endpoint healthz|list|invest|my-investments]
+
+The gateways answer at once (a fixed invest row, a fixed page, a fixed product list; no
+database, no coalescing wait), so what is left is what the service does between granian's
+`receive` and its `send`: routing, request and response objects, parsing, the request id,
+metrics, JSON. It prints CPU microseconds per request (process time); run under
+`valgrind --tool=callgrind` at two request counts, the difference gives instructions per
+request, which the busy machine does not blur (docs/performance.md, "The hot path").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from service.app import configure_application
+from service.batcher import InvestBatcher, InvestRow, Page, PageBatcher
+from service.db import Database
+from service.settings import load_settings
+
+Message = dict[str, Any]
+GOODS_ROW = (7, "개인신용 포트폴리오", 1_000_000, 1000, 1, True, "recruiting",
+             "2021-03-01 00:00:00", "2021-05-01 00:00:00")  # fmt: skip
+INVEST_ROW = InvestRow("done", True, 1_000_000, 1000, 2000, "recruiting", "2021-04-02 00:00:00", 9)
+ITEM = (
+    '{"goods_id":7,"title":"개인신용 포트폴리오","total_investing_amount":1000000,'
+    '"user_investing_amount":1000,"invest_date":"2021-04-02 00:00:00"}'
+)
+PAGE = Page(",".join([ITEM] * 10), 10, None, None)
+BODY = b'{"goodsId": 7, "investmentAmount": 1000}'
+# (method, path, query, headers, body) per endpoint, as granian hands them over
+REQUESTS: dict[str, tuple[str, bytes, bytes, list[tuple[bytes, bytes]], bytes]] = {
+    "healthz": ("GET", b"/healthz", b"", [(b"host", b"127.0.0.1:8000")], b""),
+    "list": (
+        "GET",
+        b"/v1/api/investment/goods",
+        b"started_at=2021-04-01%2000:00:00&finished_at=2021-05-01%2000:00:00",
+        [(b"host", b"127.0.0.1:8000")],
+        b"",
+    ),
+    "invest": (
+        "POST",
+        b"/v1/api/investment/user/goods",
+        b"",
+        [
+            (b"host", b"127.0.0.1:8000"),
+            (b"x-user-id", b"12345"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(BODY)).encode()),
+        ],
+        BODY,
+    ),
+    "my-investments": (
+        "GET",
+        b"/v1/api/investment/user/goods",
+        b"",
+        [(b"host", b"127.0.0.1:8000"), (b"x-user-id", b"12345")],
+        b"",
+    ),
+}
+
+
+async def _invest(self: Any, *args: Any, **kwargs: Any) -> InvestRow:
+    return INVEST_ROW
+
+
+async def _page(self: Any, *args: Any) -> Page:
+    return PAGE
+
+
+async def _rows(self: Any, name: str, params: Any = None, **kwargs: Any) -> list[Any]:
+    return [GOODS_ROW] if name == "list-goods" else []
+
+
+def _gateways_answer_at_once() -> None:
+    InvestBatcher.invest = _invest  # type: ignore[method-assign]
+    PageBatcher.page = _page  # type: ignore[method-assign]
+    Database.rows = _rows  # type: ignore[method-assign]
+
+
+async def _started(app: Callable[..., Awaitable[None]]) -> None:
+    queue: asyncio.Queue[Message] = asyncio.Queue()
+    await queue.put({"type": "lifespan.startup"})
+    started = asyncio.Event()
+
+    async def send(message: Message) -> None:
+        started.set()
+
+    asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}}, queue.get, send))
+    await started.wait()
+
+
+async def drive(endpoint: str, count: int) -> float:
+    """CPU seconds per request over `count` requests to `endpoint`."""
+    settings = load_settings(
+        {"DATABASE_URL": "postgresql://bench@127.0.0.1:1/none", "LIST_CACHE_SECONDS": "60"}
+    )
+    app: Any = configure_application(settings)
+    await _started(app)
+    method, path, query, headers, body = REQUESTS[endpoint]
+    request: Message = {"type": "http.request", "body": body, "more_body": False}
+    statuses: list[int] = []
+
+    async def receive() -> Message:
+        return request
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    def scope() -> Message:
+        return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                "method": method, "scheme": "http", "path": path.decode(), "raw_path": path,
+                "query_string": query, "root_path": "", "headers": headers,
+                "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}  # fmt: skip
+
+    for _ in range(200):  # warm: caches, memo, the router's lru_cache
+        await app(scope(), receive, send)
+    started = time.process_time()
+    for _ in range(count):
+        await app(scope(), receive, send)
+    spent = time.process_time() - started
+    if set(statuses) != {200}:
+        raise RuntimeError(f"{endpoint}: statuses {sorted(set(statuses))}")
+    return spent / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--endpoint", choices=[*REQUESTS, "all"], default="all")
+    args = parser.parse_args()
+    _gateways_answer_at_once()
+    for endpoint in REQUESTS if args.endpoint == "all" else [args.endpoint]:
+        seconds = asyncio.run(drive(endpoint, args.requests))
+        print(f"{endpoint:16} {seconds * 1e6:7.2f} µs/request (process CPU)")
+
+
+if __name__ == "__main__":
+    main()
