@@ -79,11 +79,11 @@ async def _rows(self: Any, name: str, params: Any = None, **kwargs: Any) -> list
 
 def _gateways_answer_at_once() -> None:
     InvestBatcher.invest = _invest  # type: ignore[method-assign]
-    PageBatcher.page = _page  # type: ignore[method-assign]
+    PageBatcher.page = _page  # type: ignore[method-assign,assignment]
     Database.rows = _rows  # type: ignore[method-assign]
 
 
-async def _started(app: Callable[..., Awaitable[None]]) -> None:
+async def _started(app: Callable[..., Awaitable[None]]) -> asyncio.Future[None]:
     queue: asyncio.Queue[Message] = asyncio.Queue()
     await queue.put({"type": "lifespan.startup"})
     started = asyncio.Event()
@@ -91,8 +91,11 @@ async def _started(app: Callable[..., Awaitable[None]]) -> None:
     async def send(message: Message) -> None:
         started.set()
 
-    asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}}, queue.get, send))
+    lifespan = asyncio.ensure_future(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}}, queue.get, send)
+    )
     await started.wait()
+    return lifespan
 
 
 async def drive(endpoint: str, count: int) -> float:
@@ -101,7 +104,7 @@ async def drive(endpoint: str, count: int) -> float:
         {"DATABASE_URL": "postgresql://bench@127.0.0.1:1/none", "LIST_CACHE_SECONDS": "60"}
     )
     app: Any = configure_application(settings)
-    await _started(app)
+    lifespan = await _started(app)  # noqa: F841  # kept: the app's lifespan runs meanwhile
     method, path, query, headers, body = REQUESTS[endpoint]
     request: Message = {"type": "http.request", "body": body, "more_body": False}
     statuses: list[int] = []

@@ -6,6 +6,7 @@ import json
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -119,6 +120,12 @@ def parse_invest_body(body: bytes) -> tuple[int, int]:
     if amount is None:
         raise Problem("INVALID_AMOUNT", "investmentAmount must be an integer in [1, 2^53-1]")
     return goods_id, amount
+
+
+def parse_query(raw: bytes) -> dict[str, list[str]]:
+    """A raw query string's parameters, as BlackSheep's `Request.query` reads them (so a query
+    that is not UTF-8 fails the same way on either path)."""
+    return parse_qs(raw.decode("utf8")) if raw else {}
 
 
 def parse_time(value: str, zone: ZoneInfo) -> datetime:
