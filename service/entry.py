@@ -26,7 +26,13 @@ class Entry:
     def __init__(self, app: Application) -> None:
         self.app = app
         self._match = app.router.get_match_by_method_and_path  # lru-cached per (method, path)
+        # The templates as clients spell them: one dict lookup instead of the router's call.
+        self._exact: dict[tuple[str, bytes], RawRoute] = {}
         self._worker: Worker | None = None
+
+    def add(self, method: str, path: str, raw: RawRoute) -> None:
+        """`raw` answers `method` on the route template `path` (also held by the router)."""
+        self._exact[(method, path.encode())] = raw
 
     def open(self, worker: Worker) -> None:
         """The worker this process serves with, from the application's start hook on."""
@@ -46,8 +52,10 @@ class Entry:
         worker = self._worker
         if worker is not None and scope["type"] == "http":
             raw_path = scope.get("raw_path") or scope["path"].encode()
-            match = self._match(scope["method"], raw_path)
-            raw: RawRoute | None = getattr(match.handler, RAW, None) if match else None
+            raw = self._exact.get((scope["method"], raw_path))
+            if raw is None:  # another spelling the router accepts (any case, a trailing slash)
+                match = self._match(scope["method"], raw_path)
+                raw = getattr(match.handler, RAW, None) if match else None
             if raw is not None:
                 await raw(worker, scope, receive, send)
                 return
