@@ -1,11 +1,15 @@
 """The HTTP layer's cost per request, in-process: the ASGI app driven with fake receive/send.
 
-    python -m bench.hotpath [--requests N] [--endpoint healthz|list|invest|my-investments]
+    python -m bench.hotpath [--requests N] [--endpoint …] [--concurrency C] [--coalesced]
 
 The gateways answer at once (a fixed invest row, a fixed page, a fixed product list; no
 database, no coalescing wait), so what is left is what the service does between granian's
 `receive` and its `send`: routing, request and response objects, parsing, the request id,
-metrics, JSON. It prints CPU microseconds per request (process time); run under
+metrics, JSON. With `--concurrency C`, C requests run at once, each in a task of its own (as
+granian runs them); with `--coalesced` too, the invests and pages go through the real
+coalescers and batchers, and only the statement is faked (its rows after one loop turn), so
+the difference is what coalescing costs a request. It prints CPU microseconds per request
+(process time); run under
 `valgrind --tool=callgrind` at two request counts, the difference gives instructions per
 request, which the busy machine does not blur (docs/performance.md, "The hot path").
 """
@@ -17,6 +21,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import uvloop
 
 from service.app import configure_application
 from service.batcher import InvestBatcher, InvestRow, Page, PageBatcher
@@ -77,6 +83,20 @@ async def _rows(self: Any, name: str, params: Any = None, **kwargs: Any) -> list
     return [GOODS_ROW] if name == "list-goods" else []
 
 
+async def _statement(self: Any, name: str, params: Any = None, **kwargs: Any) -> list[Any]:
+    """The coalesced statements' rows, one per request of the batch, after one loop turn."""
+    await asyncio.sleep(0)
+    if name == "invest-batch":
+        return [(n, *INVEST_ROW) for n in range(len(params[0]))]
+    if name == "my-investments-many":
+        return [(n, *PAGE) for n in range(len(params[0]))]
+    return await _rows(self, name, params)
+
+
+def _statements_answer_at_once() -> None:
+    Database.rows = _statement  # type: ignore[method-assign]
+
+
 def _gateways_answer_at_once() -> None:
     InvestBatcher.invest = _invest  # type: ignore[method-assign]
     PageBatcher.page = _page  # type: ignore[method-assign,assignment]
@@ -98,7 +118,7 @@ async def _started(app: Callable[..., Awaitable[None]]) -> asyncio.Future[None]:
     return lifespan
 
 
-async def drive(endpoint: str, count: int) -> float:
+async def drive(endpoint: str, count: int, concurrency: int = 1) -> float:
     """CPU seconds per request over `count` requests to `endpoint`."""
     settings = load_settings(
         {"DATABASE_URL": "postgresql://bench@127.0.0.1:1/none", "LIST_CACHE_SECONDS": "60"}
@@ -122,12 +142,19 @@ async def drive(endpoint: str, count: int) -> float:
                 "query_string": query, "root_path": "", "headers": headers,
                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}  # fmt: skip
 
-    for _ in range(200):  # warm: caches, memo, the router's lru_cache
-        await app(scope(), receive, send)
+    async def some(requests: int) -> None:
+        if concurrency == 1:
+            for _ in range(requests):
+                await app(scope(), receive, send)
+            return
+        for _ in range(requests // concurrency):
+            await asyncio.gather(*(app(scope(), receive, send) for _ in range(concurrency)))
+
+    await some(max(200, concurrency))  # warm: caches, memo, the router's lru_cache
     started = time.process_time()
-    for _ in range(count):
-        await app(scope(), receive, send)
+    await some(count)
     spent = time.process_time() - started
+    count -= count % concurrency
     if set(statuses) != {200}:
         raise RuntimeError(f"{endpoint}: statuses {sorted(set(statuses))}")
     return spent / count
@@ -137,10 +164,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--endpoint", choices=[*REQUESTS, "all"], default="all")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--coalesced", action="store_true")
     args = parser.parse_args()
-    _gateways_answer_at_once()
+    if args.coalesced:
+        _statements_answer_at_once()
+    else:
+        _gateways_answer_at_once()
     for endpoint in REQUESTS if args.endpoint == "all" else [args.endpoint]:
-        seconds = asyncio.run(drive(endpoint, args.requests))
+        # granian's loop in the service (Loops.uvloop)
+        seconds = uvloop.run(drive(endpoint, args.requests, args.concurrency))
         print(f"{endpoint:16} {seconds * 1e6:7.2f} µs/request (process CPU)")
 
 
