@@ -23,9 +23,11 @@ BASE = "/v1/api/investment"
 Headers = list[tuple[bytes, bytes]]
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
+# The request's headers by name when no name repeats (one dict lookup each), else None (scan).
+Fields = dict[bytes, bytes] | None
 # What a handler answers with status 200: the JSON body and headers of its own (or None).
 Answer = tuple[bytes, Headers | None]
-Handler = Callable[[Worker, Scope, Receive], Awaitable[Answer]]
+Handler = Callable[[Worker, Scope, Fields, Receive], Awaitable[Answer]]
 REPLAYED = [(b"Idempotent-Replayed", b"true")]
 
 
@@ -33,23 +35,35 @@ class ClientGone(Exception):
     """The client disconnected before its request body arrived: there is nobody to answer."""
 
 
-def header_values(headers: Headers, name: bytes) -> list[bytes]:
+def fields_of(headers: Headers) -> Fields:
+    """The headers by name, built once per request in C; None when a name repeats (each lookup
+    then scans, so that every value is seen: two X-USER-ID headers are refused)."""
+    fields = dict(headers)
+    return fields if len(fields) == len(headers) else None
+
+
+def header_values(headers: Headers, fields: Fields, name: bytes) -> list[bytes]:
     """Every value of header `name` (lower case, as granian hands names over)."""
+    if fields is not None:
+        value = fields.get(name)
+        return [] if value is None else [value]
     return [value for key, value in headers if key == name]
 
 
-def first_header(headers: Headers, name: bytes) -> bytes | None:
+def first_header(headers: Headers, fields: Fields, name: bytes) -> bytes | None:
+    if fields is not None:
+        return fields.get(name)
     for key, value in headers:
         if key == name:
             return value
     return None
 
 
-async def read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
+async def read_body(headers: Headers, fields: Fields, receive: Receive, limit: int) -> bytes:
     """The JSON request body: refused with 415 when it declares another media type, and with
     413 as soon as it is known to exceed `limit` bytes."""
-    check_json_content_type(header_values(headers, b"content-type"))
-    declared = first_header(headers, b"content-length")
+    check_json_content_type(header_values(headers, fields, b"content-type"))
+    declared = first_header(headers, fields, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise Problem("PAYLOAD_TOO_LARGE", f"the body must not exceed {limit} bytes")
     message = await receive()  # known and small: the whole body in this one message
@@ -75,23 +89,23 @@ async def read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
     return bytes(gathered)
 
 
-async def list_goods(worker: Worker, scope: Scope, receive: Receive) -> Answer:
+async def list_goods(worker: Worker, scope: Scope, fields: Fields, receive: Receive) -> Answer:
     window = worker.windows.parse(scope["query_string"])
     return await worker.listing.goods(window), None
 
 
-async def invest(worker: Worker, scope: Scope, receive: Receive) -> Answer:
+async def invest(worker: Worker, scope: Scope, fields: Fields, receive: Receive) -> Answer:
     headers = scope["headers"]
-    body = await read_body(headers, receive, worker.settings.max_body_bytes)
-    user_id = parse_user_id(header_values(headers, b"x-user-id"))
-    key = parse_idempotency_key(header_values(headers, b"idempotency-key"))
+    body = await read_body(headers, fields, receive, worker.settings.max_body_bytes)
+    user_id = parse_user_id(header_values(headers, fields, b"x-user-id"))
+    key = parse_idempotency_key(header_values(headers, fields, b"idempotency-key"))
     goods_id, amount = parse_invest_body(body)
     answer, replayed = await worker.investing.invest(user_id, goods_id, amount, key)
     return answer, REPLAYED if replayed else None
 
 
-async def my_investments(worker: Worker, scope: Scope, receive: Receive) -> Answer:
-    user_id = parse_user_id(header_values(scope["headers"], b"x-user-id"))
+async def my_investments(worker: Worker, scope: Scope, fields: Fields, receive: Receive) -> Answer:
+    user_id = parse_user_id(header_values(scope["headers"], fields, b"x-user-id"))
     limit, cursor = parse_page(parse_query(scope["query_string"]))
     answer, following = await worker.holdings.page(user_id, limit, cursor)
     if following is None:
@@ -101,10 +115,10 @@ async def my_investments(worker: Worker, scope: Scope, receive: Receive) -> Answ
     return answer, [(b"Link", link.encode())]
 
 
-async def healthz(worker: Worker, scope: Scope, receive: Receive) -> Answer:
+async def healthz(worker: Worker, scope: Scope, fields: Fields, receive: Receive) -> Answer:
     return b'{"status":"ok"}', None
 
 
-async def readyz(worker: Worker, scope: Scope, receive: Receive) -> Answer:
+async def readyz(worker: Worker, scope: Scope, fields: Fields, receive: Receive) -> Answer:
     await worker.readiness.check()  # its own connection: never queued behind requests
     return b'{"status":"ready"}', None

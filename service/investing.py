@@ -3,8 +3,7 @@ as the InvestResult JSON bytes (the shape declared here and described by service
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 import orjson
 
@@ -14,9 +13,9 @@ from service.problems import Problem
 from service.shapes import STATE, TIME
 
 
-@dataclass(slots=True)
-class InvestResult:
-    """SPEC §2's answer, in the API's key order (orjson writes a dataclass natively)."""
+class InvestResult(TypedDict):
+    """SPEC §2's answer, in the API's key order. A TypedDict: the answer is a plain dict (a
+    third of a dataclass's cost to build and write), its keys checked by mypy."""
 
     user_id: int
     goods_id: int
@@ -56,16 +55,16 @@ class Investing:
             raise Problem("GOODS_NOT_FOUND", f"there is no product with goods_id {goods_id}")
         if self._metrics is not None and outcome != "replay":
             self._metrics.invest_outcome(amount, invested or 0)
-        result = InvestResult(
-            user_id,
-            goods_id,
-            row.total_investing_amount,  # type: ignore[arg-type]  # found: the row is complete
-            invested,  # type: ignore[arg-type]
-            bool(invested) and state == "recruiting",
-            row.invest_date,  # type: ignore[arg-type]
-            amount,
-            row.current_investing_amount,  # type: ignore[arg-type]
-            state,  # type: ignore[arg-type]
-            row.investment_id,
-        )
+        result: InvestResult = {
+            "user_id": user_id,
+            "goods_id": goods_id,
+            "total_investing_amount": row.total_investing_amount,  # type: ignore[typeddict-item]
+            "investment_amount": invested,  # type: ignore[typeddict-item]
+            "status": bool(invested) and state == "recruiting",
+            "invest_date": row.invest_date,  # type: ignore[typeddict-item]
+            "requested_amount": amount,
+            "current_investing_amount": row.current_investing_amount,  # type: ignore[typeddict-item]
+            "state": state,  # type: ignore[typeddict-item]
+            "investment_id": row.investment_id,
+        }
         return orjson.dumps(result), outcome == "replay"
