@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from blacksheep import Application, Request, Response
+from blacksheep.server.routing import Router
 
 from service import handlers
 from service.admin import ADMIN_BASE, ADMIN_REALM, AdminApi
@@ -98,7 +99,8 @@ def _documented(name: str) -> Handler:
 
 
 def configure_application(settings: Settings) -> Entry:
-    app = Application(show_error_details=False)
+    # A router of its own: BlackSheep's default one may serve one application per process.
+    app = Application(show_error_details=False, router=Router())
     entry = Entry(app)
     metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics_enabled else None
     route = functools.partial(_route, app=app, metrics=metrics, access_log=settings.access_log)
