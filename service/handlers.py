@@ -27,7 +27,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Fields = dict[bytes, bytes] | None
 # What a handler answers with status 200: the JSON body and headers of its own (or None).
 Answer = tuple[bytes, Headers | None]
-Handler = Callable[[Worker, Scope, Fields, Receive], Awaitable[Answer]]
+Handler = Callable[[Worker, Scope, Receive], Awaitable[Answer]]
 REPLAYED = [(b"Idempotent-Replayed", b"true")]
 
 
@@ -89,13 +89,14 @@ async def read_body(headers: Headers, fields: Fields, receive: Receive, limit: i
     return bytes(gathered)
 
 
-async def list_goods(worker: Worker, scope: Scope, fields: Fields, receive: Receive) -> Answer:
+async def list_goods(worker: Worker, scope: Scope, receive: Receive) -> Answer:
     window = worker.windows.parse(scope["query_string"])
     return await worker.listing.goods(window), None
 
 
-async def invest(worker: Worker, scope: Scope, fields: Fields, receive: Receive) -> Answer:
+async def invest(worker: Worker, scope: Scope, receive: Receive) -> Answer:
     headers = scope["headers"]
+    fields = fields_of(headers)  # five headers read: one dict beats five scans
     body = await read_body(headers, fields, receive, worker.settings.max_body_bytes)
     user_id = parse_user_id(header_values(headers, fields, b"x-user-id"))
     key = parse_idempotency_key(header_values(headers, fields, b"idempotency-key"))
@@ -104,8 +105,8 @@ async def invest(worker: Worker, scope: Scope, fields: Fields, receive: Receive)
     return answer, REPLAYED if replayed else None
 
 
-async def my_investments(worker: Worker, scope: Scope, fields: Fields, receive: Receive) -> Answer:
-    user_id = parse_user_id(header_values(scope["headers"], fields, b"x-user-id"))
+async def my_investments(worker: Worker, scope: Scope, receive: Receive) -> Answer:
+    user_id = parse_user_id(header_values(scope["headers"], None, b"x-user-id"))
     limit, cursor = parse_page(parse_query(scope["query_string"]))
     answer, following = await worker.holdings.page(user_id, limit, cursor)
     if following is None:
@@ -115,10 +116,10 @@ async def my_investments(worker: Worker, scope: Scope, fields: Fields, receive: 
     return answer, [(b"Link", link.encode())]
 
 
-async def healthz(worker: Worker, scope: Scope, fields: Fields, receive: Receive) -> Answer:
+async def healthz(worker: Worker, scope: Scope, receive: Receive) -> Answer:
     return b'{"status":"ok"}', None
 
 
-async def readyz(worker: Worker, scope: Scope, fields: Fields, receive: Receive) -> Answer:
+async def readyz(worker: Worker, scope: Scope, receive: Receive) -> Answer:
     await worker.readiness.check()  # its own connection: never queued behind requests
     return b'{"status":"ready"}', None

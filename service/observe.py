@@ -16,7 +16,7 @@ import orjson
 from blacksheep import Application, Request, Response
 
 from service.db import DatabaseUnavailable, OutcomeUnknown
-from service.handlers import ClientGone, Receive, Scope, fields_of, first_header
+from service.handlers import ClientGone, Receive, Scope, first_header
 from service.handlers import Handler as RawHandler
 from service.logs import REQUEST_ID_HEADER, parse_request_id, request_id
 from service.metrics import RouteMetrics
@@ -140,13 +140,11 @@ class RawRoute:
 
     async def __call__(self, worker: Worker, scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
-        headers = scope["headers"]
-        fields = fields_of(headers)
-        rid = parse_request_id(first_header(headers, fields, REQUEST_ID_HEADER))
+        rid = parse_request_id(first_header(scope["headers"], None, REQUEST_ID_HEADER))
         token = request_id.set(rid)
         try:
             try:
-                body, extra = await self._handler(worker, scope, fields, receive)
+                body, extra = await self._handler(worker, scope, receive)
                 status, content_type = 200, JSON
             except ClientGone:
                 return
