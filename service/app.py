@@ -148,8 +148,7 @@ def configure_application(settings: Settings) -> Entry:
             child = None if metrics is None else metrics.route(method, path)
             routed_handler = observed(handler, app, path, child, settings.access_log)
             if handler in raw_of:
-                served = RawRoute(raw_of[handler], method, path, child, settings.access_log,
-                                  framework_log)  # fmt: skip
+                served = RawRoute(raw_of[handler], path, child, settings.access_log, framework_log)
                 setattr(routed_handler, RAW, served)
                 entry.add(method, path, served)
             app.router.add(method, path, routed_handler)

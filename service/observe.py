@@ -3,6 +3,7 @@
 An error a handler raises is rendered here by the application's exception handlers (the same
 table as without the wrapper), so that its response, too, carries X-Request-ID and is counted.
 Unhandled errors are logged by BlackSheep while the request id is set, so their log line has it.
+`RawRoute` gives the raw-ASGI routes (service/entry.py) the same, without BlackSheep's objects.
 """
 
 from __future__ import annotations
@@ -118,19 +119,17 @@ class RawRoute:
     request id, its metrics child, the access log line, and errors rendered as problem details
     by the same table as the application's exception handlers (service/app.py)."""
 
-    __slots__ = ("_access_log", "_framework_log", "_handler", "_method", "_metrics", "_route")
+    __slots__ = ("_access_log", "_framework_log", "_handler", "_metrics", "_route")
 
     def __init__(
         self,
         handler: RawHandler,
-        method: str,
         route: str,
         metrics: RouteMetrics | None,
         access_log: bool,
         framework_log: logging.Logger,
     ) -> None:
         self._handler = handler
-        self._method = method
         self._route = route
         self._metrics = metrics
         self._access_log = access_log

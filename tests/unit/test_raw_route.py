@@ -45,7 +45,7 @@ def answer_to(error: Exception | None, request_id: bytes = b"trace-me") -> list[
             raise error
         return b"[]", [(b"Link", b"<next>")]
 
-    route = RawRoute(handler, "GET", "/x", None, False, FRAMEWORK_LOG)
+    route = RawRoute(handler, "/x", None, False, FRAMEWORK_LOG)
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
