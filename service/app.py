@@ -1,4 +1,5 @@
-"""The composition root: configure_application(settings) assembles the BlackSheep application."""
+"""The composition root: configure_application(settings) assembles the ASGI entry and the BlackSheep
+application behind it."""
 
 from __future__ import annotations
 
@@ -9,17 +10,25 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from blacksheep import Application, Request, Response
+from blacksheep.server.routing import Router
 
+from service import handlers
 from service.admin import ADMIN_BASE, ADMIN_REALM, AdminApi
 from service.bearer import guarded
 from service.db import DatabaseUnavailable, OutcomeUnknown
 from service.docs_ui import docs_routes
-from service.handlers import BASE, InvestmentApi
+from service.entry import RAW, Entry
+from service.handlers import BASE
 from service.logs import configure_logging, quiet_handled_errors
 from service.metrics import Metrics
-from service.observe import observe_other_routes, observed
+from service.observe import RawRoute, observe_other_routes, observed
 from service.openapi import build_docs, describe, describe_admin
-from service.problems import Problem, problem_response
+from service.problems import (
+    INTERNAL_ERROR_DETAIL,
+    OUTCOME_UNKNOWN_DETAIL,
+    Problem,
+    problem_response,
+)
 from service.settings import Settings, load_settings
 from service.worker import Worker
 
@@ -37,15 +46,11 @@ async def _on_unavailable(app: Any, request: Request, error: DatabaseUnavailable
 
 
 async def _on_outcome_unknown(app: Any, request: Request, error: OutcomeUnknown) -> Response:
-    return problem_response(
-        "INVEST_OUTCOME_UNKNOWN",
-        "the investment was sent to the database and its answer was lost: it may or may not have"
-        " been made. Retry only with the same Idempotency-Key, or look at my investments first.",
-    )
+    return problem_response("INVEST_OUTCOME_UNKNOWN", OUTCOME_UNKNOWN_DETAIL)
 
 
 async def _on_internal_error(app: Any, request: Request, error: Exception) -> Response:
-    return problem_response("INTERNAL_ERROR", "the request could not be completed")
+    return problem_response("INTERNAL_ERROR", INTERNAL_ERROR_DETAIL)
 
 
 def _unmatched(allowed: dict[str, list[str]]) -> Callable[[Request], Awaitable[Response]]:
@@ -82,22 +87,41 @@ def _route(
     return observed(method, app, path, child, access_log)
 
 
-def configure_application(settings: Settings) -> Application:
-    app = Application(show_error_details=False)
+def _documented(name: str) -> Handler:
+    """What BlackSheep's router holds for a raw route: the route (for matching and the OpenAPI
+    description); service/entry.py serves its requests with the raw handler instead."""
+
+    async def served_raw(request: Request) -> Response:
+        raise RuntimeError(f"{name} is served by service/entry.py, not by BlackSheep")
+
+    served_raw.__name__ = name
+    return served_raw
+
+
+def configure_application(settings: Settings) -> Entry:
+    # A router of its own: BlackSheep's default one may serve one application per process.
+    app = Application(show_error_details=False, router=Router())
+    entry = Entry(app)
     metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics_enabled else None
-    api = InvestmentApi(settings, metrics)
     route = functools.partial(_route, app=app, metrics=metrics, access_log=settings.access_log)
 
-    routes: list[tuple[str, str, Handler]] = [  # (method, route template, handler)
-        ("GET", f"{BASE}/goods", api.list_goods),
-        ("POST", f"{BASE}/user/goods", api.invest),
-        ("GET", f"{BASE}/user/goods", api.my_investments),
-        ("GET", "/healthz", api.healthz),
-        ("GET", "/readyz", api.readyz),
+    # (method, route template, raw handler): the three APIs and health, answered without
+    # BlackSheep's request and response objects (service/entry.py).
+    raw_routes: list[tuple[str, str, handlers.Handler]] = [
+        ("GET", f"{BASE}/goods", handlers.list_goods),
+        ("POST", f"{BASE}/user/goods", handlers.invest),
+        ("GET", f"{BASE}/user/goods", handlers.my_investments),
+        ("GET", "/healthz", handlers.healthz),
+        ("GET", "/readyz", handlers.readyz),
     ]
+    documented: dict[handlers.Handler, Handler] = {}  # each raw handler as the router holds it
+    routes: list[tuple[str, str, Handler]] = []  # (method, route template, handler)
+    for verb, path, raw in raw_routes:
+        documented[raw] = _documented(raw.__name__)
+        routes.append((verb, path, documented[raw]))
     admin: AdminApi | None = None
     if settings.admin_token is not None:  # no token, no admin routes: 404 like any unknown path
-        admin = AdminApi(settings)
+        admin = AdminApi(settings, lambda: entry.worker)
         create_goods = guarded(admin.create_goods, ADMIN_REALM, settings.admin_token)
         change_goods = guarded(admin.change_goods, ADMIN_REALM, settings.admin_token)
         routes += [
@@ -113,27 +137,37 @@ def configure_application(settings: Settings) -> Application:
     docs_pages = docs_routes()
     routes += [("GET", path, page) for path, page in docs_pages.items()]
 
+    raw_of = {handler: raw for raw, handler in documented.items()}
+    framework_log = app.logger
     routed: dict[Handler, Handler] = {}  # each handler as the router calls it (observed)
     heads: list[Handler] = []
     allowed: dict[str, list[str]] = {}
     for verb, path, handler in routes:
-        routed[handler] = route(handler, verb, path)
-        app.router.add(verb, path, routed[handler])
-        if verb == "GET":  # HEAD answers as GET; the server (hyper) drops the body
-            heads.append(route(handler, "HEAD", path))
-            app.router.add("HEAD", path, heads[-1])
+        verbs = [verb, "HEAD"] if verb == "GET" else [verb]  # HEAD answers as GET; the server
+        for method in verbs:  # (hyper) drops the body
+            child = None if metrics is None else metrics.route(method, path)
+            routed_handler = observed(handler, app, path, child, settings.access_log)
+            if handler in raw_of:
+                served = RawRoute(raw_of[handler], path, child, settings.access_log, framework_log)
+                setattr(routed_handler, RAW, served)
+                entry.add(method, path, served)
+            app.router.add(method, path, routed_handler)
+            if method == "HEAD":
+                heads.append(routed_handler)
+            else:
+                routed[handler] = routed_handler
         if "{" not in path:
-            allowed.setdefault(path, []).extend([verb, "HEAD"] if verb == "GET" else [verb])
+            allowed.setdefault(path, []).extend(verbs)
     app.router.fallback = route(_unmatched(allowed), "ANY", "(unmatched)")
 
     docs = build_docs()
     describe(
         docs,
-        list_goods=routed[api.list_goods],
-        invest=routed[api.invest],
-        my_investments=routed[api.my_investments],
-        healthz=routed[api.healthz],
-        readyz=routed[api.readyz],
+        list_goods=routed[documented[handlers.list_goods]],
+        invest=routed[documented[handlers.invest]],
+        my_investments=routed[documented[handlers.my_investments]],
+        healthz=routed[documented[handlers.healthz]],
+        readyz=routed[documented[handlers.readyz]],
         metrics=None if scrape is None else routed[scrape],
     )
     if admin is not None:
@@ -147,20 +181,16 @@ def configure_application(settings: Settings) -> Application:
     app.exceptions_handlers[OutcomeUnknown] = _on_outcome_unknown
     app.exceptions_handlers[500] = _on_internal_error
 
-    opened: list[Worker] = []  # the one worker this process opens at start
-
     async def start(application: Application) -> None:
-        worker = Worker(settings, metrics)
-        opened.append(worker)
-        api.attach(worker)
-        if admin is not None:
-            admin.attach(worker)
+        worker = Worker(settings, metrics)  # the one worker this process opens at start
+        entry.open(worker)
         if metrics is not None:
             metrics.start(worker.db.pool.status)
 
     async def stop(application: Application) -> None:
-        while opened:
-            await opened.pop().close()
+        worker = entry.close()
+        if worker is not None:
+            await worker.close()
         if metrics is not None:
             await metrics.stop()
 
@@ -177,10 +207,10 @@ def configure_application(settings: Settings) -> Application:
     app.on_stop += stop
     app.after_start += functools.partial(observe_other_routes, route=route)
     quiet_handled_errors(app.logger, settings.log_level)
-    return app
+    return entry
 
 
-def create_app() -> Application:
+def create_app() -> Entry:
     """The granian target (factory): settings come from the environment of the worker."""
     settings = load_settings()
     configure_logging(settings.log_level)

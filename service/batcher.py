@@ -70,12 +70,6 @@ class Page(NamedTuple):
             return None
         return self.last_micros, self.last_id
 
-    @property
-    def items(self) -> str | None:
-        """The items as the handler used to get them (JSON objects joined by commas, None when
-        there is none); `body` is the same answer without a decode and an encode per page."""
-        return self.body[1:-1].decode() or None
-
 
 # The answer for a key whose first request is still unanswered in this worker.
 IN_USE = InvestRow("in_use", None, None, None, None, None, None, None)

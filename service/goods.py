@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from service.db import Database, DatabaseUnavailable
 from service.parsing import MAX_AMOUNT, MAX_GOODS_ID, parse_time
 from service.problems import Problem
+from service.shapes import STATE, TIME
 
 MAX_TITLE = 30  # investment_goods.title is varchar(30), as in the seed
 FIELDS = ("title", "total_investing_amount", "started_at", "finished_at", "status")
@@ -27,9 +28,9 @@ class Goods(NamedTuple):
     current_investing_amount: int
     investor_count: int
     status: bool
-    state: str
-    started_at: str
-    finished_at: str
+    state: Annotated[str, STATE]
+    started_at: Annotated[str, TIME]
+    finished_at: Annotated[str, TIME]
 
 
 def goods_json(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from openapidocs.v3 import (
 )
 from openapidocs.v3 import Schema as OpenApiSchema
 
-from service.goods import FIELDS, MAX_TITLE
+from service import holdings, investing
+from service.goods import FIELDS, MAX_TITLE, Goods
 from service.parsing import (
     CURSOR_PATTERN,
     KEY_PATTERN,
@@ -30,16 +31,10 @@ from service.parsing import (
     MAX_USER_ID,
 )
 from service.problems import PROBLEMS
+from service.shapes import TIME_PATTERN, schema_of
 
 Handler = Callable[..., Any]
 
-# Field ranges too (not only digits), so that what matches is a time the service parses.
-TIME_PATTERN = (
-    r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-    r"[ T]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$"
-)
-TIME = {"type": "string", "pattern": TIME_PATTERN, "example": "2021-04-02 00:00:00"}
-STATE = {"type": "string", "enum": ["recruiting", "upcoming", "sold_out", "finished", "closed"]}
 INTEGER = {"type": "integer"}
 
 
@@ -47,42 +42,10 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
     return {"type": "object", "properties": properties, "required": required or list(properties)}
 
 
-GOODS = _object(
-    {
-        "goods_id": INTEGER,
-        "title": {"type": "string"},
-        "total_investing_amount": INTEGER,
-        "current_investing_amount": INTEGER,
-        "investor_count": INTEGER,
-        "status": {"type": "boolean"},
-        "state": STATE,
-        "started_at": TIME,
-        "finished_at": TIME,
-    }
-)
-INVEST_RESULT = _object(
-    {
-        "user_id": INTEGER,
-        "goods_id": INTEGER,
-        "total_investing_amount": INTEGER,
-        "investment_amount": INTEGER,
-        "status": {"type": "boolean"},
-        "invest_date": TIME,
-        "requested_amount": INTEGER,
-        "current_investing_amount": INTEGER,
-        "state": STATE,
-        "investment_id": {"type": ["integer", "null"]},
-    }
-)
-MY_INVESTMENT = _object(
-    {
-        "goods_id": INTEGER,
-        "title": {"type": "string"},
-        "total_investing_amount": INTEGER,
-        "user_investing_amount": INTEGER,
-        "invest_date": TIME,
-    }
-)
+# Each response shape is declared once, by the module that produces it; the schemas follow.
+GOODS = schema_of(Goods)
+INVEST_RESULT = schema_of(investing.InvestResult)
+MY_INVESTMENT = schema_of(holdings.MyInvestment)
 INVEST_REQUEST = {
     "type": "object",
     "properties": {

@@ -6,6 +6,7 @@ import json
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -18,7 +19,6 @@ MAX_AMOUNT = 2**53 - 1
 MAX_PAGE = 1000
 MAX_IDEMPOTENCY_KEY = 255
 
-_DIGITS = re.compile(rb"[0-9]{1,19}")
 _PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[ T]([0-9]{2}):([0-9]{2}):([0-9]{2})")
 # Shared with the OpenAPI description (service/openapi.py), so both state the same rule.
 CURSOR_PATTERN = r"(-?[0-9]{1,19})_([0-9]{1,19})"
@@ -34,9 +34,11 @@ def parse_user_id(values: list[bytes]) -> int:
     if len(values) > 1:
         raise Problem("INVALID_USER_ID", "send exactly one X-USER-ID header")
     raw = values[0].strip()
-    if _DIGITS.fullmatch(raw) is None or not 1 <= int(raw) <= MAX_USER_ID:
+    # bytes.isdigit(): ASCII digits only, as [0-9]{1,19}; a third of a regular expression's cost
+    user_id = int(raw) if 1 <= len(raw) <= 19 and raw.isdigit() else 0
+    if not 1 <= user_id <= MAX_USER_ID:
         raise Problem("INVALID_USER_ID", "X-USER-ID must be a decimal integer in [1, 2^63-1]")
-    return int(raw)
+    return user_id
 
 
 def parse_idempotency_key(values: list[bytes]) -> str | None:
@@ -58,6 +60,8 @@ def check_json_content_type(values: list[bytes]) -> None:
     """A request body's Content-Type values: none (old clients send none), application/json or
     application/*+json, with any parameters (charset=utf-8); anything else is 415."""
     for value in values:
+        if value == b"application/json":  # what nearly every client sends: no parsing
+            continue
         media_type = value.partition(b";")[0].strip().lower()
         if not media_type:
             continue  # an empty header says no more than a missing one
@@ -119,6 +123,12 @@ def parse_invest_body(body: bytes) -> tuple[int, int]:
     if amount is None:
         raise Problem("INVALID_AMOUNT", "investmentAmount must be an integer in [1, 2^53-1]")
     return goods_id, amount
+
+
+def parse_query(raw: bytes) -> dict[str, list[str]]:
+    """A raw query string's parameters, as BlackSheep's `Request.query` reads them (so a query
+    that is not UTF-8 fails the same way on either path)."""
+    return parse_qs(raw.decode("utf8")) if raw else {}
 
 
 def parse_time(value: str, zone: ZoneInfo) -> datetime:

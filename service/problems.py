@@ -36,6 +36,11 @@ PROBLEMS: dict[str, tuple[int, str]] = {
 # Seconds a client should wait before retrying a 503 SERVICE_UNAVAILABLE (nothing was done).
 # INVEST_OUTCOME_UNKNOWN has none: a plain retry could invest twice.
 RETRY_AFTER = b"1"
+OUTCOME_UNKNOWN_DETAIL = (
+    "the investment was sent to the database and its answer was lost: it may or may not have"
+    " been made. Retry only with the same Idempotency-Key, or look at my investments first."
+)
+INTERNAL_ERROR_DETAIL = "the request could not be completed"
 
 
 class Problem(Exception):

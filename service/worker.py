@@ -1,5 +1,5 @@
-"""One worker's gateways: its database pool, readiness probe, coalescers and chores, opened once
-when the worker starts (in its own event loop) and closed when it stops."""
+"""One worker's state: its database pool, readiness probe, coalescers, list cache, use cases and
+chores, opened once when the worker starts (in its own event loop) and closed when it stops."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import logging
 
 from service.batcher import InvestBatcher, PageBatcher
 from service.db import Database, DatabaseUnavailable, key_locks_per_call
+from service.holdings import Holdings
 from service.housekeeping import forget_old_idempotency_keys
+from service.investing import Investing
+from service.listing import GoodsListing, Windows
 from service.metrics import Metrics
 from service.readiness import Readiness
 from service.settings import Settings
@@ -17,9 +20,10 @@ log = logging.getLogger("service.worker")
 
 
 class Worker:
-    """Built once in the application's start hook and handed to the handlers."""
+    """Built once in the application's start hook; the handlers reach everything through it."""
 
     def __init__(self, settings: Settings, metrics: Metrics | None) -> None:
+        self.settings = settings
         self.db = Database(settings, settings.pool_share())
         # READ_DATABASE_URL: a standby for the product list (psqlpy's smallest pool), else the same.
         self.reads = (
@@ -33,6 +37,10 @@ class Worker:
             self.db, settings, on_batch=None if metrics is None else metrics.invest_batch
         )
         self.pages = PageBatcher(self.db, settings)
+        self.windows = Windows(settings)
+        self.listing = GoodsListing(self.db, settings, metrics, self.reads)
+        self.investing = Investing(self.invests, metrics)
+        self.holdings = Holdings(self.pages)
         self._chores = [
             asyncio.create_task(
                 forget_old_idempotency_keys(
