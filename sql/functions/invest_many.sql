@@ -7,10 +7,11 @@
 -- Then the products that new requests need are locked in ascending goods_id order, the same order
 -- in every worker and instance, so calls never deadlock.
 --
--- How products are locked depends on p_lock_wait_ms. NULL (the service's shared call): SKIP
--- LOCKED, so a product row held elsewhere (an operator's transaction, another instance's call)
--- never makes this call wait; that product's requests are answered 'skipped' with nothing done,
--- and the service hands them to a call of their own. A number (that call): the products are
+-- How products are locked depends on p_lock_wait_ms. NULL (the service's shared call): a wait of
+-- at most 50 ms per row (other calls of the service hold a row for milliseconds), then SKIP
+-- LOCKED, so a product row held longer elsewhere (an operator's transaction, a stuck call)
+-- delays this call by that much at most; that product's requests are answered 'skipped' with
+-- nothing done, and the service hands them to a call of their own. A number (that call): the products are
 -- waited for, at most that many milliseconds (then the statement fails with a lock timeout and
 -- nothing is done).
 --
@@ -79,16 +80,28 @@ BEGIN
     FROM unnest(p_goods_ids, v_outcome) AS r(goods_id, outcome)
     WHERE r.outcome = 'done';
     IF p_lock_wait_ms IS NULL THEN
-        SELECT array_agg(l.goods_id) INTO v_locked
-        FROM (SELECT g.goods_id FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
-              ORDER BY g.goods_id FOR UPDATE SKIP LOCKED) l;
-        -- A plain read never waits: the products that exist but were passed over (only looked
-        -- for when fewer rows were locked than wanted: held, or no such product).
-        IF coalesce(cardinality(v_locked), 0) < coalesce(cardinality(v_wanted), 0) THEN
+        -- Other calls of the service (another worker's, another instance's) hold a product for
+        -- milliseconds: wait for them, at most 50 ms for each row (one try, in a
+        -- subtransaction). A row held longer (an operator's session, a call waiting on
+        -- something) makes that try fail; then the call locks what it can (SKIP LOCKED) and
+        -- passes the rest over.
+        v_lock_timeout := current_setting('lock_timeout');
+        BEGIN
+            PERFORM set_config('lock_timeout', '50ms', true);
+            PERFORM 1 FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
+            ORDER BY g.goods_id FOR UPDATE;
+            v_locked := v_wanted;
+        EXCEPTION WHEN lock_not_available THEN
+            SELECT array_agg(l.goods_id) INTO v_locked
+            FROM (SELECT g.goods_id FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
+                  ORDER BY g.goods_id FOR UPDATE SKIP LOCKED) l;
+            -- A plain read never waits: the products that exist but were passed over.
             SELECT array_agg(g.goods_id) INTO v_held
             FROM investment_goods g
-            WHERE g.goods_id = ANY (v_wanted) AND NOT g.goods_id = ANY (coalesce(v_locked, '{}'));
-        END IF;
+            WHERE g.goods_id = ANY (v_wanted)
+              AND NOT g.goods_id = ANY (coalesce(v_locked, '{}'));
+        END;
+        PERFORM set_config('lock_timeout', v_lock_timeout, true);
         IF v_held IS NOT NULL THEN
             SELECT array_agg(CASE WHEN r.outcome = 'done' AND r.goods_id = ANY (v_held)
                                   THEN 'skipped' ELSE r.outcome END ORDER BY r.ord)
