@@ -115,11 +115,15 @@ def _params(batch: list[Invest]) -> list[Any]:
 class _HeldProduct:
     """The requests for one product that the shared call passed over, and its own calls."""
 
-    __slots__ = ("coalescer", "unanswered")
+    __slots__ = ("coalescer", "held_until", "unanswered")
 
     def __init__(self, coalescer: Coalescer[Invest, InvestRow]) -> None:
         self.coalescer = coalescer
         self.unanswered = 0
+        # Loop time until which the product counts as held although nobody waits for it: its
+        # last call found the row still locked. Until then its requests come here directly
+        # instead of making a shared call wait for the row first.
+        self.held_until = 0.0
 
 
 class InvestBatcher:
@@ -242,7 +246,20 @@ class InvestBatcher:
     def _held_answered(self, goods_id: int, _: asyncio.Future[InvestRow]) -> None:
         product = self._held[goods_id]
         product.unanswered -= 1
-        if not product.unanswered:  # nobody left to keep the order for
+        if product.unanswered:
+            return
+        if product.held_until > self._loop.time():
+            self._loop.call_at(product.held_until, self._forget_held, goods_id, product)
+        else:  # nobody left to keep the order for
+            del self._held[goods_id]
+
+    def _forget_held(self, goods_id: int, product: _HeldProduct) -> None:
+        product_now = self._held.get(goods_id)
+        if (
+            product_now is product
+            and not product.unanswered
+            and (product.held_until <= self._loop.time())
+        ):
             del self._held[goods_id]
 
     async def _call_held(
@@ -277,6 +294,9 @@ class InvestBatcher:
                 break
         finally:
             self._wait_slots.release()
+        self._held[goods_id].held_until = (
+            self._loop.time() + self._max_wait if None in answers else 0.0
+        )
         return [self._still_held(goods_id) if answer is None else answer for answer in answers]
 
     def _still_held(self, goods_id: int) -> DatabaseUnavailable:

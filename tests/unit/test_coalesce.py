@@ -71,6 +71,14 @@ async def one_call_in_flight(
     return db, invests, in_flight
 
 
+async def until_slow(condition: Any, seconds: float = 2.0) -> None:
+    """Like until(), for a condition that waits on loop timers."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
 async def until(condition: Any) -> None:
     for _ in range(1000):
         if condition():
@@ -284,6 +292,7 @@ def test_a_held_product_still_locked_at_the_deadline_is_answered_503() -> None:
 
         async def wait_for_row(name: str, params: list[Any], *, writes: bool = False) -> Any:
             if name == "invest-wait":  # the product stays locked past the lock wait
+                db.sent.append((name, list(params[2])))
                 await asyncio.sleep(params[4] / 1000)
                 raise LockNotAvailable("invest-wait waited too long for a row lock")
             return await FakeDatabase.rows(db, name, params, writes=writes)
@@ -294,6 +303,13 @@ def test_a_held_product_still_locked_at_the_deadline_is_answered_503() -> None:
             await invests.invest(7, 1, 100)
         assert asyncio.get_running_loop().time() - started < 0.5
         assert (await invests.invest(8, 1, 100)).outcome == "done"
+        # Still held when last tried: the next request for it goes straight to its own call,
+        # no shared call waits for the row first; forgotten once DB_ACQUIRE_TIMEOUT passes.
+        assert invests.held_products == 1
+        with pytest.raises(DatabaseUnavailable, match="stayed locked"):
+            await invests.invest(7, 2, 101)
+        assert ("invest-batch", [101]) not in db.sent and ("invest-wait", [101]) in db.sent
+        await until_slow(lambda: invests.held_products == 0)
 
     asyncio.run(scenario())
 
