@@ -115,8 +115,19 @@ def recreate_database(server_url: str, name: str) -> str:
 
 
 def migrate(url: str) -> None:
-    """The service's own migrations (`python -m service migrate`), as deployments apply them."""
-    postgres.migrate(url, settings={"LOG_LEVEL": "WARNING"}, timeout=300)
+    """The service's own migrations (`python -m service migrate`), as deployments apply them;
+    BENCH_SERVICE_CHECKOUT's own when set (the schema the service under test was written for)."""
+    checkout = os.environ.get("BENCH_SERVICE_CHECKOUT")
+    if not checkout:
+        postgres.migrate(url, settings={"LOG_LEVEL": "WARNING"}, timeout=300)
+        return
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "migrate"], cwd=checkout,
+        env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"migrations of {checkout} failed:\n{done.stderr.strip()[-3000:]}")
 
 
 @contextmanager
