@@ -117,8 +117,8 @@ class _HeldProduct:
 
     __slots__ = ("coalescer", "held_until", "unanswered")
 
-    def __init__(self, coalescer: Coalescer[Invest, InvestRow]) -> None:
-        self.coalescer = coalescer
+    def __init__(self, coalescer: Callable[[_HeldProduct], Coalescer[Invest, InvestRow]]) -> None:
+        self.coalescer = coalescer(self)  # its calls are this product's
         self.unanswered = 0
         # Loop time until which the product counts as held although nobody waits for it: its
         # last call found the row still locked. Until then its requests come here directly
@@ -197,31 +197,36 @@ class InvestBatcher:
             self._keys_in_flight.discard(held)
 
     async def _call(self, batch: list[Invest]) -> list[InvestRow | asyncio.Future[InvestRow]]:
-        answers: list[InvestRow | asyncio.Future[InvestRow] | None] = [None] * len(batch)
-        sent = []
-        for n, item in enumerate(batch):
-            if item.goods_id in self._held:  # behind earlier requests for the same product
-                answers[n] = self._hand_over(item)
-            else:
-                sent.append(n)
+        """One invest_many() call for the batch, but for the products already held: those
+        requests, and the ones the call passed over, go behind the earlier requests for their
+        product, in arrival order. Only once the call has answered: when it fails (or is split
+        and retried) nothing was done and nothing was handed over, so each request is answered
+        once and performed at most once."""
+        sent = [n for n, item in enumerate(batch) if item.goods_id not in self._held]
+        rows: list[tuple[Any, ...]] = []
         if sent:
             rows = await self._db.rows(
                 "invest-batch", _params([batch[n] for n in sent]), writes=True
             )
             if len(rows) != len(sent):
                 raise RuntimeError(f"{len(rows)} answers to {len(sent)} requests")
-            for n, row in zip(sent, rows, strict=True):
-                answer = InvestRow._make(row[1:])
-                answers[n] = self._hand_over(batch[n]) if answer.outcome == "skipped" else answer
-        return answers  # type: ignore[return-value]  # every slot is filled above
+        answered = dict(zip(sent, (InvestRow._make(row[1:]) for row in rows), strict=True))
+        answers: list[InvestRow | asyncio.Future[InvestRow]] = []
+        for n, item in enumerate(batch):
+            answer = answered.get(n)
+            if answer is None or answer.outcome == "skipped":
+                answers.append(self._hand_over(item))
+            else:
+                answers.append(answer)
+        return answers
 
     def _hand_over(self, item: Invest) -> asyncio.Future[InvestRow]:
         """Queue `item` behind the earlier requests for its product, in that product's calls."""
         product = self._held.get(item.goods_id)
         if product is None:
             product = self._held[item.goods_id] = _HeldProduct(
-                Coalescer(
-                    partial(self._call_held, item.goods_id),
+                lambda held: Coalescer(
+                    partial(self._call_held, item.goods_id, held),
                     max_batch=self._settings.invest_batch_max,
                     max_waiting=self._settings.invest_queue_max,
                     max_wait=self._max_wait,
@@ -240,18 +245,19 @@ class InvestBatcher:
                 del self._held[item.goods_id]
             return future
         product.unanswered += 1
-        future.add_done_callback(partial(self._held_answered, item.goods_id))
+        future.add_done_callback(partial(self._held_answered, item.goods_id, product))
         return future
 
-    def _held_answered(self, goods_id: int, _: asyncio.Future[InvestRow]) -> None:
-        product = self._held[goods_id]
+    def _held_answered(
+        self, goods_id: int, product: _HeldProduct, _: asyncio.Future[InvestRow]
+    ) -> None:
         product.unanswered -= 1
         if product.unanswered:
             return
         if product.held_until > self._loop.time():
             self._loop.call_at(product.held_until, self._forget_held, goods_id, product)
         else:  # nobody left to keep the order for
-            del self._held[goods_id]
+            self._forget_held(goods_id, product)
 
     def _forget_held(self, goods_id: int, product: _HeldProduct) -> None:
         product_now = self._held.get(goods_id)
@@ -263,7 +269,7 @@ class InvestBatcher:
             del self._held[goods_id]
 
     async def _call_held(
-        self, goods_id: int, batch: list[Invest]
+        self, goods_id: int, product: _HeldProduct, batch: list[Invest]
     ) -> list[InvestRow | DatabaseUnavailable]:
         """One product's requests, waiting for its row until the earliest deadline among them;
         when that passes, the expired ones are answered 503 and the rest wait on."""
@@ -294,9 +300,7 @@ class InvestBatcher:
                 break
         finally:
             self._wait_slots.release()
-        self._held[goods_id].held_until = (
-            self._loop.time() + self._max_wait if None in answers else 0.0
-        )
+        product.held_until = self._loop.time() + self._max_wait if None in answers else 0.0
         return [self._still_held(goods_id) if answer is None else answer for answer in answers]
 
     def _still_held(self, goods_id: int) -> DatabaseUnavailable:

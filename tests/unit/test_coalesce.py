@@ -369,3 +369,40 @@ def test_the_queue_cap_counts_the_requests_waiting_for_a_held_product() -> None:
         assert len(await asyncio.gather(in_call, *waiting)) == 3
 
     asyncio.run(scenario())
+
+
+def test_a_refused_call_hands_a_held_products_request_over_once() -> None:
+    """A request for a product already held shares a shared call that the database refuses:
+    it is handed to its product's call only once the call has answered, so the split retry
+    neither answers it 503 while it is still made, nor makes it twice."""
+
+    async def scenario() -> None:
+        db = FakeDatabase()
+        db.held = {7}
+        invests = batcher(db)
+        first_held = asyncio.create_task(invests.invest(7, 1, 100))
+        await until(lambda: ("invest-wait", [100]) in db.sent)
+        db.hold, db.release = True, asyncio.Event()
+        busy = asyncio.create_task(invests.invest(1, 2, 5))
+        await until(lambda: ("invest-batch", [5]) in db.sent)
+        queued = [
+            asyncio.create_task(invests.invest(goods, user, amount))
+            for goods, user, amount in ((7, 3, 200), (1, 4, 13), (1, 5, 6))
+        ]
+        await until(lambda: invests._shared.waiting == 3)
+        db.refuse = 13
+        db.release.set()
+        await until(lambda: ("invest-batch", [6]) in db.sent)
+        db.unheld.set()
+        answers = await asyncio.gather(first_held, busy, *queued, return_exceptions=True)
+        assert [getattr(a, "investment_amount", type(a).__name__) for a in answers] == [
+            100,
+            5,
+            200,
+            "StatementRefused",
+            6,
+        ]
+        waited = [a for name, amounts in db.sent if name == "invest-wait" for a in amounts]
+        assert sorted(waited) == [100, 200]
+
+    asyncio.run(scenario())
