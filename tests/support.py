@@ -215,6 +215,18 @@ def hold_rows(
     return holder
 
 
+def held_product_waiters(database_url: str) -> list[int]:
+    """The service's backends waiting on a lock in a held product's own call (`invest-wait`,
+    sql/queries.sql). Not the shared call: it waits at most 50 ms for a row before passing it
+    over, and a backend seen in that window is idle in the pool a moment later."""
+    out = psql(
+        database_url,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'investment-service'"
+        " AND wait_event_type = 'Lock' AND query LIKE '%invest_many($1, $2, $3, $4, NULL, $5)%'",
+    )
+    return [int(pid) for pid in out.split()]
+
+
 def lock_waiters(database_url: str) -> int:
     """Sessions of this database waiting for a lock right now (pg_locks: not granted)."""
     return int(

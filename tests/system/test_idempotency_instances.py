@@ -15,10 +15,11 @@ from tests.support import (
     ServiceProcess,
     create_goods,
     fresh_user,
+    held_product_waiters,
     hold_rows,
     psql,
     running_service,
-    wait_for_lock_waiters,
+    wait_until,
 )
 
 pytestmark = pytest.mark.system
@@ -115,8 +116,11 @@ def test_a_retry_while_the_first_is_in_flight_is_409_on_every_instance(
                 first = asyncio.ensure_future(
                     client.post(instances[0].base_url + PATH, headers=headers, json=body)
                 )
-                # The first request holds the key once its statement waits on the locked row.
-                await asyncio.to_thread(wait_for_lock_waiters, database_url, 1)
+                # The first request holds the key once its product's own call waits on the row.
+                await asyncio.to_thread(
+                    wait_until, lambda: bool(held_product_waiters(database_url)),
+                    "the first request waiting in its product's own call",
+                )  # fmt: skip
                 assert not first.done()
                 retries = [
                     await client.post(instance.base_url + PATH, headers=headers, json=body)

@@ -14,6 +14,7 @@ from tests.load import PATH
 from tests.support import (
     create_goods,
     fresh_user,
+    held_product_waiters,
     hold_rows,
     ledger_sum,
     psql,
@@ -22,16 +23,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.system
-
-
-def waiting_backends(url: str) -> list[int]:
-    """The service's backends waiting on a lock (its invest call behind the held rows)."""
-    out = psql(
-        url,
-        "SELECT pid FROM pg_stat_activity WHERE application_name = 'investment-service'"
-        " AND wait_event_type = 'Lock'",
-    )
-    return [int(pid) for pid in out.split()]
 
 
 def test_a_call_cut_while_it_runs_answers_outcome_unknown_and_a_keyed_retry_settles_it(
@@ -56,7 +47,7 @@ def test_a_call_cut_while_it_runs_answers_outcome_unknown_and_a_keyed_retry_sett
                         )
                     )
                     deadline = time.monotonic() + 10
-                    while not (pids := waiting_backends(database_url)):
+                    while not (pids := held_product_waiters(database_url)):
                         assert time.monotonic() < deadline, "the invest call never waited"
                         await asyncio.sleep(0.05)
                     # A plain request queued behind the call in flight goes in the next call.
@@ -157,7 +148,7 @@ def test_a_full_queue_answers_503_at_once_with_retry_after(database_url: str) ->
 
                     first = invest(users[0])
                     deadline = time.monotonic() + 10
-                    while not waiting_backends(database_url):
+                    while not held_product_waiters(database_url):
                         assert time.monotonic() < deadline, "the invest call never waited"
                         await asyncio.sleep(0.05)
                     more = [invest(user) for user in users[1:]]
@@ -165,7 +156,7 @@ def test_a_full_queue_answers_503_at_once_with_retry_after(database_url: str) ->
                     done, _ = await asyncio.wait(
                         more, timeout=2.5, return_when=asyncio.ALL_COMPLETED
                     )
-                    still_stuck = bool(waiting_backends(database_url))
+                    still_stuck = bool(held_product_waiters(database_url))
                     refused = [task.result() for task in done]
                     served = await asyncio.gather(first, *(t for t in more if t not in done))
                     return refused, list(served), still_stuck
