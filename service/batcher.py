@@ -203,14 +203,8 @@ class InvestBatcher:
         and retried) nothing was done and nothing was handed over, so each request is answered
         once and performed at most once."""
         sent = [n for n, item in enumerate(batch) if item.goods_id not in self._held]
-        rows: list[tuple[Any, ...]] = []
-        if sent:
-            rows = await self._db.rows(
-                "invest-batch", _params([batch[n] for n in sent]), writes=True
-            )
-            if len(rows) != len(sent):
-                raise RuntimeError(f"{len(rows)} answers to {len(sent)} requests")
-        answered = dict(zip(sent, (InvestRow._make(row[1:]) for row in rows), strict=True))
+        rows = await self._invest_rows("invest-batch", [batch[n] for n in sent]) if sent else []
+        answered = dict(zip(sent, rows, strict=True))
         answers: list[InvestRow | asyncio.Future[InvestRow]] = []
         for n, item in enumerate(batch):
             answer = answered.get(n)
@@ -288,20 +282,25 @@ class InvestBatcher:
                     break
                 wait_ms = math.ceil((min(batch[n].deadline for n in waiting) - now) * 1000)
                 try:
-                    rows = await self._db.rows(
-                        "invest-wait", [*_params([batch[n] for n in waiting]), wait_ms], writes=True
+                    rows = await self._invest_rows(
+                        "invest-wait", [batch[n] for n in waiting], wait_ms
                     )
                 except LockNotAvailable:
                     continue  # the earliest deadline passed; nothing was done
-                if len(rows) != len(waiting):
-                    raise RuntimeError(f"{len(rows)} answers to {len(waiting)} requests")
                 for n, row in zip(waiting, rows, strict=True):
-                    answers[n] = InvestRow._make(row[1:])
+                    answers[n] = row
                 break
         finally:
             self._wait_slots.release()
         product.held_until = self._loop.time() + self._max_wait if None in answers else 0.0
         return [self._still_held(goods_id) if answer is None else answer for answer in answers]
+
+    async def _invest_rows(self, name: str, batch: list[Invest], *more: Any) -> list[InvestRow]:
+        """invest_many()'s answer rows to `batch` through statement `name`, in batch order."""
+        rows = await self._db.rows(name, [*_params(batch), *more], writes=True)
+        if len(rows) != len(batch):
+            raise RuntimeError(f"{len(rows)} answers to {len(batch)} requests")
+        return [InvestRow._make(row[1:]) for row in rows]
 
     def _still_held(self, goods_id: int) -> DatabaseUnavailable:
         return DatabaseUnavailable(
