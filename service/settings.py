@@ -133,11 +133,12 @@ class Settings:
         need."""
         if self.list_loads_max:
             return self.list_loads_max
-        taken = (
-            self.invest_calls_in_flight + self.invest_wait_calls + self.read_calls_in_flight
-            + CHORE_CONNECTIONS
-        )  # fmt: skip
-        return max(1, self.pool_share() - taken)
+        return max(1, self.pool_share() - self.reserved_connections() - CHORE_CONNECTIONS)
+
+    def reserved_connections(self) -> int:
+        """Connections of a worker's pool that invests (the shared call and the calls waiting
+        for held products) and my-investments pages may hold at once."""
+        return self.invest_calls_in_flight + self.invest_wait_calls + self.read_calls_in_flight
 
     def connections_per_worker(self) -> int:
         """granian's backpressure: SERVER_BACKPRESSURE, else every request the worker's queues
@@ -320,10 +321,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"DB_POOL_SIZE ({settings.db_pool_size}) must be at least twice WORKERS"
             f" ({settings.workers}): each worker's pool needs 2 connections (psqlpy's minimum)"
         )
-    room = (
-        settings.pool_share() - settings.invest_calls_in_flight - settings.invest_wait_calls
-        - settings.read_calls_in_flight
-    )  # fmt: skip
+    room = settings.pool_share() - settings.reserved_connections()
     if settings.list_loads_max > max(1, room):
         raise SettingsError(
             f"LIST_LOADS_MAX ({settings.list_loads_max}) must leave the connections invests"
