@@ -75,19 +75,15 @@ def serve_floor(settings: Any, interface: str, server: Callable[..., Any] | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    from service.logs import configure_logging
-    from service.settings import SettingsError, load_settings
+    from service.__main__ import settings_for_command
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] not in INTERFACES:
         print(f"usage: python -m bench.floor {'|'.join(INTERFACES)}", file=sys.stderr)
         return 2
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        print(f"invalid setting: {error}", file=sys.stderr)
+    settings = settings_for_command()
+    if settings is None:
         return 2
-    configure_logging(settings.log_level)
     serve_floor(settings, args[0])
     return 0
 

@@ -413,12 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-running", action="store_true", help="leave the restored server running"
     )
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        print(f"invalid setting: {error}", file=sys.stderr)
+    settings = settings_for_command()
+    if settings is None:
         return 2
-    configure_logging(settings.log_level)
     if args.command == "run":
         try:
             return run(settings, migrate=not args.no_migrate)
@@ -466,6 +463,18 @@ def main(argv: list[str] | None = None) -> int:
         log.error("migrate failed: %s", error)
         return leave(1)
     return leave(0)
+
+
+def settings_for_command() -> Settings | None:
+    """The settings from the environment, with logging configured; None (the reason printed as
+    one line on stderr) when a setting is invalid: the command exits 2."""
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"invalid setting: {error}", file=sys.stderr)
+        return None
+    configure_logging(settings.log_level)
+    return settings
 
 
 def leave(code: int) -> int:
