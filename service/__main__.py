@@ -1,6 +1,6 @@
 """Command line: `python -m service run|migrate|preflight|goods|verify|backup|restore` (run =
 migrate, demo data when embedded, start-up checks, serve; goods = product administration,
-service/goods.py; backup/restore: service/backup.py)."""
+service/goods.py; backup/restore: service/ops/backup.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from service.logs import GRANIAN_LOG_CONFIG, configure_logging
 from service.settings import Settings, SettingsError, child_environment, load_settings, redact
 
 if TYPE_CHECKING:
-    from service.embedded import EmbeddedPostgres
+    from service.ops.embedded import EmbeddedPostgres
 
 log = logging.getLogger("service")
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,9 +35,9 @@ EMBEDDED_SERVICE_USER = "investment_app"  # trust-authenticated, loopback only, 
 async def _prepare(settings: Settings, demo: bool, create_login: bool) -> None:
     """Migrate as the owner; then make DATABASE_URL's user a member of the service role (or, when
     it is the owner, able to SET ROLE to it)."""
-    from service.demo import load_demo_data
-    from service.migrations import migrate
-    from service.roles import grant_service_role
+    from service.ops.demo import load_demo_data
+    from service.ops.migrations import migrate
+    from service.ops.roles import grant_service_role
 
     owner = settings.owner_url
     assert owner is not None and settings.database_url is not None
@@ -55,8 +55,8 @@ async def _preflight(settings: Settings) -> int:
     owner DATABASE_URL serves as investment_service unless ALLOW_PRIVILEGED_SERVICE=true."""
     import orjson
 
-    from service.durability import connect_as_service, judge, read_durability
-    from service.roles import read_privileges, refusal, session_role
+    from service.ops.durability import connect_as_service, judge, read_durability
+    from service.ops.roles import read_privileges, refusal, session_role
 
     login = dataclasses.replace(settings, db_session_role=None)
     try:
@@ -135,7 +135,7 @@ def metrics_directory(settings: Settings) -> Iterator[None]:
 async def _verify(url: str) -> int:
     import orjson
 
-    from service.verify import verify
+    from service.ops.verify import verify
 
     try:
         found, summary = await verify(url)
@@ -231,7 +231,7 @@ def run(settings: Settings, migrate: bool = True) -> int:
     """Serve; first migrate (and start the embedded database when there is no DATABASE_URL).
     Without `migrate` the database must be migrated already: a rolling deploy, or instances
     behind PgBouncer, whose transaction pooling cannot hold the migrations' session lock."""
-    from service.embedded import port_in_use
+    from harness.sockets import port_in_use
 
     embedded = None
     if settings.database_url is None and not migrate:
@@ -242,7 +242,7 @@ def run(settings: Settings, migrate: bool = True) -> int:
             f"port {settings.port} on {settings.host} is taken: set PORT to a free port"
         )
     if settings.database_url is None:
-        from service.embedded import EmbeddedPostgres
+        from service.ops.embedded import EmbeddedPostgres
 
         data_dir = Path(settings.embedded_pg_data or DEFAULT_DATA_DIR)
         archive = settings.embedded_pg_archive
@@ -321,8 +321,8 @@ def restore_command(settings: Settings, args: argparse.Namespace) -> int:
     """`python -m service restore`: restore, start, verify the ledger, report (and stop)."""
     from datetime import datetime
 
-    from service.backup import BackupError, restore
-    from service.embedded import free_port
+    from harness.sockets import free_port
+    from service.ops.backup import BackupError, restore
 
     target = None
     if args.time != "latest":
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         finally:
             if args.stop_embedded is not None:
-                from service.embedded import EmbeddedPostgres
+                from service.ops.embedded import EmbeddedPostgres
 
                 EmbeddedPostgres(args.stop_embedded, settings.embedded_pg_port).stop()
         return 0
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.owner_url is None:
             print("MIGRATION_DATABASE_URL or DATABASE_URL is required", file=sys.stderr)
             return 2
-        from service.backup import BackupError, base_backup, describe
+        from service.ops.backup import BackupError, base_backup, describe
 
         try:
             print(describe(base_backup(settings.owner_url, args.into)))

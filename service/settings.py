@@ -98,7 +98,7 @@ class Settings:
     # requests run as investment_service: db_session_role).
     allow_privileged_service: bool = False
     # The role every request session takes (`-c role=...`): decided at start by the preflight
-    # (service/roles.py session_role), handed to the workers; None: DATABASE_URL's own role.
+    # (service/ops/roles.py session_role), handed to the workers; None: DATABASE_URL's own role.
     db_session_role: str | None = None
     metrics_token: str | None = field(default=None, repr=False)
     # Where the workers' metric files go (prometheus-client reads it too); None: `run` makes one.
