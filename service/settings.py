@@ -42,7 +42,7 @@ def redact(text: str) -> str:
 
 
 # Settings a serving process never gets: the owner's credentials are for the children that
-# migrate (service/__main__.py), not for the processes that answer requests.
+# migrate (service/ops/start.py), not for the processes that answer requests.
 OWNER_ONLY = frozenset({"MIGRATION_DATABASE_URL"})
 
 
