@@ -3,7 +3,7 @@ the service's own serve() with only the application swapped.
 
     python -m bench.floor asgi|rsgi    # HOST, PORT, WORKERS, … read as `python -m service run` does
 
-serve() (service/__main__.py) builds `granian.Granian(...)` when it is called; the floor runs it
+serve() (service/ops/serving.py) builds `granian.Granian(...)` when it is called; the floor runs it
 with that class replaced by one that changes the target and the interface and keeps every other
 option (workers, loop, HTTP/1 settings, runtime mode and threads, backlog, …), so the floor
 follows the service's server settings without a second copy of them. Any path answers 200 with
@@ -61,7 +61,7 @@ def serve_floor(settings: Any, interface: str, server: Callable[..., Any] | None
     import granian
     from granian.constants import Interfaces
 
-    from service.__main__ import serve
+    from service.ops.serving import serve
 
     service_server = server or granian.Granian
 
@@ -75,7 +75,7 @@ def serve_floor(settings: Any, interface: str, server: Callable[..., Any] | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    from service.__main__ import settings_for_command
+    from service.ops.cli import settings_for_command
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] not in INTERFACES:

@@ -22,7 +22,8 @@ from typing import Any
 import psutil
 
 from harness import ROOT
-from harness.processes import free_port, stop_process
+from harness.processes import stop_process
+from harness.sockets import free_port
 
 LOCUSTFILE = ROOT / "bench" / "locustfile.py"
 CPU_SATURATED = 90.0  # percent of one core, locust's own threshold

@@ -58,8 +58,9 @@ IDLE_PREFIXES = ("pthread_cond", "__futex", "futex", "clock_nanosleep", "__GI___
 
 
 def _request_path(path: str) -> bool:
-    """The service's request-time code (its launcher, service/__main__.py, is on every stack)."""
-    return path.startswith("service/") and not path.startswith("service/__main__")
+    """The service's request-time code: service/ without its launcher (service/__main__.py and
+    service/ops/, on every stack) and the other operations."""
+    return path.startswith("service/") and not path.startswith(("service/__main__", "service/ops/"))
 
 
 def hot_spots(speedscope: Path, skip_pid: int, top: int = 12) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from deploy.cluster import down, up
 from deploy.config import ClusterConfig
 from harness import ROOT
 from harness.postgres import pg_tool, psql, with_database
-from service.embedded import free_port, port_in_use
+from harness.sockets import free_port, port_in_use
 
 PATH = "/v1/api/investment/user/goods"
 LOCAL = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -26,8 +26,8 @@ from typing import Any
 
 from bench.limits import run_wrk, wrk_script
 from bench.target import DEFAULT_SERVER, psql, recreate_database
-from harness.processes import free_port
-from service.roles import with_user
+from harness.sockets import free_port
+from service.ops.roles import with_user
 
 SERVICE_USER, SERVICE_PASSWORD = "investment_app", "investment-app-test"
 

@@ -146,7 +146,8 @@ def bench_database(database_url: str | None, name: str = "bench") -> Iterator[st
         url = recreate_database(server, name)
         yield url
         return
-    from service.embedded import EmbeddedPostgres, free_port
+    from harness.sockets import free_port
+    from service.ops.embedded import EmbeddedPostgres
 
     WORK.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix="pg-", dir=WORK))

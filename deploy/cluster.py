@@ -34,7 +34,7 @@ from deploy.tools import (
     pgbouncer_version,
     program,
 )
-from service.embedded import port_in_use
+from harness.sockets import port_in_use
 from service.settings import redact
 
 

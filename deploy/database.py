@@ -13,7 +13,7 @@ from typing import Any
 from deploy.config import ClusterConfig, ClusterError, log
 from deploy.state import save
 from harness import postgres
-from service.embedded import port_in_use
+from harness.sockets import port_in_use
 
 LOCAL_POSTGRES = ("127.0.0.1", 5432)
 LOCAL_DATABASE = "investment_cluster"
@@ -43,7 +43,7 @@ def open_database(config: ClusterConfig, state: dict[str, Any]) -> tuple[str, bo
     local = _local_database()
     if local is not None:
         return local, True
-    from service.embedded import EmbeddedPostgres
+    from service.ops.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres(config.runtime / "postgres", config.embedded_pg_port)
     state["embedded"] = {"data_dir": str(server.data_dir), "port": server.port}
@@ -67,7 +67,7 @@ def stop_embedded(data_dir: Path, timeout: float = 30.0) -> None:
 def service_url(owner_url: str) -> str:
     """The same database as the service's least-privileged login (SERVICE_USER, no password:
     the local servers trust loopback; sql/migrations/006_service_role.sql)."""
-    from service.roles import with_user
+    from service.ops.roles import with_user
 
     return with_user(owner_url, SERVICE_USER)
 

@@ -15,7 +15,7 @@ def pg_tool(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    from service.embedded import POSTGRES_BIN_PATH
+    from service.ops.embedded import POSTGRES_BIN_PATH
 
     return str(POSTGRES_BIN_PATH / name)
 

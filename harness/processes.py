@@ -18,12 +18,11 @@ from types import TracebackType
 from typing import Self
 
 from harness import ROOT
-from service.embedded import free_port
+from harness.sockets import free_port
 
 __all__ = [
     "NotReady",
     "ServiceProcess",
-    "free_port",
     "http_status",
     "service_command",
     "spawn",

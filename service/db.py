@@ -47,12 +47,12 @@ _LOCK_TIMEOUT = "canceling statement due to lock timeout"
 def connection_options(settings: Settings) -> str:
     """Session settings every connection starts with: the display zone, a statement bound,
     commits that return only once their WAL is flushed (an acknowledged investment survives a
-    crash, whatever the server's or the role's default; service/durability.py checks the rest),
+    crash, whatever the server's or the role's default; service/ops/durability.py checks the rest),
     and generic plans: the statements' plans do not depend on their parameters, and planning
     them anew for each call (PostgreSQL's default for the first calls and whenever a custom plan
     looks cheaper) cost more CPU than running them (invest_many at 1 request per call: 1,273 µs
     of PostgreSQL CPU with custom plans, 543 µs generic); and DB_SESSION_ROLE, the role a
-    superuser or owner DATABASE_URL serves as (service/roles.py `session_role`)."""
+    superuser or owner DATABASE_URL serves as (service/ops/roles.py `session_role`)."""
     statement_ms = max(1, int(settings.db_statement_timeout * 1000))
     options = (
         f"-c TimeZone={settings.timezone} -c statement_timeout={statement_ms}"
@@ -182,7 +182,7 @@ async def key_locks_per_call(database: Database) -> int:
     """The server's key_lock_budget(), read once at start (sql/queries.sql `lock-table-settings`).
 
     With PostgreSQL's default max_locks_per_transaction (64) a call carries 48 keyed requests;
-    the embedded server starts with 512 (service/embedded.py): 496, nearly INVEST_BATCH_MAX."""
+    the embedded server starts with 512 (service/ops/embedded.py): 496, nearly INVEST_BATCH_MAX."""
     [(per_transaction, connections, prepared)] = await database.rows("lock-table-settings")
     budget = key_lock_budget(per_transaction)
     log.info(

@@ -42,7 +42,7 @@ def redact(text: str) -> str:
 
 
 # Settings a serving process never gets: the owner's credentials are for the children that
-# migrate (service/__main__.py), not for the processes that answer requests.
+# migrate (service/ops/start.py), not for the processes that answer requests.
 OWNER_ONLY = frozenset({"MIGRATION_DATABASE_URL"})
 
 
@@ -98,7 +98,7 @@ class Settings:
     # requests run as investment_service: db_session_role).
     allow_privileged_service: bool = False
     # The role every request session takes (`-c role=...`): decided at start by the preflight
-    # (service/roles.py session_role), handed to the workers; None: DATABASE_URL's own role.
+    # (service/ops/roles.py session_role), handed to the workers; None: DATABASE_URL's own role.
     db_session_role: str | None = None
     metrics_token: str | None = field(default=None, repr=False)
     # Where the workers' metric files go (prometheus-client reads it too); None: `run` makes one.

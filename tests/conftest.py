@@ -20,7 +20,7 @@ def postgres_server() -> Iterator[str]:
     if given:
         yield given
         return
-    from service.embedded import EmbeddedPostgres
+    from service.ops.embedded import EmbeddedPostgres
 
     (ROOT / ".data").mkdir(exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix="test-pg-", dir=ROOT / ".data"))

@@ -16,7 +16,7 @@ from harness import ROOT as ROOT
 from harness import postgres as _postgres
 from harness import processes as _processes
 from harness.postgres import pg_tool, psql
-from harness.processes import free_port as free_port
+from harness.sockets import free_port as free_port
 
 
 def new_database(server_url: str) -> str:
@@ -39,7 +39,7 @@ SERVICE_PASSWORD = "investment-app-test"
 
 def service_url(owner_url: str) -> str:
     """The same database, as the service's role instead of the owner."""
-    from service.roles import with_user
+    from service.ops.roles import with_user
 
     return with_user(owner_url, SERVICE_USER, SERVICE_PASSWORD)
 

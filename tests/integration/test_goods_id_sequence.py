@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from service.migrations import migrate
+from service.ops.migrations import migrate
 from service.sql import Repeatable, repeatables
 from tests.support import migrated_database, psql, service_url
 

@@ -15,7 +15,7 @@ from psqlpy import ConnectionPool, Transaction
 from psqlpy.exceptions import Error as PsqlpyError
 
 from service.db import INVEST_MANY_OWN_LOCKS, Database, key_locks_per_call
-from service.embedded import EmbeddedPostgres
+from service.ops.embedded import EmbeddedPostgres
 from service.settings import Settings
 from tests.support import (
     ROOT,

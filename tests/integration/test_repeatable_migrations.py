@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from service.migrations import MigrationError, migrate
+from service.ops.migrations import MigrationError, migrate
 from service.sql import Repeatable, repeatables
 from tests.support import migrated_database, psql
 

@@ -1,4 +1,4 @@
-"""The backup drill (service/backup.py): a base backup, keyed invests through the service, a noted
+"""The backup drill (service/ops/backup.py): a base backup, keyed invests through the service, a noted
 moment, more invests; restored to that moment into a fresh data directory, the ledger verifies
 and holds exactly the investments acknowledged before it. Restored to the end of the archive, it
 holds them all."""
@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.backup import base_backup, restore
-from service.embedded import EmbeddedPostgres
+from service.ops.backup import base_backup, restore
+from service.ops.embedded import EmbeddedPostgres
 from tests.support import (
     ROOT,
     create_goods,

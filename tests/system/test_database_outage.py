@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.embedded import EmbeddedPostgres
+from service.ops.embedded import EmbeddedPostgres
 from tests.load import check_ledger, drive, make_orders
 from tests.support import (
     ROOT,

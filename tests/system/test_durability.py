@@ -1,4 +1,4 @@
-"""Durability is checked at start (service/durability.py): a server that could lose acknowledged
+"""Durability is checked at start (service/ops/durability.py): a server that could lose acknowledged
 commits (fsync=off) is refused, unless ALLOW_UNSAFE_DURABILITY=true, which warns at every start."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.embedded import EmbeddedPostgres
+from service.ops.embedded import EmbeddedPostgres
 from tests.support import ROOT, ServiceProcess, free_port, migrate, psql, running_service
 
 pytestmark = pytest.mark.system

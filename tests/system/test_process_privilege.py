@@ -14,7 +14,7 @@ import pytest
 from harness.processes import ServiceProcess as BareServiceProcess
 from harness.processes import service_command
 from service.db import open_pool
-from service.roles import url_user, with_user
+from service.ops.roles import url_user, with_user
 from service.settings import load_settings
 from tests.support import (
     SERVICE_PASSWORD,

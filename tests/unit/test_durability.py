@@ -1,4 +1,4 @@
-"""The durability verdict (service/durability.py): which server settings lose acknowledged commits."""
+"""The durability verdict (service/ops/durability.py): which server settings lose acknowledged commits."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.durability import durability_problems, judge
-from service.embedded import EmbeddedPostgres
+from service.ops.durability import durability_problems, judge
+from service.ops.embedded import EmbeddedPostgres
 from service.settings import load_settings
 
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
@@ -34,7 +34,7 @@ def test_an_unreadable_setting_is_a_problem() -> None:
 
 def test_unsafe_is_refused_unless_overridden_then_warned(caplog: pytest.LogCaptureFixture) -> None:
     unsafe = {**DURABLE, "fsync": "off"}
-    with caplog.at_level(logging.WARNING, logger="service.durability"):
+    with caplog.at_level(logging.WARNING, logger="service.ops.durability"):
         assert judge(load_settings({}), unsafe) is False
         assert "refusing to serve: fsync=off" in caplog.text
         caplog.clear()

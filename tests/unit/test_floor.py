@@ -14,7 +14,7 @@ import pytest
 from granian.constants import Interfaces
 
 from bench import floor
-from service.__main__ import serve
+from service.ops.serving import serve
 from service.settings import load_settings
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.db import INVEST_MANY_OWN_LOCKS, key_lock_budget
-from service.embedded import EmbeddedPostgres
+from service.ops.embedded import EmbeddedPostgres
 from service.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""Which role the request sessions take (service/roles.py session_role, service/db.py options),
+"""Which role the request sessions take (service/ops/roles.py session_role, service/db.py options),
 and log lines that quote a database URL without its password (service/logs.py)."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from service.backup import libpq_target
 from service.db import connection_options
 from service.logs import JsonFormatter
-from service.roles import SERVICE_GROUP, Privileges, session_role
+from service.ops.backup import libpq_target
+from service.ops.roles import SERVICE_GROUP, Privileges, session_role
 from service.settings import load_settings
 
 SUPERUSER = Privileges(superuser=True, alters_ledger=True)

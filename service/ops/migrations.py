@@ -11,7 +11,7 @@ import psqlpy.exceptions
 
 from service.sql import Migration, Repeatable, migrations, repeatables
 
-log = logging.getLogger("service.migrations")
+log = logging.getLogger("service.ops.migrations")
 
 # Any constant works; it only has to be the same for every instance of this service.
 MIGRATION_LOCK = 7_202_104_021

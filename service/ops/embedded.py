@@ -12,13 +12,14 @@ import os
 import pwd
 import shlex
 import shutil
-import socket
 import stat
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-log = logging.getLogger("service.embedded")
+from harness.sockets import port_in_use
+
+log = logging.getLogger("service.ops.embedded")
 
 
 def _bin_path() -> Path:
@@ -33,20 +34,6 @@ POSTGRES_BIN_PATH = _bin_path()
 
 # PostgreSQL refuses to run as root; as root the server runs as this system user.
 SYSTEM_USER = "embedded_postgres"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_in_use(host: str, port: int, timeout: float = 0.2) -> bool:
-    """Something accepts TCP connections on host:port."""
-    with socket.socket() as sock:
-        sock.settimeout(timeout)
-        return sock.connect_ex((host, port)) == 0
 
 
 def run_program(
@@ -102,7 +89,7 @@ class EmbeddedPostgres:
 
     def server_settings(self) -> dict[str, str]:
         """Durable by default: fsync and synchronous_commit on, full page writes (the service
-        refuses to serve otherwise, service/durability.py). max_locks_per_transaction 512 instead
+        refuses to serve otherwise, durability.py). max_locks_per_transaction 512 instead
         of 64: an invest call holds one lock per Idempotency-Key until it commits, and the lock
         table's size bounds the keys per call (service/db.py key_lock_budget): 496 rather than 48,
         so a full call (INVEST_BATCH_MAX, 500) of keyed requests is one call, not eleven. It costs

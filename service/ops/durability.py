@@ -11,7 +11,7 @@ import psqlpy
 from service.db import connection_options
 from service.settings import Settings
 
-log = logging.getLogger("service.durability")
+log = logging.getLogger("service.ops.durability")
 
 # setting -> the values under which a commit the service acknowledged can be lost in a crash:
 # fsync=off (WAL and data may never reach the disk), synchronous_commit=off (the commit returns

@@ -12,10 +12,10 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import psqlpy
 import psqlpy.exceptions
 
-from service.migrations import MIGRATION_LOCK
+from service.ops.migrations import MIGRATION_LOCK
 from service.settings import Settings, redact
 
-log = logging.getLogger("service.roles")
+log = logging.getLogger("service.ops.roles")
 
 SERVICE_GROUP = "investment_service"
 

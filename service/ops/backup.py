@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from service.embedded import EmbeddedPostgres, run_program
-from service.roles import url_user, with_user
+from service.ops.embedded import EmbeddedPostgres, run_program
+from service.ops.roles import url_user, with_user
 
 
 class BackupError(RuntimeError):
@@ -80,7 +80,7 @@ def prepare_restore(backup: Path, archive: Path, data_dir: Path, target_time: st
         settings["recovery_target_time"] = target_time
         settings["recovery_target_inclusive"] = "true"
     with (data_dir / "postgresql.auto.conf").open("a") as conf:
-        conf.write("\n# written by service/backup.py: point-in-time restore\n")
+        conf.write("\n# written by service/ops/backup.py: point-in-time restore\n")
         for name, value in settings.items():
             conf.write(f"{name} = '{value.replace(chr(39), chr(39) * 2)}'\n")
     (data_dir / "recovery.signal").touch()

@@ -1,0 +1,123 @@
+"""The commands that act on a database and exit: `goods` (product administration, the use cases of
+service/goods.py), `verify` (the ledger verifier, verify.py), `backup` and `restore` (backup.py).
+Each returns its exit code and says why it failed in one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from service.settings import Settings, redact
+
+
+def goods_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`python -m service goods add|close|list` (service/goods.py): 0 done, 1 refused (unknown
+    product, total below invested, database), 2 invalid input."""
+    import orjson
+
+    from service.db import DatabaseUnavailable
+    from service.problems import Problem
+
+    try:
+        products = asyncio.run(_goods(settings, args))
+    except Problem as problem:
+        print(f"{problem.code}: {problem.detail}", file=sys.stderr)
+        return 2 if problem.status == 400 else 1
+    except DatabaseUnavailable as error:
+        print(f"SERVICE_UNAVAILABLE: {redact(str(error))}", file=sys.stderr)
+        return 1
+    for product in products:
+        sys.stdout.buffer.write(orjson.dumps(product) + b"\n")
+    return 0
+
+
+async def _goods(settings: Settings, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from service.db import Database
+    from service.goods import close_goods, create_goods, list_all_goods, validate_goods
+
+    db = Database(settings, 2)  # psqlpy wants a pool of at least 2
+    try:
+        if args.goods_command == "add":
+            values = {"title": args.title, "total_investing_amount": args.total,
+                      "started_at": args.start, "finished_at": args.finish}  # fmt: skip
+            return [await create_goods(db, validate_goods(values, settings.zone, create=True))]
+        if args.goods_command == "close":
+            return [await close_goods(db, args.goods_id)]
+        return await list_all_goods(db)
+    finally:
+        db.close()
+
+
+def verify_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`python -m service verify`: 0 no violation, 1 violations (one JSON line each), 2 could not
+    verify."""
+    assert settings.database_url is not None
+    return asyncio.run(_verify(settings.database_url))
+
+
+async def _verify(url: str) -> int:
+    import orjson
+
+    from service.ops.verify import verify
+
+    try:
+        found, summary = await verify(url)
+    except Exception as error:  # no database, no schema: not a verdict on the ledger
+        print(f"could not verify: {redact(str(error))}", file=sys.stderr)
+        return 2
+    for violation in found:
+        print(orjson.dumps(violation).decode())
+    print(orjson.dumps({"violations": len(found), **summary}).decode())
+    return 1 if found else 0
+
+
+def backup_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`python -m service backup [--into DIR]` of the owner's database: 0 done, 1 failed."""
+    if settings.owner_url is None:
+        print("MIGRATION_DATABASE_URL or DATABASE_URL is required", file=sys.stderr)
+        return 2
+    from service.ops.backup import BackupError, base_backup, describe
+
+    try:
+        print(describe(base_backup(settings.owner_url, args.into)))
+    except BackupError as error:
+        print(f"backup failed: {redact(str(error))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def restore_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`python -m service restore`: restore, start, verify the ledger, report (and stop)."""
+    from datetime import datetime
+
+    from harness.sockets import free_port
+    from service.ops.backup import BackupError, restore
+
+    target = None
+    if args.time != "latest":
+        try:
+            moment = datetime.fromisoformat(args.time)
+        except ValueError:
+            print(
+                f"--time must be YYYY-MM-DD HH:MM:SS or latest, got {args.time!r}", file=sys.stderr
+            )
+            return 2
+        target = (moment if moment.tzinfo else moment.replace(tzinfo=settings.zone)).isoformat()
+    try:
+        server = restore(args.backup, args.archive, args.data_dir, target, args.port or free_port())
+    except BackupError as error:
+        print(f"restore failed: {redact(str(error))}", file=sys.stderr)
+        return 1
+    try:
+        code = asyncio.run(_verify(server.url))
+        print(f"restored to {target or 'the end of the archive'} in {server.data_dir}")
+        if args.keep_running:
+            print(f"running at {server.url}")
+        else:
+            print(f"serve it with: EMBEDDED_PG_DATA={server.data_dir} just run")
+    finally:
+        if not args.keep_running:
+            server.stop()
+    return code

@@ -1,0 +1,48 @@
+"""The house: the request path (service/) never imports operations (service/ops/), which only the
+command line (service/__main__.py) starts; and every package is in the installed distribution."""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+from harness import ROOT
+
+SERVICE = ROOT / "service"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, at its top or inside a function (`from a import b`: a and a.b)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_request_path_never_imports_operations() -> None:
+    request_path = [p for p in SERVICE.glob("*.py") if p.name != "__main__.py"]
+    assert len(request_path) > 20
+    leaks = {
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in request_path
+        for module in imported_modules(path)
+        if module == "service.ops" or module.startswith("service.ops.")
+    }
+    assert not leaks
+
+
+def test_every_package_is_installed() -> None:
+    declared = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    packages = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("service", "harness")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert packages == declared
