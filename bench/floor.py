@@ -56,6 +56,19 @@ async def rsgi(scope: Any, protocol: Any) -> None:
 def serve_floor(settings: Any, interface: str, server: Callable[..., Any] | None = None) -> None:
     """The service's serve() running the `interface` floor app instead of the service; `server`
     is the class serve() would have used (granian's, unless a test records the options)."""
+    serve_instead(settings, f"bench.floor:{interface}", interface, factory=False, server=server)
+
+
+def serve_instead(
+    settings: Any,
+    target: str,
+    interface: str,
+    *,
+    factory: bool,
+    server: Callable[..., Any] | None = None,
+) -> None:
+    """The service's serve() with granian's target and interface swapped, every other option
+    kept (also bench/rsgi_probe.py's way to serve)."""
     from unittest.mock import patch
 
     import granian
@@ -65,12 +78,12 @@ def serve_floor(settings: Any, interface: str, server: Callable[..., Any] | None
 
     service_server = server or granian.Granian
 
-    def floor_server(target: str, **options: Any) -> Any:
-        options.update(factory=False, interface=Interfaces(interface))
-        return service_server(f"bench.floor:{interface}", **options)
+    def swapped_server(_target: str, **options: Any) -> Any:
+        options.update(factory=factory, interface=Interfaces(interface))
+        return service_server(target, **options)
 
-    # patch.object restores granian.Granian afterwards; the floor process serves nothing else.
-    with patch.object(granian, "Granian", floor_server):
+    # patch.object restores granian.Granian afterwards; the process serves nothing else.
+    with patch.object(granian, "Granian", swapped_server):
         serve(settings)
 
 

@@ -188,7 +188,10 @@ class Service(ServiceProcess):
         # BENCH_SERVICE_CHECKOUT: serve another checkout's code (an earlier commit's worktree),
         # to set it against this one in the same protocol (docs/performance.md).
         checkout = os.environ.get("BENCH_SERVICE_CHECKOUT")
-        if checkout:
+        if os.environ.get("BENCH_SERVER") == "rsgi-probe":  # an experiment: bench/rsgi_probe.py
+            self.process = spawn((sys.executable, "-m", "bench.rsgi_probe"), self.env,
+                                 self.log_path)  # fmt: skip
+        elif checkout:
             self.process = spawn((sys.executable, "-m", "service", "run"), self.env,
                                  self.log_path, cwd=Path(checkout))  # fmt: skip
         else:
