@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import httpx
+
 from harness import ROOT as ROOT
 from harness import postgres as _postgres
 from harness import processes as _processes
@@ -245,3 +247,13 @@ def wait_for_lock_waiters(database_url: str, count: int, timeout: float = 10.0) 
         f"{count} sessions waiting for a lock",
         timeout,
     )
+
+
+def problem(response: httpx.Response, status: int, code: str) -> None:
+    """`response` is a problem (RFC 9457, docs/api.md) with this status and code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == code
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= set(body)
