@@ -229,15 +229,21 @@ def held_product_waiters(database_url: str) -> list[int]:
     return [int(pid) for pid in out.split()]
 
 
-def lock_waiters(database_url: str) -> int:
-    """Sessions of this database waiting for a lock right now (pg_locks: not granted)."""
+def this_database_locks(database_url: str, where: str, count: str = "count(*)") -> int:
+    """`count` over the pg_locks rows `l` (held or awaited) of this database's sessions that
+    match `where`: pg_locks lists the whole cluster's, other tests' databases included."""
     return int(
         psql(
             database_url,
-            "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-            " WHERE NOT l.granted AND a.datname = current_database()",
+            f"SELECT {count} FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            f" WHERE ({where}) AND a.datname = current_database()",
         )
     )
+
+
+def lock_waiters(database_url: str) -> int:
+    """Sessions of this database waiting for a lock right now (pg_locks: not granted)."""
+    return this_database_locks(database_url, "NOT l.granted", "count(DISTINCT l.pid)")
 
 
 def wait_for_lock_waiters(database_url: str, count: int, timeout: float = 10.0) -> None:
