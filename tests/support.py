@@ -103,6 +103,19 @@ def ledger_sum(database_url: str, goods_id: int) -> int:
     )
 
 
+def ledger_by_id(database_url: str, where: str = "true") -> dict[int, tuple[int, int, int]]:
+    """The ledger rows that match `where`: investment id -> (user id, goods id, amount)."""
+    rows = psql(
+        database_url,
+        "SELECT id, user_id, goods_id, user_investing_amount FROM user_investment_goods"
+        f" WHERE {where}",
+    )
+    return {
+        int(row_id): (int(user), int(goods_id), int(amount))
+        for row_id, user, goods_id, amount in (line.split("\t") for line in rows.splitlines())
+    }
+
+
 def counters(database_url: str, goods_id: int) -> tuple[int, int]:
     """(current_investing_amount, investor_count) as stored on the product row."""
     current, investors = psql(

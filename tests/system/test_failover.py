@@ -37,7 +37,7 @@ from deploy.config import ClusterConfig, ClusterError
 from deploy.processes import alive
 from deploy.tools import ensure_installed
 from harness.postgres import pg_tool
-from tests.support import ROOT, create_goods, free_port, psql, verify_ledger
+from tests.support import ROOT, create_goods, free_port, ledger_by_id, psql, verify_ledger
 
 pytestmark = pytest.mark.system
 
@@ -177,17 +177,7 @@ def check_ledger(url: str, load: Load, totals: dict[int, int]) -> dict[str, int]
     oversold; the verifier (counters = ledger, and the rest) passes. Its summary."""
     assert all(order.answer is not None for order in load.orders)
     ids = ", ".join(map(str, totals))
-    ledger = {
-        int(row_id): (int(user), int(goods_id), int(amount))
-        for row_id, user, goods_id, amount in (
-            line.split("\t")
-            for line in psql(
-                url,
-                "SELECT id, user_id, goods_id, user_investing_amount FROM user_investment_goods"
-                f" WHERE goods_id IN ({ids})",
-            ).splitlines()
-        )
-    }
+    ledger = ledger_by_id(url, f"goods_id IN ({ids})")
     answers: dict[int, tuple[int, int, int]] = {}
     for order in load.orders:
         body = order.answer
