@@ -92,12 +92,19 @@ def parse_pgbench(output: str) -> dict[str, Any]:
     }
 
 
+def kept_script(out_dir: Path, file_name: str, script: str) -> Path:
+    """Write a run's script into `out_dir` (made if missing), where it stays beside the results,
+    and return its path for the command line."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / file_name
+    path.write_text(script, encoding="utf-8")
+    return path
+
+
 def run_pgbench(
     url: str, name: str, script: str, seconds: float, out_dir: Path, clients: int = 50
 ) -> dict[str, Any]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    script_path = out_dir / f"pgbench-{name}.sql"
-    script_path.write_text(script, encoding="utf-8")
+    script_path = kept_script(out_dir, f"pgbench-{name}.sql", script)
     env = {**os.environ, "PGOPTIONS": "-c TimeZone=Asia/Seoul"}
     command = [
         pg_tool("pgbench"), "-n", "-M", "prepared", "-c", str(clients), "-j", "2",
@@ -258,9 +265,7 @@ def parse_wrk(output: str) -> dict[str, Any]:
 def run_wrk(
     url: str, name: str, script: str, seconds: float, out_dir: Path, connections: int = 500
 ) -> dict[str, Any]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    script_path = out_dir / f"wrk-{name}.lua"
-    script_path.write_text(script, encoding="utf-8")
+    script_path = kept_script(out_dir, f"wrk-{name}.lua", script)
     command = [
         "wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
         "--latency", "--timeout", "10s", "-s", str(script_path), url,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
-from tests.support import ServiceProcess, create_goods, psql, verify_ledger
+from tests.support import ServiceProcess, create_goods, ledger_by_id, verify_ledger
 
 PATH = "/v1/api/investment/user/goods"
 GONE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
@@ -111,16 +111,7 @@ async def drive(
 def check_ledger(database: str, orders: list[Order], totals: dict[int, int]) -> None:
     assert all(order.answer is not None for order in orders)
     verify_ledger(database)
-    ledger = {
-        int(row_id): (int(user), int(goods_id), int(amount))
-        for row_id, user, goods_id, amount in (
-            line.split("\t")
-            for line in psql(
-                database,
-                "SELECT id, user_id, goods_id, user_investing_amount FROM user_investment_goods",
-            ).splitlines()
-        )
-    }
+    ledger = ledger_by_id(database)
     answers = {}
     for order in orders:
         body = order.answer

@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import httpx
+
 from harness import ROOT as ROOT
 from harness import postgres as _postgres
 from harness import processes as _processes
@@ -99,6 +101,19 @@ def ledger_sum(database_url: str, goods_id: int) -> int:
             f" WHERE goods_id = {goods_id}",
         )
     )
+
+
+def ledger_by_id(database_url: str, where: str = "true") -> dict[int, tuple[int, int, int]]:
+    """The ledger rows that match `where`: investment id -> (user id, goods id, amount)."""
+    rows = psql(
+        database_url,
+        "SELECT id, user_id, goods_id, user_investing_amount FROM user_investment_goods"
+        f" WHERE {where}",
+    )
+    return {
+        int(row_id): (int(user), int(goods_id), int(amount))
+        for row_id, user, goods_id, amount in (line.split("\t") for line in rows.splitlines())
+    }
 
 
 def counters(database_url: str, goods_id: int) -> tuple[int, int]:
@@ -227,15 +242,21 @@ def held_product_waiters(database_url: str) -> list[int]:
     return [int(pid) for pid in out.split()]
 
 
-def lock_waiters(database_url: str) -> int:
-    """Sessions of this database waiting for a lock right now (pg_locks: not granted)."""
+def this_database_locks(database_url: str, where: str, count: str = "count(*)") -> int:
+    """`count` over the pg_locks rows `l` (held or awaited) of this database's sessions that
+    match `where`: pg_locks lists the whole cluster's, other tests' databases included."""
     return int(
         psql(
             database_url,
-            "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-            " WHERE NOT l.granted AND a.datname = current_database()",
+            f"SELECT {count} FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            f" WHERE ({where}) AND a.datname = current_database()",
         )
     )
+
+
+def lock_waiters(database_url: str) -> int:
+    """Sessions of this database waiting for a lock right now (pg_locks: not granted)."""
+    return this_database_locks(database_url, "NOT l.granted", "count(DISTINCT l.pid)")
 
 
 def wait_for_lock_waiters(database_url: str, count: int, timeout: float = 10.0) -> None:
@@ -245,3 +266,13 @@ def wait_for_lock_waiters(database_url: str, count: int, timeout: float = 10.0) 
         f"{count} sessions waiting for a lock",
         timeout,
     )
+
+
+def problem(response: httpx.Response, status: int, code: str) -> None:
+    """`response` is a problem (RFC 9457, docs/api.md) with this status and code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == code
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= set(body)

@@ -343,84 +343,24 @@ def test_cli_add_list_close(database_url: str, client: httpx.Client) -> None:
     )
 
 
+def add_args(
+    title: str = "x",
+    total: str = "10",
+    start: str = "2034-01-01 00:00:00",
+    finish: str = "2034-02-01 00:00:00",
+) -> list[str]:
+    """`goods add`'s arguments: a valid product but for what a case changes."""
+    return ["add", "--title", title, "--total", total, "--start", start, "--finish", finish]
+
+
 @pytest.mark.parametrize(
     ("args", "returncode", "message"),
     [
-        (
-            [
-                "add",
-                "--title",
-                "x",
-                "--total",
-                "0",
-                "--start",
-                "2034-01-01 00:00:00",
-                "--finish",
-                "2034-02-01 00:00:00",
-            ],
-            2,
-            "INVALID_GOODS",
-        ),
-        (
-            [
-                "add",
-                "--title",
-                "x",
-                "--total",
-                "10",
-                "--start",
-                "2034-02-01 00:00:00",
-                "--finish",
-                "2034-01-01 00:00:00",
-            ],
-            2,
-            "INVALID_GOODS",
-        ),
-        (
-            [
-                "add",
-                "--title",
-                "가" * 31,
-                "--total",
-                "10",
-                "--start",
-                "2034-01-01 00:00:00",
-                "--finish",
-                "2034-02-01 00:00:00",
-            ],
-            2,
-            "INVALID_GOODS",
-        ),
-        (
-            [
-                "add",
-                "--title",
-                "x",
-                "--total",
-                "10",
-                "--start",
-                "soon",
-                "--finish",
-                "2034-02-01 00:00:00",
-            ],
-            2,
-            "INVALID_GOODS",
-        ),
-        (
-            [
-                "add",
-                "--title",
-                "x",
-                "--total",
-                "ten",
-                "--start",
-                "2034-01-01 00:00:00",
-                "--finish",
-                "2034-02-01 00:00:00",
-            ],
-            2,
-            "invalid int",
-        ),
+        (add_args(total="0"), 2, "INVALID_GOODS"),
+        (add_args(start="2034-02-01 00:00:00", finish="2034-01-01 00:00:00"), 2, "INVALID_GOODS"),
+        (add_args(title="가" * 31), 2, "INVALID_GOODS"),
+        (add_args(start="soon"), 2, "INVALID_GOODS"),
+        (add_args(total="ten"), 2, "invalid int"),
         (["close", "987654321"], 1, "GOODS_NOT_FOUND"),
         (["close", "0"], 2, "INVALID_GOODS_ID"),
     ],

@@ -13,7 +13,7 @@ import pytest
 
 from service.ops.migrations import migrate
 from service.sql import Repeatable, repeatables
-from tests.support import migrated_database, psql, service_url
+from tests.support import create_goods, migrated_database, psql, service_url
 
 SESSIONS = 6
 INSERTS = 1500  # per session; every third one with an explicit id
@@ -87,12 +87,7 @@ def test_seed_style_explicit_id_moves_the_sequence_forward_only(goods_database: 
         "INSERT INTO investment_goods (goods_id, title, total_investing_amount, started_at, finished_at)"
         " VALUES (7, 'low', 100, now(), now() + interval '1 day')",
     )
-    created = psql(
-        goods_database,
-        "INSERT INTO investment_goods (title, total_investing_amount, started_at, finished_at)"
-        " VALUES ('next', 100, now(), now() + interval '1 day') RETURNING goods_id",
-    )
-    assert created == "501"
+    assert create_goods(goods_database, 100, title="next", started_at="now()") == 501
 
 
 def test_every_security_definer_function_searches_pg_temp_last(goods_database: str) -> None:

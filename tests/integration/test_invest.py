@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from tests.support import counters, create_goods, fresh_user, ledger_sum, psql
+from tests.support import counters, create_goods, fresh_user, ledger_sum, problem, psql
 
 PATH = "/v1/api/investment/user/goods"
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
@@ -115,10 +115,7 @@ def test_finished_at_boundary_is_finished(
 
 
 def test_unknown_product_is_404(client: httpx.Client, user: int) -> None:
-    response = invest(client, user, 9_000_000_000_000, 100)
-    assert response.status_code == 404
-    assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["code"] == "GOODS_NOT_FOUND"
+    problem(invest(client, user, 9_000_000_000_000, 100), 404, "GOODS_NOT_FOUND")
 
 
 def test_snake_case_body_and_unknown_keys(
@@ -143,15 +140,6 @@ def test_counters_follow_the_ledger_and_count_distinct_investors(
         assert invest(client, who, goods_id, amount).status_code == 200
     assert counters(database_url, goods_id) == (1000, 2)
     assert ledger_sum(database_url, goods_id) == 1000
-
-
-def problem(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    assert {"type", "title", "detail"} <= set(body)
 
 
 def test_missing_user_id(client: httpx.Client, database_url: str) -> None:

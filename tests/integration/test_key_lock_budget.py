@@ -25,6 +25,7 @@ from tests.support import (
     migrated_database,
     psql,
     service_url,
+    this_database_locks,
     verify_ledger,
 )
 
@@ -74,13 +75,7 @@ def products(url: str, count: int) -> list[int]:
 
 def held_keys(url: str) -> int:
     """Advisory locks granted right now to the sessions of this database."""
-    return int(
-        psql(
-            url,
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-            " WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()",
-        )
-    )
+    return this_database_locks(url, "l.locktype = 'advisory' AND l.granted")
 
 
 async def _calls_at_once(

@@ -7,7 +7,7 @@ import random
 import httpx
 import pytest
 
-from tests.support import create_goods, fresh_user
+from tests.support import create_goods, fresh_user, problem
 
 PATH = "/v1/api/investment/goods"
 
@@ -111,10 +111,7 @@ def test_empty_window_is_404(client: httpx.Client, year: int) -> None:
     ],
 )
 def test_invalid_period(client: httpx.Client, params: dict[str, str]) -> None:
-    response = client.get(PATH, params=params)
-    assert response.status_code == 400
-    assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["code"] == "INVALID_PERIOD"
+    problem(client.get(PATH, params=params), 400, "INVALID_PERIOD")
 
 
 def test_remembered_windows_answer_like_parsed_ones(

@@ -24,17 +24,22 @@ pytestmark = pytest.mark.system
 APIS = ("list", "invest", "my-investments")
 
 
-def test_bench_quick_reports_every_scenario(postgres_server: str, tmp_path: Path) -> None:
+def run_quick_bench(postgres_server: str, results_dir: Path, timeout: float, *args: str) -> None:
+    """`python -m bench.run --quick *args` on a fresh database, dropped afterwards; it succeeds."""
     url = new_database(postgres_server)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "bench.run", "--quick", "--database-url", url,
-             "--results-dir", str(tmp_path)],
-            cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+            [sys.executable, "-m", "bench.run", "--quick", *args, "--database-url", url,
+             "--results-dir", str(results_dir)],
+            cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
     finally:
         drop_database(postgres_server, url)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_bench_quick_reports_every_scenario(postgres_server: str, tmp_path: Path) -> None:
+    run_quick_bench(postgres_server, tmp_path, 240)
 
     [report] = tmp_path.glob("*.json")
     assert report.with_suffix(".md").read_text().startswith("# Bench run")
@@ -100,17 +105,7 @@ def assert_capacity(results: dict[str, Any]) -> None:
 
 def test_bench_capacity_alone(postgres_server: str, tmp_path: Path) -> None:
     """`--only capacity`: dataset D at once, then only the capacity stage and its report."""
-    url = new_database(postgres_server)
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.run", "--quick", "--only", "capacity",
-             "--database-url", url, "--results-dir", str(tmp_path)],
-            cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
-        )  # fmt: skip
-    finally:
-        drop_database(postgres_server, url)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
+    run_quick_bench(postgres_server, tmp_path, 180, "--only", "capacity")
     [report] = tmp_path.glob("*-capacity.json")
     results = json.loads(report.read_text())
     assert results["only"] == "capacity"

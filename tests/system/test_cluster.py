@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import os
 import shutil
 import subprocess
 import tempfile
@@ -25,19 +24,17 @@ import httpx
 import pytest
 
 from deploy.cluster import down, haproxy_servers, up
-from deploy.config import ClusterConfig, ClusterError
-from deploy.tools import ensure_installed
 from tests.support import (
     ROOT,
     counters,
     create_goods,
     drop_database,
-    free_port,
     fresh_user,
     ledger_sum,
     new_database,
     psql,
 )
+from tests.system.topology import require_tools, small_cluster
 
 pytestmark = pytest.mark.system
 
@@ -48,25 +45,13 @@ AMOUNT = 3_000
 
 @pytest.fixture(scope="module")
 def cluster(postgres_server: str) -> Iterator[dict[str, object]]:
-    try:
-        ensure_installed()  # the recipe's path: apt-get when root, else a clear reason
-    except ClusterError as error:
-        reason = f"haproxy/PgBouncer not available: {error}"
-        if os.environ.get("ALLOW_CLUSTER_SKIP") == "1":
-            pytest.skip(reason)
-        pytest.fail(f"{reason}\n(.ci/run installs them; ALLOW_CLUSTER_SKIP=1 skips this test)")
+    require_tools("haproxy/PgBouncer")
     url = new_database(postgres_server)
     (ROOT / ".data").mkdir(exist_ok=True)
     runtime = Path(tempfile.mkdtemp(prefix="cluster-test-", dir=ROOT / ".data"))
-    config = ClusterConfig(
-        runtime=runtime,
+    config = small_cluster(
+        runtime,
         database_url=url,
-        port=free_port(),
-        stats_port=free_port(),
-        instance_ports=(free_port(), free_port(), free_port()),
-        pgbouncer_port=free_port(),
-        db_pool_size=4,
-        server_pool_size=8,
         instance_env={"LOG_LEVEL": "WARNING", "LIST_CACHE_SECONDS": "0"},
     )
     try:

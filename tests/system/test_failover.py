@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -33,11 +32,11 @@ import pytest
 
 from deploy import patroni
 from deploy.cluster import down, up
-from deploy.config import ClusterConfig, ClusterError
+from deploy.config import ClusterConfig
 from deploy.processes import alive
-from deploy.tools import ensure_installed
 from harness.postgres import pg_tool
-from tests.support import ROOT, create_goods, free_port, psql, verify_ledger
+from tests.support import ROOT, create_goods, free_port, ledger_by_id, psql, verify_ledger
+from tests.system.topology import require_tools, small_cluster
 
 pytestmark = pytest.mark.system
 
@@ -52,23 +51,11 @@ OUTAGE = {("503", "INVEST_OUTCOME_UNKNOWN"), ("503", "SERVICE_UNAVAILABLE")}
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[ClusterConfig, dict[str, Any]]]:
     pg_bin = ClusterConfig().pg_bin
-    try:
-        ensure_installed(patroni=True, pg_bin=pg_bin)  # the recipe's path
-    except ClusterError as error:
-        reason = f"Patroni's topology not available: {error}"
-        if os.environ.get("ALLOW_CLUSTER_SKIP") == "1":
-            pytest.skip(reason)
-        pytest.fail(f"{reason}\n(.ci/run installs it; ALLOW_CLUSTER_SKIP=1 skips this test)")
+    require_tools("Patroni's topology", patroni=True, pg_bin=pg_bin)
     (ROOT / ".data").mkdir(exist_ok=True)
     runtime = Path(tempfile.mkdtemp(prefix="failover-test-", dir=ROOT / ".data"))
-    config = ClusterConfig(
-        runtime=runtime,
-        port=free_port(),
-        stats_port=free_port(),
-        instance_ports=(free_port(), free_port(), free_port()),
-        pgbouncer_port=free_port(),
-        db_pool_size=4,
-        server_pool_size=8,
+    config = small_cluster(
+        runtime,
         instance_env={
             "LOG_LEVEL": "WARNING",
             "LIST_CACHE_SECONDS": "0",
@@ -177,17 +164,7 @@ def check_ledger(url: str, load: Load, totals: dict[int, int]) -> dict[str, int]
     oversold; the verifier (counters = ledger, and the rest) passes. Its summary."""
     assert all(order.answer is not None for order in load.orders)
     ids = ", ".join(map(str, totals))
-    ledger = {
-        int(row_id): (int(user), int(goods_id), int(amount))
-        for row_id, user, goods_id, amount in (
-            line.split("\t")
-            for line in psql(
-                url,
-                "SELECT id, user_id, goods_id, user_investing_amount FROM user_investment_goods"
-                f" WHERE goods_id IN ({ids})",
-            ).splitlines()
-        )
-    }
+    ledger = ledger_by_id(url, f"goods_id IN ({ids})")
     answers: dict[int, tuple[int, int, int]] = {}
     for order in load.orders:
         body = order.answer

@@ -204,23 +204,32 @@ class Busy(Exception):
     pass
 
 
+class Overlapping:
+    """A load that counts how many of its calls run at once (`peak`); each takes 10 ms, then
+    answers 1 or, with `fails`, raises as a failed database query would."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.fails = fails
+        self.running = self.peak = 0
+
+    async def __call__(self) -> int:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        await asyncio.sleep(0.01)
+        self.running -= 1
+        if self.fails:
+            raise ValueError("the database failed")
+        return 1
+
+
 def test_at_most_max_loads_run_at_once() -> None:
     """A flood of distinct keys (each a miss) runs at most `max_loads` loads at a time."""
 
     async def scenario() -> None:
         cache: StaleBoundCache[int] = StaleBoundCache(1.0, max_loads=3, load_wait=5.0)
-        running = peak = 0
-
-        async def load() -> int:
-            nonlocal running, peak
-            running += 1
-            peak = max(peak, running)
-            await asyncio.sleep(0.01)
-            running -= 1
-            return 1
-
+        load = Overlapping()
         assert await asyncio.gather(*(cache.get(key, load) for key in range(40))) == [1] * 40
-        assert peak == 3
+        assert load.peak == 3
         assert cache.loading == 0
 
     asyncio.run(scenario())
@@ -259,21 +268,12 @@ def test_a_load_that_gets_no_turn_in_time_fails_busy_without_running() -> None:
 def test_the_bound_holds_with_caching_disabled_and_after_failures() -> None:
     async def scenario() -> None:
         cache: StaleBoundCache[int] = StaleBoundCache(0.0, max_loads=2, load_wait=5.0)
-        running = peak = 0
-
-        async def load() -> int:
-            nonlocal running, peak
-            running += 1
-            peak = max(peak, running)
-            await asyncio.sleep(0.01)
-            running -= 1
-            raise ValueError("the database failed")
-
+        load = Overlapping(fails=True)
         results = await asyncio.gather(
             *(cache.get(1, load) for _ in range(10)), return_exceptions=True
         )
         assert all(isinstance(result, ValueError) for result in results)
-        assert peak == 2 and cache.loading == 0
+        assert load.peak == 2 and cache.loading == 0
 
     asyncio.run(scenario())
 

@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Iterator
 
-import orjson
-import pytest
 from blacksheep import Request, Response
 from blacksheep.testing import TestClient
 
 from service.app import _on_internal_error, _on_problem, _route
-from service.logs import JsonFormatter
 from service.problems import Problem
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter())
-        self.lines: list[dict[str, object]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(orjson.loads(self.format(record)))
 
 
 async def fails(request: Request) -> Response:
@@ -52,15 +37,6 @@ def call(path: str, headers: list[tuple[bytes, bytes]]) -> Response:
         return await TestClient(app).get(path, headers=headers)
 
     return asyncio.run(run())
-
-
-@pytest.fixture
-def lines() -> Iterator[list[dict[str, object]]]:
-    handler = Lines()
-    logger = logging.getLogger("blacksheep.server")
-    logger.addHandler(handler)
-    yield handler.lines
-    logger.removeHandler(handler)
 
 
 def test_an_unhandled_error_is_a_500_problem_with_the_id_and_logged_with_it(

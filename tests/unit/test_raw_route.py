@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -14,29 +13,10 @@ import pytest
 from service.coalesce import Overloaded
 from service.db import DatabaseUnavailable, OutcomeUnknown
 from service.handlers import Answer, Receive, Scope
-from service.logs import JsonFormatter
 from service.observe import RawRoute
 from service.problems import Problem
 
 FRAMEWORK_LOG = logging.getLogger("blacksheep.server")
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter())
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(orjson.loads(self.format(record)))
-
-
-@pytest.fixture
-def lines() -> Iterator[list[dict[str, Any]]]:
-    handler = Lines()
-    FRAMEWORK_LOG.addHandler(handler)
-    yield handler.lines
-    FRAMEWORK_LOG.removeHandler(handler)
 
 
 def answer_to(error: Exception | None, request_id: bytes = b"trace-me") -> list[dict[str, Any]]:
