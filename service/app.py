@@ -23,7 +23,7 @@ from service.handlers import BASE
 from service.logs import configure_logging, quiet_handled_errors
 from service.metrics import Metrics, NullMetrics
 from service.observe import RawRoute, observe_other_routes, observed
-from service.openapi import build_docs, describe, describe_admin
+from service.openapi import build_docs, describe, describe_admin, describe_metrics
 from service.problems import (
     INTERNAL_ERROR_DETAIL,
     OUTCOME_UNKNOWN_DETAIL,
@@ -133,11 +133,10 @@ def configure_application(
             ("POST", ADMIN_BASE, create_goods),
             ("PATCH", f"{ADMIN_BASE}/{{goods_id}}", change_goods),
         ]
-    scrape: Handler | None = None
+    scrape: Handler = metrics.scrape
+    if settings.metrics_token is not None:
+        scrape = guarded(scrape, "metrics", settings.metrics_token)
     if metrics.enabled:  # off: no /metrics route (404 like any unknown path)
-        scrape = metrics.scrape
-        if settings.metrics_token is not None:
-            scrape = guarded(scrape, "metrics", settings.metrics_token)
         routes.append(("GET", "/metrics", scrape))
     docs_pages = docs_routes()
     routes += [("GET", path, page) for path, page in docs_pages.items()]
@@ -173,8 +172,9 @@ def configure_application(
         my_investments=routed[documented[handlers.my_investments]],
         healthz=routed[documented[handlers.healthz]],
         readyz=routed[documented[handlers.readyz]],
-        metrics=None if scrape is None else routed[scrape],
     )
+    if metrics.enabled:
+        describe_metrics(docs, routed[scrape])
     if admin is not None:
         describe_admin(docs, create_goods=routed[create_goods], change_goods=routed[change_goods])
     for handler in [*(routed[page] for page in docs_pages.values()), *heads]:
