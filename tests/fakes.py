@@ -35,6 +35,8 @@ TIME = "%Y-%m-%d %H:%M:%S"
 
 @dataclass
 class Product:
+    """A product as the in-memory database keeps it; `row()` is what `list-goods` answers."""
+
     goods_id: int
     title: str
     total_investing_amount: int
@@ -61,6 +63,8 @@ class Product:
 
 @dataclass
 class Investment:
+    """A ledger row."""
+
     investment_id: int
     user_id: int
     goods_id: int

@@ -125,6 +125,11 @@ def test_an_invest_is_granted_through_the_database_and_shows_in_my_investments()
         link = first_page.get_first_header(b"Link") or b""
         assert link.startswith(f"<{BASE}/user/goods?limit=1&cursor=".encode())
         assert link.endswith(b'>; rel="next"')
+        second = await client.get(link[1 : link.index(b">")].decode(), user)
+        assert [
+            item["user_investing_amount"] for item in orjson.loads(await second.read() or b"")
+        ] == [200]
+        assert second.get_first_header(b"Link") is None
         nobody = await client.get(f"{BASE}/user/goods", [(b"X-USER-ID", b"7")])
         await problem(nobody, 404, "INVESTMENTS_NOT_FOUND")
 
