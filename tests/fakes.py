@@ -271,14 +271,7 @@ class EntrySimulator(AbstractTestSimulator):
         response = Response(start["status"], headers_out, Content(media, answer))
         return response
 
-    async def websocket_connect(
-        self,
-        path: str,
-        headers: HeadersType = None,
-        query: QueryType = None,
-        content: Content | None = None,
-        cookies: CookiesType = None,
-    ) -> TestWebSocket:
+    async def websocket_connect(self, *args: Any, **kwargs: Any) -> TestWebSocket:
         raise NotImplementedError("the service has no WebSocket route")
 
 
