@@ -88,7 +88,7 @@ test *args: setup
 check: setup
     {{venv}}/bin/ruff check service tests bench deploy harness
     {{venv}}/bin/ruff format --check service tests bench deploy harness
-    {{venv}}/bin/mypy service bench deploy harness
+    {{venv}}/bin/mypy service bench deploy harness tests/fakes.py
 
 # Start haproxy on :8080 → 3 instances → PgBouncer → haproxy :5000 → the leader of 3 PostgreSQL 15
 # members under Patroni (etcd on :2479, REST APIs :8008-8010, synchronous_mode). One server

@@ -1,5 +1,6 @@
 """The composition root: configure_application(settings) assembles the ASGI entry and the BlackSheep
-application behind it."""
+application behind it; each worker's databases come from `databases` (PostgreSQL's pools, or a
+test's fakes: tests/fakes.py runs the real routes in process with them)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ from blacksheep.server.routing import Router
 from service import handlers
 from service.admin import ADMIN_BASE, ADMIN_REALM, AdminApi
 from service.bearer import guarded
-from service.db import DatabaseUnavailable, OutcomeUnknown
+from service.db import Databases, DatabaseUnavailable, OutcomeUnknown, open_databases
 from service.docs_ui import docs_routes
 from service.entry import RAW, Entry
 from service.handlers import BASE
 from service.logs import configure_logging, quiet_handled_errors
-from service.metrics import Metrics
+from service.metrics import Metrics, NullMetrics
 from service.observe import RawRoute, observe_other_routes, observed
-from service.openapi import build_docs, describe, describe_admin
+from service.openapi import build_docs, describe, describe_admin, describe_metrics
 from service.problems import (
     INTERNAL_ERROR_DETAIL,
     OUTCOME_UNKNOWN_DETAIL,
@@ -78,13 +79,12 @@ def _route(
     path: str,
     *,
     app: Application,
-    metrics: Metrics | None,
+    metrics: Metrics,
     access_log: bool,
 ) -> Callable[[Request], Awaitable[Response]]:
     """A plain function for the router (it marks handlers, which bound methods cannot carry),
     and the one per-request wrapper: request id, metrics per route template, access log."""
-    child = None if metrics is None else metrics.route(verb, path)
-    return observed(method, app, path, child, access_log)
+    return observed(method, app, path, metrics.route(verb, path), access_log)
 
 
 def _documented(name: str) -> Handler:
@@ -98,11 +98,16 @@ def _documented(name: str) -> Handler:
     return served_raw
 
 
-def configure_application(settings: Settings) -> Entry:
+def configure_application(
+    settings: Settings, databases: Callable[[Settings], Databases] = open_databases
+) -> Entry:
+    """The service for `settings`; each worker opens `databases(settings)` when it starts."""
     # A router of its own: BlackSheep's default one may serve one application per process.
     app = Application(show_error_details=False, router=Router())
     entry = Entry(app)
-    metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics_enabled else None
+    metrics = (
+        Metrics(settings.prometheus_multiproc_dir) if settings.metrics_enabled else NullMetrics()
+    )
     route = functools.partial(_route, app=app, metrics=metrics, access_log=settings.access_log)
 
     # (method, route template, raw handler): the three APIs and health, answered without
@@ -128,11 +133,10 @@ def configure_application(settings: Settings) -> Entry:
             ("POST", ADMIN_BASE, create_goods),
             ("PATCH", f"{ADMIN_BASE}/{{goods_id}}", change_goods),
         ]
-    scrape: Handler | None = None
-    if metrics is not None:
-        scrape = metrics.scrape
-        if settings.metrics_token is not None:
-            scrape = guarded(scrape, "metrics", settings.metrics_token)
+    scrape: Handler = metrics.scrape
+    if settings.metrics_token is not None:
+        scrape = guarded(scrape, "metrics", settings.metrics_token)
+    if metrics.enabled:  # off: no /metrics route (404 like any unknown path)
         routes.append(("GET", "/metrics", scrape))
     docs_pages = docs_routes()
     routes += [("GET", path, page) for path, page in docs_pages.items()]
@@ -145,7 +149,7 @@ def configure_application(settings: Settings) -> Entry:
     for verb, path, handler in routes:
         verbs = [verb, "HEAD"] if verb == "GET" else [verb]  # HEAD answers as GET; the server
         for method in verbs:  # (hyper) drops the body
-            child = None if metrics is None else metrics.route(method, path)
+            child = metrics.route(method, path)
             routed_handler = observed(handler, app, path, child, settings.access_log)
             if handler in raw_of:
                 served = RawRoute(raw_of[handler], path, child, settings.access_log, framework_log)
@@ -168,8 +172,9 @@ def configure_application(settings: Settings) -> Entry:
         my_investments=routed[documented[handlers.my_investments]],
         healthz=routed[documented[handlers.healthz]],
         readyz=routed[documented[handlers.readyz]],
-        metrics=None if scrape is None else routed[scrape],
     )
+    if metrics.enabled:
+        describe_metrics(docs, routed[scrape])
     if admin is not None:
         describe_admin(docs, create_goods=routed[create_goods], change_goods=routed[change_goods])
     for handler in [*(routed[page] for page in docs_pages.values()), *heads]:
@@ -182,17 +187,15 @@ def configure_application(settings: Settings) -> Entry:
     app.exceptions_handlers[500] = _on_internal_error
 
     async def start(application: Application) -> None:
-        worker = Worker(settings, metrics)  # the one worker this process opens at start
-        entry.open(worker)
-        if metrics is not None:
-            metrics.start(worker.db.pool.status)
+        opened = databases(settings)
+        entry.open(Worker(settings, metrics, opened))  # the one worker this process opens
+        metrics.start(opened.pool_status)
 
     async def stop(application: Application) -> None:
         worker = entry.close()
         if worker is not None:
             await worker.close()
-        if metrics is not None:
-            await metrics.stop()
+        await metrics.stop()
 
     async def settle_memory(application: Application) -> None:
         # Everything built so far lives as long as the worker: move it out of the cyclic

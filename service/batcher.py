@@ -18,10 +18,10 @@ from typing import Any, NamedTuple, TypeVar
 from service.coalesce import Coalescer, Overloaded
 from service.db import (
     DEFAULT_MAX_LOCKS_PER_TRANSACTION,
-    Database,
     DatabaseUnavailable,
     LockNotAvailable,
     OutcomeUnknown,
+    Queries,
     key_lock_budget,
 )
 from service.settings import Settings
@@ -135,7 +135,7 @@ class InvestBatcher:
 
     def __init__(
         self,
-        db: Database,
+        db: Queries,
         settings: Settings,
         on_batch: Callable[[int], None] | None = None,
         key_locks: int | None = None,
@@ -336,7 +336,7 @@ class InvestBatcher:
 class PageBatcher:
     """My-investments pages of many users in one statement, split per user here."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Queries, settings: Settings) -> None:
         self._db = db
         self._coalescer: Coalescer[PageRequest, Page] = _coalescer(
             self._call, settings, settings.read_batch_max, settings.read_calls_in_flight

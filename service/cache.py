@@ -27,6 +27,19 @@ class CacheObserver(Protocol):
     def miss(self) -> None: ...
 
 
+class Unobserved:
+    """The observer of a cache nobody counts: hits and misses go nowhere."""
+
+    def hit(self, age: float) -> None:
+        pass
+
+    def miss(self) -> None:
+        pass
+
+
+UNOBSERVED = Unobserved()
+
+
 class StaleBoundCache(Generic[V]):
     """Values never served more than `max_age` seconds after the load that produced them began,
     and never more than `max_bytes` held at once (values plus ENTRY_OVERHEAD each).
@@ -54,7 +67,7 @@ class StaleBoundCache(Generic[V]):
         clock: Callable[[], float] = time.monotonic,
         max_bytes: int = 32 * 1024 * 1024,
         size: Callable[[V], int] = value_bytes,
-        observer: CacheObserver | None = None,
+        observer: CacheObserver = UNOBSERVED,
         max_loads: int = 0,
         load_wait: float = 2.0,
         busy: Callable[[], Exception] = lambda: TimeoutError("no turn to load"),
@@ -67,7 +80,7 @@ class StaleBoundCache(Generic[V]):
         self._entries: OrderedDict[Hashable, tuple[float, V, int]] = OrderedDict()
         self._loading: dict[Hashable, asyncio.Future[tuple[float, V]]] = {}
         self.bytes = 0  # held now: values plus ENTRY_OVERHEAD each
-        self._observer = observer  # the metrics, when enabled
+        self._observer = observer  # the metrics (service/metrics.py; NullMetrics when off)
         self._turns = asyncio.Semaphore(max_loads) if max_loads > 0 else None
         self._load_wait = load_wait
         self._busy = busy
@@ -75,18 +88,15 @@ class StaleBoundCache(Generic[V]):
 
     async def get(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
         if self.max_age <= 0:
-            if self._observer is not None:
-                self._observer.miss()
+            self._observer.miss()
             return (await self._load(load))[1]
         entry = self._entries.get(key)
         if entry is not None:
             age = self._clock() - entry[0]
             if age < self.max_age:
-                if self._observer is not None:
-                    self._observer.hit(age)
+                self._observer.hit(age)
                 return entry[1]
-        if self._observer is not None:
-            self._observer.miss()
+        self._observer.miss()
         flight = self._loading.get(key)
         if flight is None:
             flight = asyncio.get_running_loop().create_future()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from psqlpy import Connection, ConnectionPool, QueryResult
 from psqlpy.exceptions import Error as PsqlpyError
@@ -78,6 +79,21 @@ def open_pool(settings: Settings, size: int, url: str | None = None) -> Connecti
     )
 
 
+@runtime_checkable
+class Queries(Protocol):
+    """What the use cases ask of a database: the rows of a named statement of sql/queries.sql,
+    and closing it. `Database` answers for PostgreSQL; tests/fakes.py answers in memory."""
+
+    async def rows(
+        self, name: str, params: list[Any] | None = None, *, writes: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """The statement's rows; DatabaseUnavailable when nothing was done, and with `writes`,
+        OutcomeUnknown when a statement was sent and its answer lost."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Database:
     """Runs the named statements of sql/queries.sql; every failure becomes DatabaseUnavailable."""
 
@@ -145,6 +161,25 @@ class Database:
         self.pool.close()
 
 
+class Databases(NamedTuple):
+    """The databases one worker serves with (service/worker.py closes them when it stops)."""
+
+    main: Queries  # invests, pages, the admin API, the chores; the list unless `reads` serves it
+    reads: Queries  # the product list: READ_DATABASE_URL's standby, or `main` again
+    ready: Queries  # /readyz alone, outside the request pool (service/readiness.py)
+    pool_status: Callable[[], Any]  # the request pool's sizes, sampled by the metrics' gauges
+
+
+def open_databases(settings: Settings) -> Databases:
+    """The worker's PostgreSQL pools: DB_POOL_SIZE's share, and psqlpy's smallest pool (2) for
+    the standby and the readiness probe (checks share one probe, so one connection opens)."""
+    main = Database(settings, settings.pool_share())
+    reads = (
+        Database(settings, 2, settings.read_database_url) if settings.read_database_url else main
+    )
+    return Databases(main, reads, Database(settings, 2), main.pool.status)
+
+
 # Lock-table entries one invest_many() call takes besides its keys: every relation it locks is one
 # entry (all modes together) once PostgreSQL moves its fast-path locks into the shared table (it
 # does when another session asks for a strong lock, e.g. CREATE INDEX), and its transaction id is
@@ -178,7 +213,7 @@ def key_lock_budget(max_locks_per_transaction: int) -> int:
     return max(1, max_locks_per_transaction - INVEST_MANY_OWN_LOCKS)
 
 
-async def key_locks_per_call(database: Database) -> int:
+async def key_locks_per_call(database: Queries) -> int:
     """The server's key_lock_budget(), read once at start (sql/queries.sql `lock-table-settings`).
 
     With PostgreSQL's default max_locks_per_transaction (64) a call carries 48 keyed requests;

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from service.db import Database, DatabaseUnavailable
+from service.db import DatabaseUnavailable, Queries
 from service.parsing import MAX_AMOUNT, MAX_GOODS_ID, parse_time
 from service.problems import Problem
 from service.shapes import STATE, TIME
@@ -101,7 +101,7 @@ def validate_goods(values: Mapping[str, Any], zone: ZoneInfo, *, create: bool) -
     return GoodsFields(title, total, bounds.get("started_at"), bounds.get("finished_at"), status)
 
 
-async def create_goods(db: Database, fields: GoodsFields) -> dict[str, Any]:
+async def create_goods(db: Queries, fields: GoodsFields) -> dict[str, Any]:
     status = True if fields.status is None else fields.status
     params = [fields.title, fields.total_investing_amount, status, fields.started_at,
               fields.finished_at]  # fmt: skip
@@ -109,7 +109,7 @@ async def create_goods(db: Database, fields: GoodsFields) -> dict[str, Any]:
     return goods_json(rows[0])
 
 
-async def change_goods(db: Database, goods_id: int, fields: GoodsFields) -> dict[str, Any]:
+async def change_goods(db: Queries, goods_id: int, fields: GoodsFields) -> dict[str, Any]:
     """Apply the given fields atomically; Problem when the product is unknown or refuses them.
     A change of total is refused when it would fall below what is already invested: the
     UPDATE's WHERE decides that on the locked row, so no invest can slip in between."""
@@ -131,12 +131,12 @@ async def change_goods(db: Database, goods_id: int, fields: GoodsFields) -> dict
     raise DatabaseUnavailable("the product kept changing; try again")
 
 
-async def close_goods(db: Database, goods_id: int) -> dict[str, Any]:
+async def close_goods(db: Queries, goods_id: int) -> dict[str, Any]:
     if not 1 <= goods_id <= MAX_GOODS_ID:
         raise Problem("INVALID_GOODS_ID", "goods_id must be an integer >= 1")
     return await change_goods(db, goods_id, GoodsFields(status=False))
 
 
-async def list_all_goods(db: Database) -> list[dict[str, Any]]:
+async def list_all_goods(db: Queries) -> list[dict[str, Any]]:
     """Every product, by goods_id."""
     return [goods_json(row) for row in await db.rows("admin-goods-list")]

@@ -6,14 +6,14 @@ import asyncio
 import logging
 import random
 
-from service.db import Database, DatabaseUnavailable
+from service.db import DatabaseUnavailable, Queries
 
 log = logging.getLogger("service.housekeeping")
 
 FORGET_CHUNK = 10_000  # the LIMIT of sql/queries.sql `forget-idempotency-keys`
 
 
-async def forget_old_idempotency_keys(db: Database, retention_hours: int, every: float) -> None:
+async def forget_old_idempotency_keys(db: Queries, retention_hours: int, every: float) -> None:
     """Delete idempotency keys older than the retention, every `every` seconds (jittered).
 
     Every worker of every instance runs this loop; the jitter spreads their passes, and a pass

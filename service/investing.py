@@ -32,7 +32,7 @@ class InvestResult(TypedDict):
 class Investing:
     """Invests through the worker's InvestBatcher; counts outcomes into the metrics."""
 
-    def __init__(self, invests: InvestBatcher, metrics: Metrics | None) -> None:
+    def __init__(self, invests: InvestBatcher, metrics: Metrics) -> None:
         self._invests = invests
         self._metrics = metrics
 
@@ -53,7 +53,7 @@ class Investing:
             )
         if not row.found:
             raise Problem("GOODS_NOT_FOUND", f"there is no product with goods_id {goods_id}")
-        if self._metrics is not None and outcome != "replay":
+        if outcome != "replay":
             self._metrics.invest_outcome(amount, invested or 0)
         result: InvestResult = {
             "user_id": user_id,

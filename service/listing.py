@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from service.cache import StaleBoundCache
-from service.db import Database, DatabaseUnavailable
+from service.db import DatabaseUnavailable, Queries
 from service.goods import goods_json
 from service.metrics import Metrics
 from service.parsing import parse_period, parse_query
@@ -60,10 +60,10 @@ class GoodsListing:
 
     def __init__(
         self,
-        db: Database,
+        db: Queries,
         settings: Settings,
-        metrics: Metrics | None,
-        reads: Database | None = None,
+        metrics: Metrics,
+        reads: Queries | None = None,
     ) -> None:
         self._db = db
         # READ_DATABASE_URL: a standby read while its data is at most READ_MAX_LAG_SECONDS old.

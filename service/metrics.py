@@ -8,6 +8,9 @@ On the request path nothing is written to those files: a request adds to plain c
 worker (`_Tally`), and once a second (and when this worker answers a scrape, and when it stops)
 they are added to the shared metrics in one write per bucket. A multiprocess write costs about
 1.5 µs; a request would need two to four. Every metric is listed in README "Operations".
+
+With METRICS_ENABLED=false the composition root builds `NullMetrics` instead: the same calls,
+nothing counted, so no caller checks whether metrics are on.
 """
 
 from __future__ import annotations
@@ -100,8 +103,25 @@ class RouteMetrics:
         tally.observe(seconds)
 
 
+class NullRouteMetrics(RouteMetrics):
+    """A route's metrics when metrics are off: observes nothing."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        pass
+
+    def observe(self, status: int, seconds: float) -> None:
+        pass
+
+
+NULL_ROUTE = NullRouteMetrics()
+
+
 class Metrics:
     """The service's metrics; one instance per worker, created by the composition root."""
+
+    enabled = True  # whether /metrics is served
 
     def __init__(self, multiprocess_dir: str | None = None) -> None:
         # Definitions go to a private registry so that building a second app in one process
@@ -245,3 +265,39 @@ class Metrics:
         """Prometheus text exposition of every worker's metrics (the other workers' counts are
         at most FLUSH_SECONDS old)."""
         return Response(200, None, Content(CONTENT_TYPE_LATEST.encode(), self.exposition()))
+
+
+class NullMetrics(Metrics):
+    """Metrics off (METRICS_ENABLED=false): every call does nothing, and there is no /metrics."""
+
+    enabled = False
+
+    def __init__(self) -> None:
+        pass
+
+    def route(self, method: str, route: str) -> RouteMetrics:
+        return NULL_ROUTE
+
+    def invest_batch(self, size: int) -> None:
+        pass
+
+    def invest_outcome(self, requested: int, granted: int) -> None:
+        pass
+
+    def hit(self, age: float) -> None:
+        pass
+
+    def miss(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def start(self, pool_status: Callable[[], Any]) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def exposition(self) -> bytes:
+        return b""

@@ -45,7 +45,7 @@ def observed(
     handler: Handler,
     app: Application,
     route: str,
-    metrics: RouteMetrics | None,
+    metrics: RouteMetrics,
     access_log: bool,
 ) -> Handler:
     """`handler` with the request id, its metrics child and (when enabled) an access log line."""
@@ -62,8 +62,7 @@ def observed(
             except Exception as error:
                 response = await app.handle_request_handler_exception(request, error)
             response.add_header(RESPONSE_HEADER, rid)
-            if metrics is not None:
-                metrics.observe(response.status, perf_counter() - started)
+            metrics.observe(response.status, perf_counter() - started)
             if access_log:
                 access.info(
                     "%s %s %d",
@@ -125,7 +124,7 @@ class RawRoute:
         self,
         handler: RawHandler,
         route: str,
-        metrics: RouteMetrics | None,
+        metrics: RouteMetrics,
         access_log: bool,
         framework_log: logging.Logger,
     ) -> None:
@@ -154,8 +153,7 @@ class RawRoute:
                        (b"content-length", str(len(body)).encode())]  # fmt: skip
             if extra is not None:
                 headers[:0] = extra
-            if self._metrics is not None:
-                self._metrics.observe(status, perf_counter() - started)
+            self._metrics.observe(status, perf_counter() - started)
             if self._access_log:
                 self._log(scope, status, started)
             # the fewest sends ASGI allows: the head, then the whole body

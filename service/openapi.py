@@ -236,7 +236,6 @@ def describe(
     my_investments: Handler,
     healthz: Handler,
     readyz: Handler,
-    metrics: Handler | None,
 ) -> None:
     """Attach the documentation of each route to its handler (as routed)."""
     docs(
@@ -305,14 +304,17 @@ def describe(
         tags=["operations"],
         responses={200: _ok("The database answers", Health), 503: UNAVAILABLE},
     )(readyz)
-    if metrics is not None:
-        text = ContentInfo(str, content_type="text/plain")
-        docs(
-            summary="Prometheus metrics",
-            description="Every worker's metrics in the Prometheus text exposition format.",
-            tags=["operations"],
-            responses={200: ResponseInfo("The metrics", content=[text])},
-        )(metrics)
+
+
+def describe_metrics(docs: OpenAPIHandler, scrape: Handler) -> None:
+    """Attach the documentation of /metrics (served when METRICS_ENABLED) to its handler."""
+    text = ContentInfo(str, content_type="text/plain")
+    docs(
+        summary="Prometheus metrics",
+        description="Every worker's metrics in the Prometheus text exposition format.",
+        tags=["operations"],
+        responses={200: ResponseInfo("The metrics", content=[text])},
+    )(scrape)
 
 
 GOODS_ID = _parameter(

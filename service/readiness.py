@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 
-from service.db import Database, DatabaseUnavailable
+from service.db import DatabaseUnavailable, Queries
 
 READY_TIMEOUT = 1.0  # seconds; half of the balancer's check timeout
 
 
 class Readiness:
-    """Runs the `ready` statement on its own Database; raises DatabaseUnavailable when it fails
+    """Runs the `ready` statement on a database of its own; raises DatabaseUnavailable when it fails
     or takes longer than READY_TIMEOUT."""
 
-    def __init__(self, db: Database, timeout: float = READY_TIMEOUT) -> None:
+    def __init__(self, db: Queries, timeout: float = READY_TIMEOUT) -> None:
         self.db = db
         self.timeout = timeout
         self._flight: asyncio.Future[None] | None = None

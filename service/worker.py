@@ -1,5 +1,8 @@
-"""One worker's state: its database pool, readiness probe, coalescers, list cache, use cases and
-chores, opened once when the worker starts (in its own event loop) and closed when it stops."""
+"""One worker's state: its databases, readiness probe, coalescers, list cache, use cases and
+chores, built once when the worker starts (in its own event loop) and closed when it stops.
+
+Everything it serves with comes in by parameter: the composition root (service/app.py) passes
+PostgreSQL's pools and the metrics; tests/fakes.py passes an in-memory database."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import asyncio
 import logging
 
 from service.batcher import InvestBatcher, PageBatcher
-from service.db import Database, DatabaseUnavailable, key_locks_per_call
+from service.db import Databases, DatabaseUnavailable, key_locks_per_call
 from service.holdings import Holdings
 from service.housekeeping import forget_old_idempotency_keys
 from service.investing import Investing
@@ -22,20 +25,12 @@ log = logging.getLogger("service.worker")
 class Worker:
     """Built once in the application's start hook; the handlers reach everything through it."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, databases: Databases) -> None:
         self.settings = settings
-        self.db = Database(settings, settings.pool_share())
-        # READ_DATABASE_URL: a standby for the product list (psqlpy's smallest pool), else the same.
-        self.reads = (
-            Database(settings, 2, settings.read_database_url)
-            if settings.read_database_url
-            else self.db
-        )
-        # psqlpy's smallest pool; checks share one probe, so one connection opens.
-        self.readiness = Readiness(Database(settings, 2))
-        self.invests = InvestBatcher(
-            self.db, settings, on_batch=None if metrics is None else metrics.invest_batch
-        )
+        self.db = databases.main
+        self.reads = databases.reads  # READ_DATABASE_URL: a standby for the product list
+        self.readiness = Readiness(databases.ready)
+        self.invests = InvestBatcher(self.db, settings, on_batch=metrics.invest_batch)
         self.pages = PageBatcher(self.db, settings)
         self.windows = Windows(settings)
         self.listing = GoodsListing(self.db, settings, metrics, self.reads)

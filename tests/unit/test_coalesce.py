@@ -13,57 +13,19 @@ from service.batcher import Invest, InvestBatcher, InvestRow
 from service.coalesce import Overloaded
 from service.db import DatabaseUnavailable, LockNotAvailable, OutcomeUnknown, StatementRefused
 from service.settings import Settings
+from tests.fakes import InvestCallDatabase
 
 
-class FakeDatabase:
-    """Answers invest-batch like invest_many() would (everything granted), one call at a time
-    under the test's control: each call waits for `release` when `hold` is set. Products in
-    `held` are passed over by invest-batch ('skipped') and waited for by invest-wait until
-    `unheld` is set; a call carrying the amount `refuse` is refused (an ERROR)."""
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []  # the batch size of every call
-        self.sent: list[tuple[str, list[int]]] = []  # (statement, amounts) of every call
-        self.hold = False
-        self.release = asyncio.Event()
-        self.fail: BaseException | None = None
-        self.rows_short = False
-        self.held: set[int] = set()
-        self.unheld = asyncio.Event()
-        self.refuse: int | None = None
-
-    async def rows(self, name: str, params: list[Any], *, writes: bool = False) -> list[Any]:
-        assert name in ("invest-batch", "invest-wait") and writes
-        goods, _users, amounts, _keys = params[:4]
-        self.calls.append(len(goods))
-        self.sent.append((name, list(amounts)))
-        if self.hold:
-            await self.release.wait()
-        if self.fail is not None:
-            raise self.fail
-        if self.refuse in amounts:
-            raise StatementRefused("statement invest-batch was refused")
-        if name == "invest-wait":
-            await self.unheld.wait()
-        rows = [
-            (n + 1, "done", True, 10**9, amount, amount, "recruiting", "2026-11-25 00:00:00", n)
-            if name == "invest-wait" or goods_id not in self.held
-            else (n + 1, "skipped", *[None] * 7)
-            for n, (goods_id, amount) in enumerate(zip(goods, amounts, strict=True))
-        ]
-        return rows[:-1] if self.rows_short else rows
-
-
-def batcher(db: FakeDatabase, **settings: Any) -> InvestBatcher:
+def batcher(db: InvestCallDatabase, **settings: Any) -> InvestBatcher:
     values = {"invest_queue_max": 100, "db_acquire_timeout": 5.0, **settings}
-    return InvestBatcher(db, Settings(**values))  # type: ignore[arg-type]
+    return InvestBatcher(db, Settings(**values))
 
 
 async def one_call_in_flight(
     **settings: Any,
-) -> tuple[FakeDatabase, InvestBatcher, asyncio.Task[InvestRow]]:
+) -> tuple[InvestCallDatabase, InvestBatcher, asyncio.Task[InvestRow]]:
     """A batcher whose first call (one invest, user 1, goods 1) is held in the fake database."""
-    db = FakeDatabase()
+    db = InvestCallDatabase()
     db.hold = True
     invests = batcher(db, **settings)
     in_flight = asyncio.create_task(invests.invest(1, 1, 1))
@@ -89,7 +51,7 @@ async def until(condition: Any) -> None:
 
 def test_an_idle_batcher_calls_at_once_and_coalesces_what_arrives_meanwhile() -> None:
     async def scenario() -> None:
-        db = FakeDatabase()
+        db = InvestCallDatabase()
         db.hold = True
         invests = batcher(db)
         first = asyncio.create_task(invests.invest(1, 1, 10))
@@ -146,7 +108,7 @@ def test_a_request_not_sent_before_its_deadline_is_answered_503_and_never_sent()
 )
 def test_a_failed_call_answers_every_request_of_its_batch(failure: Any, expected: type) -> None:
     async def scenario() -> None:
-        db = FakeDatabase()
+        db = InvestCallDatabase()
         if failure == "rows_short":
             db.rows_short = True
         else:
@@ -184,7 +146,7 @@ def test_a_dying_drain_task_answers_everyone_and_releases_every_key() -> None:
 
 def test_a_retry_of_a_key_still_waiting_is_in_use_without_a_call() -> None:
     async def scenario() -> None:
-        db = FakeDatabase()
+        db = InvestCallDatabase()
         db.hold = True
         invests = batcher(db)
         first = asyncio.create_task(invests.invest(1, 7, 5, "same"))
@@ -219,7 +181,7 @@ def test_a_request_arriving_just_as_the_last_call_ends_starts_a_new_call() -> No
     (it is submitted from a callback of the previous answer): it must not wait for nobody."""
 
     async def scenario() -> None:
-        db = FakeDatabase()
+        db = InvestCallDatabase()
         invests = batcher(db, db_acquire_timeout=1.0)
         follow: list[asyncio.Future[InvestRow]] = []
         first = invests._shared.submit(Invest(1, 1, 1, None))
@@ -261,7 +223,7 @@ def test_a_held_product_waits_in_its_own_call_and_the_others_go_on() -> None:
     arrival order, while requests for other products keep being served."""
 
     async def scenario() -> None:
-        db = FakeDatabase()
+        db = InvestCallDatabase()
         db.held = {7}
         invests = batcher(db)
         first = asyncio.create_task(invests.invest(7, 1, 100))
@@ -286,7 +248,7 @@ def test_a_held_product_waits_in_its_own_call_and_the_others_go_on() -> None:
 
 def test_a_held_product_still_locked_at_the_deadline_is_answered_503() -> None:
     async def scenario() -> None:
-        db = FakeDatabase()
+        db = InvestCallDatabase()
         db.held = {7}
         invests = batcher(db, db_acquire_timeout=0.2)
 
@@ -295,7 +257,7 @@ def test_a_held_product_still_locked_at_the_deadline_is_answered_503() -> None:
                 db.sent.append((name, list(params[2])))
                 await asyncio.sleep(params[4] / 1000)
                 raise LockNotAvailable("invest-wait waited too long for a row lock")
-            return await FakeDatabase.rows(db, name, params, writes=writes)
+            return await InvestCallDatabase.rows(db, name, params, writes=writes)
 
         db.rows = wait_for_row  # type: ignore[method-assign]
         started = asyncio.get_running_loop().time()
@@ -316,7 +278,7 @@ def test_a_held_product_still_locked_at_the_deadline_is_answered_503() -> None:
 
 def test_a_client_leaving_does_not_take_its_invest_out_of_a_held_products_call() -> None:
     async def scenario() -> None:
-        db = FakeDatabase()
+        db = InvestCallDatabase()
         db.held = {7}
         invests = batcher(db)
         leaving = asyncio.create_task(invests.invest(7, 1, 100, "key-left"))
@@ -334,7 +296,7 @@ def test_a_client_leaving_does_not_take_its_invest_out_of_a_held_products_call()
 def test_a_call_carries_at_most_the_key_budget_of_keyed_requests() -> None:
     async def scenario() -> None:
         db, _, in_flight = await one_call_in_flight()
-        invests = InvestBatcher(db, Settings(invest_queue_max=100), key_locks=2)  # type: ignore[arg-type]
+        invests = InvestBatcher(db, Settings(invest_queue_max=100), key_locks=2)
         db.hold = True
         first = asyncio.create_task(invests.invest(1, 1, 1))
         await until(lambda: len(db.calls) == 2)
@@ -356,7 +318,7 @@ def test_the_queue_cap_counts_the_requests_waiting_for_a_held_product() -> None:
     product's call and not yet in it count as much as those waiting for the shared call."""
 
     async def scenario() -> None:
-        db = FakeDatabase()
+        db = InvestCallDatabase()
         db.held = {7}
         invests = batcher(db, invest_queue_max=2)
         in_call = asyncio.create_task(invests.invest(7, 1, 100))  # in the held product's call
@@ -377,7 +339,7 @@ def test_a_refused_call_hands_a_held_products_request_over_once() -> None:
     neither answers it 503 while it is still made, nor makes it twice."""
 
     async def scenario() -> None:
-        db = FakeDatabase()
+        db = InvestCallDatabase()
         db.held = {7}
         invests = batcher(db)
         first_held = asyncio.create_task(invests.invest(7, 1, 100))

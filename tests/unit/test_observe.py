@@ -8,6 +8,7 @@ from blacksheep import Request, Response
 from blacksheep.testing import TestClient
 
 from service.app import _on_internal_error, _on_problem, _route
+from service.metrics import NullMetrics
 from service.problems import Problem
 
 
@@ -26,10 +27,11 @@ def call(path: str, headers: list[tuple[bytes, bytes]]) -> Response:
     app.exceptions_handlers[Problem] = _on_problem
     app.exceptions_handlers[500] = _on_internal_error
     app.router.add_get(
-        "/fails", _route(fails, "GET", "/fails", app=app, metrics=None, access_log=False)
+        "/fails", _route(fails, "GET", "/fails", app=app, metrics=NullMetrics(), access_log=False)
     )
     app.router.add_get(
-        "/refuses", _route(refuses, "GET", "/refuses", app=app, metrics=None, access_log=False)
+        "/refuses",
+        _route(refuses, "GET", "/refuses", app=app, metrics=NullMetrics(), access_log=False),
     )
 
     async def run() -> Response:

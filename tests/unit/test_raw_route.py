@@ -13,6 +13,7 @@ import pytest
 from service.coalesce import Overloaded
 from service.db import DatabaseUnavailable, OutcomeUnknown
 from service.handlers import Answer, Receive, Scope
+from service.metrics import NULL_ROUTE
 from service.observe import RawRoute
 from service.problems import Problem
 
@@ -25,7 +26,7 @@ def answer_to(error: Exception | None, request_id: bytes = b"trace-me") -> list[
             raise error
         return b"[]", [(b"Link", b"<next>")]
 
-    route = RawRoute(handler, "/x", None, False, FRAMEWORK_LOG)
+    route = RawRoute(handler, "/x", NULL_ROUTE, False, FRAMEWORK_LOG)
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
