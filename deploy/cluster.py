@@ -13,11 +13,8 @@ them in state.json (state.py); `down` stops exactly those processes. Everything 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +27,13 @@ from deploy.state import load_state, save, state_path
 from deploy.tools import (
     PREPARED_STATEMENTS_SINCE,
     ensure_installed,
+    haproxy_rows,
     pgbouncer_user,
     pgbouncer_version,
     program,
 )
 from harness.sockets import port_in_use
 from service.settings import redact
-
-
-def haproxy_rows(stats_url: str, proxy: str) -> list[dict[str, str]]:
-    """haproxy's per-server rows of `proxy` in the stats CSV (status, hrsp_2xx, stot, ...)."""
-    with urllib.request.urlopen(f"{stats_url};csv", timeout=2) as response:
-        text = response.read().decode().lstrip("# ")
-    rows = list(csv.DictReader(io.StringIO(text)))
-    return [row for row in rows if row["svname"] not in ("FRONTEND", "BACKEND")
-            and row["pxname"] == proxy]  # fmt: skip
 
 
 def haproxy_servers(stats_url: str) -> list[dict[str, str]]:

@@ -26,7 +26,7 @@ from deploy.config import ClusterConfig, ClusterError, log
 from deploy.processes import alive, spawn, stop, wait
 from deploy.render import _render
 from deploy.state import save
-from deploy.tools import pgbouncer_user, program
+from deploy.tools import haproxy_rows, pgbouncer_user, program
 from harness import postgres
 
 SCOPE = "investment"
@@ -213,8 +213,6 @@ def healthy(state: dict[str, Any], count: int) -> bool:
 def primary_servers(stats_url: str) -> dict[str, str]:
     """haproxy's view of the write route: member name → UP, DOWN, or on the way ("UP 1/2" is
     going down and still takes connections, "DOWN 1/2" is going up and does not)."""
-    from deploy.cluster import haproxy_rows
-
     return {row["svname"]: row["status"] for row in haproxy_rows(stats_url, "primary")}
 
 

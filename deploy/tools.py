@@ -1,14 +1,17 @@
 """haproxy and PgBouncer (and for Patroni's topology patroni, etcd and PostgreSQL 15) themselves:
-installed from Debian when missing, PgBouncer's version, and the user PgBouncer and PostgreSQL run
-as."""
+installed from Debian when missing, PgBouncer's version, the user PgBouncer and PostgreSQL run
+as, and haproxy's per-server rows from its stats page."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import pwd
 import re
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 
 from deploy.config import ClusterError, log
@@ -79,3 +82,12 @@ def pgbouncer_user() -> str | None:
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
     return "postgres"
+
+
+def haproxy_rows(stats_url: str, proxy: str) -> list[dict[str, str]]:
+    """haproxy's per-server rows of `proxy` in the stats CSV (status, hrsp_2xx, stot, ...)."""
+    with urllib.request.urlopen(f"{stats_url};csv", timeout=2) as response:
+        text = response.read().decode().lstrip("# ")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    return [row for row in rows if row["svname"] not in ("FRONTEND", "BACKEND")
+            and row["pxname"] == proxy]  # fmt: skip

