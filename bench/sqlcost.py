@@ -1,7 +1,10 @@
 """PostgreSQL's CPU per request of the service's coalesced statements, at 1, 10 and 100 requests
 per call (my investments for users holding about 10 and about 40 investments): one session (the
 service's session options, its prepared statements), the CPU of that session's backend read from
-/proc before and after, divided by the requests served.
+/proc before and after, divided by the requests served. Beside it, what the same calls cost this
+process, the client (psqlpy, on uvloop as in the service): its CPU per call, all threads (psqlpy's
+Tokio threads too) and the event loop's thread alone, which is what a call costs a worker besides
+its requests.
 
 python -m bench.sqlcost   # a fresh database `bench_sqlcost` on BENCH_DATABASE_URL's server
 
@@ -13,14 +16,15 @@ pays. Needs the server's processes visible from here (a local server).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import psqlpy
+import uvloop
 
 from bench import dataset
 from bench.cpu import TICKS_PER_SECOND, read_stat
@@ -94,13 +98,20 @@ async def measure(
                     await conn.execute(named[name], params(size), prepared=True)
                 batches = [params(size) for _ in range(calls)]
                 before = _ticks(pid)
+                process, loop_thread = time.process_time(), time.thread_time()
                 for batch in batches:
                     await conn.execute(named[name], batch, prepared=True)
+                process, loop_thread = (
+                    time.process_time() - process,
+                    time.thread_time() - loop_thread,
+                )
                 used = (_ticks(pid) - before) / TICKS_PER_SECOND
                 figures[f"{label} x{size}"] = {
                     "requests_per_call": size,
                     "calls": calls,
                     "postgres_cpu_us_per_request": round(used * 1e6 / (calls * size), 1),
+                    "client_cpu_us_per_call": round(process * 1e6 / calls, 1),
+                    "client_loop_thread_us_per_call": round(loop_thread * 1e6 / calls, 1),
                 }
         return figures
     finally:
@@ -120,16 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shape = replace(dataset.Shape(), investments=args.investments)
         dataset.load(url, shape)
-        figures = asyncio.run(measure(url, shape.users, shape.recruiting, requests=args.requests))
+        figures = uvloop.run(measure(url, shape.users, shape.recruiting, requests=args.requests))
     finally:
         psql(server, "DROP DATABASE IF EXISTS bench_sqlcost WITH (FORCE)")
-    print("| statement | requests per call | calls | PostgreSQL CPU µs / request |")
-    print("|---|---:|---:|---:|")
+    print(
+        "| statement | requests per call | calls | PostgreSQL CPU µs / request "
+        "| client CPU µs / call | of which the event loop's thread |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for name, f in figures.items():
         statement = name.rsplit(" ", 1)[0]
         print(
             f"| {statement} | {f['requests_per_call']} | {f['calls']} | "
-            f"{f['postgres_cpu_us_per_request']:,.1f} |"
+            f"{f['postgres_cpu_us_per_request']:,.1f} | {f['client_cpu_us_per_call']:,.1f} | "
+            f"{f['client_loop_thread_us_per_call']:,.1f} |"
         )
     return 0
 

@@ -1,0 +1,26 @@
+"""bench.sqlcost on a small dataset: PostgreSQL's CPU per request and the client's CPU per call
+(all threads, and the event loop's thread alone) for every statement and size."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import uvloop
+
+from bench import dataset
+from bench.sqlcost import PAGE_ITEMS, PER_CALL, measure
+
+
+def test_sqlcost_reports_server_and_client_cpu_for_every_statement_and_size(
+    database_url: str,
+) -> None:
+    shape = replace(dataset.Shape(), investments=20_000)
+    dataset.load(database_url, shape)
+    figures = uvloop.run(measure(database_url, shape.users, shape.recruiting, requests=200))
+    labels = ["invest-batch"] + [f"my-investments-many ~{items} items" for items in PAGE_ITEMS]
+    assert list(figures) == [f"{label} x{size}" for label in labels for size in PER_CALL]
+    for figure in figures.values():
+        assert figure["calls"] >= 20
+        # One call does work in this process, and most of it on the event loop's thread.
+        assert 0 < figure["client_loop_thread_us_per_call"] <= figure["client_cpu_us_per_call"]
+        assert figure["postgres_cpu_us_per_request"] >= 0
