@@ -9,14 +9,19 @@ import uvloop
 
 from bench import dataset
 from bench.sqlcost import PAGE_ITEMS, PER_CALL, measure
+from tests.support import drop_database, new_database
 
 
 def test_sqlcost_reports_server_and_client_cpu_for_every_statement_and_size(
-    database_url: str,
+    postgres_server: str,
 ) -> None:
-    shape = replace(dataset.Shape(), investments=20_000)
-    dataset.load(database_url, shape)
-    figures = uvloop.run(measure(database_url, shape.users, shape.recruiting, requests=200))
+    url = new_database(postgres_server)  # as bench.sqlcost does: D is loaded into a new database
+    try:
+        shape = replace(dataset.Shape(), investments=20_000)
+        dataset.load(url, shape)
+        figures = uvloop.run(measure(url, shape.users, shape.recruiting, requests=200))
+    finally:
+        drop_database(postgres_server, url)
     labels = ["invest-batch"] + [f"my-investments-many ~{items} items" for items in PAGE_ITEMS]
     assert list(figures) == [f"{label} x{size}" for label in labels for size in PER_CALL]
     for figure in figures.values():
