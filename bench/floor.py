@@ -8,6 +8,8 @@ with that class replaced by one that changes the target and the interface and ke
 option (workers, loop, HTTP/1 settings, runtime mode and threads, backlog, …), so the floor
 follows the service's server settings without a second copy of them. Any path answers 200 with
 the same body and content type as the service's /healthz: the floor is what granian itself costs.
+A request with a body (the bench's `floor-asgi-post` window sends invest's POST) has it read
+first, as the service reads an invest's: that `receive` is a hand-off of its own.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ _RSGI_HEADERS = [("content-type", "application/json"), ("content-length", str(le
 async def asgi(
     scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
 ) -> None:
-    """Raw ASGI: the small JSON for every request; lifespan acknowledged (the service's
-    interface runs it too)."""
+    """Raw ASGI: the small JSON for every request, after its body if it has one; lifespan
+    acknowledged (the service's interface runs it too)."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -44,12 +46,17 @@ async def asgi(
             else:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["method"] == "POST":
+        while (await receive()).get("more_body", False):
+            pass
     await send(_START)
     await send(_BODY)
 
 
 async def rsgi(scope: Any, protocol: Any) -> None:
-    """Raw RSGI (granian's own interface): the same answer in one call."""
+    """Raw RSGI (granian's own interface): the same answer in one call, after the body."""
+    if scope.method == "POST":
+        await protocol()
     protocol.response_bytes(200, _RSGI_HEADERS, BODY)
 
 

@@ -105,6 +105,7 @@ CAPACITY_ENDPOINTS = ("healthz", *APIS)
 FLOORS = ("floor-asgi", "floor-rsgi")  # bench/floor.py: the raw apps on the service's granian
 PAGES = ("my-investments-10", "my-investments-40")  # users holding about 10 and 40 investments
 FLOOR = "floor-asgi"  # what issue 18's ratios are taken against
+FLOOR_POST = f"{FLOOR}-post"  # the same floor answering invest's POST, its body read first
 _GATED = ("healthz", "list", "invest", *PAGES)
 
 # Issue 18's targets: throughput as a ratio to the raw-ASGI floor measured in the same run (the
@@ -221,7 +222,8 @@ def capacity(limits: dict[str, Any]) -> list[str]:
         + (
             "; first on the server's floor: a raw ASGI app and a raw RSGI app (bench/floor.py) "
             "answering /healthz's small JSON on the same granian, with the same workers and "
-            "settings, every endpoint's req/s given as a ratio to them"
+            "settings (the ASGI one also answering invest's POST after reading its body: "
+            f"{FLOOR_POST}), every endpoint's req/s given as a ratio to them"
             if floors
             else ""
         )
@@ -240,6 +242,7 @@ def capacity(limits: dict[str, Any]) -> list[str]:
         "| of which the bench database's backends |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    floors += [FLOOR_POST] if FLOOR_POST in endpoints else []
     shown = [*floors, *CAPACITY_ENDPOINTS, *(name for name in PAGES if name in endpoints)]
     for name in shown:
         f = endpoints.get(name, {})

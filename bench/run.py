@@ -361,9 +361,10 @@ class Bench:
 
     def capacity(self) -> None:
         """The capacity stage: the raw ASGI and RSGI floors on the service's granian settings
-        (bench/floor.py), then /healthz, each API and my investments at each page size, each
-        window warmed up and PostgreSQL settled first, with the CPU per request of the server's
-        processes and of PostgreSQL; every endpoint also as a ratio to the floors."""
+        (bench/floor.py; the ASGI one also with invest's POST), then /healthz, each API and my
+        investments at each page size, each window warmed up and PostgreSQL settled first, with
+        the CPU per request of the server's processes and of PostgreSQL; every endpoint also as
+        a ratio to the floors."""
         if not limits.wrk_available():
             self.results["limits"]["capacity"] = {"skipped": "wrk is not installed"}
             return
@@ -378,9 +379,15 @@ class Bench:
             pool = {"DB_POOL_SIZE": str(self.pool)}
             try:
                 with FloorServer(interface, self.workers, log_path, pool) as floor:
-                    url = self.wrk_targets(floor.base_url)["healthz"]
+                    targets = self.wrk_targets(floor.base_url)
                     roots = {"service": floor.pid, "postgres": postmaster}
-                    endpoints[name] = self.capacity_window(name, url, "healthz", roots)
+                    endpoints[name] = self.capacity_window(
+                        name, targets["healthz"], "healthz", roots
+                    )
+                    if name == report.FLOOR:  # and invest's POST: a body to receive
+                        endpoints[report.FLOOR_POST] = self.capacity_window(
+                            report.FLOOR_POST, targets["invest"], "invest", roots
+                        )
             except NotReady as error:  # reported as a failed row; the run goes on
                 endpoints[name] = {"error": str(error).splitlines()[0]}
         service = self.start_service()

@@ -22,8 +22,14 @@ def test_the_floor_answers_like_healthz_with_the_workers_asked(
     interface: str, tmp_path: Path
 ) -> None:
     with FloorServer(interface, 2, tmp_path / "floor.log") as server:
-        for path in ("/healthz", "/v1/api/investment/goods"):
-            with urllib.request.urlopen(f"{server.base_url}{path}", timeout=5) as response:
+        posted = urllib.request.Request(  # invest's POST, as the floor-asgi-post window sends
+            f"{server.base_url}/v1/api/investment/user/goods",
+            data=b'{"goodsId": 1, "investmentAmount": 1000}',
+            headers={"Content-Type": "application/json"},
+        )
+        for request in (f"{server.base_url}/healthz", f"{server.base_url}/v1/api/investment/goods",
+                        posted):  # fmt: skip
+            with urllib.request.urlopen(request, timeout=5) as response:
                 assert response.status == 200
                 assert response.headers["content-type"] == "application/json"
                 assert response.read() == BODY == b'{"status":"ok"}'

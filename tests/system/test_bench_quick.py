@@ -81,7 +81,8 @@ def test_bench_quick_reports_every_scenario(postgres_server: str, tmp_path: Path
     assert all(entry["checkpoint"] for entry in results["settle"])
 
 
-CAPACITY = ("floor-asgi", "floor-rsgi", "healthz", *APIS, "my-investments-10", "my-investments-40")
+CAPACITY = ("floor-asgi", "floor-asgi-post", "floor-rsgi", "healthz", *APIS, "my-investments-10",
+            "my-investments-40")  # fmt: skip
 
 
 def assert_capacity(results: dict[str, Any]) -> None:

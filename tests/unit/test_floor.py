@@ -3,6 +3,7 @@ only the application swapped."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -63,3 +64,22 @@ def test_the_floor_keeps_every_server_option_of_the_service(environ: None, inter
     assert changed == {"factory"} | ({"interface"} if interface == "rsgi" else set())
     assert options["workers"] == 3 and options["runtime_threads"] == 2
     assert granian.Granian is granian.server.Server  # and granian is itself again
+
+
+def test_the_asgi_floor_reads_a_posts_body_before_it_answers() -> None:
+    """Invest's POST on the floor pays the body's `receive`, as the service does."""
+    events: list[str] = []
+    body = [{"type": "http.request", "body": b'{"a"', "more_body": True},
+            {"type": "http.request", "body": b": 1}", "more_body": False}]  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        events.append("receive")
+        return body.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        events.append(message["type"])
+
+    for method, received in (("GET", 0), ("POST", 2)):
+        events.clear()
+        asyncio.run(floor.asgi({"type": "http", "method": method}, receive, send))
+        assert events == ["receive"] * received + ["http.response.start", "http.response.body"]
