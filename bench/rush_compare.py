@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.limits import run_wrk, wrk_script
-from bench.target import DEFAULT_SERVER, psql, recreate_database
+from bench.target import DEFAULT_SERVER, psql, recreate_database, settle
 from harness.sockets import free_port
 from service.ops.roles import with_user
 
@@ -76,19 +76,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
 
 
-def settle(owner_url: str) -> None:
-    """CHECKPOINT, then (bounded) until no autovacuum worker runs (bench/README.md: quiet)."""
-    psql(owner_url, "CHECKPOINT")
-    for _ in range(100):
-        busy = psql(
-            owner_url,
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
-        )
-        if busy.strip() == "0":
-            return
-        time.sleep(0.1)
-
-
 def rush(urls: list[str], seconds: float, work: Path) -> dict[str, Any]:
     """wrk against each instance at once (250 connections each), all on goods_id 1."""
     script = wrk_script("invest", users=1_000_000, recruiting=1)
@@ -127,7 +114,7 @@ def measure(side: str, checkout: Path, server: str, window: float, work: Path) -
         )
         urls = [url for _, url in instances]
         rush(urls, 3, work)  # warm-up, not measured
-        settle(owner)
+        settle(owner, timeout=10)
         return rush(urls, window, work)
     finally:
         for process, _ in instances:
