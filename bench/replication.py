@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -28,11 +26,12 @@ from typing import Any
 
 import httpx
 
+from bench.limits import run_pgbench
 from deploy import patroni
 from deploy.cluster import down, up
 from deploy.config import ClusterConfig
 from harness import ROOT
-from harness.postgres import pg_tool, psql, with_database
+from harness.postgres import psql, with_database
 from harness.sockets import free_port, port_in_use
 
 PATH = "/v1/api/investment/user/goods"
@@ -49,7 +48,7 @@ def _config(runtime: Path, **more: Any) -> ClusterConfig:
 
 async def window(
     base_url: str, goods: list[int], seconds: float, concurrency: int
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Keyed invests from `concurrency` clients for `seconds`: throughput and latency."""
     latencies: list[float] = []
     failed = 0
@@ -80,8 +79,11 @@ async def window(
     latencies.sort()
     return {
         "invests_per_s": round(len(latencies) / seconds, 1),
-        "p50_ms": round(1000 * statistics.median(latencies), 1),
-        "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 1),
+        # None when no invest succeeded: `failed` says how many did not
+        "p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
+        "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 1)
+        if latencies
+        else None,
         "failed": failed,
     }
 
@@ -98,20 +100,13 @@ def _products(url: str) -> list[int]:
 def commits(url: str, seconds: int = 5) -> dict[str, float]:
     """pgbench: one-row INSERT commits from 4 clients (synchronous_commit on, as the service)."""
     psql(url, "CREATE TABLE IF NOT EXISTS bench_commit (n int)")
-    script = Path(tempfile.mkstemp(suffix=".sql")[1])
-    script.write_text("INSERT INTO bench_commit VALUES (1);\n")
-    try:
-        out = subprocess.run(
-            [pg_tool("pgbench"), "-n", "-c", "4", "-j", "1", "-T", str(seconds), "-f",
-             str(script), url],
-            capture_output=True, text=True, timeout=seconds + 60, check=True,
-        ).stdout  # fmt: skip
-    finally:
-        script.unlink()
-    latency = re.search(r"latency average = ([\d.]+) ms", out)
-    tps = re.search(r"tps = ([\d.]+)", out)
-    assert latency is not None and tps is not None, out
-    return {"commit_ms": float(latency.group(1)), "commits_per_s": round(float(tps.group(1)))}
+    with tempfile.TemporaryDirectory() as work:
+        done = run_pgbench(
+            url, "commit", "INSERT INTO bench_commit VALUES (1);\n", seconds, Path(work), clients=4
+        )
+    if done.get("tps") is None or done.get("latency_avg_ms") is None:
+        raise RuntimeError(f"pgbench failed: {done.get('error', done)}")
+    return {"commit_ms": done["latency_avg_ms"], "commits_per_s": round(done["tps"])}
 
 
 def _synchronous(state: dict[str, Any], on: bool) -> None:
@@ -139,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
     (ROOT / ".data").mkdir(exist_ok=True)
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, float | None]] = {}
 
-    def run(goods: list[int], base_url: str, database_url: str) -> dict[str, float]:
+    def run(goods: list[int], base_url: str, database_url: str) -> dict[str, float | None]:
         asyncio.run(window(base_url, goods, 2, args.concurrency))  # warm-up, not counted
         figures = asyncio.run(window(base_url, goods, args.seconds, args.concurrency))
         return figures | commits(database_url)
