@@ -189,6 +189,8 @@ class Service(ServiceProcess):
         # to set it against this one in the same protocol (docs/performance.md).
         checkout = os.environ.get("BENCH_SERVICE_CHECKOUT")
         if os.environ.get("BENCH_SERVER") == "rsgi-probe":  # an experiment: bench/rsgi_probe.py
+            if checkout:  # the probe serves this checkout's application, not another's
+                raise RuntimeError("BENCH_SERVER=rsgi-probe or BENCH_SERVICE_CHECKOUT, not both")
             self.process = spawn((sys.executable, "-m", "bench.rsgi_probe"), self.env,
                                  self.log_path)  # fmt: skip
         elif checkout:
