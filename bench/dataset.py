@@ -31,6 +31,9 @@ REBUILD_INDEXES_FROM = 2_000_000  # drop and rebuild the ledger's indexes for la
 WINDOW = ("2020-01-01 00:00:00", "2099-12-31 00:00:00")
 RECRUITING_TOTAL = 10**15  # never sells out during a run
 OTHER_TOTAL = 10**13  # above any ledger this generator writes (10^7 rows of <= 100,000)
+# My investments' page sizes the bench measures: users holding about 10 and about 40 investments
+# (users_holding), the pages of issue 18's targets.
+PAGE_ITEMS = (10, 40)
 
 
 @dataclass(frozen=True)

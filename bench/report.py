@@ -15,6 +15,8 @@ from typing import Any
 
 import psutil
 
+from bench.dataset import PAGE_ITEMS
+
 # The seed's documented JMeter averages (500 threads, pool 50), in milliseconds.
 SEED_AVG_MS = {"list": 3902.0, "invest": 3636.0, "my-investments": 4190.0}
 APIS = ("list", "invest", "my-investments")
@@ -103,7 +105,7 @@ CAPACITY_TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
 )
 CAPACITY_ENDPOINTS = ("healthz", *APIS)
 FLOORS = ("floor-asgi", "floor-rsgi")  # bench/floor.py: the raw apps on the service's granian
-PAGES = ("my-investments-10", "my-investments-40")  # users holding about 10 and 40 investments
+PAGES = tuple(f"my-investments-{items}" for items in PAGE_ITEMS)  # bench/dataset.py
 FLOOR = "floor-asgi"  # what issue 18's ratios are taken against
 FLOOR_POST = f"{FLOOR}-post"  # the same floor answering invest's POST, its body read first
 _GATED = ("healthz", "list", "invest", *PAGES)

@@ -62,7 +62,7 @@ class Protocol:
     wrk_seconds: float
     wrk_warmup: float = 3  # the same wrk load before each capacity window, not measured
     settle_timeout: float = 60  # the longest wait for autovacuum workers before a window
-    page_items: tuple[int, ...] = (10, 40)  # my investments' page sizes in the capacity stage
+    page_items: tuple[int, ...] = dataset.PAGE_ITEMS  # my investments' page sizes measured
 
 
 FULL = Protocol(
@@ -461,19 +461,21 @@ class Bench:
 
     # -- the protocol ------------------------------------------------------------------------
 
-    def run_only(self, stage: str) -> None:
-        """Dataset D loaded at once, then one stage alone (`--only capacity`: a few minutes)."""
+    def record_dataset(self, timings: dict[str, float], extra_seconds: float = 0.0) -> None:
+        """D's shape and what loading it took, into the results."""
         p = self.protocol
-        timings = dataset.load(self.url, p.shape)
         self.results["dataset"].update(
             shape={**asdict(p.shape), "users": p.shape.users},
-            d_load_seconds=round(sum(timings.values()), 1),
+            d_load_seconds=round(sum(timings.values()) + extra_seconds, 1),
             **{k: round(v, 1) for k, v in timings.items()},
         )
         print(f"dataset D loaded in {self.results['dataset']['d_load_seconds']} s", flush=True)
-        assert stage in STAGES
-        self.capacity()
-        self.stop_service()
+
+    def run_only(self, stage: str) -> None:
+        """Dataset D loaded at once, then one stage alone (`--only capacity`: a few minutes;
+        main() stops the service afterwards)."""
+        self.record_dataset(dataset.load(self.url, self.protocol.shape))
+        {"capacity": self.capacity}[stage]()
 
     def run(self) -> None:
         p = self.protocol
@@ -487,12 +489,7 @@ class Bench:
             self.grow_to(size)
             self.growth_point(size)
         self.grow_to(d_size)
-        self.results["dataset"].update(
-            shape={**asdict(p.shape), "users": p.shape.users},
-            d_load_seconds=round(sum(timings.values()) + self.loading_seconds, 1),
-            **{k: round(v, 1) for k, v in timings.items()},
-        )
-        print(f"dataset D loaded in {self.results['dataset']['d_load_seconds']} s", flush=True)
+        self.record_dataset(timings, self.loading_seconds)
         if d_size in p.growth_sizes:
             self.growth_point(d_size)
         self.seed_scenario()

@@ -35,21 +35,6 @@ from service.sql import queries
 
 PER_CALL = (1, 10, 100)
 REQUESTS = 3_000  # per statement and size, by default: calls = requests / size (at least 20)
-# My investments pages of about 10 and about 40 items: users holding that many (±10 %).
-PAGE_ITEMS = (10, 40)
-
-
-async def _holders(conn: psqlpy.Connection, items: int) -> list[int]:
-    """Users holding about `items` investments (±10 %)."""
-    low, high = round(items * 0.9), round(items * 1.1)
-    result = await conn.execute(
-        "SELECT user_id FROM user_investment_goods GROUP BY user_id"
-        f" HAVING count(*) BETWEEN {low} AND {high}"
-    )
-    found = [row[0] for row in result.result(as_tuple=True)]
-    if not found:
-        raise RuntimeError(f"no user holds about {items} investments: a larger --investments")
-    return found
 
 
 def _ticks(pid: int) -> int:
@@ -76,7 +61,11 @@ async def measure(
                 None,
             ]
 
-        holders = {items: await _holders(conn, items) for items in PAGE_ITEMS}
+        # the users holding nearest 10 and 40 investments, as the capacity stage picks them
+        holders = {
+            items: [user for user, _ in dataset.users_holding(url, items)]
+            for items in dataset.PAGE_ITEMS
+        }
 
         def pages(items: int) -> Callable[[int], list[Any]]:
             def params(size: int) -> list[Any]:
@@ -85,13 +74,16 @@ async def measure(
 
             return params
 
-        statements: list[tuple[str, Callable[[int], list[Any]]]] = [("invest-batch", invest)]
+        # (label, statement, its parameters for a call of `size` requests)
+        statements: list[tuple[str, str, Callable[[int], list[Any]]]] = [
+            ("invest-batch", "invest-batch", invest)
+        ]
         statements += [
-            (f"my-investments-many ~{items} items", pages(items)) for items in PAGE_ITEMS
+            (f"my-investments-many ~{items} items", "my-investments-many", pages(items))
+            for items in dataset.PAGE_ITEMS
         ]
         figures: dict[str, Any] = {}
-        for label, params in statements:
-            name = label.split(" ~")[0]
+        for label, name, params in statements:
             for size in PER_CALL:
                 calls = max(20, requests // size)
                 for _ in range(5):  # warm: prepared, plans cached

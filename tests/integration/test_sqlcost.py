@@ -8,7 +8,8 @@ from dataclasses import replace
 import uvloop
 
 from bench import dataset
-from bench.sqlcost import PAGE_ITEMS, PER_CALL, measure
+from bench.dataset import PAGE_ITEMS
+from bench.sqlcost import PER_CALL, measure
 from tests.support import drop_database, new_database
 
 
