@@ -88,8 +88,8 @@ class GoodsListing:
         started_at, finished_at = window
 
         async def load() -> bytes | None:
-            rows = await self._standby_rows("list-goods", [started_at, finished_at])
-            if rows is None:
+            rows = await self._standby_rows(started_at, finished_at)
+            if not rows:
                 rows = await self._db.rows("list-goods", [started_at, finished_at])
             if not rows:
                 return None
@@ -100,16 +100,18 @@ class GoodsListing:
             raise Problem("GOODS_NOT_FOUND", "no product's recruitment period lies in the window")
         return body
 
-    async def _standby_rows(self, name: str, params: list[Any]) -> list[tuple[Any, ...]] | None:
-        """The rows from READ_DATABASE_URL's standby when its data is at most
-        READ_MAX_LAG_SECONDS old (the list's staleness bound grows by that much); None when
-        there is none, or it lags, or it fails: then the primary answers."""
+    async def _standby_rows(
+        self, started_at: datetime, finished_at: datetime
+    ) -> list[tuple[Any, ...]]:
+        """The rows from READ_DATABASE_URL's standby while its data is at most
+        READ_MAX_LAG_SECONDS old (the list's staleness bound grows by that much), checked by the
+        same statement on the same server; none when there is no standby, or it lags, or it
+        fails, or the window is empty there: then the primary answers."""
         if self._reads is None:
-            return None
+            return []
         try:
-            ((lag,),) = await self._reads.rows("replica-lag")
-            if lag > self._max_lag:
-                return None
-            return await self._reads.rows(name, params)
+            return await self._reads.rows(
+                "list-goods-standby", [started_at, finished_at, self._max_lag]
+            )
         except DatabaseUnavailable:
-            return None
+            return []

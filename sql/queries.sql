@@ -12,12 +12,21 @@ CROSS JOIN LATERAL goods_item(g, statement_timestamp()) i
 WHERE g.started_at >= $1 AND g.finished_at <= $2
 ORDER BY g.goods_id;
 
--- name: replica-lag
--- How old a standby's data is, in seconds: the age of its last replayed commit (0 on a primary).
--- An idle primary makes a standby look older than it is; the list then reads from the primary.
-SELECT CASE WHEN pg_is_in_recovery()
-    THEN coalesce(extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()), 1e9)
-    ELSE 0 END::float8 AS lag;
+-- name: list-goods-standby
+-- list-goods on READ_DATABASE_URL's standby, only while its data is at most $3 seconds old: the
+-- age of its last replayed commit (0 on a primary), checked in the same statement, so on the same
+-- server as the rows (the read route balances over several standbys) and in one round trip. No
+-- rows when it lags (or when the window holds none): the primary then answers. An idle primary
+-- makes a standby look older than it is; the list then reads from the primary.
+SELECT i.*
+FROM investment_goods g
+CROSS JOIN LATERAL goods_item(g, statement_timestamp()) i
+WHERE g.started_at >= $1 AND g.finished_at <= $2
+  AND (SELECT CASE WHEN pg_is_in_recovery()
+           THEN coalesce(extract(epoch FROM clock_timestamp()
+                                 - pg_last_xact_replay_timestamp()), 1e9)
+           ELSE 0 END) <= $3::float8
+ORDER BY g.goods_id;
 
 -- name: invest-batch
 -- Invests from many requests, for any products, in one transaction: see invest_many() in

@@ -122,7 +122,6 @@ class MemoryDatabase:
             return [self._page(*request) for request in zip(*args, strict=True)]
         answers: dict[str, list[Row]] = {
             "ready": [(1,)],
-            "replica-lag": [(0.0,)],
             "lock-table-settings": [(64, 100, 0)],
             "forget-idempotency-keys": [(0,)],
         }

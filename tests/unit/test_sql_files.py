@@ -13,7 +13,7 @@ def test_every_named_query_the_service_uses_exists() -> None:
     names = set(queries())
     assert {
         "list-goods",
-        "replica-lag",
+        "list-goods-standby",
         "invest-batch",
         "my-investments-many",
         "ready",
