@@ -16,7 +16,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_in_use(host: str, port: int, timeout: float = 0.2) -> bool:
-    """Something accepts TCP connections on host:port."""
-    with socket.socket() as sock:
-        sock.settimeout(timeout)
-        return sock.connect_ex((host, port)) == 0
+    """Something accepts TCP connections on host:port (a name, an IPv4 or an IPv6 address); a
+    host that does not resolve or answer counts as free: binding it then says what is wrong."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
