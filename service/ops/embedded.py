@@ -140,11 +140,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start the server (initialising the folder when new) and return its URL."""
-        self._prepare_folder()
         if self.running():
             return self.url
-        if port_in_use(self.host, self.port):  # before initdb: nothing is made for nothing
+        if port_in_use(self.host, self.port):  # before anything is made: nothing for nothing
             raise RuntimeError(f"port {self.port} is taken: set EMBEDDED_PG_PORT to a free port")
+        self._prepare_folder()
         if not self.initialised:
             log.info("initialising embedded PostgreSQL in %s", self.data_dir)
             self._run(

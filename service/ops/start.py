@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness import ROOT
 from service.settings import Settings, child_environment, redact
 
 if TYPE_CHECKING:
     from service.ops.embedded import EmbeddedPostgres
 
 log = logging.getLogger("service")
-ROOT = Path(__file__).resolve().parents[2]
 # `just run`'s embedded database, its WAL archive and the backups of `just backup`.
 DEFAULT_DATA_DIR = ROOT / ".data" / "postgres"
 DEFAULT_ARCHIVE_DIR = ROOT / ".data" / "wal-archive"
@@ -37,8 +37,12 @@ def startup_reason(error: Exception, settings: Settings) -> str:
     first = redact(str(error)).strip().splitlines()
     reason = first[0] if first else type(error).__name__  # Rust errors append a backtrace
     if "Address already in use" in reason:  # granian's bind, past run()'s own check
-        return f"port {settings.port} on {settings.host} is taken: set PORT to a free port"
+        return _port_taken(settings)
     return reason
+
+
+def _port_taken(settings: Settings) -> str:
+    return f"port {settings.port} on {settings.host} is taken: set PORT to a free port"
 
 
 def run_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -58,12 +62,11 @@ def run(settings: Settings, migrate: bool = True) -> int:
 
     embedded = None
     if settings.database_url is None and not migrate:
-        log.error("--no-migrate needs DATABASE_URL (the embedded database is migrated at start)")
-        return 2
-    if port_in_use(settings.host, settings.port):  # before anything is started for nothing
         raise StartupFailure(
-            f"port {settings.port} on {settings.host} is taken: set PORT to a free port"
+            "--no-migrate needs DATABASE_URL (the embedded database is migrated at start)"
         )
+    if port_in_use(settings.host, settings.port):  # before anything is started for nothing
+        raise StartupFailure(_port_taken(settings))
     if settings.database_url is None:
         from service.ops.embedded import EmbeddedPostgres
 
