@@ -18,6 +18,7 @@ from tests.support import (
     create_goods,
     fresh_user,
     ledger_sum,
+    problem,
     psql,
     raw_exchange,
     raw_request,
@@ -150,15 +151,6 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
         for name, value in BAD_GOODS_IDS
     ),
 ]
-
-
-def problem(response: httpx.Response, status: int, code: str) -> None:
-    """`response` is the RFC 9457 problem of the contract (docs/api.md) with this status and code."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status and body["code"] == code, body
-    assert {"type", "title", "detail"} <= set(body)
 
 
 def raw_problem(raw: tuple[int, bytes], status: int, code: str) -> None:

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.system
 PATH = "/v1/api/investment/user/goods"
 RECOVERY_BOUND = 60.0  # seconds from the loss until the service answers 200 again
 SETTLED = {("200", ""), ("409", "IDEMPOTENCY_KEY_IN_USE")}
-# What SPEC.md allows while the database fails over: the outcome may be unknown (the commit was
+# What the contract (docs/api.md) allows while the database fails over: the outcome may be unknown (the commit was
 # sent when the leader died) or nothing was done (no leader to send it to).
 OUTAGE = {("503", "INVEST_OUTCOME_UNKNOWN"), ("503", "SERVICE_UNAVAILABLE")}
 
@@ -228,7 +228,7 @@ def products(url: str) -> dict[int, int]:
 def test_leader_lost_under_load(cluster: tuple[ClusterConfig, dict[str, Any]]) -> None:
     """The leader's node is lost (Patroni and PostgreSQL SIGKILLed) under keyed invest load: the
     synchronous standby is promoted, the service answers 200 again without a restart, in-flight
-    invests answer as SPEC.md says, keyed retries settle once, and the old leader rejoins."""
+    invests answer as the contract (docs/api.md) says, keyed retries settle once, and the old leader rejoins."""
     config, state = cluster
     heal(config, state)
     url = str(state["database_url"])
