@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.config import ClusterConfig, ClusterError, log
-from deploy.processes import alive, spawn, stop, wait
+from deploy.processes import alive, spawn, start_time, stop, wait
 from deploy.render import _render
 from deploy.state import save
 from deploy.tools import haproxy_rows, pgbouncer_user, program
@@ -183,13 +183,26 @@ def cluster_view(state: dict[str, Any]) -> dict[str, Any] | None:
 
 def leader(state: dict[str, Any]) -> str | None:
     """The running leader's name, when it has a running synchronous standby."""
+    running = roles(state)
+    leaders = [name for name, role in running.items() if role == "leader"]
+    if leaders and "sync_standby" in running.values():
+        return leaders[0]
+    return None
+
+
+def roles(state: dict[str, Any]) -> dict[str, str]:
+    """The running members' roles by name (Patroni's /cluster); empty when it does not answer."""
     view = cluster_view(state)
     if view is None:
-        return None
-    roles = {m["role"]: m["name"] for m in view["members"] if m.get("state") == "running"}
-    if "leader" in roles and "sync_standby" in roles:
-        return str(roles["leader"])
-    return None
+        return {}
+    return {m["name"]: m["role"] for m in view["members"] if m.get("state") == "running"}
+
+
+def member(state: dict[str, Any], name: str) -> dict[str, Any]:
+    """The member `name` as `up` recorded it (name, ports, folder)."""
+    found: dict[str, Any]
+    (found,) = [m for m in state["patroni"]["members"] if m["name"] == name]
+    return found
 
 
 def healthy(state: dict[str, Any], count: int) -> bool:
@@ -313,8 +326,7 @@ def lose(state: dict[str, Any], name: str, postgres_too: bool = True) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(int(entry["pid"]), signal.SIGKILL)
     if postgres_too:
-        (member,) = [m for m in state["patroni"]["members"] if m["name"] == name]
-        pid = postmaster_pid(member)
+        pid = postmaster_pid(member(state, name))
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
@@ -322,10 +334,9 @@ def lose(state: dict[str, Any], name: str, postgres_too: bool = True) -> None:
 
 def rejoin(config: ClusterConfig, state: dict[str, Any], name: str) -> None:
     """Start a lost member's Patroni again (it rewinds and follows the current leader)."""
-    (member,) = [m for m in state["patroni"]["members"] if m["name"] == name]
     old = member_entry(state, name)
     stop(old, config.runtime)
-    state["processes"][state["processes"].index(old)] = _spawn_member(config, member)
+    state["processes"][state["processes"].index(old)] = _spawn_member(config, member(state, name))
     save(config.runtime, state)
 
 
@@ -340,18 +351,10 @@ def stop_servers(state: dict[str, Any], timeout: float = 30.0) -> None:
             os.kill(pid, signal.SIGINT)
             log(f"stopping {member['name']}'s PostgreSQL (pid {pid})")
             deadline = time.monotonic() + timeout
-            while _running(pid) and time.monotonic() < deadline:
+            while start_time(pid) is not None and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _running(pid):
+            if start_time(pid) is not None:
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return False
-    return fields[0] != "Z"
 
 
 def status_lines(state: dict[str, Any]) -> list[str]:

@@ -14,7 +14,7 @@ from deploy.config import ClusterError, log
 from harness import processes
 
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
     """The kernel's start time of a live process (guards against a reused pid), else None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -29,7 +29,7 @@ def _start_time(pid: int) -> str | None:
 
 
 def alive(entry: dict[str, Any]) -> bool:
-    return _start_time(int(entry["pid"])) == str(entry["start"])
+    return start_time(int(entry["pid"])) == str(entry["start"])
 
 
 def spawn(
@@ -41,7 +41,7 @@ def spawn(
     (runtime / f"{name}.pid").write_text(f"{process.pid}\n")
     start = None
     for _ in range(50):
-        start = _start_time(process.pid)
+        start = start_time(process.pid)
         if start is not None:
             break
         time.sleep(0.01)

@@ -179,14 +179,13 @@ def check_ledger(url: str, load: Load, totals: dict[int, int]) -> dict[str, int]
 
 
 def member_url(state: dict[str, Any], name: str, database: str = patroni.DATABASE) -> str:
-    (member,) = [m for m in state["patroni"]["members"] if m["name"] == name]
-    return patroni.owner_url(member["port"], database)
+    return patroni.owner_url(patroni.member(state, name)["port"], database)
 
 
 def roles(state: dict[str, Any]) -> dict[str, str]:
-    view = patroni.cluster_view(state)
-    assert view is not None
-    return {m["name"]: m["role"] for m in view["members"] if m.get("state") == "running"}
+    running = patroni.roles(state)
+    assert running, "Patroni's /cluster did not answer"
+    return running
 
 
 def instances_unrestarted(state: dict[str, Any]) -> None:
