@@ -28,8 +28,8 @@ from deploy.tools import (
     PREPARED_STATEMENTS_SINCE,
     ensure_installed,
     haproxy_rows,
-    pgbouncer_user,
     pgbouncer_version,
+    postgres_user,
     program,
 )
 from harness.sockets import port_in_use
@@ -77,7 +77,7 @@ def up(config: ClusterConfig) -> dict[str, Any]:
             instances=[f"http://127.0.0.1:{port}" for port in config.instance_ports],
         )
 
-        owner = pgbouncer_user()
+        owner = postgres_user()
         command = [program("pgbouncer") or "pgbouncer", str(config.runtime / "pgbouncer.ini")]
         if owner is not None:
             command[1:1] = ["-u", owner]

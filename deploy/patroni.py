@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from deploy.config import ClusterConfig, ClusterError, log
-from deploy.processes import alive, spawn, start_time, stop, wait
-from deploy.render import _render
+from deploy.processes import alive, answers, spawn, start_time, stop, wait
+from deploy.render import render
 from deploy.state import save
-from deploy.tools import haproxy_rows, pgbouncer_user, program
+from deploy.tools import haproxy_rows, postgres_user, program
 from harness import postgres
 
 SCOPE = "investment"
@@ -129,12 +129,6 @@ def _member_settings(config: ClusterConfig, member: dict[str, Any]) -> dict[str,
     }
 
 
-def _run_as() -> str | None:
-    """PostgreSQL refuses to run as root: as root, Patroni (and so its server) runs as
-    `postgres`, PgBouncer's user."""
-    return pgbouncer_user()
-
-
 def _prepare(config: ClusterConfig, member: dict[str, Any], user: str | None) -> Path:
     folder = Path(member["dir"])
     folder.mkdir(parents=True, exist_ok=True)
@@ -154,7 +148,7 @@ def _prepare(config: ClusterConfig, member: dict[str, Any], user: str | None) ->
 
 
 def _spawn_member(config: ClusterConfig, member: dict[str, Any]) -> dict[str, Any]:
-    user = _run_as()
+    user = postgres_user()
     path = _prepare(config, member, user)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
     if user is not None:
@@ -256,7 +250,7 @@ def start(config: ClusterConfig, state: dict[str, Any]) -> str:
     ], dict(os.environ), runtime)  # fmt: skip
     state["processes"].append(etcd)
     save(runtime, state)
-    wait("etcd", lambda: _answers_json(f"{client}/health"), etcd, runtime, 30)
+    wait("etcd", answers(f"{client}/health"), etcd, runtime, 30)
 
     for member in state["patroni"]["members"]:
         state["processes"].append(_spawn_member(config, member))
@@ -269,7 +263,7 @@ def start(config: ClusterConfig, state: dict[str, Any]) -> str:
         f"    server {m['name']} 127.0.0.1:{m['port']} check port {m['api_port']}"
         for m in state["patroni"]["members"]
     )
-    _render(
+    render(
         "haproxy-postgres.cfg.template", runtime / "haproxy-postgres.cfg",
         runtime=runtime, primary_port=config.primary_port, replica_port=config.replica_port,
         stats_port=config.database_stats_port, max_lag=MAX_LAG,
@@ -296,14 +290,6 @@ def start(config: ClusterConfig, state: dict[str, Any]) -> str:
     except RuntimeError as error:
         raise ClusterError(f"cannot create the database through the write route: {error}") from None
     return str(state["patroni"]["primary_url"])
-
-
-def _answers_json(url: str) -> bool:
-    try:
-        get_json(url, timeout=1)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def member_entry(state: dict[str, Any], name: str) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from deploy.config import ClusterConfig, ClusterError
-from deploy.tools import pgbouncer_user
+from deploy.tools import postgres_user
 
 DEPLOY = Path(__file__).resolve().parent
 
 
-def _render(template: str, target: Path, **values: Any) -> None:
+def render(template: str, target: Path, **values: Any) -> None:
     text = Template((DEPLOY / template).read_text()).substitute(values)
     target.write_text(text)
     target.chmod(0o644)
@@ -46,7 +46,7 @@ def write_pgbouncer(config: ClusterConfig, direct_url: str, prepared: bool) -> t
             "server_reset_query_always = 1"
         )
     ini = config.runtime / "pgbouncer.ini"
-    _render(
+    render(
         "pgbouncer.ini.template", ini,
         database=database, pg_host=parts.hostname or "127.0.0.1", pg_port=parts.port or 5432,
         pg_dbname=database, pg_user=user, pg_password=password,
@@ -57,7 +57,7 @@ def write_pgbouncer(config: ClusterConfig, direct_url: str, prepared: bool) -> t
     (config.runtime / "userlist.txt").write_text(f'"{user}" ""\n')
     if password:
         ini.chmod(0o600)
-    owner = pgbouncer_user()
+    owner = postgres_user()
     if owner is not None and password:
         entry = pwd.getpwnam(owner)
         os.chown(ini, entry.pw_uid, entry.pw_gid)
@@ -69,7 +69,7 @@ def write_haproxy(config: ClusterConfig) -> None:
         f"    server instance{i + 1} 127.0.0.1:{port}"
         for i, port in enumerate(config.instance_ports)
     )
-    _render(
+    render(
         "haproxy.cfg.template", config.runtime / "haproxy.cfg",
         port=config.port, stats_port=config.stats_port, servers=servers, runtime=config.runtime,
         unavailable=DEPLOY / "haproxy-unavailable.http",

@@ -33,8 +33,12 @@ def ensure_installed(patroni: bool = False, pg_bin: Path | None = None) -> None:
     """Install haproxy and PgBouncer (with `patroni`: patroni, etcd and, when `pg_bin` has no
     `postgres`, PostgreSQL 15) from Debian's packages when missing (root only)."""
     wanted = {**PACKAGES, **(PATRONI_PACKAGES if patroni else {})}
+
+    def no_postgres() -> bool:
+        return patroni and pg_bin is not None and not (pg_bin / "postgres").exists()
+
     missing = [package for name, package in wanted.items() if program(name) is None]
-    if patroni and pg_bin is not None and not (pg_bin / "postgres").exists():
+    if no_postgres():
         missing.append(POSTGRES_PACKAGE)
     if not missing:
         return
@@ -54,8 +58,8 @@ def ensure_installed(patroni: bool = False, pg_bin: Path | None = None) -> None:
         if done.returncode != 0:
             raise ClusterError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
     still = [name for name in wanted if program(name) is None]
-    if patroni and pg_bin is not None and not (pg_bin / "postgres").exists():
-        still.append(str(pg_bin / "postgres"))
+    if no_postgres():
+        still.append(f"{pg_bin}/postgres")
     if still:
         raise ClusterError(f"{', '.join(still)} still missing after apt-get install")
 
@@ -73,8 +77,9 @@ def pgbouncer_version() -> tuple[int, ...]:
     return tuple(int(part or 0) for part in found.groups())
 
 
-def pgbouncer_user() -> str | None:
-    """PgBouncer refuses to run as root; as root it runs as `postgres` (Debian's own choice)."""
+def postgres_user() -> str | None:
+    """PgBouncer and PostgreSQL refuse to run as root; as root they (and Patroni, which runs the
+    server) run as `postgres` (Debian's own choice)."""
     if os.geteuid() != 0:
         return None
     try:
