@@ -14,7 +14,10 @@ from tests.support import ServiceProcess, create_goods, migrated_database, psql,
 EXPECTED = {
     "investment_goods": {"SELECT", "INSERT", "UPDATE"},
     "user_investment_goods": {"SELECT", "INSERT"},
-    "investment_goods_investor": {"SELECT", "INSERT"},
+    "investment_goods_investor": {"SELECT", "INSERT", "UPDATE"},
+    "investor_class_limit": {"SELECT", "UPDATE"},
+    "investor": {"SELECT", "INSERT", "UPDATE"},
+    "user_investment_cancellation": {"SELECT", "INSERT"},
     "investment_idempotency": {"SELECT", "INSERT", "DELETE"},
     "schema_migrations": {"SELECT"},
     "schema_repeatables": {"SELECT"},
@@ -102,7 +105,9 @@ def test_ledger_is_append_only_even_for_the_owner(ledger_database: str, ledger_r
     for statement in (
         f"UPDATE user_investment_goods SET user_investing_amount = 1 WHERE id = {ledger_row}",
         f"DELETE FROM user_investment_goods WHERE id = {ledger_row}",
-        "TRUNCATE user_investment_goods",
+        # With its cancellations (their foreign key refuses a TRUNCATE of the ledger alone).
+        "TRUNCATE user_investment_goods, user_investment_cancellation",
+        "DELETE FROM user_investment_cancellation",
     ):
         assert "append-only" in refused(ledger_database, statement)
     # Nothing changed.
