@@ -475,7 +475,10 @@ class Bench:
         """Dataset D loaded at once, then one stage alone (`--only capacity`: a few minutes;
         main() stops the service afterwards)."""
         self.record_dataset(dataset.load(self.url, self.protocol.shape))
-        {"capacity": self.capacity, "jmeter": lambda: jmeter.stage(self)}[stage]()
+        if stage == "jmeter":  # scenario J: bench/jmeter.py
+            jmeter.stage(self)
+        else:
+            self.capacity()
 
     def run(self) -> None:
         p = self.protocol
