@@ -221,6 +221,15 @@ def summarise(samples: Iterable[Sample]) -> dict[str, dict[str, Any]]:
     return figures
 
 
+def goals(apis: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each goal with the measured figure and whether it was met (None: not measured), judged on
+    the unrounded figure and then shown to two decimals."""
+    return [
+        {**row, "measured": None if row["measured"] is None else round(row["measured"], 2)}
+        for row in capacity_targets(apis, GOALS)
+    ]
+
+
 def with_goals(figures: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """The service's figures per API with `x_seed` (the seed's average over ours) and
     `p99_vs_floor` (our p99 over the floor's, the same API's plan in the same run)."""
@@ -305,7 +314,7 @@ class Stage:
             "seed_avg_ms": SEED_AVG_MS,
             "service": apis,
             "floor": figures["floor"],
-            "goals": capacity_targets(apis, GOALS),
+            "goals": goals(apis),
         }
         bench.results["scenarios"]["J"] = results
         return results
