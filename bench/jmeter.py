@@ -345,6 +345,11 @@ def section(results: Mapping[str, Any]) -> list[str]:
     plan = j["plan"]
     workers = results.get("settings", {}).get("workers")
     pool = results.get("settings", {}).get("db_pool_size")
+    warmup = (
+        f"a run of the same threads with {plan['warmup_loops']} requests each (not measured) and "
+        if plan["warmup_loops"]
+        else "no warm-up, "
+    )
     lines = [
         "## J — the seed's own tool: Apache JMeter, one API at a time",
         "",
@@ -352,8 +357,7 @@ def section(results: Mapping[str, Any]) -> list[str]:
         f"{plan['threads']} threads, each sending {plan['loops']} requests of one API "
         f"({plan['threads'] * plan['loops']:,} per API), started over {plan['rampup']} s, "
         f"{j.get('implementation', 'HttpClient4, keep-alive')}; the service with "
-        f"WORKERS={workers} and DB_POOL_SIZE={pool}. Before each measured run, a run of the "
-        f"same threads with {plan['warmup_loops']} requests each (not measured) and a settled "
+        f"WORKERS={workers} and DB_POOL_SIZE={pool}. Before each measured run, {warmup}a settled "
         "PostgreSQL. The floor: the same plan against the raw ASGI app (bench/floor.py) on the "
         "same granian settings, the service stopped. Times are JMeter's elapsed times; errors "
         "are failed samples (a status >= 400, or no answer at all: a connection refused, reset "
