@@ -140,7 +140,7 @@ bench *args: setup
 # a time, on the service (WORKERS=2, DB_POOL_SIZE=50, dataset D), then on the raw ASGI floor;
 # apt-get installs jmeter, jmeter-http and a JDK when missing (as root). A smoke run:
 # `just bench-jmeter 5 3 --quick`. Reports: bench/results/<stamp>-<sha>-jmeter.md.
-# The seed's own load tool (scenario J) beside the seed's averages, about 3 min on 2 cores.
+# The seed's own load tool (scenario J) beside the seed's averages, 2-4 min on 2 cores.
 [positional-arguments]
 bench-jmeter threads="500" loops="60" *args: setup
     #!/usr/bin/env bash
