@@ -24,6 +24,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -103,17 +104,19 @@ def launcher(classes_root: Path = WORK) -> Path:
     classes = classes_root / f"jmeter-launcher-{hashlib.sha256(source).hexdigest()[:12]}"
     if (classes / "SeedJMeter.class").exists():
         return classes
-    partial = classes.with_name(classes.name + ".part")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    classes_root.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f"{classes.name}.", dir=classes_root))
     done = subprocess.run(
         ["javac", "-d", str(partial), "-cp", str(XSTREAM_JAR), str(LAUNCHER)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     if done.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
         raise RuntimeError(f"javac {LAUNCHER.name} failed:\n{done.stderr[-3000:]}")
-    shutil.rmtree(classes, ignore_errors=True)
-    partial.rename(classes)
+    try:
+        partial.rename(classes)
+    except OSError:  # a run alongside put its own there first: the same source, the same class
+        shutil.rmtree(partial, ignore_errors=True)
     return classes
 
 
