@@ -136,6 +136,28 @@ bench *args: setup
     fi
     {{py}} -m bench.run {{args}}
 
+# Debian's JMeter 2.13 runs bench/jmx/seed.jmx, `threads` threads x `loops` requests of one API at
+# a time, on the service (WORKERS=2, DB_POOL_SIZE=50, dataset D), then on the raw ASGI floor;
+# apt-get installs jmeter, jmeter-http and a JDK when missing (as root). A smoke run:
+# `just bench-jmeter 5 3 --quick`. Reports: bench/results/<stamp>-<sha>-jmeter.md.
+# The seed's own load tool (scenario J) beside the seed's averages, 2-4 min on 2 cores.
+[positional-arguments]
+bench-jmeter threads="500" loops="60" *args: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    shift $(( $# < 2 ? $# : 2 ))  # threads and loops; the rest go to bench.run
+    missing=()
+    [ -f /usr/share/jmeter/bin/ApacheJMeter.jar ] || missing+=(jmeter)
+    [ -f /usr/share/jmeter/lib/ext/ApacheJMeter_http.jar ] || missing+=(jmeter-http)
+    command -v javac >/dev/null || missing+=(default-jdk-headless)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        [ "$(id -u)" = 0 ] || { echo "scenario J needs ${missing[*]}: apt-get install them as root" >&2; exit 1; }
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    BENCH_JMETER_THREADS="{{threads}}" BENCH_JMETER_LOOPS="{{loops}}" \
+        {{py}} -m bench.run --only jmeter --workers 2 --pool 50 "$@"
+
 # Every bench scenario for a few seconds on a small dataset (under 2 min); reports in bench/.work/quick/.
 bench-quick *args: setup
     {{py}} -m bench.run --quick {{args}}

@@ -186,7 +186,7 @@ def _ratio(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
-def _targets_table(rows: list[dict[str, Any]]) -> list[str]:
+def targets_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| endpoint | figure | target | measured | |", "|---|---|---:|---:|---|"]
     for row in rows:
         value = row["measured"]
@@ -277,14 +277,14 @@ def capacity(limits: dict[str, Any]) -> list[str]:
             *answers,
         ]
     lines += ["", "Targets (issue 10), computed from the figures above:", ""]
-    lines += _targets_table(capacity_targets(endpoints))
+    lines += targets_table(capacity_targets(endpoints))
     if floors:
         lines += [
             "",
             "Targets (issue 18; ratios to the raw-ASGI floor of this run), computed from the "
             "figures above:",
             "",
-            *_targets_table(capacity_targets(endpoints, FLOOR_TARGETS)),
+            *targets_table(capacity_targets(endpoints, FLOOR_TARGETS)),
         ]
     if entry.get("postgres_root_pid") is None:
         lines += ["", "PostgreSQL's processes were not visible from the bench: no CPU figures."]
@@ -409,7 +409,10 @@ def _preamble(results: dict[str, Any]) -> list[str]:
 
 def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
     if "S" not in results["scenarios"]:  # one stage alone (--only): its tables, no charts
-        lines = [*_preamble(results), *capacity(results["limits"]), *settling(results)]
+        from bench.jmeter import section  # scenario J's room (bench/jmeter.py imports this one)
+
+        lines = [*_preamble(results), *capacity(results["limits"]), *section(results)]
+        lines += settling(results)
         return "\n".join(lines)
     s = results["settings"]
     data = results["dataset"]

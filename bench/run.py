@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from bench import cpu, dataset, limits, report
+from bench import cpu, dataset, jmeter, limits, report
 from bench.dataset import Shape, check_consistency, users_for, users_holding
 from bench.floor import INTERFACES
 from bench.loadgen import Run, run_locust
@@ -44,7 +44,7 @@ from harness.processes import NotReady
 RESULTS = ROOT / "bench" / "results"
 HOT_AMOUNT = 10_000
 RUSH_SPEEDUP = 3
-STAGES = ("capacity",)  # what --only can run alone
+STAGES = ("capacity", "jmeter")  # what --only can run alone
 
 
 @dataclass(frozen=True)
@@ -475,7 +475,10 @@ class Bench:
         """Dataset D loaded at once, then one stage alone (`--only capacity`: a few minutes;
         main() stops the service afterwards)."""
         self.record_dataset(dataset.load(self.url, self.protocol.shape))
-        {"capacity": self.capacity}[stage]()
+        if stage == "jmeter":  # scenario J: bench/jmeter.py
+            jmeter.stage(self)
+        else:
+            self.capacity()
 
     def run(self) -> None:
         p = self.protocol

@@ -1,0 +1,81 @@
+"""The bench's JMeter scenario runs from its recipe: `just bench-jmeter 5 3 --quick` (5 threads x
+3 requests of each API, all started at once, after a warm-up of 1 request a thread) on a fresh
+database of the test session's server, with Debian's JMeter 2.13 through the plan and launcher of bench/jmx/.
+
+Checks the path, not the speed: every API was measured on the service and on the floor with no
+error, the invests of both runs reached the ledger, and the report sets the figures beside the
+seed's. Needs Debian's jmeter, jmeter-http and a JDK, which .ci/run installs; without them the
+test fails, unless a developer set ALLOW_JMETER_SKIP=1 (.ci/run unsets it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench import jmeter
+from harness.postgres import psql
+from tests.support import ROOT, drop_database, new_database
+
+pytestmark = pytest.mark.system
+
+THREADS, LOOPS, WARMUP = 5, 3, 1
+
+
+def require_jmeter() -> None:
+    lacking = jmeter.missing()
+    if not lacking:
+        return
+    reason = f"Debian's {', '.join(lacking)} not installed"
+    if os.environ.get("ALLOW_JMETER_SKIP") == "1":
+        pytest.skip(reason)
+    pytest.fail(f"{reason}\n(.ci/run installs them; ALLOW_JMETER_SKIP=1 skips this test)")
+
+
+def test_the_jmeter_recipe_measures_every_api_and_the_floor(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    require_jmeter()
+    just = shutil.which("just")
+    assert just is not None, "`pip install rust-just`: the one prerequisite"
+    url = new_database(postgres_server)
+    try:
+        done = subprocess.run(
+            [just, "bench-jmeter", str(THREADS), str(LOOPS), "--quick", "--database-url", url,
+             "--results-dir", str(tmp_path)],
+            cwd=ROOT, env={**os.environ, "BENCH_JMETER_WARMUP_LOOPS": str(WARMUP),
+                           "BENCH_JMETER_RAMPUP": "0"},
+            capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        invested = psql(
+            url,
+            "SELECT count(*) FROM user_investment_goods WHERE invest_date > now() - interval '1 day'",
+        )
+    finally:
+        drop_database(postgres_server, url)
+
+    [path] = tmp_path.glob("*-jmeter.json")
+    results = json.loads(path.read_text())
+    assert results["only"] == "jmeter"
+    assert results["settings"]["workers"] == 2 and results["settings"]["db_pool_size"] == 50
+    j = results["scenarios"]["J"]
+    assert j["plan"] == {"threads": THREADS, "loops": LOOPS, "rampup": 0, "warmup_loops": WARMUP}
+    assert j["jmeter"].startswith("2.13")
+    for target in ("service", "floor"):
+        for api in ("list", "invest", "my-investments"):
+            figures = j[target][api]
+            assert figures["requests"] == THREADS * LOOPS, (target, api, figures)
+            assert figures["errors"] == 0, (target, api, figures)
+            assert figures["max_ms"] >= figures["p99_ms"] >= figures["p50_ms"], (target, api)
+    # the service's invests: the warm-up's and the measured run's, each one ledger row
+    assert int(invested) == THREADS * (LOOPS + WARMUP)
+    assert len(j["goals"]) == 9
+    text = path.with_suffix(".md").read_text()
+    assert "## J — the seed's own tool: Apache JMeter, one API at a time" in text
+    assert "| invest | 3,636 |" in text
