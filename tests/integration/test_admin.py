@@ -46,6 +46,14 @@ def stored(database_url: str, goods_id: int) -> str:
     )
 
 
+RULES = {"category": "general", "min_amount": 1, "amount_unit": 1, "repaid": False}
+
+
+def item(product: dict[str, Any]) -> dict[str, Any]:
+    """An admin answer's product without its rules: the list's item."""
+    return {key: value for key, value in product.items() if key not in RULES}
+
+
 def code(response: httpx.Response) -> str:
     assert response.headers["content-type"] == "application/problem+json"
     return str(response.json()["code"])
@@ -116,10 +124,11 @@ def test_create_returns_the_product_and_the_list_serves_it(admin: httpx.Client) 
         "state": "upcoming",
         "started_at": "2031-03-01 09:00:00",
         "finished_at": "2031-03-31 18:00:00",
+        **RULES,
     }
-    assert (
-        listed(admin, product["goods_id"], "2031-03-01 00:00:00", "2031-04-01 00:00:00") == product
-    )
+    assert listed(
+        admin, product["goods_id"], "2031-03-01 00:00:00", "2031-04-01 00:00:00"
+    ) == item(product)
 
 
 def test_create_closed_then_reopen(admin: httpx.Client) -> None:
@@ -146,7 +155,7 @@ def test_change_title_total_period_and_status(admin: httpx.Client, database_url:
         "2032-01-01 00:00:00",
         "2032-01-31 00:00:00",
     )
-    assert listed(admin, goods_id, "2032-01-01 00:00:00", "2032-02-01 00:00:00") == product
+    assert listed(admin, goods_id, "2032-01-01 00:00:00", "2032-02-01 00:00:00") == item(product)
     closed = admin.patch(f"{ADMIN}/{goods_id}", json={"status": False}).json()
     assert (closed["status"], closed["state"], closed["title"]) == (False, "closed", "변경 후")
     assert (
@@ -321,9 +330,10 @@ def test_cli_add_list_close(database_url: str, client: httpx.Client) -> None:
         "2034-05-01 10:00:00",
         "2034-05-31 18:00:00",
     )
-    assert (
-        listed(client, product["goods_id"], "2034-05-01 00:00:00", "2034-06-01 00:00:00") == product
-    )
+    assert {key: product[key] for key in RULES} == RULES
+    assert listed(
+        client, product["goods_id"], "2034-05-01 00:00:00", "2034-06-01 00:00:00"
+    ) == item(product)
 
     listing = goods_cli(database_url, "list")
     assert listing.returncode == 0, listing.stderr
