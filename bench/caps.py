@@ -88,9 +88,7 @@ def switch_on(url: str, users: int) -> str | None:
     return chosen
 
 
-def compare(
-    url: str, chosen: str, window: Callable[[str], dict[str, Any]]
-) -> dict[str, Any]:
+def compare(url: str, chosen: str, window: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
     """The invest window with caps off and on, in ORDER; the caps are on again afterwards."""
     passes: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     try:
@@ -138,8 +136,10 @@ def markdown(limits: Mapping[str, Any]) -> list[str]:
     lines = [
         f"## Invest with caps off and on (BENCH_CAPS={entry['mode']})",
         "",
-        "The capacity stage's invest window, in the order " + ", ".join(entry["order"])
-        + f"; means of each side. Caps on / off: **{entry['on_vs_off']}** (the target: within 10 %)."
+        "The capacity stage's invest window, in the order "
+        + ", ".join(entry["order"])
+        + f"; means of each side. Caps on / off: **{entry['on_vs_off']}**"
+        + " (the target: within 10 %)."
         + (f" Non-2xx or socket errors: {entry['errors']}." if entry["errors"] else ""),
         "",
         "| | caps off | caps on |",

@@ -126,9 +126,9 @@ def test_create_returns_the_product_and_the_list_serves_it(admin: httpx.Client) 
         "finished_at": "2031-03-31 18:00:00",
         **RULES,
     }
-    assert listed(
-        admin, product["goods_id"], "2031-03-01 00:00:00", "2031-04-01 00:00:00"
-    ) == item(product)
+    assert listed(admin, product["goods_id"], "2031-03-01 00:00:00", "2031-04-01 00:00:00") == item(
+        product
+    )
 
 
 def test_create_closed_then_reopen(admin: httpx.Client) -> None:

@@ -191,11 +191,14 @@ def test_a_new_user_registered_has_a_row_with_nothing_invested(
 ) -> None:
     user = fresh_user()
     register(admin, user, "professional")
-    assert psql(
-        database_url,
-        f"SELECT investor_class, invested_total, invested_real_estate FROM investor"
-        f" WHERE user_id = {user}",
-    ) == "professional\t0\t0"
+    assert (
+        psql(
+            database_url,
+            f"SELECT investor_class, invested_total, invested_real_estate FROM investor"
+            f" WHERE user_id = {user}",
+        )
+        == "professional\t0\t0"
+    )
 
 
 @pytest.mark.parametrize(
@@ -385,11 +388,14 @@ def test_min_amount_and_amount_unit_leave_existing_investments_alone(
     assert response.status_code == 200, response.text
     assert (response.json()["min_amount"], response.json()["amount_unit"]) == (5000, 1000)
     assert (counters(database_url, goods_id), positions(database_url, user)) == before
-    assert psql(
-        database_url,
-        f"SELECT amount FROM investment_goods_investor WHERE goods_id = {goods_id}"
-        f" AND user_id = {user}",
-    ) == "1234"
+    assert (
+        psql(
+            database_url,
+            f"SELECT amount FROM investment_goods_investor WHERE goods_id = {goods_id}"
+            f" AND user_id = {user}",
+        )
+        == "1234"
+    )
 
 
 def test_repaid_and_category_changes_keep_every_position_equal_to_the_ledger(
@@ -445,7 +451,10 @@ def test_category_to_real_estate_over_a_cap_is_refused_and_changes_nothing(
     problem(response, 409, "LIMIT_BELOW_INVESTED")
     assert f"user {users[1]} " in response.json()["detail"]
     assert "real_estate" in response.json()["detail"]
-    assert (product_row(database_url, goods_id), [positions(database_url, u) for u in users]) == before
+    assert (
+        product_row(database_url, goods_id),
+        [positions(database_url, u) for u in users],
+    ) == before
     assert set_caps(admin, "qualified", real_estate=800).status_code == 200
     assert admin.patch(f"{GOODS}/{goods_id}", json={"category": "real_estate"}).status_code == 200
     assert [positions(database_url, u) for u in users] == [(600, 600), (800, 800)]
@@ -468,7 +477,10 @@ def test_repaid_back_to_false_over_a_total_cap_is_refused_naming_how_many(
     response = admin.patch(f"{GOODS}/{goods_id}", json={"repaid": False})
     problem(response, 409, "LIMIT_BELOW_INVESTED")
     assert "2 users" in response.json()["detail"] and "total" in response.json()["detail"]
-    assert (product_row(database_url, goods_id), [positions(database_url, u) for u in users]) == before
+    assert (
+        product_row(database_url, goods_id),
+        [positions(database_url, u) for u in users],
+    ) == before
     assert [positions(database_url, u) for u in users] == [(600, 0), (600, 0)]
 
 
@@ -631,7 +643,9 @@ def test_cli_investor_limits_and_rules(database_url: str, caps: None) -> None:
     assert {k: v for k, v in orjson.loads(done.stdout).items() if k != "updated_at"} == {
         "investor_class": "qualified", "per_product": 1000, "total": None, "real_estate": 0,
     }  # fmt: skip
-    listed = [orjson.loads(line) for line in cli(database_url, "limits", "list").stdout.splitlines()]
+    listed = [
+        orjson.loads(line) for line in cli(database_url, "limits", "list").stdout.splitlines()
+    ]
     assert [row["investor_class"] for row in listed] == ["general", "qualified", "professional"]
     assert listed[1]["per_product"] == 1000
 
@@ -673,11 +687,16 @@ def test_cli_investor_limits_and_rules(database_url: str, caps: None) -> None:
 def test_cli_refuses_invalid_input(
     database_url: str, args: list[str], returncode: int, message: str
 ) -> None:
-    before = psql(database_url, "SELECT count(*), sum(hashtext(l::text)) FROM investor_class_limit l")
+    before = psql(
+        database_url, "SELECT count(*), sum(hashtext(l::text)) FROM investor_class_limit l"
+    )
     done = cli(database_url, *args)
     assert done.returncode == returncode, (done.stdout, done.stderr)
     assert message in done.stderr and done.stdout == ""
-    assert psql(database_url, "SELECT count(*), sum(hashtext(l::text)) FROM investor_class_limit l") == before
+    assert (
+        psql(database_url, "SELECT count(*), sum(hashtext(l::text)) FROM investor_class_limit l")
+        == before
+    )
 
 
 # --- the demo data ------------------------------------------------------------------------------
