@@ -41,8 +41,8 @@ def listed(
 def stored(database_url: str, goods_id: int) -> str:
     return psql(
         database_url,
-        "SELECT title, total_investing_amount, status, started_at, finished_at"
-        f" FROM investment_goods WHERE goods_id = {goods_id}",
+        "SELECT title, total_investing_amount, status, started_at, finished_at, category,"
+        f" min_amount, amount_unit, repaid FROM investment_goods WHERE goods_id = {goods_id}",
     )
 
 
@@ -274,7 +274,9 @@ def test_a_body_that_is_not_a_json_object_is_400_invalid_body(
     "body",
     [{}, {"title": None}, {"title": ""}, {"total_investing_amount": 0}, {"status": 1},
      {"started_at": "x"}, {"started_at": "2031-01-02 00:00:00", "finished_at": "2031-01-01 00:00:00"},
-     {"unknown": 1}],
+     {"unknown": 1}, {"category": "land"}, {"category": None}, {"min_amount": 0},
+     {"min_amount": "1"}, {"amount_unit": -5}, {"amount_unit": 1.5}, {"repaid": "yes"},
+     {"repaid": 1}],
 )  # fmt: skip
 def test_every_invalid_change_is_400_and_changes_nothing(
     admin: httpx.Client, database_url: str, body: dict[str, Any]
