@@ -123,6 +123,38 @@ goods-list: setup
     DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}" \
         {{py}} -m service goods list
 
+# Set a product's rules: --category general|real_estate, --min-amount N, --amount-unit N,
+# --repaid true|false (at least one); prints it as JSON. Example:
+#   just goods-rules 7 --category real_estate --min-amount 10000 --amount-unit 10000
+[positional-arguments]
+goods-rules goods_id *rules: setup
+    DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}" \
+        {{py}} -m service goods rules "$@"
+
+# Set a user's investor class (general, qualified, professional); prints the investor as JSON.
+[positional-arguments]
+investor-set user_id investor_class: setup
+    DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}" \
+        {{py}} -m service investor set "$1" "$2"
+
+# A user's class, live positions (total, real estate) and the caps of the class, as JSON.
+[positional-arguments]
+investor-show user_id: setup
+    DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}" \
+        {{py}} -m service investor show "$1"
+
+# Replace a class's caps in KRW (`none`: no cap). Example, the Act's caps for general individuals:
+#   just limits-set general 5000000 30000000 10000000
+[positional-arguments]
+limits-set investor_class per_product total real_estate: setup
+    DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}" \
+        {{py}} -m service limits set "$1" --per-product "$2" --total "$3" --real-estate "$4"
+
+# Every class's caps, one JSON object per line.
+limits-list: setup
+    DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:${EMBEDDED_PG_PORT:-55432}/postgres}" \
+        {{py}} -m service limits list
+
 # Database: a fresh `bench` on BENCH_DATABASE_URL's server (default 127.0.0.1:5432; embedded if none).
 # The bench protocol of bench/README.md (about 17 min on 2 cores); reports in bench/results/.
 bench *args: setup

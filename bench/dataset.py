@@ -5,9 +5,10 @@ Deterministic without any random state: every value of row i is a hash of (i, SE
 size is a prefix of every larger one. Row i belongs to one of the first ceil(i / 10) users (row
 10k+1 opens user k+1), so a ledger of N rows has N / 10 users, each holding at least one and on
 average 10 investments (early users hold more).
-Rows go in with INSERT ... SELECT generate_series; the product counters and
-investment_goods_investor are then derived from the ledger in SQL, exactly as invest_batch keeps
-them.
+Rows go in with INSERT ... SELECT generate_series; the product counters, investment_goods_investor
+(with each user's live amount in the product) and the investors' positions are then derived from
+the ledger in SQL, exactly as invest_many() keeps them. Every tenth product is of category
+real_estate, so that with caps on (bench/caps.py) invests meet all three caps.
 
     python -m bench.dataset --investments 1000000   # DATABASE_URL: migrated on the way, must be new
 """
@@ -57,20 +58,22 @@ def _h(i: str, salt: int, modulo: str) -> str:
 
 
 def load_products(url: str, shape: Shape) -> None:
-    """The products: recruiting ones inside WINDOW, the rest before it (finished, or closed)."""
+    """The products: recruiting ones inside WINDOW, the rest before it (finished, or closed);
+    every tenth one real estate."""
     n, r = shape.products, shape.recruiting
     psql(
         url,
         f"""
         INSERT INTO investment_goods (goods_id, title, total_investing_amount, status,
-                                      started_at, finished_at)
+                                      started_at, finished_at, category)
         SELECT k, '벤치 상품 ' || k,
                CASE WHEN k <= {r} THEN {RECRUITING_TOTAL} ELSE {OTHER_TOTAL} END,
                NOT (k > {r} AND k % 3 = 0),
                CASE WHEN k <= {r} THEN timestamptz '2020-01-01 00:00:00+00' + k * interval '1 hour'
                     ELSE timestamptz '2019-01-01 00:00:00+00' + k * interval '1 hour' END,
                CASE WHEN k <= {r} THEN timestamptz '2099-01-01 00:00:00+00'
-                    ELSE timestamptz '2024-12-31 00:00:00+00' END
+                    ELSE timestamptz '2024-12-31 00:00:00+00' END,
+               CASE WHEN k % 10 = 0 THEN 'real_estate' ELSE 'general' END
         FROM generate_series(1, {n}) AS k;
         """,
     )
@@ -116,14 +119,29 @@ def extend_ledger(url: str, start: int, stop: int, products: int) -> None:
 
 
 def sync_counters(url: str) -> None:
-    """Derive investment_goods_investor and the product counters from the ledger."""
+    """Derive investment_goods_investor, the product counters and the investors' positions from
+    the ledger."""
     psql(
         url,
         """
         SET work_mem = '256MB';
-        INSERT INTO investment_goods_investor (goods_id, user_id)
-        SELECT DISTINCT goods_id, user_id FROM user_investment_goods
-        ON CONFLICT DO NOTHING;
+        INSERT INTO investment_goods_investor AS i (goods_id, user_id, amount)
+        SELECT l.goods_id, l.user_id, sum(l.user_investing_amount) FROM user_investment_goods l
+        WHERE NOT EXISTS (SELECT FROM user_investment_cancellation c WHERE c.investment_id = l.id)
+        GROUP BY l.goods_id, l.user_id
+        ON CONFLICT (goods_id, user_id) DO UPDATE SET amount = EXCLUDED.amount
+        WHERE i.amount <> EXCLUDED.amount;
+        INSERT INTO investor AS i (user_id, invested_total, invested_real_estate)
+        SELECT p.user_id, coalesce(sum(p.amount) FILTER (WHERE NOT g.repaid), 0),
+               coalesce(sum(p.amount) FILTER (WHERE NOT g.repaid AND g.category = 'real_estate'),
+                        0)
+        FROM investment_goods_investor p JOIN investment_goods g USING (goods_id)
+        GROUP BY p.user_id
+        ON CONFLICT (user_id) DO UPDATE
+        SET invested_total = EXCLUDED.invested_total,
+            invested_real_estate = EXCLUDED.invested_real_estate
+        WHERE (i.invested_total, i.invested_real_estate)
+              IS DISTINCT FROM (EXCLUDED.invested_total, EXCLUDED.invested_real_estate);
         UPDATE investment_goods g
         SET current_investing_amount = coalesce(l.amount, 0),
             investor_count = coalesce(v.investors, 0)
@@ -137,7 +155,11 @@ def sync_counters(url: str) -> None:
               IS DISTINCT FROM (coalesce(l.amount, 0), coalesce(v.investors, 0));
         """,
     )
-    psql(url, "VACUUM ANALYZE investment_goods, user_investment_goods, investment_goods_investor")
+    psql(
+        url,
+        "VACUUM ANALYZE investment_goods, user_investment_goods, investment_goods_investor,"
+        " investor",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from bench import caps
 from bench.dataset import PAGE_ITEMS
 
 # The seed's documented JMeter averages (500 threads, pool 50), in milliseconds.
@@ -403,6 +404,11 @@ def _preamble(results: dict[str, Any]) -> list[str]:
         + ").",
         f"- Whole run: {results['wall_seconds']:.0f} s.",
         *([f"- Note: {results['note']}"] if results.get("note") else []),
+        *(
+            [f"- Investor caps on for the whole run (BENCH_CAPS={results['caps']}, bench/caps.py)"]
+            if results.get("caps")
+            else []
+        ),
         "",
     ]
 
@@ -412,7 +418,7 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         from bench.jmeter import section  # scenario J's room (bench/jmeter.py imports this one)
 
         lines = [*_preamble(results), *capacity(results["limits"]), *section(results)]
-        lines += settling(results)
+        lines += [*caps.markdown(results["limits"]), *settling(results)]
         return "\n".join(lines)
     s = results["settings"]
     data = results["dataset"]
@@ -481,7 +487,8 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         "with pgbench investing one row per transaction in a single product (the serialized "
         "rate).",
     ]
-    lines += ["", *capacity(results["limits"]), *sql_cost(results["limits"])]
+    lines += ["", *capacity(results["limits"]), *caps.markdown(results["limits"])]
+    lines += sql_cost(results["limits"])
     lines += [f"![throughput vs limits; capacity]({charts['throughput']})", ""]
     lines += metrics_overhead(results["limits"])
     lines += settling(results)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from bench import cpu, dataset, jmeter, limits, report
+from bench import caps, cpu, dataset, jmeter, limits, report
 from bench.dataset import Shape, check_consistency, users_for, users_holding
 from bench.floor import INTERFACES
 from bench.loadgen import Run, run_locust
@@ -108,6 +108,7 @@ class Bench:
         self.loaded = 0
         self.loading_seconds = 0.0
         self.service: Service | None = None
+        self.caps: str | None = None  # BENCH_CAPS (bench/caps.py), switched on once D is loaded
         self.results: dict[str, Any] = {"scenarios": {}, "limits": {}, "dataset": {}}
 
     # -- the systems under test --------------------------------------------------------------
@@ -415,6 +416,12 @@ class Bench:
                 "target": items, "users": len(rows), "mean": round(sum(rows) / len(rows), 1),
                 "min": min(rows), "max": max(rows),
             }  # fmt: skip
+        if self.caps:  # invest with caps off and on, back to back (bench/caps.py)
+            self.results["limits"]["caps"] = caps.compare(
+                self.url,
+                self.caps,
+                lambda name: self.capacity_window(name, urls["invest"], "invest", roots),
+            )
         endpoints = report.with_ratios(endpoints)
         self.results["limits"]["capacity"] = {
             "connections": 500,
@@ -475,6 +482,7 @@ class Bench:
         """Dataset D loaded at once, then one stage alone (`--only capacity`: a few minutes;
         main() stops the service afterwards)."""
         self.record_dataset(dataset.load(self.url, self.protocol.shape))
+        self.caps = caps.switch_on(self.url, self.protocol.shape.users)
         if stage == "jmeter":  # scenario J: bench/jmeter.py
             jmeter.stage(self)
         else:
@@ -493,6 +501,7 @@ class Bench:
             self.growth_point(size)
         self.grow_to(d_size)
         self.record_dataset(timings, self.loading_seconds)
+        self.caps = caps.switch_on(self.url, p.shape.users)
         if d_size in p.growth_sizes:
             self.growth_point(d_size)
         self.seed_scenario()
@@ -572,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.monotonic() - started, 1),
         "note": args.note,
         "only": args.only,
+        "caps": bench.caps,
         **bench.results,
     }
     latest = full and args.results_dir is None and not args.only

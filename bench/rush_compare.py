@@ -3,10 +3,13 @@ wrk at 500 connections all investing in one product, alternating before/after fo
 
 Reports the accepted invests/s (2xx answers) of each side and their ratio, so a change to the
 invest path (issue 15's per-product waiting calls) is judged against the code it replaces on the
-same machine, minutes apart. Usage, on a quiet machine:
+same machine, minutes apart. With BENCH_CAPS=act (bench/caps.py) the two sides are one checkout
+(`--after`) with caps off and with the Act's caps on, every rush user registered on both. Usage,
+on a quiet machine:
 
     git worktree add /tmp/before <rev>
     python -m bench.rush_compare --before /tmp/before --after . --rounds 2 --window 10
+    BENCH_CAPS=act python -m bench.rush_compare --after . --rounds 2 --window 10
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench import caps
 from bench.limits import run_wrk, wrk_script
 from bench.target import DEFAULT_SERVER, psql, recreate_database, settle
 from harness.sockets import free_port
 from service.ops.roles import with_user
 
 SERVICE_USER, SERVICE_PASSWORD = "investment_app", "investment-app-test"
+RUSH_USERS = 1_000_000  # wrk's X-USER-ID is one of 1..RUSH_USERS
 
 
 def start_instance(
@@ -78,7 +83,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def rush(urls: list[str], seconds: float, work: Path) -> dict[str, Any]:
     """wrk against each instance at once (250 connections each), all on goods_id 1."""
-    script = wrk_script("invest", users=1_000_000, recruiting=1)
+    script = wrk_script("invest", users=RUSH_USERS, recruiting=1)
     results: list[dict[str, Any]] = [{} for _ in urls]
 
     def one(n: int) -> None:
@@ -99,8 +104,17 @@ def rush(urls: list[str], seconds: float, work: Path) -> dict[str, Any]:
     }
 
 
-def measure(side: str, checkout: Path, server: str, window: float, work: Path) -> dict[str, Any]:
-    owner = recreate_database(server, f"rush_{side}")
+def measure(
+    side: str,
+    checkout: Path,
+    server: str,
+    window: float,
+    work: Path,
+    with_caps: dict[str, caps.Caps] | None = None,
+) -> dict[str, Any]:
+    """One side's rush on a fresh database; `with_caps`: every rush user registered and these
+    caps loaded first (caps.NO_CAPS for the side without)."""
+    owner = recreate_database(server, f"rush_{side.replace('-', '_')}")
     psql(owner, "SELECT 1")
     instances = [start_instance(checkout, owner, work / f"{side}.log") for _ in range(2)]
     try:
@@ -112,6 +126,9 @@ def measure(side: str, checkout: Path, server: str, window: float, work: Path) -
             " started_at, finished_at) VALUES (1, 'rush', 1000000000000000, true,"
             " now() - interval '1 day', now() + interval '1 day')",
         )
+        if with_caps is not None:
+            caps.register_users(owner, RUSH_USERS)
+            caps.load(owner, with_caps)
         urls = [url for _, url in instances]
         rush(urls, 3, work)  # warm-up, not measured
         settle(owner, timeout=10)
@@ -123,7 +140,9 @@ def measure(side: str, checkout: Path, server: str, window: float, work: Path) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rush_compare", description=__doc__)
-    parser.add_argument("--before", type=Path, required=True, help="checkout of the old code")
+    parser.add_argument(
+        "--before", type=Path, help="checkout of the old code (not with BENCH_CAPS=act)"
+    )
     parser.add_argument("--after", type=Path, required=True, help="checkout of the new code")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--window", type=float, default=10.0)
@@ -135,21 +154,34 @@ def main(argv: list[str] | None = None) -> int:
         f"DO $$ BEGIN CREATE ROLE {SERVICE_USER} LOGIN PASSWORD '{SERVICE_PASSWORD}';"
         " EXCEPTION WHEN duplicate_object THEN NULL; END $$",
     )
-    figures: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    chosen = caps.mode()
+    sides: dict[str, tuple[Path, dict[str, caps.Caps] | None]]
+    if chosen is not None:  # one checkout, caps off against caps on
+        if args.before is not None:
+            parser.error("BENCH_CAPS compares --after with caps off and on: no --before")
+        sides = {
+            "caps-off": (args.after, caps.NO_CAPS),
+            "caps-on": (args.after, caps.MODES[chosen]),
+        }
+    elif args.before is None:
+        parser.error("--before is required (or BENCH_CAPS=act: caps off against on)")
+    else:
+        sides = {"before": (args.before, None), "after": (args.after, None)}
+    first, second = sides
+    figures: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     for round_number in range(args.rounds):
-        for side in ("before", "after") if round_number % 2 == 0 else ("after", "before"):
-            checkout = args.before if side == "before" else args.after
-            result = measure(side, checkout.resolve(), args.server, args.window, work)
+        for side in (first, second) if round_number % 2 == 0 else (second, first):
+            checkout, with_caps = sides[side]
+            result = measure(side, checkout.resolve(), args.server, args.window, work, with_caps)
             figures[side].append(result)
             print(f"round {round_number + 1} {side}: {result}", flush=True)
-    before = statistics.mean(r["accepted_per_s"] for r in figures["before"])
-    after = statistics.mean(r["accepted_per_s"] for r in figures["after"])
+    mean = {side: statistics.mean(r["accepted_per_s"] for r in figures[side]) for side in sides}
     print(
-        f"accepted invests/s: before {before:.0f}, after {after:.0f},"
-        f" after/before {after / before:.3f}"
+        f"accepted invests/s: {first} {mean[first]:.0f}, {second} {mean[second]:.0f},"
+        f" {second}/{first} {mean[second] / mean[first]:.3f}"
     )
-    for side in ("before", "after"):
-        psql(args.server, f"DROP DATABASE IF EXISTS rush_{side} WITH (FORCE)")
+    for side in sides:
+        psql(args.server, f"DROP DATABASE IF EXISTS rush_{side.replace('-', '_')} WITH (FORCE)")
     return 0
 
 

@@ -14,7 +14,7 @@ from blacksheep import Application, Request, Response
 from blacksheep.server.routing import Router
 
 from service import handlers
-from service.admin import ADMIN_BASE, ADMIN_REALM, AdminApi
+from service.admin import ADMIN_BASE, ADMIN_INVESTORS, ADMIN_LIMITS, ADMIN_REALM, AdminApi
 from service.bearer import guarded
 from service.db import Databases, DatabaseUnavailable, OutcomeUnknown, open_databases
 from service.docs_ui import docs_routes
@@ -124,15 +124,19 @@ def configure_application(
     for verb, path, raw in raw_routes:
         documented[raw] = _documented(raw.__name__)
         routes.append((verb, path, documented[raw]))
-    admin: AdminApi | None = None
+    admin_routes: dict[str, Handler] = {}  # the admin handler of each name, as guarded
     if settings.admin_token is not None:  # no token, no admin routes: 404 like any unknown path
         admin = AdminApi(settings, lambda: entry.worker)
-        create_goods = guarded(admin.create_goods, ADMIN_REALM, settings.admin_token)
-        change_goods = guarded(admin.change_goods, ADMIN_REALM, settings.admin_token)
-        routes += [
-            ("POST", ADMIN_BASE, create_goods),
-            ("PATCH", f"{ADMIN_BASE}/{{goods_id}}", change_goods),
-        ]
+        for verb, path, use in (
+            ("POST", ADMIN_BASE, admin.create_goods),
+            ("PATCH", f"{ADMIN_BASE}/{{goods_id}}", admin.change_goods),
+            ("GET", f"{ADMIN_INVESTORS}/{{user_id}}", admin.show_investor),
+            ("PUT", f"{ADMIN_INVESTORS}/{{user_id}}", admin.set_investor),
+            ("GET", ADMIN_LIMITS, admin.list_limits),
+            ("PUT", f"{ADMIN_LIMITS}/{{investor_class}}", admin.set_limits),
+        ):
+            admin_routes[use.__name__] = guarded(use, ADMIN_REALM, settings.admin_token)
+            routes.append((verb, path, admin_routes[use.__name__]))
     scrape: Handler = metrics.scrape
     if settings.metrics_token is not None:
         scrape = guarded(scrape, "metrics", settings.metrics_token)
@@ -175,8 +179,8 @@ def configure_application(
     )
     if metrics.enabled:
         describe_metrics(docs, routed[scrape])
-    if admin is not None:
-        describe_admin(docs, create_goods=routed[create_goods], change_goods=routed[change_goods])
+    if admin_routes:
+        describe_admin(docs, **{name: routed[guard] for name, guard in admin_routes.items()})
     for handler in [*(routed[page] for page in docs_pages.values()), *heads]:
         docs.ignore()(handler)  # the docs describe the API, not themselves; HEAD is stated once
     docs.bind_app(app)

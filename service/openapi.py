@@ -19,8 +19,8 @@ from openapidocs.v3 import (
 )
 from openapidocs.v3 import Schema as OpenApiSchema
 
-from service import holdings, investing
-from service.goods import FIELDS, MAX_TITLE, Goods
+from service import holdings, investing, investors
+from service.goods import CATEGORIES, FIELDS, MAX_TITLE, Goods, GoodsRules
 from service.parsing import (
     CURSOR_PATTERN,
     KEY_PATTERN,
@@ -44,6 +44,12 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
 
 # Each response shape is declared once, by the module that produces it; the schemas follow.
 GOODS = schema_of(Goods)
+RULES = schema_of(GoodsRules)
+ADMIN_GOODS = {  # the list's item and the product's rules
+    "type": "object",
+    "properties": {**GOODS["properties"], **RULES["properties"]},
+    "required": [*GOODS["required"], *RULES["required"]],
+}
 INVEST_RESULT = schema_of(investing.InvestResult)
 MY_INVESTMENT = schema_of(holdings.MyInvestment)
 INVEST_REQUEST = {
@@ -63,7 +69,35 @@ GOODS_FIELDS = {  # the admin API's request body
         "started_at": {"type": "string", "example": "2026-12-01 10:00:00"},
         "finished_at": {"type": "string", "example": "2026-12-31 18:00:00"},
         "status": {"type": "boolean", "description": "false closes the product"},
+        "category": {
+            "type": "string",
+            "enum": list(CATEGORIES),
+            "description": "real_estate: counts toward the real-estate cap (default general)",
+        },
+        "min_amount": {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT},
+        "amount_unit": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_AMOUNT,
+            "description": "an invest's amount must be a multiple of it",
+        },
+        "repaid": {
+            "type": "boolean",
+            "description": "true: its investments no longer count toward the total caps",
+        },
     },
+}
+INVESTOR_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"investor_class": investors.CLASS},
+    "required": ["investor_class"],
+}
+LIMITS_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {name: investors.CAP for name in investors.CAPS},
+    "required": list(investors.CAPS),
 }
 PROBLEM = _object(
     {
@@ -104,13 +138,28 @@ class AdminGoods(Schema):
     pass
 
 
+class Investor(Schema):
+    pass
+
+
+class ClassLimits(Schema):
+    pass
+
+
+class ClassLimitsList(Schema):
+    pass
+
+
 _SCHEMAS: dict[type, dict[str, Any]] = {
     GoodsList: {"type": "array", "items": GOODS},
     InvestResult: INVEST_RESULT,
     MyInvestmentList: {"type": "array", "items": MY_INVESTMENT, "maxItems": MAX_PAGE},
     ProblemDetails: PROBLEM,
     Health: _object({"status": {"type": "string"}}),
-    AdminGoods: GOODS,
+    AdminGoods: ADMIN_GOODS,
+    Investor: schema_of(investors.Investor),
+    ClassLimits: schema_of(investors.ClassLimits),
+    ClassLimitsList: {"type": "array", "items": schema_of(investors.ClassLimits)},
 }
 
 
@@ -324,62 +373,135 @@ GOODS_ID = _parameter(
     OpenApiSchema(type="integer", minimum=1, maximum=MAX_GOODS_ID),
     True,
 )
+PATH_USER_ID = _parameter(
+    "user_id",
+    ParameterLocation.PATH,
+    "The user (X-USER-ID's number)",
+    OpenApiSchema(type="integer", minimum=1, maximum=MAX_USER_ID),
+    True,
+)
+INVESTOR_CLASS = _parameter(
+    "investor_class",
+    ParameterLocation.PATH,
+    "The class",
+    OpenApiSchema(type="string", enum=list(investors.CLASSES)),
+    True,
+)
 
 
 def _admin_operation(
-    required: list[str], description: str, path_goods_id: bool = False
+    body: dict[str, Any] | None, description: str, *parameters: Parameter
 ) -> Callable[[Any, Any], None]:
     def on_created(handler: Any, operation: Any) -> None:
-        schema = DirectSchema({**GOODS_FIELDS, "required": required})  # type: ignore[no-untyped-call]
-        operation.request_body = RequestBody(
-            content={"application/json": MediaType(schema=schema)},
-            required=True,
-            description=description,
-        )
+        if body is not None:
+            schema = DirectSchema(body)  # type: ignore[no-untyped-call]
+            operation.request_body = RequestBody(
+                content={"application/json": MediaType(schema=schema)},
+                required=True,
+                description=description,
+            )
         operation.security = [SecurityRequirement("adminToken", [])]
-        if path_goods_id:
-            operation.parameters = [GOODS_ID]
+        if parameters:
+            operation.parameters = list(parameters)
 
     return on_created
 
 
-def describe_admin(docs: OpenAPIHandler, *, create_goods: Handler, change_goods: Handler) -> None:
+def describe_admin(
+    docs: OpenAPIHandler,
+    *,
+    create_goods: Handler,
+    change_goods: Handler,
+    show_investor: Handler,
+    set_investor: Handler,
+    list_limits: Handler,
+    set_limits: Handler,
+) -> None:
     """The admin routes (only when ADMIN_TOKEN is set) and their bearer scheme."""
     schemes = docs.components.security_schemes or {}
     schemes["adminToken"] = HTTPSecurity(
         scheme="bearer", description="ADMIN_TOKEN (admin routes exist only when it is set)"
     )
     docs.components.security_schemes = schemes
+    reads: dict[int | str, str | ResponseInfo] = {401: _problem("UNAUTHORIZED"), 503: UNAVAILABLE}
     common: dict[int | str, str | ResponseInfo] = {
-        401: _problem("UNAUTHORIZED"),
+        **reads,
         413: _problem("PAYLOAD_TOO_LARGE"),
         415: _problem("UNSUPPORTED_MEDIA_TYPE"),
-        503: UNAVAILABLE,
     }
+    below = _problem("LIMIT_BELOW_INVESTED")
     docs(
         summary="Register a product",
         description="Times in the display time zone; the list cache may show the change only"
         " after LIST_CACHE_SECONDS.",
         tags=["administration"],
         responses={
-            201: _ok("The new product", AdminGoods),
+            201: _ok("The new product, with its rules", AdminGoods),
             400: _problem("INVALID_BODY", "INVALID_GOODS"),
             **common,
         },
-        on_created=_admin_operation(list(FIELDS[:4]), "The product; status defaults to true"),
+        on_created=_admin_operation(
+            {**GOODS_FIELDS, "required": list(FIELDS[:4])},
+            "The product; status defaults to true, the rules to general, 1, 1, false",
+        ),
     )(create_goods)
     docs(
         summary="Change a product",
-        description="Changes title, total, period or status (false closes it). The total may not"
-        " go below what is already invested (409, nothing changed). The list cache may show the"
-        " old product for up to LIST_CACHE_SECONDS.",
+        description="Changes title, total, period, status (false closes it) and the rules. The"
+        " total may not go below what is already invested (409 TOTAL_BELOW_INVESTED); a category"
+        " or repaid change moves the product's live amounts in its investors' totals and is"
+        " refused when it would put one over a cap of their class (409 LIMIT_BELOW_INVESTED);"
+        " nothing is changed by a refusal. min_amount and amount_unit apply to later invests."
+        " The list cache may show the old product for up to LIST_CACHE_SECONDS.",
         tags=["administration"],
         responses={
-            200: _ok("The changed product", AdminGoods),
+            200: _ok("The changed product, with its rules", AdminGoods),
             400: _problem("INVALID_BODY", "INVALID_GOODS", "INVALID_GOODS_ID"),
             404: _problem("GOODS_NOT_FOUND"),
-            409: _problem("TOTAL_BELOW_INVESTED"),
+            409: _problem("TOTAL_BELOW_INVESTED", "LIMIT_BELOW_INVESTED"),
             **common,
         },
-        on_created=_admin_operation([], "The fields to change (at least one)", path_goods_id=True),
+        on_created=_admin_operation(
+            {**GOODS_FIELDS, "required": []}, "The fields to change (at least one)", GOODS_ID
+        ),
     )(change_goods)
+    docs(
+        summary="An investor's class and positions",
+        description="A user never registered is general, with nothing invested.",
+        tags=["administration"],
+        responses={200: _ok("The investor", Investor), 400: _problem("INVALID_USER_ID"), **reads},
+        on_created=_admin_operation(None, "", PATH_USER_ID),
+    )(show_investor)
+    docs(
+        summary="Set an investor's class",
+        description="Refused (409, nothing changed) when the user's live positions exceed a cap"
+        " of the new class.",
+        tags=["administration"],
+        responses={
+            200: _ok("The investor", Investor),
+            400: _problem("INVALID_BODY", "INVALID_INVESTOR", "INVALID_USER_ID"),
+            409: below,
+            **common,
+        },
+        on_created=_admin_operation(INVESTOR_BODY, "The class", PATH_USER_ID),
+    )(set_investor)
+    docs(
+        summary="Every class's caps",
+        description="general, qualified, professional; null: no cap.",
+        tags=["administration"],
+        responses={200: _ok("The caps of each class", ClassLimitsList), **reads},
+        on_created=_admin_operation(None, ""),
+    )(list_limits)
+    docs(
+        summary="Set a class's caps",
+        description="Replaces all three (null: no cap). Refused (409, nothing changed) when a"
+        " user of the class is over one of the new caps.",
+        tags=["administration"],
+        responses={
+            200: _ok("The class's caps", ClassLimits),
+            400: _problem("INVALID_BODY", "INVALID_LIMITS", "INVALID_INVESTOR_CLASS"),
+            409: below,
+            **common,
+        },
+        on_created=_admin_operation(LIMITS_BODY, "The three caps, in KRW", INVESTOR_CLASS),
+    )(set_limits)

@@ -109,47 +109,67 @@ SELECT count(*) FROM gone;
 
 -- name: admin-goods-create
 -- A product registered through the admin API or CLI (service/goods.py), returned with the
--- list-goods columns.
+-- list-goods columns and its rules (category, min_amount, amount_unit, repaid; $6..$9, NULL: the
+-- column's default).
 WITH created AS (
-    INSERT INTO investment_goods (title, total_investing_amount, status, started_at, finished_at)
-    VALUES ($1, $2, $3, $4, $5)
+    INSERT INTO investment_goods (title, total_investing_amount, status, started_at, finished_at,
+                                  category, min_amount, amount_unit, repaid)
+    VALUES ($1, $2, $3, $4, $5, coalesce($6, 'general'), coalesce($7, 1), coalesce($8, 1),
+            coalesce($9, false))
     RETURNING investment_goods AS g
 )
-SELECT i.* FROM created c CROSS JOIN LATERAL goods_item(c.g, statement_timestamp()) i;
+SELECT i.*, (c.g).category, (c.g).min_amount, (c.g).amount_unit, (c.g).repaid
+FROM created c CROSS JOIN LATERAL goods_item(c.g, statement_timestamp()) i;
 
 -- name: admin-goods-update
--- Changes product $1's title, total, period and status ($2..$6; NULL keeps the value) in one
--- statement. The UPDATE's WHERE is re-checked on the locked, latest row, so the total can never be
--- set below what is invested (nor the period inverted), even with invests running. When it
--- refuses, the row comes back unchanged with the reason; no row at all: no such product.
-WITH changed AS (
-    UPDATE investment_goods g
-    SET title = coalesce($2, g.title),
-        total_investing_amount = coalesce($3, g.total_investing_amount),
-        started_at = coalesce($4, g.started_at),
-        finished_at = coalesce($5, g.finished_at),
-        status = coalesce($6, g.status)
-    WHERE g.goods_id = $1
-      AND coalesce($3, g.total_investing_amount) >= g.current_investing_amount
-      AND coalesce($5, g.finished_at) > coalesce($4, g.started_at)
-    RETURNING g
-), answer AS (
-    SELECT 'changed' AS outcome, c.g FROM changed c
-    UNION ALL
-    SELECT CASE
-               WHEN coalesce($3, g.total_investing_amount) < g.current_investing_amount
-                   THEN 'total_below_invested'
-               WHEN coalesce($5, g.finished_at) <= coalesce($4, g.started_at) THEN 'period'
-               ELSE 'conflict'
-           END, g
-    FROM investment_goods g
-    WHERE g.goods_id = $1 AND NOT EXISTS (SELECT 1 FROM changed)
-)
-SELECT a.outcome, i.* FROM answer a CROSS JOIN LATERAL goods_item(a.g, statement_timestamp()) i;
+-- Changes product $1's title, total, period, status, category, min_amount, amount_unit and
+-- repaid ($2..$10; NULL keeps the value) in one call: admin_change_goods()
+-- (sql/functions/admin_limits.sql) locks the row, refuses a total below what is invested, an
+-- inverted period, or a category or repaid change that would put an investor over a cap, and
+-- moves the investors' positions when category or repaid change. The outcome, for a refusal the
+-- cap, the number of users and the lowest user id, then the product as it is now (unchanged
+-- when refused); no row at all: no such product.
+SELECT c.outcome, c.cap, c.users, c.user_id, i.*, (c.product).category, (c.product).min_amount,
+       (c.product).amount_unit, (c.product).repaid
+FROM admin_change_goods($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) c
+CROSS JOIN LATERAL goods_item(c.product, statement_timestamp()) i;
 
 -- name: admin-goods-list
--- Every product, for `python -m service goods list`.
-SELECT i.*
+-- Every product with its rules, for `python -m service goods list`.
+SELECT i.*, g.category, g.min_amount, g.amount_unit, g.repaid
 FROM investment_goods g
 CROSS JOIN LATERAL goods_item(g, statement_timestamp()) i
 ORDER BY g.goods_id;
+
+-- name: admin-investor
+-- User $1's class, live positions (0 for a user never registered nor invested: general) and
+-- the caps of the class.
+SELECT u.user_id, l.investor_class, coalesce(i.invested_total, 0),
+       coalesce(i.invested_real_estate, 0), l.per_product, l.total, l.real_estate
+FROM (SELECT $1::bigint AS user_id) u
+LEFT JOIN investor i ON i.user_id = u.user_id
+JOIN investor_class_limit l ON l.investor_class = coalesce(i.investor_class, 'general');
+
+-- name: admin-investor-set
+-- Sets user $1's class to $2 (admin_set_investor_class(), sql/functions/admin_limits.sql): the
+-- outcome ('changed' or 'limit_below_invested'), the cap it would break, then admin-investor's
+-- columns as they are now.
+SELECT s.outcome, s.cap, s.user_id, l.investor_class, s.invested_total, s.invested_real_estate,
+       l.per_product, l.total, l.real_estate
+FROM admin_set_investor_class($1, $2) s
+JOIN investor_class_limit l ON l.investor_class = s.investor_class;
+
+-- name: admin-limits
+-- Every class's caps (NULL: none), general first.
+SELECT investor_class, per_product, total, real_estate,
+       to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS')
+FROM investor_class_limit
+ORDER BY array_position(ARRAY['general', 'qualified', 'professional'], investor_class);
+
+-- name: admin-limits-set
+-- Sets class $1's caps to $2..$4 (NULL: none) unless a user of the class is over one of them
+-- (admin_set_class_limits(), sql/functions/admin_limits.sql): the outcome, for a refusal the cap,
+-- the number of users over it and the lowest user id, then the class's caps as they are now.
+SELECT outcome, cap, users, user_id, investor_class, per_product, total, real_estate,
+       to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS')
+FROM admin_set_class_limits($1, $2, $3, $4);

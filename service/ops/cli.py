@@ -1,6 +1,7 @@
 """`python -m service`'s commands as one table: each command's name, help line, arguments, and
-the function that runs it (start.py: run, serve, migrate, preflight; commands.py: goods, verify,
-backup, restore). service/__main__.py parses, looks the command up here, calls it, exits."""
+the function that runs it (start.py: run, serve, migrate, preflight; commands.py: goods, investor,
+limits, verify, backup, restore). service/__main__.py parses, looks the command up here, calls
+it, exits."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.goods import CATEGORIES
+from service.investors import CAPS, CLASSES
 from service.logs import configure_logging
 from service.ops import commands, start
 from service.settings import Settings, SettingsError, load_settings
@@ -79,7 +82,50 @@ def _goods(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--finish", required=True, help="YYYY-MM-DD HH:MM:SS, display time zone")
     close = actions.add_parser("close", help="close a product (status false); prints it as JSON")
     close.add_argument("goods_id", type=int)
-    actions.add_parser("list", help="print every product, one JSON object per line")
+    rules = actions.add_parser(
+        "rules", help="set a product's rules (at least one option); prints it as JSON"
+    )
+    rules.add_argument("goods_id", type=int)
+    rules.add_argument("--category", choices=CATEGORIES, help="real_estate counts toward that cap")
+    rules.add_argument("--min-amount", type=int, help="the smallest amount an invest may ask")
+    rules.add_argument("--amount-unit", type=int, help="an invest's amount is a multiple of it")
+    rules.add_argument("--repaid", type=_boolean, help="true: no longer counts toward the totals")
+    actions.add_parser("list", help="print every product with its rules, one JSON per line")
+
+
+def _boolean(text: str) -> bool:
+    if text not in ("true", "false"):
+        raise argparse.ArgumentTypeError("true or false")
+    return text == "true"
+
+
+def _cap(text: str) -> int | None:
+    """A cap on the command line: an integer, or `none` for no cap."""
+    if text == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("an integer (KRW) or none") from None
+
+
+def _investor(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="investor_command", required=True)
+    put = actions.add_parser("set", help="set a user's investor class; prints the investor")
+    put.add_argument("user_id")
+    put.add_argument("investor_class", choices=CLASSES)
+    show = actions.add_parser("show", help="a user's class, live positions and caps as JSON")
+    show.add_argument("user_id")
+
+
+def _limits(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="limits_command", required=True)
+    put = actions.add_parser("set", help="replace a class's caps (KRW, or none); prints them")
+    put.add_argument("investor_class", choices=CLASSES)
+    for cap in CAPS:
+        option = "--" + cap.replace("_", "-")
+        put.add_argument(option, required=True, type=_cap, metavar="KRW|none")
+    actions.add_parser("list", help="every class's caps, one JSON object per line")
 
 
 def _backup(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +186,22 @@ COMMANDS = {
             "administer products (DATABASE_URL)",
             commands.goods_command,
             _goods,
+            needs_database_url=True,
+            psqlpy=True,
+        ),
+        Command(
+            "investor",
+            "administer investors' classes (DATABASE_URL)",
+            commands.investor_command,
+            _investor,
+            needs_database_url=True,
+            psqlpy=True,
+        ),
+        Command(
+            "limits",
+            "administer the caps of each investor class (DATABASE_URL)",
+            commands.limits_command,
+            _limits,
             needs_database_url=True,
             psqlpy=True,
         ),

@@ -1,53 +1,113 @@
-"""The commands that act on a database and exit: `goods` (product administration, the use cases of
-service/goods.py), `verify` (the ledger verifier, verify.py), `backup` and `restore` (backup.py).
-Each returns its exit code and says why it failed in one line on stderr."""
+"""The commands that act on a database and exit: `goods`, `investor` and `limits` (administration,
+the use cases of service/goods.py and service/investors.py), `verify` (the ledger verifier,
+verify.py), `backup` and `restore` (backup.py). Each returns its exit code and says why it failed
+in one line on stderr."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from service.settings import Settings, redact
 
+if TYPE_CHECKING:
+    from service.db import Queries
 
-def goods_command(settings: Settings, args: argparse.Namespace) -> int:
-    """`python -m service goods add|close|list` (service/goods.py): 0 done, 1 refused (unknown
-    product, total below invested, database), 2 invalid input."""
+
+def _administer(settings: Settings, use_case: Callable[[Queries], Awaitable[list[Any]]]) -> int:
+    """Run an administration use case on DATABASE_URL and print what it answers as JSON, one
+    object per line: 0 done, 1 refused (an unknown product, a change below what is invested, the
+    database), 2 invalid input (a 400's code)."""
     import orjson
 
     from service.db import DatabaseUnavailable
     from service.problems import Problem
 
+    async def run() -> list[Any]:
+        from service.db import Database
+
+        db = Database(settings, 2)  # psqlpy wants a pool of at least 2
+        try:
+            return await use_case(db)
+        finally:
+            db.close()
+
     try:
-        products = asyncio.run(_goods(settings, args))
+        documents = asyncio.run(run())
     except Problem as problem:
         print(f"{problem.code}: {problem.detail}", file=sys.stderr)
         return 2 if problem.status == 400 else 1
     except DatabaseUnavailable as error:
         print(f"SERVICE_UNAVAILABLE: {redact(str(error))}", file=sys.stderr)
         return 1
-    for product in products:
-        sys.stdout.buffer.write(orjson.dumps(product) + b"\n")
+    for document in documents:
+        sys.stdout.buffer.write(orjson.dumps(document) + b"\n")
     return 0
 
 
-async def _goods(settings: Settings, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from service.db import Database
-    from service.goods import close_goods, create_goods, list_all_goods, validate_goods
+def goods_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`python -m service goods add|close|rules|list` (service/goods.py)."""
+    from service.goods import (
+        change_goods,
+        close_goods,
+        create_goods,
+        list_all_goods,
+        validate_goods,
+    )
+    from service.parsing import MAX_GOODS_ID
+    from service.problems import Problem
 
-    db = Database(settings, 2)  # psqlpy wants a pool of at least 2
-    try:
+    async def use_case(db: Queries) -> list[Any]:
         if args.goods_command == "add":
             values = {"title": args.title, "total_investing_amount": args.total,
                       "started_at": args.start, "finished_at": args.finish}  # fmt: skip
             return [await create_goods(db, validate_goods(values, settings.zone, create=True))]
         if args.goods_command == "close":
             return [await close_goods(db, args.goods_id)]
+        if args.goods_command == "rules":
+            if not 1 <= args.goods_id <= MAX_GOODS_ID:
+                raise Problem("INVALID_GOODS_ID", "goods_id must be an integer >= 1")
+            rules = {"category": args.category, "min_amount": args.min_amount,
+                     "amount_unit": args.amount_unit, "repaid": args.repaid}  # fmt: skip
+            fields = validate_goods(rules, settings.zone, create=False)
+            return [await change_goods(db, args.goods_id, fields)]
         return await list_all_goods(db)
-    finally:
-        db.close()
+
+    return _administer(settings, use_case)
+
+
+def investor_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`python -m service investor set|show` (service/investors.py)."""
+    from service import investors
+
+    async def use_case(db: Queries) -> list[Any]:
+        user_id = investors.parse_user_id(args.user_id)
+        if args.investor_command == "set":
+            investor_class = investors.validate_investor({"investor_class": args.investor_class})
+            return [await investors.set_investor_class(db, user_id, investor_class)]
+        return [await investors.show_investor(db, user_id)]
+
+    return _administer(settings, use_case)
+
+
+def limits_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`python -m service limits set|list` (service/investors.py)."""
+    from service import investors
+
+    async def use_case(db: Queries) -> list[Any]:
+        if args.limits_command == "set":
+            investor_class = investors.parse_class(args.investor_class)
+            caps = investors.validate_limits(
+                {"per_product": args.per_product, "total": args.total,
+                 "real_estate": args.real_estate}
+            )  # fmt: skip
+            return [await investors.set_limits(db, investor_class, caps)]
+        return list(await investors.list_limits(db))
+
+    return _administer(settings, use_case)
 
 
 def verify_command(settings: Settings, args: argparse.Namespace) -> int:

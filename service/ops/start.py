@@ -187,7 +187,12 @@ async def _prepare(settings: Settings, demo: bool, create_login: bool) -> None:
         log.info("applied migrations %s", applied)
     await grant_service_role(owner, settings.database_url, create_login)
     if demo and await load_demo_data(owner):
-        log.info("loaded the demo data set")
+        log.info(
+            "loaded the demo data set, with the Online Investment-Linked Financial Business"
+            " Act's caps for individuals as an example (general 5,000,000 KRW per product /"
+            " 30,000,000 total / 10,000,000 real estate; qualified 20,000,000 / 100,000,000;"
+            " professional none; `just limits-list`)"
+        )
 
 
 def preflight_command(settings: Settings, args: argparse.Namespace) -> int:

@@ -41,9 +41,17 @@ def listed(
 def stored(database_url: str, goods_id: int) -> str:
     return psql(
         database_url,
-        "SELECT title, total_investing_amount, status, started_at, finished_at"
-        f" FROM investment_goods WHERE goods_id = {goods_id}",
+        "SELECT title, total_investing_amount, status, started_at, finished_at, category,"
+        f" min_amount, amount_unit, repaid FROM investment_goods WHERE goods_id = {goods_id}",
     )
+
+
+RULES = {"category": "general", "min_amount": 1, "amount_unit": 1, "repaid": False}
+
+
+def item(product: dict[str, Any]) -> dict[str, Any]:
+    """An admin answer's product without its rules: the list's item."""
+    return {key: value for key, value in product.items() if key not in RULES}
 
 
 def code(response: httpx.Response) -> str:
@@ -116,9 +124,10 @@ def test_create_returns_the_product_and_the_list_serves_it(admin: httpx.Client) 
         "state": "upcoming",
         "started_at": "2031-03-01 09:00:00",
         "finished_at": "2031-03-31 18:00:00",
+        **RULES,
     }
-    assert (
-        listed(admin, product["goods_id"], "2031-03-01 00:00:00", "2031-04-01 00:00:00") == product
+    assert listed(admin, product["goods_id"], "2031-03-01 00:00:00", "2031-04-01 00:00:00") == item(
+        product
     )
 
 
@@ -146,7 +155,7 @@ def test_change_title_total_period_and_status(admin: httpx.Client, database_url:
         "2032-01-01 00:00:00",
         "2032-01-31 00:00:00",
     )
-    assert listed(admin, goods_id, "2032-01-01 00:00:00", "2032-02-01 00:00:00") == product
+    assert listed(admin, goods_id, "2032-01-01 00:00:00", "2032-02-01 00:00:00") == item(product)
     closed = admin.patch(f"{ADMIN}/{goods_id}", json={"status": False}).json()
     assert (closed["status"], closed["state"], closed["title"]) == (False, "closed", "변경 후")
     assert (
@@ -265,7 +274,9 @@ def test_a_body_that_is_not_a_json_object_is_400_invalid_body(
     "body",
     [{}, {"title": None}, {"title": ""}, {"total_investing_amount": 0}, {"status": 1},
      {"started_at": "x"}, {"started_at": "2031-01-02 00:00:00", "finished_at": "2031-01-01 00:00:00"},
-     {"unknown": 1}],
+     {"unknown": 1}, {"category": "land"}, {"category": None}, {"min_amount": 0},
+     {"min_amount": "1"}, {"amount_unit": -5}, {"amount_unit": 1.5}, {"repaid": "yes"},
+     {"repaid": 1}],
 )  # fmt: skip
 def test_every_invalid_change_is_400_and_changes_nothing(
     admin: httpx.Client, database_url: str, body: dict[str, Any]
@@ -321,9 +332,10 @@ def test_cli_add_list_close(database_url: str, client: httpx.Client) -> None:
         "2034-05-01 10:00:00",
         "2034-05-31 18:00:00",
     )
-    assert (
-        listed(client, product["goods_id"], "2034-05-01 00:00:00", "2034-06-01 00:00:00") == product
-    )
+    assert {key: product[key] for key in RULES} == RULES
+    assert listed(
+        client, product["goods_id"], "2034-05-01 00:00:00", "2034-06-01 00:00:00"
+    ) == item(product)
 
     listing = goods_cli(database_url, "list")
     assert listing.returncode == 0, listing.stderr

@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support import ServiceProcess, create_goods, verify_ledger
+from tests.support import ServiceProcess, create_goods, fresh_user, psql, verify_ledger
 
 EXAMPLES = 40  # per operation and generation mode
 TALLY: Counter[tuple[str, int]] = Counter()  # (operation and mode, status) -> requests
@@ -90,7 +90,15 @@ OPERATIONS = [
     ("GET", "/metrics", (GenerationMode.POSITIVE,)),
     ("POST", "/v1/api/admin/goods", BOTH),
     ("PATCH", "/v1/api/admin/goods/{goods_id}", BOTH),
+    ("GET", "/v1/api/admin/investors/{user_id}", BOTH),
+    ("PUT", "/v1/api/admin/investors/{user_id}", BOTH),
+    ("GET", "/v1/api/admin/limits", (GenerationMode.POSITIVE,)),
+    ("PUT", "/v1/api/admin/limits/{investor_class}", BOTH),
 ]
+# Caps and classes are global to the session's database: what the generated requests set is
+# undone after each of these operations, and they only ever name this module's own users.
+CAPS_ADMIN = re.compile(r"^/v1/api/admin/(investors|limits)")
+OWN_USERS = [fresh_user() for _ in range(4)]
 # Operations whose valid-looking requests are not expected to reach a 200: the admin create's
 # schema gives its times as bare strings, so generated ones almost never parse (0 of 40).
 NO_SUCCESS_EXPECTED = {("POST", "/v1/api/admin/goods")}
@@ -112,6 +120,7 @@ def test_every_documented_operation_is_fuzzed(api_schema: Any) -> None:
 def test_every_answer_is_documented_and_none_is_a_5xx(
     api_schema: Any,
     service: ServiceProcess,
+    database_url: str,
     own_goods: list[int],
     admin_headers: dict[str, str] | None,
     method: str,
@@ -136,6 +145,9 @@ def test_every_answer_is_documented_and_none_is_a_5xx(
         if isinstance(goods_id, int) and not isinstance(goods_id, bool) and goods_id >= 1:
             # Only this module's products are changed, so no other test's product moves.
             case.path_parameters["goods_id"] = own_goods[goods_id % len(own_goods)]
+        user_id = (case.path_parameters or {}).get("user_id")
+        if isinstance(user_id, int) and not isinstance(user_id, bool) and user_id >= 1:
+            case.path_parameters["user_id"] = OWN_USERS[user_id % len(OWN_USERS)]
         response = case.call(base_url=service.base_url, headers=headers, timeout=10)
         TALLY[(label, response.status_code)] += 1  # before validation, so a 5xx is counted too
         case.validate_response(
@@ -144,7 +156,16 @@ def test_every_answer_is_documented_and_none_is_a_5xx(
         )  # fmt: skip
 
     label = f"{method} {path} {mode.value}"
-    check()
+    try:
+        check()
+    finally:
+        if CAPS_ADMIN.match(path):
+            psql(
+                database_url,
+                "UPDATE investor_class_limit SET per_product = NULL, total = NULL,"
+                " real_estate = NULL; UPDATE investor SET investor_class = 'general'"
+                f" WHERE user_id IN ({', '.join(map(str, OWN_USERS))})",
+            )
     tally = {status: count for (name, status), count in TALLY.items() if name == label}
     assert sum(tally.values()) > 0, "no request was generated"
     assert [status for status in tally if status >= 500] == [], tally

@@ -9,6 +9,7 @@ capacity stage measured the server's floor next to every endpoint (also alone, `
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,14 +25,18 @@ pytestmark = pytest.mark.system
 APIS = ("list", "invest", "my-investments")
 
 
-def run_quick_bench(postgres_server: str, results_dir: Path, timeout: float, *args: str) -> None:
-    """`python -m bench.run --quick *args` on a fresh database, dropped afterwards; it succeeds."""
+def run_quick_bench(
+    postgres_server: str, results_dir: Path, timeout: float, *args: str, caps: str = ""
+) -> None:
+    """`python -m bench.run --quick *args` (BENCH_CAPS=`caps`) on a fresh database, dropped
+    afterwards; it succeeds."""
     url = new_database(postgres_server)
     try:
         done = subprocess.run(
             [sys.executable, "-m", "bench.run", "--quick", *args, "--database-url", url,
              "--results-dir", str(results_dir)],
             cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+            env={**os.environ, "BENCH_CAPS": caps},
         )  # fmt: skip
     finally:
         drop_database(postgres_server, url)
@@ -105,12 +110,22 @@ def assert_capacity(results: dict[str, Any]) -> None:
 
 
 def test_bench_capacity_alone(postgres_server: str, tmp_path: Path) -> None:
-    """`--only capacity`: dataset D at once, then only the capacity stage and its report."""
-    run_quick_bench(postgres_server, tmp_path, 180, "--only", "capacity")
+    """`--only capacity`: dataset D at once, then only the capacity stage and its report; with
+    BENCH_CAPS=act, caps on and invest measured with caps off and on, side by side."""
+    run_quick_bench(postgres_server, tmp_path, 240, "--only", "capacity", caps="act")
     [report] = tmp_path.glob("*-capacity.json")
     results = json.loads(report.read_text())
     assert results["only"] == "capacity"
     assert results["scenarios"] == {} and "pgbench" not in results["limits"]
     assert_capacity(results)
+    caps = results["limits"]["caps"]
+    assert (results["caps"], caps["mode"], caps["order"]) == (
+        "act",
+        "act",
+        ["off", "on", "on", "off"],
+    )
+    assert len(caps["off"]) == len(caps["on"]) == 2 and caps["errors"] == 0
+    assert caps["rps_off"] > 0 and caps["rps_on"] > 0 and caps["on_vs_off"] > 0
     text = report.with_suffix(".md").read_text()
     assert text.startswith("# Bench run") and "## Capacity (wrk, 500 connections)" in text
+    assert "## Invest with caps off and on (BENCH_CAPS=act)" in text

@@ -94,7 +94,7 @@ def test_a_change_needs_at_least_one_field_and_keeps_the_others_unset() -> None:
     refused({"title": None}, create=False)
     fields = validate_goods({"total_investing_amount": 5}, SEOUL, create=False)
     assert fields == GoodsFields(total_investing_amount=5)
-    assert fields.params() == [None, 5, None, None, None]
+    assert fields.params() == [None, 5, None, None, None, None, None, None, None]
 
 
 def test_a_change_checks_the_same_rules() -> None:
@@ -103,3 +103,36 @@ def test_a_change_checks_the_same_rules() -> None:
     refused(
         {"started_at": "2026-12-02 00:00:00", "finished_at": "2026-12-01 00:00:00"}, create=False
     )
+
+
+def test_the_rules_are_accepted_and_passed_on() -> None:
+    values = {"category": "real_estate", "min_amount": 10_000, "amount_unit": 1_000, "repaid": True}
+    fields = validate_goods(values, SEOUL, create=False)
+    assert fields == GoodsFields(
+        category="real_estate", min_amount=10_000, amount_unit=1_000, repaid=True
+    )
+    assert fields.params()[5:] == ["real_estate", 10_000, 1_000, True]
+    created = validate_goods({**VALID, **values}, SEOUL, create=True)
+    assert (created.category, created.repaid) == ("real_estate", True)
+
+
+@pytest.mark.parametrize("category", ["REAL_ESTATE", "realestate", "", 1, True])
+def test_category_is_general_or_real_estate(category: Any) -> None:
+    assert "category" in refused({"category": category}, create=False)
+
+
+@pytest.mark.parametrize("name", ["min_amount", "amount_unit"])
+@pytest.mark.parametrize("value", [0, -1, MAX_AMOUNT + 1, 1.5, "10", True])
+def test_min_amount_and_amount_unit_are_positive_integers(name: str, value: Any) -> None:
+    assert name in refused({name: value}, create=False)
+
+
+@pytest.mark.parametrize("name", ["min_amount", "amount_unit"])
+def test_min_amount_and_amount_unit_take_1_and_the_largest_amount(name: str) -> None:
+    for value in (1, MAX_AMOUNT):
+        assert getattr(validate_goods({name: value}, SEOUL, create=False), name) == value
+
+
+@pytest.mark.parametrize("repaid", ["true", 1, 0])
+def test_repaid_must_be_a_boolean(repaid: Any) -> None:
+    assert "repaid" in refused({"repaid": repaid}, create=False)

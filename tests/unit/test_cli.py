@@ -57,6 +57,10 @@ def test_the_commands_run_starts_as_children_are_in_the_table() -> None:
 def test_a_database_command_without_database_url_is_refused(
     name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = {"goods": ["goods", "list"]}.get(name, [name])
+    args = {
+        "goods": ["goods", "list"],
+        "investor": ["investor", "show", "1"],
+        "limits": ["limits", "list"],
+    }.get(name, [name])
     assert COMMANDS[name](load_settings({}), parser().parse_args(args)) == 2
     assert capsys.readouterr().err == "DATABASE_URL is required for this command\n"
