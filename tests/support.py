@@ -135,9 +135,7 @@ def fresh_user() -> int:
     return next(_users)
 
 
-def kept_connection(
-    base_url: str, gaps: tuple[float, ...], goods_id: int, user: int
-) -> list[str]:
+def kept_connection(base_url: str, gaps: tuple[float, ...], goods_id: int, user: int) -> list[str]:
     """What a pooled client meets: one kept HTTP/1.1 connection (http.client, as a pool holds
     it) that lists products, then after each of `gaps` seconds idle invests 1,000 in `goods_id`
     on the same connection. One entry a request: its status, or the exception it met (a server

@@ -155,8 +155,7 @@ def test_kept_connections_through_haproxy_are_answered_after_idle_gaps(
 
     def failures() -> int:
         return sum(
-            int(row["eresp"] or 0) + int(row["hrsp_5xx"] or 0)
-            for row in haproxy_servers(stats)
+            int(row["eresp"] or 0) + int(row["hrsp_5xx"] or 0) for row in haproxy_servers(stats)
         )
 
     before = failures()
