@@ -29,7 +29,7 @@ R = TypeVar("R")
 class Observer(Protocol):
     """Where each request's wait is recorded (service/metrics.py, a histogram's tally)."""
 
-    def observe(self, value: float) -> None: ...
+    def observe_each(self, values: list[float]) -> None: ...
 
 
 class Overloaded(DatabaseUnavailable):
@@ -125,8 +125,7 @@ class Coalescer(Generic[T, R]):
                 if self._waits is not None:
                     # waited = now - (deadline - max_wait); one loop.time() per call
                     sent = self._loop.time() + self._max_wait
-                    for _, _, deadline in batch:
-                        self._waits.observe(sent - deadline)
+                    self._waits.observe_each([sent - deadline for _, _, deadline in batch])
                 await self._answer(batch)
                 batch = []
         finally:

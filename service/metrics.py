@@ -67,6 +67,14 @@ class _Tally:
         self.sum += value
         self.buckets[bisect_left(self.bounds, value)] += 1  # le: value <= bound
 
+    def observe_each(self, values: list[float]) -> None:
+        """observe() for every value (a whole batch's waits, at a fraction of the cost)."""
+        bounds, buckets = self.bounds, self.buckets
+        for value in values:
+            buckets[bisect_left(bounds, value)] += 1
+        self.count += len(values)
+        self.sum += sum(values)
+
     def flush(self) -> None:
         if not self.count:
             return

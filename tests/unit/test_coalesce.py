@@ -374,8 +374,8 @@ class Waits:
     def __init__(self) -> None:
         self.seen: list[float] = []
 
-    def observe(self, value: float) -> None:
-        self.seen.append(value)
+    def observe_each(self, values: list[float]) -> None:
+        self.seen.extend(values)
 
 
 def test_each_request_s_wait_until_its_call_started_is_recorded() -> None:
