@@ -16,7 +16,13 @@ from blacksheep.server.routing import Router
 from service import handlers
 from service.admin import ADMIN_BASE, ADMIN_INVESTORS, ADMIN_LIMITS, ADMIN_REALM, AdminApi
 from service.bearer import guarded
-from service.db import Databases, DatabaseUnavailable, OutcomeUnknown, open_databases
+from service.db import (
+    Database,
+    Databases,
+    DatabaseUnavailable,
+    OutcomeUnknown,
+    open_databases,
+)
 from service.docs_ui import docs_routes
 from service.entry import RAW, Entry
 from service.handlers import BASE
@@ -192,6 +198,9 @@ def configure_application(
 
     async def start(application: Application) -> None:
         opened = databases(settings)
+        for pool in {id(db): db for db in (opened.main, opened.reads)}.values():
+            if isinstance(pool, Database):  # tests/fakes.py's in-memory database is not timed
+                pool.timings = metrics.call_times()
         entry.open(Worker(settings, metrics, opened))  # the one worker this process opens
         metrics.start(opened.pool_status)
 

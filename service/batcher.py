@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
-from service.coalesce import Coalescer, Overloaded
+from service.coalesce import Coalescer, Observer, Overloaded
 from service.db import (
     DEFAULT_MAX_LOCKS_PER_TRANSACTION,
     DatabaseUnavailable,
@@ -139,8 +139,11 @@ class InvestBatcher:
         settings: Settings,
         on_batch: Callable[[int], None] | None = None,
         key_locks: int | None = None,
+        waits: Observer | None = None,
+        held_waits: Observer | None = None,
     ) -> None:
         self._db = db
+        self._held_waits = held_waits
         self._settings = settings
         self._key_locks = key_locks or key_lock_budget(DEFAULT_MAX_LOCKS_PER_TRANSACTION)
         self._shared: Coalescer[Invest, InvestRow | asyncio.Future[InvestRow]] = _coalescer(
@@ -152,6 +155,7 @@ class InvestBatcher:
             on_batch=on_batch,
             cost=_keyed,
             max_cost=self._key_locks,
+            waits=waits,
         )
         self._held: dict[int, _HeldProduct] = {}
         self._wait_slots = asyncio.Semaphore(settings.invest_wait_calls)
@@ -227,6 +231,7 @@ class InvestBatcher:
                     lost=_lost,
                     cost=_keyed,
                     max_cost=self._key_locks,
+                    waits=self._held_waits,
                 )
             )
         try:
@@ -336,11 +341,12 @@ class InvestBatcher:
 class PageBatcher:
     """My-investments pages of many users in one statement, split per user here."""
 
-    def __init__(self, db: Queries, settings: Settings) -> None:
+    def __init__(self, db: Queries, settings: Settings, waits: Observer | None = None) -> None:
         self._db = db
         self._coalescer: Coalescer[PageRequest, Page] = _coalescer(
-            self._call, settings, settings.read_batch_max, settings.read_calls_in_flight
-        )
+            self._call, settings, settings.read_batch_max, settings.read_calls_in_flight,
+            waits=waits,
+        )  # fmt: skip
 
     async def page(self, user_id: int, limit: int, cursor: tuple[int, int] | None) -> Page:
         return await self._coalescer.run(PageRequest(user_id, limit, cursor))

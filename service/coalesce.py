@@ -18,12 +18,18 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from service.db import DatabaseUnavailable, OutcomeUnknown, StatementRefused
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class Observer(Protocol):
+    """Where each request's wait is recorded (service/metrics.py, a histogram's tally)."""
+
+    def observe_each(self, values: list[float]) -> None: ...
 
 
 class Overloaded(DatabaseUnavailable):
@@ -36,7 +42,11 @@ class Coalescer(Generic[T, R]):
 
     `cost(item)` (default 0) bounds what one call may carry besides its size: a call takes
     items in arrival order while their summed cost stays within `max_cost` (the first item
-    always goes), e.g. the advisory locks of keyed invests."""
+    always goes), e.g. the advisory locks of keyed invests.
+
+    `waits`, when given, records for each request how long it waited until the call that
+    carries it started: `max_wait` before its deadline it was submitted (a request handed on
+    from another coalescer keeps its first deadline, so its wait counts from its arrival)."""
 
     def __init__(
         self,
@@ -50,6 +60,7 @@ class Coalescer(Generic[T, R]):
         on_batch: Callable[[int], None] | None = None,
         cost: Callable[[T], int] | None = None,
         max_cost: int = 0,
+        waits: Observer | None = None,
     ) -> None:
         self._call = call
         self._max_batch = max_batch
@@ -60,6 +71,7 @@ class Coalescer(Generic[T, R]):
         self._on_batch = on_batch
         self._cost = cost
         self.max_cost = max_cost
+        self._waits = waits
         self._waiting: deque[tuple[T, asyncio.Future[R], float]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         # Counted here, not by len(_tasks): a task that has just finished leaves the set only
@@ -110,6 +122,10 @@ class Coalescer(Generic[T, R]):
                 batch = self._next_batch()
                 if self._on_batch is not None:
                     self._on_batch(len(batch))
+                if self._waits is not None:
+                    # waited = now - (deadline - max_wait); one loop.time() per call
+                    sent = self._loop.time() + self._max_wait
+                    self._waits.observe_each([sent - deadline for _, _, deadline in batch])
                 await self._answer(batch)
                 batch = []
         finally:

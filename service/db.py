@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from psqlpy import Connection, ConnectionPool, QueryResult
@@ -94,8 +95,19 @@ class Queries(Protocol):
     def close(self) -> None: ...
 
 
+class Timings(Protocol):
+    """Where a pool's calls are timed (service/metrics.py CallTimes)."""
+
+    def acquired(self, seconds: float) -> None: ...
+
+    def called(self, name: str, seconds: float) -> None: ...
+
+
 class Database:
-    """Runs the named statements of sql/queries.sql; every failure becomes DatabaseUnavailable."""
+    """Runs the named statements of sql/queries.sql; every failure becomes DatabaseUnavailable.
+    With `timings` set, each call's wait for a connection and its statement are timed."""
+
+    timings: Timings | None = None
 
     def __init__(self, settings: Settings, pool_size: int, url: str | None = None) -> None:
         self.pool = open_pool(settings, pool_size, url)
@@ -111,6 +123,7 @@ class Database:
     ) -> list[tuple[Any, ...]]:
         """The statement's rows. With `writes`, a failure after sending raises OutcomeUnknown."""
         # asyncio.timeout, not wait_for: no extra Task per call (a profiled hot spot).
+        started = perf_counter()
         try:
             async with asyncio.timeout(self._acquire_timeout):
                 conn = await self.pool.connection()
@@ -121,6 +134,10 @@ class Database:
         except PsqlpyError as error:
             log.warning("database connection failed: %s", error)
             raise DatabaseUnavailable("database connection failed") from error
+        acquired = perf_counter()
+        timings = self.timings
+        if timings is not None:
+            timings.acquired(acquired - started)
         query = self._queries[name]
         try:
             async with asyncio.timeout(self._call_timeout):
@@ -146,6 +163,8 @@ class Database:
             raise StatementRefused(f"statement {name} was refused") from error
         finally:
             conn.close()
+            if timings is not None:
+                timings.called(name, perf_counter() - acquired)
         return result.result(as_tuple=True)
 
     @staticmethod

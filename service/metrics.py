@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import glob
 import os
 import re
 from bisect import bisect_left
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from blacksheep import Content, Request, Response
@@ -36,9 +38,12 @@ from prometheus_client import (
 )
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Waits inside a request (its queue, the pool, the event loop, a collection): from 100 µs up.
+WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, *LATENCY_BUCKETS)
 BATCH_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 AGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 FLUSH_SECONDS = 1.0
+LAG_PROBE_SECONDS = 0.05  # how often the event loop's lag is sampled (20 wakeups a second)
 
 _LIVE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 
@@ -61,6 +66,14 @@ class _Tally:
         self.count += 1
         self.sum += value
         self.buckets[bisect_left(self.bounds, value)] += 1  # le: value <= bound
+
+    def observe_each(self, values: list[float]) -> None:
+        """observe() for every value (a whole batch's waits, at a fraction of the cost)."""
+        bounds, buckets = self.bounds, self.buckets
+        for value in values:
+            buckets[bisect_left(bounds, value)] += 1
+        self.count += len(values)
+        self.sum += sum(values)
 
     def flush(self) -> None:
         if not self.count:
@@ -118,6 +131,29 @@ class NullRouteMetrics(RouteMetrics):
 NULL_ROUTE = NullRouteMetrics()
 
 
+class CallTimes:
+    """One pool's database calls (one call serves a whole batch of requests): how long each
+    waited for a connection, and how long its statement took, by statement name."""
+
+    __slots__ = ("_acquire", "_calls", "_metrics")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._acquire = metrics.tally(metrics.pool_acquire, None, WAIT_BUCKETS)
+        self._calls: dict[str, _Tally] = {}
+
+    def acquired(self, seconds: float) -> None:
+        self._acquire.observe(seconds)
+
+    def called(self, name: str, seconds: float) -> None:
+        tally = self._calls.get(name)
+        if tally is None:
+            metrics = self._metrics
+            tally = metrics.tally(metrics.db_call.labels(name), None, LATENCY_BUCKETS)
+            self._calls[name] = tally
+        tally.observe(seconds)
+
+
 class Metrics:
     """The service's metrics; one instance per worker, created by the composition root."""
 
@@ -141,6 +177,39 @@ class Metrics:
             "Time from routing to the response object, by route template and status",
             route_labels, buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.queue_waits = Histogram(
+            "db_queue_wait_seconds",
+            "Time a request waited in its worker's queue until the database call that carries it"
+            " started (queue: invest, invest_held (a product locked elsewhere), page)",
+            ["queue"], buckets=WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.pool_acquire = Histogram(
+            "db_pool_acquire_seconds",
+            "Time a database call waited for a connection of its worker's pool",
+            buckets=WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.db_call = Histogram(
+            "db_call_seconds",
+            "Time of one database call (one statement, for a whole batch), by statement",
+            ["statement"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        loop_lag = Histogram(
+            "event_loop_lag_seconds",
+            "How late a worker's event loop ran a timer (sampled every 50 ms): the wait any"
+            " ready request met at that moment, GC pauses and long callbacks included",
+            buckets=WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._loop_lag = self.tally(loop_lag, None, WAIT_BUCKETS)
+        gc_pause = Histogram(
+            "gc_pause_seconds", "Cyclic garbage collections of a worker, by generation",
+            ["generation"], buckets=WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._gc_pauses = [
+            self.tally(gc_pause.labels(str(generation)), None, WAIT_BUCKETS)
+            for generation in range(3)
+        ]
+        self._gc_started = 0.0
+        self._lag_probe: asyncio.Task[None] | None = None
         outcomes = Counter(
             "invest_outcomes", "Invest results: full (all granted), partial, zero (nothing)",
             ["outcome"], registry=r,
@@ -187,6 +256,14 @@ class Metrics:
     def route(self, method: str, route: str) -> RouteMetrics:
         return RouteMetrics(self, method, route)
 
+    def queue_wait(self, queue: str) -> _Tally | None:
+        """Where a coalescer records each request's wait (service/coalesce.py); None: nowhere."""
+        return self.tally(self.queue_waits.labels(queue), None, WAIT_BUCKETS)
+
+    def call_times(self) -> CallTimes | None:
+        """Where a pool records its calls' acquire and statement times (service/db.py)."""
+        return CallTimes(self)
+
     def invest_batch(self, size: int) -> None:
         self._batch_size.observe(size)
 
@@ -222,17 +299,38 @@ class Metrics:
             await asyncio.sleep(FLUSH_SECONDS)
             self.flush()
 
+    async def _probe_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_PROBE_SECONDS
+            await asyncio.sleep(LAG_PROBE_SECONDS)
+            self._loop_lag.observe(max(0.0, loop.time() - due))
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        """gc.callbacks: the pause of each collection, by generation."""
+        if phase == "start":
+            self._gc_started = perf_counter()
+        else:
+            self._gc_pauses[info["generation"]].observe(perf_counter() - self._gc_started)
+
     def start(self, pool_status: Callable[[], Any]) -> None:
-        """Flush every second from now on; the pool gauges sum over the live workers."""
+        """Flush every second from now on; the pool gauges sum over the live workers. Samples
+        the event loop's lag and times the worker's garbage collections until stop()."""
         self.pool_status = pool_status
         self.flush()
-        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.create_task(self._tick())
+        self._lag_probe = loop.create_task(self._probe_lag())
+        gc.callbacks.append(self._on_gc)
 
     async def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
-            self._ticker = None
+        with contextlib.suppress(ValueError):  # not started
+            gc.callbacks.remove(self._on_gc)
+        for task in (self._ticker, self._lag_probe):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._ticker = self._lag_probe = None
         self.pool_status = None
         self.flush()
         if self.multiprocess_dir is not None:  # this worker's gauges stop counting
@@ -277,6 +375,12 @@ class NullMetrics(Metrics):
 
     def route(self, method: str, route: str) -> RouteMetrics:
         return NULL_ROUTE
+
+    def queue_wait(self, queue: str) -> _Tally | None:
+        return None
+
+    def call_times(self) -> CallTimes | None:
+        return None
 
     def invest_batch(self, size: int) -> None:
         pass

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 T = TypeVar("T")
 
 # Connections a worker keeps for what the queues do not count: /healthz and /readyz probes, the
-# admin API, idle keep-alive connections (closed after HTTP_HEADER_TIMEOUT) and the requests
+# admin API, idle keep-alive connections (closed after HTTP_IDLE_TIMEOUT) and the requests
 # that are being refused (a 503 takes a connection for a millisecond).
 CONNECTION_HEADROOM = 1024
 # Connections of a worker's pool that neither invests, pages nor list loads take: the
@@ -64,9 +64,13 @@ class Settings:
     # bounding what any number of distinct windows can pin (1,024 of them once took 255 MiB).
     list_cache_max_bytes: int = 32 * 1024 * 1024
     max_body_bytes: int = 16 * 1024
-    # A client sends its request head in one packet; 5 s is many round trips of a slow mobile
-    # link, and a slow-header client (slowloris) is cut off after it (granian's default is 30).
-    http_header_timeout: float = 5.0
+    # How long an idle keep-alive connection stays open. It must outlast every proxy and client
+    # pool in front (AWS ALB, nginx upstream and haproxy keep 60 s; nginx clients 75 s): the side
+    # that closes an idle connection first races the other side's next request on it. granian
+    # 2.8 has one timer for the idle wait and the request head after it (hyper's
+    # header_read_timeout, counted from the last response), so this also bounds a head that never
+    # completes (docs/deploy.md, "Keep-alive and the timeouts in front").
+    http_idle_timeout: float = 75.0
     db_acquire_timeout: float = 2.0
     db_statement_timeout: float = 5.0
     db_prepared_statements: bool = True
@@ -274,7 +278,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "LIST_CACHE_SECONDS": lambda n, r: _seconds(n, r, 0.0, 60.0),
     "LIST_CACHE_MAX_BYTES": lambda n, r: _integer(n, r, 64 * 1024, 4 * 1024**3),
     "MAX_BODY_BYTES": lambda n, r: _integer(n, r, 64, 16 * 1024 * 1024),
-    "HTTP_HEADER_TIMEOUT": lambda n, r: _seconds(n, r, 0.1, 300.0),
+    "HTTP_IDLE_TIMEOUT": lambda n, r: _seconds(n, r, 0.1, 3600.0),
     "DB_ACQUIRE_TIMEOUT": lambda n, r: _seconds(n, r, 0.01, 120.0),
     "DB_STATEMENT_TIMEOUT": lambda n, r: _seconds(n, r, 0.01, 600.0),
     "DB_PREPARED_STATEMENTS": _flag,
@@ -310,6 +314,12 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment; unset variables keep their defaults."""
     env = os.environ if environ is None else environ
+    if "HTTP_HEADER_TIMEOUT" in env:  # a deployment that set it meant a bound it no longer names
+        raise SettingsError(
+            "HTTP_HEADER_TIMEOUT is replaced by HTTP_IDLE_TIMEOUT (default 75 s): granian's one"
+            " timer bounds the idle keep-alive wait and the request head together; unset it and"
+            " set HTTP_IDLE_TIMEOUT longer than the idle timeout of every proxy and pool in front"
+        )
     values: dict[str, Any] = {}
     for key, parse in _PARSERS.items():
         raw = env.get(key)

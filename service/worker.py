@@ -30,8 +30,11 @@ class Worker:
         self.db = databases.main
         self.reads = databases.reads  # READ_DATABASE_URL: a standby for the product list
         self.readiness = Readiness(databases.ready)
-        self.invests = InvestBatcher(self.db, settings, on_batch=metrics.invest_batch)
-        self.pages = PageBatcher(self.db, settings)
+        self.invests = InvestBatcher(
+            self.db, settings, on_batch=metrics.invest_batch,
+            waits=metrics.queue_wait("invest"), held_waits=metrics.queue_wait("invest_held"),
+        )  # fmt: skip
+        self.pages = PageBatcher(self.db, settings, waits=metrics.queue_wait("page"))
         self.windows = Windows(settings)
         self.listing = GoodsListing(self.db, settings, metrics, self.reads)
         self.investing = Investing(self.invests, metrics)

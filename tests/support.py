@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import random
@@ -132,6 +133,44 @@ _users = itertools.count(random.randrange(10**9, 2 * 10**9, 10**6))
 def fresh_user() -> int:
     """A user id that no other test of this session uses."""
     return next(_users)
+
+
+def kept_connection(base_url: str, gaps: tuple[float, ...], goods_id: int, user: int) -> list[str]:
+    """What a pooled client meets: one kept HTTP/1.1 connection (http.client, as a pool holds
+    it) that lists products, then after each of `gaps` seconds idle invests 1,000 in `goods_id`
+    on the same connection. One entry a request: its status, or the exception it met (a server
+    that closed the idle connection: RemoteDisconnected, a reset or a broken pipe), or "new
+    connection" when the client had to open another (which a pool would not notice)."""
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    met: list[str] = []
+    try:
+        conn.request("GET", "/v1/api/investment/goods?started_at=2000-01-01%2000:00:00"
+                     "&finished_at=2999-01-01%2000:00:00")  # fmt: skip
+        first = conn.getresponse()
+        first.read()
+        met.append(str(first.status))
+        assert conn.sock is not None, "the server closed the connection after its answer"
+        local = conn.sock.getsockname()
+        for gap in gaps:
+            time.sleep(gap)
+            try:
+                conn.request(
+                    "POST", "/v1/api/investment/user/goods",
+                    json.dumps({"goodsId": goods_id, "investmentAmount": 1_000}),
+                    {"X-USER-ID": str(user), "Content-Type": "application/json"},
+                )  # fmt: skip
+                answer = conn.getresponse()
+                answer.read()
+            except (http.client.HTTPException, OSError) as error:
+                met.append(type(error).__name__)
+                conn.close()
+                continue
+            same = conn.sock is not None and conn.sock.getsockname() == local
+            met.append(str(answer.status) if same else "new connection")
+    finally:
+        conn.close()
+    return met
 
 
 def raw_request(base_url: str, head: bytes, body: bytes = b"") -> tuple[int, bytes]:

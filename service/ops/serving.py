@@ -58,10 +58,12 @@ def serve(settings: Settings) -> None:
             runtime_threads=settings.server_runtime_threads,
             loop=Loops.uvloop,
             http=HTTPModes.http1,
-            # The whole request head must arrive within HTTP_HEADER_TIMEOUT of the connection
-            # opening, or the connection is closed: a slow-header client holds nothing longer.
+            # hyper's header_read_timeout is granian 2.8's one HTTP/1 timer: it starts when a
+            # connection opens or a response ends and stops when a whole request head has
+            # arrived. So it is the idle keep-alive timeout (which must outlast every proxy and
+            # pool in front) and also the bound on a head that never completes.
             http1_settings=HTTP1Settings(
-                header_read_timeout=max(1, round(settings.http_header_timeout * 1000))
+                header_read_timeout=max(1, round(settings.http_idle_timeout * 1000))
             ),
             log_access=False,
             log_dictconfig=GRANIAN_LOG_CONFIG,

@@ -118,6 +118,43 @@ def test_invest_outcomes_and_batch_sizes(
     )
 
 
+def test_where_a_request_waited_queue_pool_call_loop_and_collector(
+    client: httpx.Client, service: ServiceProcess, database_url: str
+) -> None:
+    """The instruments for tails: each invest's and page's wait in its worker's queue, each
+    database call's wait for a connection and its statement time, the event loop's lag (sampled
+    every 50 ms) and the collector's pauses; each counted where it happens."""
+    goods_id = create_goods(database_url, total=10**9)
+    before = scrape(service.base_url)
+    user = fresh_user()
+    for _ in range(3):
+        invest = client.post(
+            "/v1/api/investment/user/goods",
+            headers={"X-USER-ID": str(user)},
+            json={"goodsId": goods_id, "investmentAmount": 1_000},
+        )
+        assert invest.status_code == 200
+    page = client.get("/v1/api/investment/user/goods", headers={"X-USER-ID": str(user)})
+    assert page.status_code == 200
+    time.sleep(0.2)  # a few lag samples
+
+    def counted(samples: dict[Sample, float], name: str, **labels: str) -> float:
+        return value(samples, f"{name}_count", **labels) - value(before, f"{name}_count", **labels)
+
+    after = scrape_until(
+        service.base_url, lambda now: value(now, "event_loop_lag_seconds_count") > 0
+    )
+    assert counted(after, "db_queue_wait_seconds", queue="invest") == 3
+    assert counted(after, "db_queue_wait_seconds", queue="page") == 1
+    assert counted(after, "db_call_seconds", statement="invest-batch") == 3
+    assert counted(after, "db_call_seconds", statement="my-investments-many") == 1
+    assert counted(after, "db_pool_acquire_seconds") >= 4
+    assert value(after, "db_queue_wait_seconds_bucket", queue="invest", le="+Inf") >= 3
+    assert value(after, "event_loop_lag_seconds_count") > 0
+    # The full collection each worker makes once started (before gc.freeze()) is counted.
+    assert value(after, "gc_pause_seconds_count", generation="2") >= 1
+
+
 def test_pool_gauges_describe_the_workers_pool(service: ServiceProcess) -> None:
     samples = scrape(service.base_url)
     assert value(samples, "db_pool_connections_max") == 50  # DB_POOL_SIZE 50, one worker

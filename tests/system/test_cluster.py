@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,7 @@ from tests.support import (
     create_goods,
     drop_database,
     fresh_user,
+    kept_connection,
     ledger_sum,
     new_database,
     psql,
@@ -134,6 +136,38 @@ def test_invest_round_trips_through_haproxy_and_pgbouncer(cluster: dict[str, obj
         f" WHERE datname = '{database}' AND application_name = 'investment-service'",
     )
     assert 0 < int(direct) <= 8 + 4  # default_pool_size + reserve_pool_size
+
+
+# Beyond haproxy's purge of idle instance connections (pool-purge-delay, 5 s) and beyond the 10 s
+# after which haproxy once closed idle client connections; two connections each, concurrently.
+IDLE_GAPS = (4.0, 6.0, 11.0)
+
+
+def test_kept_connections_through_haproxy_are_answered_after_idle_gaps(
+    cluster: dict[str, object],
+) -> None:
+    """A pooled client behind haproxy: after each idle gap its next request (an invest) is
+    answered on the same connection, and haproxy met no failed response from an instance
+    (a 502 is haproxy sending a request into an instance connection that was closing)."""
+    url, base_url = str(cluster["database_url"]), str(cluster["url"])
+    stats = str(cluster["stats_url"])
+    goods_id = create_goods(url, total=10**9)
+
+    def failures() -> int:
+        return sum(
+            int(row["eresp"] or 0) + int(row["hrsp_5xx"] or 0) for row in haproxy_servers(stats)
+        )
+
+    before = failures()
+    with ThreadPoolExecutor(2 * len(IDLE_GAPS)) as pool:
+        kept = [
+            pool.submit(kept_connection, base_url, (gap,), goods_id, fresh_user())
+            for gap in IDLE_GAPS * 2
+        ]
+        met = [future.result() for future in kept]
+    assert met == [["200", "200"]] * len(kept), met
+    assert failures() == before
+    assert ledger_sum(url, goods_id) == 1_000 * len(kept)
 
 
 def console(admin_url: str, command: str) -> list[dict[str, str]]:

@@ -94,8 +94,9 @@ def test_a_stuck_database_and_an_exhausted_pool_answer_503_within_the_bounds(
 
 def test_sigterm_under_load_finishes_in_flight_requests_then_exits(database_url: str) -> None:
     """Invests are in flight (their product row held by another transaction) when SIGTERM
-    arrives: each still gets its 200 and its ledger row, the process exits within the bound,
-    and nothing is accepted afterwards."""
+    arrives: each still gets its 200 and its ledger row, an idle kept-alive connection is
+    closed at once (its idle timeout is 75 s: shutdown does not wait for it), the process exits
+    within the bound, and nothing is accepted afterwards."""
     # One request per call and enough calls in flight, so that all 20 can be seen waiting on
     # their rows in the database before the signal.
     goods = [create_goods(database_url, total=10**9) for _ in range(20)]
@@ -124,7 +125,12 @@ def test_sigterm_under_load_finishes_in_flight_requests_then_exits(database_url:
                 ]  # fmt: skip
                 await asyncio.to_thread(wait_for_lock_waiters, database_url, len(in_flight))
                 assert not any(task.done() for task in in_flight)
+                reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                await reader.readuntil(b'"ok"}')  # answered; now idle, kept
                 service.process.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+                writer.close()
                 answers = await asyncio.gather(*in_flight, return_exceptions=True)
                 exited = await asyncio.to_thread(service.process.wait, 15)
                 waited = time.monotonic()

@@ -368,3 +368,61 @@ def test_a_refused_call_hands_a_held_products_request_over_once() -> None:
         assert sorted(waited) == [100, 200]
 
     asyncio.run(scenario())
+
+
+class Waits:
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def observe_each(self, values: list[float]) -> None:
+        self.seen.extend(values)
+
+
+def test_each_request_s_wait_until_its_call_started_is_recorded() -> None:
+    """The first request goes at once (waited ~0); those that arrive while its call is held
+    wait until it ends, and each records that wait once, when its own call starts."""
+
+    async def scenario() -> None:
+        db = InvestCallDatabase()
+        db.hold = True
+        waits = Waits()
+        invests = InvestBatcher(db, Settings(invest_queue_max=100), waits=waits)
+        first = asyncio.create_task(invests.invest(1, 1, 10))
+        await until(lambda: db.calls == [1])
+        rest = [asyncio.create_task(invests.invest(2, user, 10)) for user in range(2, 5)]
+        await asyncio.sleep(0.2)
+        db.release.set()
+        await asyncio.gather(first, *rest)
+        assert len(waits.seen) == 4
+        assert 0 <= waits.seen[0] < 0.05, waits.seen
+        assert all(0.2 <= wait < 1.0 for wait in waits.seen[1:]), waits.seen
+
+    asyncio.run(scenario())
+
+
+def test_a_held_product_s_requests_record_their_wait_from_arrival() -> None:
+    """Requests for a product held elsewhere record in `held_waits`, counted from their arrival
+    (a request handed over by the shared call keeps its first deadline)."""
+
+    async def scenario() -> None:
+        db = InvestCallDatabase()
+        db.held = {7}
+        shared, held = Waits(), Waits()
+        invests = InvestBatcher(
+            db, Settings(invest_queue_max=100, db_acquire_timeout=5.0),
+            waits=shared, held_waits=held,
+        )  # fmt: skip
+        first = asyncio.create_task(invests.invest(7, 1, 100))
+        await until(lambda: invests.held_products == 1)
+        later = [asyncio.create_task(invests.invest(7, 2, 101 + n)) for n in range(2)]
+        await asyncio.sleep(0.2)
+        db.unheld.set()
+        await asyncio.gather(first, *later)
+        # Each passed through the shared queue at once (the later ones are handed over
+        # there without a call of the shared statement).
+        assert len(shared.seen) == 3 and max(shared.seen) < 0.05, shared.seen
+        assert len(held.seen) == 3, held.seen
+        assert held.seen[0] < 0.05, held.seen  # handed over at once, its own call started
+        assert all(0.2 <= wait < 1.0 for wait in held.seen[1:]), held.seen
+
+    asyncio.run(scenario())

@@ -46,7 +46,7 @@ def environ() -> Iterator[None]:
 def test_the_floor_keeps_every_server_option_of_the_service(environ: None, interface: str) -> None:
     settings = load_settings(
         {"WORKERS": "3", "DB_POOL_SIZE": "30", "SERVER_RUNTIME_THREADS": "2",
-         "HTTP_HEADER_TIMEOUT": "7", "METRICS_ENABLED": "false"}
+         "HTTP_IDLE_TIMEOUT": "7", "METRICS_ENABLED": "false"}
     )  # fmt: skip
     _Recorder.built.clear()
     with patch.object(granian, "Granian", _Recorder):

@@ -173,3 +173,13 @@ def test_flushing_writes_prometheus_client_internals_as_observe_does_across_proc
     assert any(path.name.startswith("histogram_") for path in tmp_path.iterdir())
     assert len(found["flushed"]) == len(LATENCY_BUCKETS) + 3
     assert found["flushed"] == found["observed"]
+
+
+def test_observing_a_batch_of_waits_counts_as_observing_each(metrics: Metrics) -> None:
+    each, batch = metrics.queue_wait("invest"), metrics.queue_wait("page")
+    assert each is not None and batch is not None
+    waits = [0.00005, 0.0003, 0.0003, 0.02, 0.7, 30.0]
+    for wait in waits:
+        each.observe(wait)
+    batch.observe_each(waits)
+    assert (batch.count, batch.sum, batch.buckets) == (each.count, each.sum, each.buckets)

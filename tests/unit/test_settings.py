@@ -82,17 +82,17 @@ def test_unsafe_durability_is_refused_by_default() -> None:
 def test_edge_settings_defaults() -> None:
     settings = load_settings({})
     assert settings.list_cache_max_bytes == 32 * 1024 * 1024
-    assert settings.http_header_timeout == 5.0
+    assert settings.http_idle_timeout == 75.0
     assert settings.metrics_token is None
 
 
 def test_edge_settings_from_the_environment() -> None:
     settings = load_settings(
-        {"LIST_CACHE_MAX_BYTES": "1048576", "HTTP_HEADER_TIMEOUT": "2.5",
+        {"LIST_CACHE_MAX_BYTES": "1048576", "HTTP_IDLE_TIMEOUT": "2.5",
          "METRICS_TOKEN": "scrape-token-0123456789"}
     )  # fmt: skip
     assert settings.list_cache_max_bytes == 1024 * 1024
-    assert settings.http_header_timeout == 2.5
+    assert settings.http_idle_timeout == 2.5
     assert settings.metrics_token == "scrape-token-0123456789"
     assert "scrape-token" not in repr(settings)
     assert load_settings(settings.as_env()) == settings
@@ -102,8 +102,8 @@ def test_edge_settings_from_the_environment() -> None:
 @pytest.mark.parametrize(
     "name, value",
     [("LIST_CACHE_MAX_BYTES", "1000"), ("LIST_CACHE_MAX_BYTES", "lots"),
-     ("LIST_CACHE_MAX_BYTES", str(8 * 1024**3)), ("HTTP_HEADER_TIMEOUT", "0"),
-     ("HTTP_HEADER_TIMEOUT", "3600"), ("HTTP_HEADER_TIMEOUT", "nan"),
+     ("LIST_CACHE_MAX_BYTES", str(8 * 1024**3)), ("HTTP_IDLE_TIMEOUT", "0"),
+     ("HTTP_IDLE_TIMEOUT", "7200"), ("HTTP_IDLE_TIMEOUT", "nan"), ("HTTP_HEADER_TIMEOUT", "5"),
      ("METRICS_TOKEN", "short"), ("METRICS_TOKEN", "has a space in it, 0123456789")],
 )  # fmt: skip
 def test_invalid_edge_setting_names_itself(name: str, value: str) -> None:
