@@ -13,7 +13,9 @@
 -- delays this call by that much at most; that product's requests are answered 'skipped' with
 -- nothing done, and the service hands them to a call of their own. A number (that call): the products are
 -- waited for, at most that many milliseconds (then the statement fails with a lock timeout and
--- nothing is done).
+-- nothing is done). Either way the locks are taken by the same transaction id that then updates
+-- the rows (the wait's subtransaction does the writes too), so a call makes no MultiXact
+-- (tests/integration/test_multixact.py).
 --
 -- Each locked product's requests are granted first come, first served in array order: the
 -- request that crosses the total gets the remainder, later ones 0. Every positive grant becomes
@@ -48,6 +50,7 @@ DECLARE
     v_held    bigint[];  -- existing products held elsewhere (SKIP LOCKED passed them over)
     v_lock_timeout text;
     v_until   timestamptz;
+    v_applying boolean := false;
 BEGIN
     IF p_keys IS NULL THEN
         v_outcome := array_fill('done'::text, ARRAY[cardinality(p_user_ids)]);
@@ -79,19 +82,34 @@ BEGIN
     SELECT array_agg(DISTINCT r.goods_id) INTO v_wanted
     FROM unnest(p_goods_ids, v_outcome) AS r(goods_id, outcome)
     WHERE r.outcome = 'done';
+    -- The product rows are locked and updated by one and the same transaction id. A row lock
+    -- taken inside a subtransaction (a BEGIN ... EXCEPTION block) and then updated by its parent
+    -- would make PostgreSQL record both ids in a MultiXact, on every call: SLRU and WAL work,
+    -- and multixact-age vacuums sooner. So the bounded wait, the locks and every write of the
+    -- call run inside the same block; only a lock timeout in the wait itself is caught (the
+    -- writes are answered outside the block's handler: v_applying), and then nothing of the
+    -- block is left (its locks are released with it) and the call locks at the top level what
+    -- it can without waiting.
+    v_lock_timeout := current_setting('lock_timeout');
     IF p_lock_wait_ms IS NULL THEN
         -- Other calls of the service (another worker's, another instance's) hold a product for
-        -- milliseconds: wait for them, at most 50 ms for each row (one try, in a
-        -- subtransaction). A row held longer (an operator's session, a call waiting on
-        -- something) makes that try fail; then the call locks what it can (SKIP LOCKED) and
-        -- passes the rest over.
-        v_lock_timeout := current_setting('lock_timeout');
+        -- milliseconds: wait for them, at most 50 ms for each row. A row held longer (an
+        -- operator's session, a call waiting on something) makes that wait fail; then the call
+        -- locks what it can (SKIP LOCKED) and passes the rest over.
         BEGIN
             PERFORM set_config('lock_timeout', '50ms', true);
             PERFORM 1 FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
             ORDER BY g.goods_id FOR UPDATE;
-            v_locked := v_wanted;
+            PERFORM set_config('lock_timeout', v_lock_timeout, true);
+            v_applying := true;
+            RETURN QUERY
+            SELECT * FROM invest_many_apply(p_goods_ids, p_user_ids, p_amounts, p_keys,
+                                            v_outcome, v_stored, v_wanted, v_now, v_date);
         EXCEPTION WHEN lock_not_available THEN
+            IF v_applying THEN
+                RAISE;
+            END IF;
+            -- Top level: these locks belong to the transaction itself, as its writes will.
             SELECT array_agg(l.goods_id) INTO v_locked
             FROM (SELECT g.goods_id FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
                   ORDER BY g.goods_id FOR UPDATE SKIP LOCKED) l;
@@ -100,41 +118,61 @@ BEGIN
             FROM investment_goods g
             WHERE g.goods_id = ANY (v_wanted)
               AND NOT g.goods_id = ANY (coalesce(v_locked, '{}'));
+            IF v_held IS NOT NULL THEN
+                SELECT array_agg(CASE WHEN r.outcome = 'done' AND r.goods_id = ANY (v_held)
+                                      THEN 'skipped' ELSE r.outcome END ORDER BY r.ord)
+                INTO v_outcome
+                FROM unnest(p_goods_ids, v_outcome) WITH ORDINALITY AS r(goods_id, outcome, ord);
+                v_wanted := v_locked;
+            END IF;
+            RETURN QUERY
+            SELECT * FROM invest_many_apply(p_goods_ids, p_user_ids, p_amounts, p_keys,
+                                            v_outcome, v_stored, v_wanted, v_now, v_date);
         END;
-        PERFORM set_config('lock_timeout', v_lock_timeout, true);
-        IF v_held IS NOT NULL THEN
-            SELECT array_agg(CASE WHEN r.outcome = 'done' AND r.goods_id = ANY (v_held)
-                                  THEN 'skipped' ELSE r.outcome END ORDER BY r.ord)
-            INTO v_outcome
-            FROM unnest(p_goods_ids, v_outcome) WITH ORDINALITY AS r(goods_id, outcome, ord);
-            v_wanted := v_locked;
-        END IF;
     ELSE
         -- lock_timeout bounds each lock a statement waits for, and a row held elsewhere can
         -- take two waits (the tuple lock behind other waiters, then the holder's transaction):
         -- so each attempt gets half of what is left, and a timed-out attempt is tried again
         -- until the whole wait is spent.
-        v_lock_timeout := current_setting('lock_timeout');
         v_until := clock_timestamp() + p_lock_wait_ms * interval '1 millisecond';
         LOOP
-            PERFORM set_config(
-                'lock_timeout',
-                greatest(1, (extract(epoch FROM v_until - clock_timestamp()) * 500)::integer)
-                    || 'ms',
-                true);
             BEGIN
+                PERFORM set_config(
+                    'lock_timeout',
+                    greatest(1, (extract(epoch FROM v_until - clock_timestamp()) * 500)::integer)
+                        || 'ms',
+                    true);
                 PERFORM 1 FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
                 ORDER BY g.goods_id FOR UPDATE;
+                PERFORM set_config('lock_timeout', v_lock_timeout, true);
+                v_applying := true;
+                RETURN QUERY
+                SELECT * FROM invest_many_apply(p_goods_ids, p_user_ids, p_amounts, p_keys,
+                                                v_outcome, v_stored, v_wanted, v_now, v_date);
                 EXIT;
             EXCEPTION WHEN lock_not_available THEN
-                IF clock_timestamp() >= v_until THEN
+                IF v_applying OR clock_timestamp() >= v_until THEN
                     RAISE;
                 END IF;
             END;
         END LOOP;
-        PERFORM set_config('lock_timeout', v_lock_timeout, true);
     END IF;
+END $$;
 
+-- The rows of v_wanted are locked by the caller (invest_many); answers and writes of the call.
+CREATE OR REPLACE FUNCTION invest_many_apply(
+    p_goods_ids bigint[], p_user_ids bigint[], p_amounts bigint[], p_keys text[],
+    v_outcome text[], v_stored investment_idempotency[], v_wanted bigint[], v_now timestamptz,
+    v_date text
+)
+RETURNS TABLE (
+    ord bigint, outcome text, found boolean,
+    total_investing_amount bigint, investment_amount bigint, current_investing_amount bigint,
+    state text, invest_date text, investment_id bigint
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
     -- The rows are locked: this statement's snapshot holds their latest values. A product's
     -- cumulative grant after request i is least(remaining, what it and the earlier ones asked).
     RETURN QUERY
