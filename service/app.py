@@ -39,7 +39,7 @@ GC_YOUNG_THRESHOLD = 20_000  # CPython's default is 700 allocations
 
 
 async def _on_problem(app: Any, request: Request, error: Problem) -> Response:
-    return problem_response(error.code, error.detail)
+    return problem_response(error.code, error.detail, members=error.members)
 
 
 async def _on_unavailable(app: Any, request: Request, error: DatabaseUnavailable) -> Response:

@@ -33,13 +33,13 @@ ORDER BY g.goods_id;
 -- sql/functions/invest_many.sql. $1..$4: goods ids, user ids, amounts, Idempotency-Keys (or NULL).
 -- A product held elsewhere is passed over: its requests come back 'skipped', for invest-wait.
 SELECT ord, outcome, found, total_investing_amount, investment_amount, current_investing_amount,
-       state, invest_date, investment_id
+       state, invest_date, investment_id, refused, refused_value
 FROM invest_many($1, $2, $3, $4);
 
 -- name: invest-wait
 -- The same for requests whose product was held: waits for its row lock at most $5 milliseconds.
 SELECT ord, outcome, found, total_investing_amount, investment_amount, current_investing_amount,
-       state, invest_date, investment_id
+       state, invest_date, investment_id, refused, refused_value
 FROM invest_many($1, $2, $3, $4, NULL, $5);
 
 -- name: my-investments-many

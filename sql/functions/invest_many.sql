@@ -22,12 +22,24 @@
 -- exactly one ledger row, each product's counters move by exactly what its ledger rows add up to,
 -- and a keyed request's answer is stored with them.
 --
+-- Investor caps (docs/reliability.md "Investor caps"): the call first takes the limits lock
+-- (limits_lock_key()) shared, so no cap, class or product rule changes while it decides; then the
+-- products; then, when some user of the call has a cap in force, those users' investor rows in
+-- ascending user_id. A request whose grant exceeds its user's room is refused ('limit': nothing
+-- written, `refused` names the binding cap and `refused_value` the room left, possibly 0), and the
+-- answers are those of the requests served one by one in array order. An amount below the
+-- product's min_amount or not a multiple of its amount_unit is 'invalid_amount' (`refused` names
+-- the rule, `refused_value` its value).
+--
 -- p_keys: each request's Idempotency-Key (NULL: none; the whole array may be NULL). p_at: the
 -- moment the states are judged at (NULL: now; tests pass a fixed clock). `outcome` is 'done'
 -- (performed now), 'replay' (the stored answer of an earlier request with this key), 'in_use',
--- 'mismatch' or 'skipped' (nothing done; the other columns NULL). `found` is false for an unknown
--- product.
+-- 'mismatch' or 'skipped' (nothing done; the other columns NULL), 'limit' or 'invalid_amount'
+-- (nothing done, see above). `found` is false for an unknown product.
 DROP FUNCTION IF EXISTS invest_many(bigint[], bigint[], bigint[], text[], timestamptz);
+DROP FUNCTION IF EXISTS invest_many(bigint[], bigint[], bigint[], text[], timestamptz, integer);
+DROP FUNCTION IF EXISTS invest_many_apply(bigint[], bigint[], bigint[], text[], text[],
+                                          investment_idempotency[], bigint[], timestamptz, text);
 
 CREATE OR REPLACE FUNCTION invest_many(
     p_goods_ids bigint[], p_user_ids bigint[], p_amounts bigint[], p_keys text[],
@@ -36,7 +48,7 @@ CREATE OR REPLACE FUNCTION invest_many(
 RETURNS TABLE (
     ord bigint, outcome text, found boolean,
     total_investing_amount bigint, investment_amount bigint, current_investing_amount bigint,
-    state text, invest_date text, investment_id bigint
+    state text, invest_date text, investment_id bigint, refused text, refused_value bigint
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -52,6 +64,8 @@ DECLARE
     v_until   timestamptz;
     v_applying boolean := false;
 BEGIN
+    -- First of all: no cap, class or product rule changes until this call commits.
+    PERFORM pg_advisory_xact_lock_shared(limits_lock_key());
     IF p_keys IS NULL THEN
         v_outcome := array_fill('done'::text, ARRAY[cardinality(p_user_ids)]);
     ELSE
@@ -159,7 +173,9 @@ BEGIN
     END IF;
 END $$;
 
--- The rows of v_wanted are locked by the caller (invest_many); answers and writes of the call.
+-- The answers and the writes of an invest_many() call whose products (v_wanted) the caller has
+-- locked; v_outcome and v_stored as the caller found them (keys). Runs in the transaction (or
+-- subtransaction) that holds the product locks, so each row is locked and written by one id.
 CREATE OR REPLACE FUNCTION invest_many_apply(
     p_goods_ids bigint[], p_user_ids bigint[], p_amounts bigint[], p_keys text[],
     v_outcome text[], v_stored investment_idempotency[], v_wanted bigint[], v_now timestamptz,
@@ -168,90 +184,296 @@ CREATE OR REPLACE FUNCTION invest_many_apply(
 RETURNS TABLE (
     ord bigint, outcome text, found boolean,
     total_investing_amount bigint, investment_amount bigint, current_investing_amount bigint,
-    state text, invest_date text, investment_id bigint
+    state text, invest_date text, investment_id bigint, refused text, refused_value bigint
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+    v_capped  bigint[];   -- the users of the call with a cap in force, ascending
+    v_granted bigint[];   -- each request's grant
+    v_refused text[];     -- each refused request's cap or rule
+    v_value   bigint[];   -- and the room left, or the rule's value
+    v_exact   boolean;    -- the set-wise grants leave every capped user within the caps
+    -- The serial decision (only when the set-wise one would put a user over a cap).
+    l_e bigint[]; l_rem bigint[]; l_p integer[]; l_q integer[]; l_u integer[];
+    l_pp bigint[]; l_tot bigint[]; l_re bigint[]; l_amt bigint[]; l_inv bigint[];
+    l_inv_re bigint[]; l_counts boolean[]; l_real boolean[];
+    s_rem bigint[] := '{}'; s_amt bigint[] := '{}'; s_tot bigint[] := '{}'; s_re bigint[] := '{}';
+    v_g bigint; v_room bigint; v_cap text; v_i integer;
 BEGIN
-    -- The rows are locked: this statement's snapshot holds their latest values. A product's
-    -- cumulative grant after request i is least(remaining, what it and the earlier ones asked).
+    -- Caps are per class, read once; the limits lock keeps them (and every user's class) as
+    -- they are until commit. Only users whose class has a cap need their investor row locked
+    -- before the decision.
+    IF EXISTS (SELECT 1 FROM investor_class_limit c
+               WHERE c.per_product IS NOT NULL OR c.total IS NOT NULL
+                  OR c.real_estate IS NOT NULL) THEN
+        SELECT array_agg(DISTINCT r.user_id ORDER BY r.user_id) INTO v_capped
+        FROM unnest(p_user_ids, v_outcome) AS r(user_id, outcome)
+        LEFT JOIN investor i ON i.user_id = r.user_id
+        JOIN investor_class_limit c ON c.investor_class = coalesce(i.investor_class, 'general')
+        WHERE r.outcome = 'done'
+          AND (c.per_product IS NOT NULL OR c.total IS NOT NULL OR c.real_estate IS NOT NULL);
+    END IF;
+    IF v_capped IS NOT NULL THEN
+        -- Locks every capped user's row in ascending user_id (registering a new user as
+        -- general): DO UPDATE ... WHERE false writes nothing but locks the row it meets.
+        INSERT INTO investor AS i (user_id)
+        SELECT u.user_id FROM unnest(v_capped) AS u(user_id) ORDER BY u.user_id
+        ON CONFLICT (user_id) DO UPDATE SET investor_class = i.investor_class WHERE false;
+    END IF;
+
+    -- The decision, set-wise: a product's cumulative grant after request i is least(remaining,
+    -- what it and the earlier ones asked). Exact when no capped user would pass a cap with it
+    -- (then nobody is refused); otherwise the requests are decided one by one below.
+    WITH requested AS (
+        SELECT r.ord, r.goods_id, r.user_id, r.outcome, r.amount AS asked,
+               g.total_investing_amount - g.current_investing_amount AS remaining,
+               g.category, g.repaid,
+               CASE WHEN g.goods_id IS NULL THEN NULL
+                    WHEN r.amount < g.min_amount THEN 'min_amount'
+                    WHEN r.amount % g.amount_unit <> 0 THEN 'amount_unit'
+               END AS bad_rule,
+               CASE WHEN r.amount < g.min_amount THEN g.min_amount ELSE g.amount_unit END
+                   AS rule_value,
+               g.goods_id IS NOT NULL
+                   AND goods_state(g.status, g.current_investing_amount, g.total_investing_amount,
+                                   g.started_at, g.finished_at, v_now) = 'recruiting'
+                   AS recruiting
+        FROM unnest(p_goods_ids, p_user_ids, p_amounts, v_outcome)
+             WITH ORDINALITY AS r(goods_id, user_id, amount, outcome, ord)
+        -- `= ANY (v_wanted)` adds no condition, but lets the generic plan probe the primary key
+        -- instead of scanning every product.
+        LEFT JOIN investment_goods g
+               ON r.outcome = 'done' AND g.goods_id = r.goods_id AND g.goods_id = ANY (v_wanted)
+    ), summed AS (
+        SELECT q.*, sum(q.e) OVER (PARTITION BY q.goods_id ORDER BY q.ord) AS asked_so_far
+        FROM (SELECT q.*,
+                     CASE WHEN q.recruiting AND q.bad_rule IS NULL THEN q.asked ELSE 0 END::numeric
+                         AS e
+              FROM requested q) q
+    ), granted AS (
+        SELECT q.*,
+               (least(q.remaining, q.asked_so_far) - least(q.remaining, q.asked_so_far - q.e))
+                   ::bigint AS granted
+        FROM summed q
+    ), over_cap AS (
+        SELECT 1
+        FROM (SELECT q.repaid, q.category, c.per_product, c.total, c.real_estate,
+                     coalesce(a.amount, 0)
+                         + sum(q.granted) OVER (PARTITION BY q.goods_id, q.user_id ORDER BY q.ord)
+                         AS in_product,
+                     i.invested_total
+                         + coalesce(sum(q.granted) FILTER (WHERE NOT q.repaid)
+                                    OVER (PARTITION BY q.user_id ORDER BY q.ord), 0) AS in_total,
+                     i.invested_real_estate
+                         + coalesce(sum(q.granted)
+                                        FILTER (WHERE NOT q.repaid AND q.category = 'real_estate')
+                                    OVER (PARTITION BY q.user_id ORDER BY q.ord), 0)
+                         AS in_real_estate
+              FROM granted q
+              JOIN investor i ON i.user_id = q.user_id
+              JOIN investor_class_limit c ON c.investor_class = i.investor_class
+              LEFT JOIN investment_goods_investor a
+                     ON a.goods_id = q.goods_id AND a.user_id = q.user_id
+              WHERE q.granted > 0 AND q.user_id = ANY (v_capped)) x
+        WHERE x.in_product > x.per_product
+           OR (NOT x.repaid AND x.in_total > x.total)
+           OR (NOT x.repaid AND x.category = 'real_estate' AND x.in_real_estate > x.real_estate)
+        LIMIT 1
+    )
+    SELECT array_agg(CASE WHEN q.bad_rule IS NOT NULL THEN 'invalid_amount' ELSE q.outcome END
+                     ORDER BY q.ord),
+           array_agg(q.granted ORDER BY q.ord),
+           array_agg(q.bad_rule ORDER BY q.ord),
+           array_agg(CASE WHEN q.bad_rule IS NOT NULL THEN q.rule_value END ORDER BY q.ord),
+           NOT EXISTS (SELECT 1 FROM over_cap)
+    INTO v_outcome, v_granted, v_refused, v_value, v_exact
+    FROM granted q;
+
+    IF NOT v_exact THEN
+        -- One by one in array order, on the locked state: each request's grant is
+        -- least(asked, the product's remaining after the earlier grants); when that exceeds the
+        -- room its user's caps leave (each cap in force less the live amount it counts, the
+        -- earlier grants of this call included) the request is refused and takes nothing, so
+        -- the later requests are answered as if it had not been made. Slots: l_p a product,
+        -- l_q a (product, user), l_u a user, numbered within the call.
+        SELECT array_agg(CASE WHEN q.outcome = 'done' AND q.recruiting THEN q.asked
+                              ELSE 0 END ORDER BY q.ord),
+               array_agg(q.remaining ORDER BY q.ord),
+               array_agg(q.p ORDER BY q.ord), array_agg(q.pu ORDER BY q.ord),
+               array_agg(q.u ORDER BY q.ord),
+               array_agg(c.per_product ORDER BY q.ord), array_agg(c.total ORDER BY q.ord),
+               array_agg(c.real_estate ORDER BY q.ord),
+               array_agg(coalesce(a.amount, 0) ORDER BY q.ord),
+               array_agg(i.invested_total ORDER BY q.ord),
+               array_agg(i.invested_real_estate ORDER BY q.ord),
+               array_agg(NOT coalesce(q.repaid, false) ORDER BY q.ord),
+               array_agg(NOT coalesce(q.repaid, false) AND q.category = 'real_estate'
+                         ORDER BY q.ord)
+        INTO l_e, l_rem, l_p, l_q, l_u, l_pp, l_tot, l_re, l_amt, l_inv, l_inv_re, l_counts,
+             l_real
+        FROM (SELECT q.*,
+                     dense_rank() OVER (ORDER BY q.goods_id)::integer AS p,
+                     dense_rank() OVER (ORDER BY q.goods_id, q.user_id)::integer AS pu,
+                     dense_rank() OVER (ORDER BY q.user_id)::integer AS u
+              FROM (SELECT r.ord, r.goods_id, r.user_id, r.outcome, r.amount AS asked,
+                           g.total_investing_amount - g.current_investing_amount AS remaining,
+                           g.category, g.repaid,
+                           g.goods_id IS NOT NULL
+                               AND goods_state(g.status, g.current_investing_amount,
+                                               g.total_investing_amount, g.started_at,
+                                               g.finished_at, v_now) = 'recruiting'
+                               AS recruiting
+                    FROM unnest(p_goods_ids, p_user_ids, p_amounts, v_outcome)
+                         WITH ORDINALITY AS r(goods_id, user_id, amount, outcome, ord)
+                    LEFT JOIN investment_goods g
+                           ON g.goods_id = r.goods_id AND g.goods_id = ANY (v_wanted)) q) q
+        LEFT JOIN investor i ON i.user_id = q.user_id AND q.user_id = ANY (v_capped)
+        LEFT JOIN investor_class_limit c ON c.investor_class = i.investor_class
+        LEFT JOIN investment_goods_investor a
+               ON a.goods_id = q.goods_id AND a.user_id = q.user_id
+                  AND q.user_id = ANY (v_capped);
+        FOR v_i IN 1 .. cardinality(l_e) LOOP
+            CONTINUE WHEN l_e[v_i] = 0;
+            s_rem[l_p[v_i]] := coalesce(s_rem[l_p[v_i]], l_rem[v_i]);
+            v_g := least(l_e[v_i], s_rem[l_p[v_i]]);
+            IF v_g > 0 AND l_inv[v_i] IS NOT NULL THEN  -- a capped user
+                s_amt[l_q[v_i]] := coalesce(s_amt[l_q[v_i]], l_amt[v_i]);
+                s_tot[l_u[v_i]] := coalesce(s_tot[l_u[v_i]], l_inv[v_i]);
+                s_re[l_u[v_i]] := coalesce(s_re[l_u[v_i]], l_inv_re[v_i]);
+                v_room := NULL;
+                v_cap := NULL;
+                IF l_pp[v_i] IS NOT NULL THEN
+                    v_room := l_pp[v_i] - s_amt[l_q[v_i]];
+                    v_cap := 'per_product';
+                END IF;
+                IF l_counts[v_i] AND l_tot[v_i] IS NOT NULL
+                   AND (v_room IS NULL OR l_tot[v_i] - s_tot[l_u[v_i]] < v_room) THEN
+                    v_room := l_tot[v_i] - s_tot[l_u[v_i]];
+                    v_cap := 'total';
+                END IF;
+                IF l_real[v_i] AND l_re[v_i] IS NOT NULL
+                   AND (v_room IS NULL OR l_re[v_i] - s_re[l_u[v_i]] < v_room) THEN
+                    v_room := l_re[v_i] - s_re[l_u[v_i]];
+                    v_cap := 'real_estate';
+                END IF;
+                IF v_g > v_room THEN
+                    v_outcome[v_i] := 'limit';
+                    v_refused[v_i] := v_cap;
+                    v_value[v_i] := greatest(v_room, 0);
+                    v_granted[v_i] := 0;
+                    CONTINUE;
+                END IF;
+                s_amt[l_q[v_i]] := s_amt[l_q[v_i]] + v_g;
+                IF l_counts[v_i] THEN
+                    s_tot[l_u[v_i]] := s_tot[l_u[v_i]] + v_g;
+                END IF;
+                IF l_real[v_i] THEN
+                    s_re[l_u[v_i]] := s_re[l_u[v_i]] + v_g;
+                END IF;
+            END IF;
+            s_rem[l_p[v_i]] := s_rem[l_p[v_i]] - v_g;
+            v_granted[v_i] := v_g;
+        END LOOP;
+    END IF;
+
+    -- The writes, from the decision: the rows are locked, so this statement's snapshot holds
+    -- their latest values.
     RETURN QUERY
     WITH requested AS (
-        SELECT r.ord, r.goods_id, r.user_id, r.key, r.outcome, r.amount AS asked,
+        SELECT r.ord, r.goods_id, r.user_id, r.key, r.outcome, r.amount AS asked, r.granted,
+               r.refused, r.refused_value, g.category, g.repaid,
                g.goods_id IS NOT NULL AS found, g.total_investing_amount AS total,
                g.current_investing_amount AS before,
                CASE WHEN g.goods_id IS NOT NULL
                     THEN goods_state(g.status, g.current_investing_amount,
                                      g.total_investing_amount, g.started_at, g.finished_at, v_now)
                END AS state_before
-        FROM unnest(p_goods_ids, p_user_ids, p_amounts, coalesce(p_keys, '{}'), v_outcome)
-             WITH ORDINALITY AS r(goods_id, user_id, amount, key, outcome, ord)
-        -- `= ANY (v_wanted)` (here and in counters) adds no condition, but lets the generic plan
-        -- probe the primary key instead of scanning every product.
+        FROM unnest(p_goods_ids, p_user_ids, p_amounts, coalesce(p_keys, '{}'), v_outcome,
+                    v_granted, v_refused, v_value)
+             WITH ORDINALITY
+                 AS r(goods_id, user_id, amount, key, outcome, granted, refused, refused_value, ord)
+        -- (`= ANY (v_wanted)`, here and in counters: see above.)
         LEFT JOIN investment_goods g
-               ON r.outcome = 'done' AND g.goods_id = r.goods_id AND g.goods_id = ANY (v_wanted)
-    ), eligible AS (
-        SELECT q.*,
-               (q.total - q.before)::numeric AS remaining,
-               CASE WHEN q.state_before = 'recruiting' THEN q.asked ELSE 0 END::numeric AS e
-        FROM requested q
-    ), summed AS (
-        SELECT q.*, sum(q.e) OVER (PARTITION BY q.goods_id ORDER BY q.ord) AS asked_so_far
-        FROM eligible q
-    ), granted AS (
-        SELECT q.*,
-               (least(q.remaining, q.asked_so_far) - least(q.remaining, q.asked_so_far - q.e))
-                   ::bigint AS granted,
-               q.before + least(q.remaining, q.asked_so_far)::bigint AS current
-        FROM summed q
+               ON r.outcome IN ('done', 'limit', 'invalid_amount') AND g.goods_id = r.goods_id
+                  AND g.goods_id = ANY (v_wanted)
     ), results AS (
         -- Ledger ids in arrival order.
         SELECT q.*, CASE WHEN q.granted > 0 THEN nextval('user_investment_goods_id_seq') END AS id,
                CASE WHEN NOT q.found OR q.state_before <> 'recruiting' THEN q.state_before
                     WHEN q.current >= q.total THEN 'sold_out'
                     ELSE 'recruiting' END AS state
-        FROM (SELECT * FROM granted ORDER BY ord) q
+        FROM (SELECT q.*,
+                     q.before + sum(q.granted) OVER (PARTITION BY q.goods_id ORDER BY q.ord)
+                         ::bigint AS current
+              FROM requested q ORDER BY q.ord) q
     ), ledger AS (
         INSERT INTO user_investment_goods (id, user_id, goods_id, user_investing_amount, invest_date)
         SELECT r.id, r.user_id, r.goods_id, r.granted, v_now FROM results r WHERE r.granted > 0
-        RETURNING goods_id, user_id
+    ), added AS (
+        SELECT r.goods_id, r.user_id, sum(r.granted)::bigint AS amount
+        FROM results r WHERE r.granted > 0 GROUP BY r.goods_id, r.user_id
+    ), positions AS (
+        -- The user's live amount in the product (guarded by the product's row lock).
+        INSERT INTO investment_goods_investor AS a (goods_id, user_id, amount)
+        SELECT d.goods_id, d.user_id, d.amount FROM added d ORDER BY d.goods_id, d.user_id
+        ON CONFLICT (goods_id, user_id) DO UPDATE SET amount = a.amount + excluded.amount
+        RETURNING a.goods_id, a.user_id, a.amount
     ), new_investors AS (
-        INSERT INTO investment_goods_investor (goods_id, user_id)
-        SELECT DISTINCT l.goods_id, l.user_id FROM ledger l
-        ON CONFLICT DO NOTHING
-        RETURNING goods_id
+        -- Users whose live amount went from 0 to positive.
+        SELECT p.goods_id, count(*)::integer AS investors
+        FROM positions p JOIN added d USING (goods_id, user_id)
+        WHERE p.amount = d.amount
+        GROUP BY p.goods_id
+    ), investors AS (
+        -- Each user's live totals over products not repaid, in ascending user_id (a capped
+        -- user's row is already locked; the others are locked here, in the same order).
+        INSERT INTO investor AS i (user_id, invested_total, invested_real_estate)
+        SELECT r.user_id,
+               coalesce(sum(r.granted) FILTER (WHERE NOT r.repaid), 0),
+               coalesce(sum(r.granted) FILTER (WHERE NOT r.repaid
+                                                 AND r.category = 'real_estate'), 0)
+        FROM results r WHERE r.granted > 0
+        GROUP BY r.user_id ORDER BY r.user_id
+        ON CONFLICT (user_id) DO UPDATE
+        SET invested_total = i.invested_total + excluded.invested_total,
+            invested_real_estate = i.invested_real_estate + excluded.invested_real_estate
     ), counters AS (
         -- Runs exactly once whether or not the final SELECT reads it (data-modifying WITH).
         UPDATE investment_goods g
         SET current_investing_amount = g.current_investing_amount + m.granted,
             investor_count = g.investor_count + coalesce(n.investors, 0)
-        FROM (SELECT r.goods_id, sum(r.granted)::bigint AS granted
-              FROM results r WHERE r.granted > 0 GROUP BY r.goods_id) m
-        LEFT JOIN (SELECT n.goods_id, count(*)::integer AS investors
-                   FROM new_investors n GROUP BY n.goods_id) n ON n.goods_id = m.goods_id
+        FROM (SELECT d.goods_id, sum(d.amount)::bigint AS granted
+              FROM added d GROUP BY d.goods_id) m
+        LEFT JOIN new_investors n ON n.goods_id = m.goods_id
         WHERE g.goods_id = m.goods_id AND g.goods_id = ANY (v_wanted)
     ), remembered AS (
         INSERT INTO investment_idempotency (
             user_id, idempotency_key, goods_id, requested_amount, found, total_investing_amount,
             investment_amount, current_investing_amount, state, invest_date, investment_id,
-            created_at)
+            created_at, refused_limit, refused_remaining)
         SELECT r.user_id, r.key, r.goods_id, r.asked, r.found, r.total, r.granted, r.current,
-               r.state, v_date, r.id, v_now
+               r.state, v_date, r.id, v_now,
+               CASE WHEN r.outcome = 'limit' THEN r.refused END,
+               CASE WHEN r.outcome = 'limit' THEN r.refused_value END
         FROM results r
-        WHERE r.key IS NOT NULL AND r.outcome = 'done'
+        WHERE r.key IS NOT NULL AND r.outcome IN ('done', 'limit')
     )
-    -- The answers: performed now, replayed from the stored answer, or refused (nothing else).
-    SELECT r.ord, r.outcome, r.found, r.total, r.granted, r.current, r.state, v_date, r.id
+    -- The answers: performed now or refused by the product's rules or the user's caps, replayed
+    -- from the stored answer, or refused for the key or the lock (nothing else).
+    SELECT r.ord, r.outcome, r.found, r.total, r.granted, r.current, r.state, v_date, r.id,
+           r.refused, r.refused_value
     FROM results r
-    WHERE r.outcome = 'done'
+    WHERE r.outcome IN ('done', 'limit', 'invalid_amount')
     UNION ALL
     SELECT r.ord, r.outcome, (v_stored[r.ord]).found, (v_stored[r.ord]).total_investing_amount,
            (v_stored[r.ord]).investment_amount, (v_stored[r.ord]).current_investing_amount,
-           (v_stored[r.ord]).state, (v_stored[r.ord]).invest_date, (v_stored[r.ord]).investment_id
+           (v_stored[r.ord]).state, (v_stored[r.ord]).invest_date, (v_stored[r.ord]).investment_id,
+           (v_stored[r.ord]).refused_limit, (v_stored[r.ord]).refused_remaining
     FROM results r
     WHERE r.outcome = 'replay'
     UNION ALL
-    SELECT r.ord, r.outcome, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    SELECT r.ord, r.outcome, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
     FROM results r
     WHERE r.outcome IN ('in_use', 'mismatch', 'skipped')
     ORDER BY 1;

@@ -13,8 +13,8 @@ from service.settings import Settings
 
 def test_a_call_takes_at_most_its_connections_share_of_the_lock_table() -> None:
     # PostgreSQL's default, the embedded server's, and a large one.
-    assert key_lock_budget(64) == 48
-    assert key_lock_budget(512) == 496
+    assert key_lock_budget(64) == 44
+    assert key_lock_budget(512) == 492
     assert key_lock_budget(4096) == 4080
 
 
