@@ -116,6 +116,7 @@ def configure_application(
         ("GET", f"{BASE}/goods", handlers.list_goods),
         ("POST", f"{BASE}/user/goods", handlers.invest),
         ("GET", f"{BASE}/user/goods", handlers.my_investments),
+        ("GET", f"{BASE}/user/limits", handlers.my_limits),
         ("GET", "/healthz", handlers.healthz),
         ("GET", "/readyz", handlers.readyz),
     ]
@@ -170,6 +171,7 @@ def configure_application(
         list_goods=routed[documented[handlers.list_goods]],
         invest=routed[documented[handlers.invest]],
         my_investments=routed[documented[handlers.my_investments]],
+        my_limits=routed[documented[handlers.my_limits]],
         healthz=routed[documented[handlers.healthz]],
         readyz=routed[documented[handlers.readyz]],
     )
