@@ -116,14 +116,29 @@ def extend_ledger(url: str, start: int, stop: int, products: int) -> None:
 
 
 def sync_counters(url: str) -> None:
-    """Derive investment_goods_investor and the product counters from the ledger."""
+    """Derive investment_goods_investor (each user's amount in each product), the investors'
+    totals and the product counters from the ledger (no cancellations in D)."""
     psql(
         url,
         """
         SET work_mem = '256MB';
-        INSERT INTO investment_goods_investor (goods_id, user_id)
-        SELECT DISTINCT goods_id, user_id FROM user_investment_goods
-        ON CONFLICT DO NOTHING;
+        INSERT INTO investment_goods_investor AS i (goods_id, user_id, amount)
+        SELECT goods_id, user_id, sum(user_investing_amount) FROM user_investment_goods
+        GROUP BY goods_id, user_id
+        ON CONFLICT (goods_id, user_id) DO UPDATE SET amount = excluded.amount
+        WHERE i.amount <> excluded.amount;
+        INSERT INTO investor AS i (user_id, invested_total, invested_real_estate)
+        SELECT l.user_id,
+               coalesce(sum(l.user_investing_amount) FILTER (WHERE NOT g.repaid), 0),
+               coalesce(sum(l.user_investing_amount)
+                            FILTER (WHERE NOT g.repaid AND g.category = 'real_estate'), 0)
+        FROM user_investment_goods l JOIN investment_goods g USING (goods_id)
+        GROUP BY l.user_id
+        ON CONFLICT (user_id) DO UPDATE
+        SET invested_total = excluded.invested_total,
+            invested_real_estate = excluded.invested_real_estate
+        WHERE (i.invested_total, i.invested_real_estate)
+              IS DISTINCT FROM (excluded.invested_total, excluded.invested_real_estate);
         UPDATE investment_goods g
         SET current_investing_amount = coalesce(l.amount, 0),
             investor_count = coalesce(v.investors, 0)
@@ -137,7 +152,11 @@ def sync_counters(url: str) -> None:
               IS DISTINCT FROM (coalesce(l.amount, 0), coalesce(v.investors, 0));
         """,
     )
-    psql(url, "VACUUM ANALYZE investment_goods, user_investment_goods, investment_goods_investor")
+    psql(
+        url,
+        "VACUUM ANALYZE investment_goods, user_investment_goods, investment_goods_investor,"
+        " investor",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,9 @@ def product(url: str, total: int = 10**9, **rules: Any) -> int:
 
 
 def positions(url: str, user: int) -> tuple[int, int]:
-    out = psql(url, f"SELECT invested_total, invested_real_estate FROM investor WHERE user_id = {user}")
+    out = psql(
+        url, f"SELECT invested_total, invested_real_estate FROM investor WHERE user_id = {user}"
+    )
     total, real_estate = out.split("\t")
     return int(total), int(real_estate)
 
@@ -285,7 +287,11 @@ def test_random_calls_equal_the_serial_order(database_url: str, caps: Any, seed:
     state: dict[str, dict[Any, int]] = {"current": {}, "amount": {}, "total": {}, "estate": {}}
     for _ in range(4):
         requests = [
-            (chance.choice(list(products)), chance.choice(users), chance.choice([50, 100, 250, 400]))
+            (
+                chance.choice(list(products)),
+                chance.choice(users),
+                chance.choice([50, 100, 250, 400]),
+            )
             for _ in range(chance.randint(20, 120))
         ]
         rows = invest_many(database_url, [(*r, None) for r in requests])
@@ -297,9 +303,7 @@ def test_random_calls_equal_the_serial_order(database_url: str, caps: Any, seed:
     verify_ledger(database_url)
 
 
-def test_concurrent_calls_of_one_user_fill_every_cap_exactly(
-    database_url: str, caps: Any
-) -> None:
+def test_concurrent_calls_of_one_user_fill_every_cap_exactly(database_url: str, caps: Any) -> None:
     """Hundreds of invests of one capped user at once, in many calls across four products: no
     cap is passed, and every cap is filled (a refusal while room was free would leave some)."""
     caps(300, 1_000, 400)

@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 
-from tests.integration.test_limits import caps, capped_user, product  # noqa: F401 (a fixture)
+from tests.integration.test_idempotency import invest as invest_keyed
+from tests.integration.test_limits import capped_user, caps, product  # noqa: F401 (a fixture)
 from tests.support import counters, fresh_user, problem, verify_ledger
 
 INVEST = "/v1/api/investment/user/goods"
@@ -17,14 +18,13 @@ LIMITS = "/v1/api/investment/user/limits"
 def invest(
     client: httpx.Client, user: int, goods_id: int, amount: int, key: str | None = None
 ) -> httpx.Response:
-    headers = {"X-USER-ID": str(user)}
-    if key is not None:
-        headers["Idempotency-Key"] = key
-    return client.post(INVEST, headers=headers, json={"goodsId": goods_id, "investmentAmount": amount})
+    return invest_keyed(client, user, goods_id, amount, key)
 
 
 def test_over_a_cap_is_422_with_the_binding_cap_and_nothing_written(
-    client: httpx.Client, database_url: str, caps: Any  # noqa: F811
+    client: httpx.Client,
+    database_url: str,
+    caps: Any,  # noqa: F811
 ) -> None:
     caps(5_000, 8_000, None)
     first, second = product(database_url), product(database_url)
@@ -78,7 +78,9 @@ def test_limits_without_caps_are_null(client: httpx.Client) -> None:
 
 
 def test_limits_show_the_users_own_invests_and_the_room_in_a_product(
-    client: httpx.Client, database_url: str, caps: Any  # noqa: F811
+    client: httpx.Client,
+    database_url: str,
+    caps: Any,  # noqa: F811
 ) -> None:
     caps(5_000, 30_000, 10_000)
     estate = product(database_url, total=100_000, category="real_estate", amount_unit=1_000)
@@ -109,7 +111,9 @@ def test_limits_refusals(client: httpx.Client) -> None:
     problem(client.get(LIMITS, headers={"X-USER-ID": "x"}), 400, "INVALID_USER_ID")
     headers = {"X-USER-ID": "1"}
     for bad in ("0", "-1", "abc", "1.5", str(2**63), "1&goods_id=2"):
-        problem(client.get(LIMITS, params={"goods_id": bad}, headers=headers), 400, "INVALID_GOODS_ID")
+        problem(
+            client.get(LIMITS, params={"goods_id": bad}, headers=headers), 400, "INVALID_GOODS_ID"
+        )
     problem(client.get(LIMITS, params={"goods_id": 2**62}, headers=headers), 404, "GOODS_NOT_FOUND")
 
 

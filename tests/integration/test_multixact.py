@@ -15,8 +15,11 @@ from tests.support import create_goods
 
 
 def _next_multixact(url: str) -> int:
-    return int(psql(url, "CHECKPOINT; SELECT next_multixact_id FROM pg_control_checkpoint()",
-                    script=True).splitlines()[-1])
+    return int(
+        psql(
+            url, "CHECKPOINT; SELECT next_multixact_id FROM pg_control_checkpoint()", script=True
+        ).splitlines()[-1]
+    )
 
 
 def _ours(url: str, since: int, until: int) -> int:
@@ -37,9 +40,21 @@ def _ours(url: str, since: int, until: int) -> int:
 
 def _pgbench(url: str, script: Path, clients: int, per_client: int) -> None:
     done = subprocess.run(
-        [pg_tool("pgbench"), "-n", "-c", str(clients), "-t", str(per_client), "-f", str(script),
-         url],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            pg_tool("pgbench"),
+            "-n",
+            "-c",
+            str(clients),
+            "-t",
+            str(per_client),
+            "-f",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
 

@@ -88,7 +88,8 @@ BREACHES = {
         url, f"UPDATE investment_goods SET investor_count = 3 WHERE goods_id = {g}"
     ),
     "investor_table_equals_ledger": lambda url, g: psql(
-        url, f"INSERT INTO investment_goods_investor (goods_id, user_id, amount) VALUES ({g}, 42, 5)"
+        url,
+        f"INSERT INTO investment_goods_investor (goods_id, user_id, amount) VALUES ({g}, 42, 5)",
     ),
     "position_equals_ledger": lambda url, g: (
         ledger_row(url, g, 3, 100),

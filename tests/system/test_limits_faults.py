@@ -84,15 +84,21 @@ def test_a_capped_call_cut_mid_call_is_performed_once_by_its_keyed_retry(
             refused = [invest(1_000, "over") for _ in range(2)]
             assert [r.status_code for r in refused] == [422, 422]
             assert refused[0].json() == refused[1].json()
-            assert (refused[0].json()["limit"], refused[0].json()["remaining"]) == ("per_product", 0)
+            assert (refused[0].json()["limit"], refused[0].json()["remaining"]) == (
+                "per_product",
+                0,
+            )
     finally:
         psql(
             database_url,
             f"UPDATE investor_class_limit SET per_product = NULL WHERE investor_class = '{CLASS}';"
             f" UPDATE investor SET investor_class = 'professional' WHERE user_id = {user}",
         )
-    assert psql(
-        database_url,
-        f"SELECT sum(user_investing_amount) FROM user_investment_goods WHERE user_id = {user}",
-    ) == "5000"
+    assert (
+        psql(
+            database_url,
+            f"SELECT sum(user_investing_amount) FROM user_investment_goods WHERE user_id = {user}",
+        )
+        == "5000"
+    )
     verify_ledger(database_url)
