@@ -7,6 +7,12 @@ same machine, minutes apart. Usage, on a quiet machine:
 
     git worktree add /tmp/before <rev>
     python -m bench.rush_compare --before /tmp/before --after . --rounds 2 --window 10
+
+With `--after-caps`, the after side's database has the Act's investor caps for every user
+(general: 5,000,000 per product, 30,000,000 in total, 10,000,000 in real estate), so the same
+checkout on both sides measures what caps cost the rush:
+
+    python -m bench.rush_compare --before . --after . --after-caps --rounds 4 --window 10
 """
 
 from __future__ import annotations
@@ -99,7 +105,15 @@ def rush(urls: list[str], seconds: float, work: Path) -> dict[str, Any]:
     }
 
 
-def measure(side: str, checkout: Path, server: str, window: float, work: Path) -> dict[str, Any]:
+ACT_CAPS = (
+    "UPDATE investor_class_limit SET per_product = 5000000, total = 30000000,"
+    " real_estate = 10000000 WHERE investor_class = 'general'"
+)
+
+
+def measure(
+    side: str, checkout: Path, server: str, window: float, work: Path, caps: bool = False
+) -> dict[str, Any]:
     owner = recreate_database(server, f"rush_{side}")
     psql(owner, "SELECT 1")
     instances = [start_instance(checkout, owner, work / f"{side}.log") for _ in range(2)]
@@ -112,6 +126,8 @@ def measure(side: str, checkout: Path, server: str, window: float, work: Path) -
             " started_at, finished_at) VALUES (1, 'rush', 1000000000000000, true,"
             " now() - interval '1 day', now() + interval '1 day')",
         )
+        if caps:
+            psql(owner, ACT_CAPS)
         urls = [url for _, url in instances]
         rush(urls, 3, work)  # warm-up, not measured
         settle(owner, timeout=10)
@@ -125,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rush_compare", description=__doc__)
     parser.add_argument("--before", type=Path, required=True, help="checkout of the old code")
     parser.add_argument("--after", type=Path, required=True, help="checkout of the new code")
+    parser.add_argument(
+        "--after-caps", action="store_true", help="the Act's caps for every user on the after side"
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
@@ -139,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     for round_number in range(args.rounds):
         for side in ("before", "after") if round_number % 2 == 0 else ("after", "before"):
             checkout = args.before if side == "before" else args.after
-            result = measure(side, checkout.resolve(), args.server, args.window, work)
+            caps = args.after_caps and side == "after"
+            result = measure(side, checkout.resolve(), args.server, args.window, work, caps)
             figures[side].append(result)
             print(f"round {round_number + 1} {side}: {result}", flush=True)
     before = statistics.mean(r["accepted_per_s"] for r in figures["before"])

@@ -24,10 +24,10 @@
 --
 -- Investor caps (docs/reliability.md "Investor caps"): the call first takes the limits lock
 -- (limits_lock_key()) shared, so no cap, class or product rule changes while it decides; then the
--- products; then, when some user of the call has a cap in force, those users' investor rows in
--- ascending user_id. A request whose grant exceeds its user's room is refused ('limit': nothing
--- written, `refused` names the binding cap and `refused_value` the room left, possibly 0), and the
--- answers are those of the requests served one by one in array order. An amount below the
+-- products; then its users' investor rows in ascending user_id (in the statement that adds their
+-- totals). A request whose grant exceeds its user's room is refused ('limit': nothing written,
+-- `refused` names the binding cap and `refused_value` the room left, possibly 0), and the answers
+-- are those of the requests served one by one in array order. An amount below the
 -- product's min_amount or not a multiple of its amount_unit is 'invalid_amount' (`refused` names
 -- the rule, `refused_value` its value).
 --
@@ -189,114 +189,207 @@ RETURNS TABLE (
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    v_capped  bigint[];   -- the users of the call with a cap in force, ascending
-    v_granted bigint[];   -- each request's grant
-    v_refused text[];     -- each refused request's cap or rule
-    v_value   bigint[];   -- and the room left, or the rule's value
-    v_exact   boolean;    -- the set-wise grants leave every capped user within the caps
-    -- The serial decision (only when the set-wise one would put a user over a cap).
+    v_decided boolean := false;  -- the grants below were decided one by one
+    v_granted bigint[];          -- each request's grant
+    v_refused text[];            -- each refused request's cap or rule
+    v_value   bigint[];          -- and the room left, or the rule's value
+    v_over    boolean;           -- the set-wise grants put a user over a cap: nothing written
+    -- Some class has a cap (read once; the limits lock keeps caps and classes as they are).
+    v_caps    boolean := EXISTS (SELECT 1 FROM investor_class_limit c
+                                 WHERE c.per_product IS NOT NULL OR c.total IS NOT NULL
+                                    OR c.real_estate IS NOT NULL);
+    -- The answers, one element per request.
+    a_found boolean[]; a_total bigint[]; a_current bigint[]; a_state text[]; a_id bigint[];
+    -- The serial decision. Slots: l_p a product, l_q a (product, user), l_u a user, numbered
+    -- within the call.
     l_e bigint[]; l_rem bigint[]; l_p integer[]; l_q integer[]; l_u integer[];
     l_pp bigint[]; l_tot bigint[]; l_re bigint[]; l_amt bigint[]; l_inv bigint[];
     l_inv_re bigint[]; l_counts boolean[]; l_real boolean[];
     s_rem bigint[] := '{}'; s_amt bigint[] := '{}'; s_tot bigint[] := '{}'; s_re bigint[] := '{}';
     v_g bigint; v_room bigint; v_cap text; v_i integer;
 BEGIN
-    -- Caps are per class, read once; the limits lock keeps them (and every user's class) as
-    -- they are until commit. Only users whose class has a cap need their investor row locked
-    -- before the decision.
-    IF EXISTS (SELECT 1 FROM investor_class_limit c
-               WHERE c.per_product IS NOT NULL OR c.total IS NOT NULL
-                  OR c.real_estate IS NOT NULL) THEN
-        SELECT array_agg(DISTINCT r.user_id ORDER BY r.user_id) INTO v_capped
-        FROM unnest(p_user_ids, v_outcome) AS r(user_id, outcome)
-        LEFT JOIN investor i ON i.user_id = r.user_id
-        JOIN investor_class_limit c ON c.investor_class = coalesce(i.investor_class, 'general')
-        WHERE r.outcome = 'done'
-          AND (c.per_product IS NOT NULL OR c.total IS NOT NULL OR c.real_estate IS NOT NULL);
-    END IF;
-    IF v_capped IS NOT NULL THEN
-        -- Locks every capped user's row in ascending user_id (registering a new user as
-        -- general): DO UPDATE ... WHERE false writes nothing but locks the row it meets.
-        INSERT INTO investor AS i (user_id)
-        SELECT u.user_id FROM unnest(v_capped) AS u(user_id) ORDER BY u.user_id
-        ON CONFLICT (user_id) DO UPDATE SET investor_class = i.investor_class WHERE false;
-    END IF;
+    LOOP  -- once, or twice when the set-wise grants would put a user over a cap
+        -- The products are locked: this statement's snapshot holds their latest values.
+        WITH requested AS (
+            SELECT r.ord, r.goods_id, r.user_id, r.key, r.outcome, r.amount AS asked,
+                   g.goods_id IS NOT NULL AS found, g.total_investing_amount AS total,
+                   g.current_investing_amount AS before, g.category, g.repaid,
+                   CASE WHEN g.goods_id IS NULL THEN NULL
+                        WHEN r.amount < g.min_amount THEN 'min_amount'
+                        WHEN r.amount % g.amount_unit <> 0 THEN 'amount_unit'
+                   END AS bad_rule,
+                   CASE WHEN r.amount < g.min_amount THEN g.min_amount ELSE g.amount_unit END
+                       AS rule_value,
+                   CASE WHEN g.goods_id IS NOT NULL
+                        THEN goods_state(g.status, g.current_investing_amount,
+                                         g.total_investing_amount, g.started_at, g.finished_at,
+                                         v_now)
+                   END AS state_before
+            FROM unnest(p_goods_ids, p_user_ids, p_amounts, coalesce(p_keys, '{}'), v_outcome)
+                 WITH ORDINALITY AS r(goods_id, user_id, amount, key, outcome, ord)
+            -- `= ANY (v_wanted)` (here and in counters) adds no condition, but lets the generic
+            -- plan probe the primary key instead of scanning every product.
+            LEFT JOIN investment_goods g
+                   ON r.outcome IN ('done', 'limit', 'invalid_amount')
+                      AND g.goods_id = r.goods_id AND g.goods_id = ANY (v_wanted)
+        ), eligible AS (
+            SELECT q.*,
+                   (q.total - q.before)::numeric AS remaining,
+                   CASE WHEN q.outcome = 'done' AND q.bad_rule IS NULL
+                             AND q.state_before = 'recruiting'
+                        THEN q.asked ELSE 0 END::numeric AS e
+            FROM requested q
+        ), summed AS (
+            SELECT q.*, sum(q.e) OVER (PARTITION BY q.goods_id ORDER BY q.ord) AS asked_so_far
+            FROM eligible q
+        ), granted AS (
+            -- Set-wise: a product's cumulative grant after request i is least(remaining, what
+            -- it and the earlier ones asked). Or the serial decision, once made.
+            SELECT q.*,
+                   CASE WHEN q.outcome = 'done' AND q.bad_rule IS NOT NULL THEN 'invalid_amount'
+                        ELSE q.outcome END AS answer,
+                   CASE WHEN v_decided THEN v_granted[q.ord::integer]
+                        ELSE (least(q.remaining, q.asked_so_far)
+                              - least(q.remaining, q.asked_so_far - q.e))::bigint
+                   END AS granted,
+                   CASE WHEN v_decided AND q.outcome = 'limit' THEN v_refused[q.ord::integer]
+                        ELSE q.bad_rule END AS refused,
+                   CASE WHEN v_decided AND q.outcome = 'limit' THEN v_value[q.ord::integer]
+                        WHEN q.bad_rule IS NOT NULL THEN q.rule_value END AS refused_value
+            FROM summed q
+        ), results AS (
+            -- Ledger ids in arrival order.
+            SELECT q.*,
+                   CASE WHEN q.granted > 0 THEN nextval('user_investment_goods_id_seq') END AS id,
+                   CASE WHEN NOT q.found OR q.state_before <> 'recruiting' THEN q.state_before
+                        WHEN q.current >= q.total THEN 'sold_out'
+                        ELSE 'recruiting' END AS state
+            FROM (SELECT q.*,
+                         q.before + sum(q.granted) OVER (PARTITION BY q.goods_id ORDER BY q.ord)
+                             ::bigint AS current
+                  FROM granted q ORDER BY q.ord) q
+        ), people AS (
+            -- The users of the call's grants, with the live totals this call adds; with caps,
+            -- every user of its new requests (a request granted nothing set-wise may be granted
+            -- something when they are decided one by one: its user's row must be locked too).
+            SELECT r.user_id,
+                   coalesce(sum(r.granted) FILTER (WHERE NOT r.repaid), 0) AS total,
+                   coalesce(sum(r.granted) FILTER (WHERE NOT r.repaid
+                                                     AND r.category = 'real_estate'), 0)
+                       AS real_estate
+            FROM results r
+            WHERE r.found AND r.answer IN ('done', 'limit') AND (v_caps OR r.granted > 0)
+            GROUP BY r.user_id
+        ), investors AS (
+            -- Each user's row, in ascending user_id (after the products: the global lock
+            -- order), locked whether or not it changes (DO UPDATE ... WHERE locks the row it
+            -- meets and writes a version only when the totals move); a new user is
+            -- registered, general. RETURNING: the rows written, with their new totals.
+            INSERT INTO investor AS i (user_id, invested_total, invested_real_estate)
+            SELECT p.user_id, p.total, p.real_estate FROM people p ORDER BY p.user_id
+            ON CONFLICT (user_id) DO UPDATE
+            SET invested_total = i.invested_total + excluded.invested_total,
+                invested_real_estate = i.invested_real_estate + excluded.invested_real_estate
+            WHERE excluded.invested_total <> 0 OR excluded.invested_real_estate <> 0
+            RETURNING i.user_id, i.investor_class, i.invested_total, i.invested_real_estate
+        ), added AS (
+            SELECT r.goods_id, r.user_id, sum(r.granted)::bigint AS amount
+            FROM results r WHERE r.granted > 0 GROUP BY r.goods_id, r.user_id
+        ), positions AS (
+            -- The user's live amount in the product (guarded by the product's row lock).
+            INSERT INTO investment_goods_investor AS a (goods_id, user_id, amount)
+            SELECT d.goods_id, d.user_id, d.amount FROM added d ORDER BY d.goods_id, d.user_id
+            ON CONFLICT (goods_id, user_id) DO UPDATE SET amount = a.amount + excluded.amount
+            RETURNING a.goods_id, a.user_id, a.amount
+        ), over_cap AS (
+            -- The set-wise grants are the serial ones when they leave every user within the
+            -- caps of the class (the amounts only grow along the call, so the final ones
+            -- bound every earlier one). Otherwise nothing below is written.
+            SELECT 1 AS over
+            FROM investors i JOIN investor_class_limit c USING (investor_class)
+            WHERE NOT v_decided
+              AND (i.invested_total > c.total OR i.invested_real_estate > c.real_estate)
+            UNION ALL
+            SELECT 1
+            FROM positions p
+            LEFT JOIN investors w ON w.user_id = p.user_id
+            LEFT JOIN investor s ON s.user_id = p.user_id
+            JOIN investor_class_limit c
+              ON c.investor_class = coalesce(w.investor_class, s.investor_class, 'general')
+            WHERE NOT v_decided AND p.amount > c.per_product
+            LIMIT 1
+        ), ledger AS (
+            INSERT INTO user_investment_goods (id, user_id, goods_id, user_investing_amount,
+                                               invest_date)
+            SELECT r.id, r.user_id, r.goods_id, r.granted, v_now FROM results r
+            WHERE r.granted > 0 AND NOT EXISTS (SELECT 1 FROM over_cap)
+        ), new_investors AS (
+            -- Users whose live amount in the product went from 0 to positive.
+            SELECT p.goods_id, count(*)::integer AS investors
+            FROM positions p JOIN added d USING (goods_id, user_id)
+            WHERE p.amount = d.amount
+            GROUP BY p.goods_id
+        ), counters AS (
+            UPDATE investment_goods g
+            SET current_investing_amount = g.current_investing_amount + m.granted,
+                investor_count = g.investor_count + coalesce(n.investors, 0)
+            FROM (SELECT d.goods_id, sum(d.amount)::bigint AS granted
+                  FROM added d GROUP BY d.goods_id) m
+            LEFT JOIN new_investors n ON n.goods_id = m.goods_id
+            WHERE g.goods_id = m.goods_id AND g.goods_id = ANY (v_wanted)
+              AND NOT EXISTS (SELECT 1 FROM over_cap)
+        ), remembered AS (
+            INSERT INTO investment_idempotency (
+                user_id, idempotency_key, goods_id, requested_amount, found,
+                total_investing_amount, investment_amount, current_investing_amount, state,
+                invest_date, investment_id, created_at, refused_limit, refused_remaining)
+            SELECT r.user_id, r.key, r.goods_id, r.asked, r.found, r.total, r.granted,
+                   r.current, r.state, v_date, r.id, v_now,
+                   CASE WHEN r.answer = 'limit' THEN r.refused END,
+                   CASE WHEN r.answer = 'limit' THEN r.refused_value END
+            FROM results r
+            WHERE r.key IS NOT NULL AND r.answer IN ('done', 'limit')
+              AND NOT EXISTS (SELECT 1 FROM over_cap)
+        )
+        SELECT array_agg(r.answer ORDER BY r.ord), array_agg(r.found ORDER BY r.ord),
+               array_agg(r.total ORDER BY r.ord), array_agg(r.granted ORDER BY r.ord),
+               array_agg(r.current ORDER BY r.ord), array_agg(r.state ORDER BY r.ord),
+               array_agg(r.id ORDER BY r.ord), array_agg(r.refused ORDER BY r.ord),
+               array_agg(r.refused_value ORDER BY r.ord),
+               EXISTS (SELECT 1 FROM over_cap)
+        INTO v_outcome, a_found, a_total, v_granted, a_current, a_state, a_id, v_refused,
+             v_value, v_over
+        FROM results r;
+        EXIT WHEN NOT v_over;
 
-    -- The decision, set-wise: a product's cumulative grant after request i is least(remaining,
-    -- what it and the earlier ones asked). Exact when no capped user would pass a cap with it
-    -- (then nobody is refused); otherwise the requests are decided one by one below.
-    WITH requested AS (
-        SELECT r.ord, r.goods_id, r.user_id, r.outcome, r.amount AS asked,
-               g.total_investing_amount - g.current_investing_amount AS remaining,
-               g.category, g.repaid,
-               CASE WHEN g.goods_id IS NULL THEN NULL
-                    WHEN r.amount < g.min_amount THEN 'min_amount'
-                    WHEN r.amount % g.amount_unit <> 0 THEN 'amount_unit'
-               END AS bad_rule,
-               CASE WHEN r.amount < g.min_amount THEN g.min_amount ELSE g.amount_unit END
-                   AS rule_value,
-               g.goods_id IS NOT NULL
-                   AND goods_state(g.status, g.current_investing_amount, g.total_investing_amount,
-                                   g.started_at, g.finished_at, v_now) = 'recruiting'
-                   AS recruiting
-        FROM unnest(p_goods_ids, p_user_ids, p_amounts, v_outcome)
-             WITH ORDINALITY AS r(goods_id, user_id, amount, outcome, ord)
-        -- `= ANY (v_wanted)` adds no condition, but lets the generic plan probe the primary key
-        -- instead of scanning every product.
-        LEFT JOIN investment_goods g
-               ON r.outcome = 'done' AND g.goods_id = r.goods_id AND g.goods_id = ANY (v_wanted)
-    ), summed AS (
-        SELECT q.*, sum(q.e) OVER (PARTITION BY q.goods_id ORDER BY q.ord) AS asked_so_far
-        FROM (SELECT q.*,
-                     CASE WHEN q.recruiting AND q.bad_rule IS NULL THEN q.asked ELSE 0 END::numeric
-                         AS e
-              FROM requested q) q
-    ), granted AS (
-        SELECT q.*,
-               (least(q.remaining, q.asked_so_far) - least(q.remaining, q.asked_so_far - q.e))
-                   ::bigint AS granted
-        FROM summed q
-    ), over_cap AS (
-        SELECT 1
-        FROM (SELECT q.repaid, q.category, c.per_product, c.total, c.real_estate,
-                     coalesce(a.amount, 0)
-                         + sum(q.granted) OVER (PARTITION BY q.goods_id, q.user_id ORDER BY q.ord)
-                         AS in_product,
-                     i.invested_total
-                         + coalesce(sum(q.granted) FILTER (WHERE NOT q.repaid)
-                                    OVER (PARTITION BY q.user_id ORDER BY q.ord), 0) AS in_total,
-                     i.invested_real_estate
-                         + coalesce(sum(q.granted)
-                                        FILTER (WHERE NOT q.repaid AND q.category = 'real_estate')
-                                    OVER (PARTITION BY q.user_id ORDER BY q.ord), 0)
-                         AS in_real_estate
-              FROM granted q
-              JOIN investor i ON i.user_id = q.user_id
-              JOIN investor_class_limit c ON c.investor_class = i.investor_class
-              LEFT JOIN investment_goods_investor a
-                     ON a.goods_id = q.goods_id AND a.user_id = q.user_id
-              WHERE q.granted > 0 AND q.user_id = ANY (v_capped)) x
-        WHERE x.in_product > x.per_product
-           OR (NOT x.repaid AND x.in_total > x.total)
-           OR (NOT x.repaid AND x.category = 'real_estate' AND x.in_real_estate > x.real_estate)
-        LIMIT 1
-    )
-    SELECT array_agg(CASE WHEN q.bad_rule IS NOT NULL THEN 'invalid_amount' ELSE q.outcome END
-                     ORDER BY q.ord),
-           array_agg(q.granted ORDER BY q.ord),
-           array_agg(q.bad_rule ORDER BY q.ord),
-           array_agg(CASE WHEN q.bad_rule IS NOT NULL THEN q.rule_value END ORDER BY q.ord),
-           NOT EXISTS (SELECT 1 FROM over_cap)
-    INTO v_outcome, v_granted, v_refused, v_value, v_exact
-    FROM granted q;
+        -- Some user would pass a cap. The set-wise amounts were added to the positions and the
+        -- investors' totals (and those rows are locked now, like every user's row of the
+        -- call): take them back, then decide one by one in array order on the locked state.
+        -- Each request's grant is least(asked, the product's remaining after the earlier
+        -- grants); when that exceeds the room its user's caps leave (each cap in force less the
+        -- live amount it counts, this call's earlier grants included) the request is refused
+        -- and takes nothing, so the later requests are answered as if it had not been made.
+        UPDATE investor i
+        SET invested_total = i.invested_total - d.total,
+            invested_real_estate = i.invested_real_estate - d.real_estate
+        FROM (SELECT r.user_id,
+                     coalesce(sum(r.granted) FILTER (WHERE NOT g.repaid), 0) AS total,
+                     coalesce(sum(r.granted) FILTER (WHERE NOT g.repaid
+                                                       AND g.category = 'real_estate'), 0)
+                         AS real_estate
+              FROM unnest(p_goods_ids, p_user_ids, v_granted) AS r(goods_id, user_id, granted)
+              JOIN investment_goods g ON g.goods_id = r.goods_id AND g.goods_id = ANY (v_wanted)
+              WHERE r.granted > 0
+              GROUP BY r.user_id) d
+        WHERE i.user_id = d.user_id AND (d.total <> 0 OR d.real_estate <> 0);
+        UPDATE investment_goods_investor a
+        SET amount = a.amount - d.amount
+        FROM (SELECT r.goods_id, r.user_id, sum(r.granted) AS amount
+              FROM unnest(p_goods_ids, p_user_ids, v_granted) AS r(goods_id, user_id, granted)
+              WHERE r.granted > 0
+              GROUP BY r.goods_id, r.user_id) d
+        WHERE a.goods_id = d.goods_id AND a.user_id = d.user_id;
 
-    IF NOT v_exact THEN
-        -- One by one in array order, on the locked state: each request's grant is
-        -- least(asked, the product's remaining after the earlier grants); when that exceeds the
-        -- room its user's caps leave (each cap in force less the live amount it counts, the
-        -- earlier grants of this call included) the request is refused and takes nothing, so
-        -- the later requests are answered as if it had not been made. Slots: l_p a product,
-        -- l_q a (product, user), l_u a user, numbered within the call.
         SELECT array_agg(CASE WHEN q.outcome = 'done' AND q.recruiting THEN q.asked
                               ELSE 0 END ORDER BY q.ord),
                array_agg(q.remaining ORDER BY q.ord),
@@ -305,8 +398,11 @@ BEGIN
                array_agg(c.per_product ORDER BY q.ord), array_agg(c.total ORDER BY q.ord),
                array_agg(c.real_estate ORDER BY q.ord),
                array_agg(coalesce(a.amount, 0) ORDER BY q.ord),
-               array_agg(i.invested_total ORDER BY q.ord),
-               array_agg(i.invested_real_estate ORDER BY q.ord),
+               -- NULL: no cap for this user.
+               array_agg(CASE WHEN c.per_product IS NOT NULL OR c.total IS NOT NULL
+                                   OR c.real_estate IS NOT NULL
+                              THEN coalesce(i.invested_total, 0) END ORDER BY q.ord),
+               array_agg(coalesce(i.invested_real_estate, 0) ORDER BY q.ord),
                array_agg(NOT coalesce(q.repaid, false) ORDER BY q.ord),
                array_agg(NOT coalesce(q.repaid, false) AND q.category = 'real_estate'
                          ORDER BY q.ord)
@@ -328,16 +424,16 @@ BEGIN
                          WITH ORDINALITY AS r(goods_id, user_id, amount, outcome, ord)
                     LEFT JOIN investment_goods g
                            ON g.goods_id = r.goods_id AND g.goods_id = ANY (v_wanted)) q) q
-        LEFT JOIN investor i ON i.user_id = q.user_id AND q.user_id = ANY (v_capped)
-        LEFT JOIN investor_class_limit c ON c.investor_class = i.investor_class
+        LEFT JOIN investor i ON i.user_id = q.user_id
+        LEFT JOIN investor_class_limit c
+               ON c.investor_class = coalesce(i.investor_class, 'general')
         LEFT JOIN investment_goods_investor a
-               ON a.goods_id = q.goods_id AND a.user_id = q.user_id
-                  AND q.user_id = ANY (v_capped);
+               ON a.goods_id = q.goods_id AND a.user_id = q.user_id;
         FOR v_i IN 1 .. cardinality(l_e) LOOP
             CONTINUE WHEN l_e[v_i] = 0;
             s_rem[l_p[v_i]] := coalesce(s_rem[l_p[v_i]], l_rem[v_i]);
             v_g := least(l_e[v_i], s_rem[l_p[v_i]]);
-            IF v_g > 0 AND l_inv[v_i] IS NOT NULL THEN  -- a capped user
+            IF v_g > 0 AND l_inv[v_i] IS NOT NULL THEN  -- a user with caps
                 s_amt[l_q[v_i]] := coalesce(s_amt[l_q[v_i]], l_amt[v_i]);
                 s_tot[l_u[v_i]] := coalesce(s_tot[l_u[v_i]], l_inv[v_i]);
                 s_re[l_u[v_i]] := coalesce(s_re[l_u[v_i]], l_inv_re[v_i]);
@@ -375,106 +471,32 @@ BEGIN
             s_rem[l_p[v_i]] := s_rem[l_p[v_i]] - v_g;
             v_granted[v_i] := v_g;
         END LOOP;
-    END IF;
+        v_decided := true;
+    END LOOP;
 
-    -- The writes, from the decision: the rows are locked, so this statement's snapshot holds
-    -- their latest values.
-    RETURN QUERY
-    WITH requested AS (
-        SELECT r.ord, r.goods_id, r.user_id, r.key, r.outcome, r.amount AS asked, r.granted,
-               r.refused, r.refused_value, g.category, g.repaid,
-               g.goods_id IS NOT NULL AS found, g.total_investing_amount AS total,
-               g.current_investing_amount AS before,
-               CASE WHEN g.goods_id IS NOT NULL
-                    THEN goods_state(g.status, g.current_investing_amount,
-                                     g.total_investing_amount, g.started_at, g.finished_at, v_now)
-               END AS state_before
-        FROM unnest(p_goods_ids, p_user_ids, p_amounts, coalesce(p_keys, '{}'), v_outcome,
-                    v_granted, v_refused, v_value)
-             WITH ORDINALITY
-                 AS r(goods_id, user_id, amount, key, outcome, granted, refused, refused_value, ord)
-        -- (`= ANY (v_wanted)`, here and in counters: see above.)
-        LEFT JOIN investment_goods g
-               ON r.outcome IN ('done', 'limit', 'invalid_amount') AND g.goods_id = r.goods_id
-                  AND g.goods_id = ANY (v_wanted)
-    ), results AS (
-        -- Ledger ids in arrival order.
-        SELECT q.*, CASE WHEN q.granted > 0 THEN nextval('user_investment_goods_id_seq') END AS id,
-               CASE WHEN NOT q.found OR q.state_before <> 'recruiting' THEN q.state_before
-                    WHEN q.current >= q.total THEN 'sold_out'
-                    ELSE 'recruiting' END AS state
-        FROM (SELECT q.*,
-                     q.before + sum(q.granted) OVER (PARTITION BY q.goods_id ORDER BY q.ord)
-                         ::bigint AS current
-              FROM requested q ORDER BY q.ord) q
-    ), ledger AS (
-        INSERT INTO user_investment_goods (id, user_id, goods_id, user_investing_amount, invest_date)
-        SELECT r.id, r.user_id, r.goods_id, r.granted, v_now FROM results r WHERE r.granted > 0
-    ), added AS (
-        SELECT r.goods_id, r.user_id, sum(r.granted)::bigint AS amount
-        FROM results r WHERE r.granted > 0 GROUP BY r.goods_id, r.user_id
-    ), positions AS (
-        -- The user's live amount in the product (guarded by the product's row lock).
-        INSERT INTO investment_goods_investor AS a (goods_id, user_id, amount)
-        SELECT d.goods_id, d.user_id, d.amount FROM added d ORDER BY d.goods_id, d.user_id
-        ON CONFLICT (goods_id, user_id) DO UPDATE SET amount = a.amount + excluded.amount
-        RETURNING a.goods_id, a.user_id, a.amount
-    ), new_investors AS (
-        -- Users whose live amount went from 0 to positive.
-        SELECT p.goods_id, count(*)::integer AS investors
-        FROM positions p JOIN added d USING (goods_id, user_id)
-        WHERE p.amount = d.amount
-        GROUP BY p.goods_id
-    ), investors AS (
-        -- Each user's live totals over products not repaid, in ascending user_id (a capped
-        -- user's row is already locked; the others are locked here, in the same order).
-        INSERT INTO investor AS i (user_id, invested_total, invested_real_estate)
-        SELECT r.user_id,
-               coalesce(sum(r.granted) FILTER (WHERE NOT r.repaid), 0),
-               coalesce(sum(r.granted) FILTER (WHERE NOT r.repaid
-                                                 AND r.category = 'real_estate'), 0)
-        FROM results r WHERE r.granted > 0
-        GROUP BY r.user_id ORDER BY r.user_id
-        ON CONFLICT (user_id) DO UPDATE
-        SET invested_total = i.invested_total + excluded.invested_total,
-            invested_real_estate = i.invested_real_estate + excluded.invested_real_estate
-    ), counters AS (
-        -- Runs exactly once whether or not the final SELECT reads it (data-modifying WITH).
-        UPDATE investment_goods g
-        SET current_investing_amount = g.current_investing_amount + m.granted,
-            investor_count = g.investor_count + coalesce(n.investors, 0)
-        FROM (SELECT d.goods_id, sum(d.amount)::bigint AS granted
-              FROM added d GROUP BY d.goods_id) m
-        LEFT JOIN new_investors n ON n.goods_id = m.goods_id
-        WHERE g.goods_id = m.goods_id AND g.goods_id = ANY (v_wanted)
-    ), remembered AS (
-        INSERT INTO investment_idempotency (
-            user_id, idempotency_key, goods_id, requested_amount, found, total_investing_amount,
-            investment_amount, current_investing_amount, state, invest_date, investment_id,
-            created_at, refused_limit, refused_remaining)
-        SELECT r.user_id, r.key, r.goods_id, r.asked, r.found, r.total, r.granted, r.current,
-               r.state, v_date, r.id, v_now,
-               CASE WHEN r.outcome = 'limit' THEN r.refused END,
-               CASE WHEN r.outcome = 'limit' THEN r.refused_value END
-        FROM results r
-        WHERE r.key IS NOT NULL AND r.outcome IN ('done', 'limit')
-    )
     -- The answers: performed now or refused by the product's rules or the user's caps, replayed
     -- from the stored answer, or refused for the key or the lock (nothing else).
-    SELECT r.ord, r.outcome, r.found, r.total, r.granted, r.current, r.state, v_date, r.id,
-           r.refused, r.refused_value
-    FROM results r
-    WHERE r.outcome IN ('done', 'limit', 'invalid_amount')
-    UNION ALL
-    SELECT r.ord, r.outcome, (v_stored[r.ord]).found, (v_stored[r.ord]).total_investing_amount,
-           (v_stored[r.ord]).investment_amount, (v_stored[r.ord]).current_investing_amount,
-           (v_stored[r.ord]).state, (v_stored[r.ord]).invest_date, (v_stored[r.ord]).investment_id,
-           (v_stored[r.ord]).refused_limit, (v_stored[r.ord]).refused_remaining
-    FROM results r
-    WHERE r.outcome = 'replay'
-    UNION ALL
-    SELECT r.ord, r.outcome, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-    FROM results r
-    WHERE r.outcome IN ('in_use', 'mismatch', 'skipped')
-    ORDER BY 1;
+    RETURN QUERY
+    SELECT r.ord,
+           r.outcome,
+           CASE WHEN r.outcome = 'replay' THEN (v_stored[r.ord]).found
+                WHEN r.outcome IN ('done', 'limit', 'invalid_amount') THEN r.found END,
+           CASE WHEN r.outcome = 'replay' THEN (v_stored[r.ord]).total_investing_amount
+                ELSE r.total END,
+           CASE WHEN r.outcome = 'replay' THEN (v_stored[r.ord]).investment_amount
+                WHEN r.outcome IN ('done', 'limit', 'invalid_amount') THEN r.granted END,
+           CASE WHEN r.outcome = 'replay' THEN (v_stored[r.ord]).current_investing_amount
+                ELSE r.current END,
+           CASE WHEN r.outcome = 'replay' THEN (v_stored[r.ord]).state ELSE r.state END,
+           CASE WHEN r.outcome = 'replay' THEN (v_stored[r.ord]).invest_date
+                WHEN r.outcome IN ('done', 'limit', 'invalid_amount') THEN v_date END,
+           CASE WHEN r.outcome = 'replay' THEN (v_stored[r.ord]).investment_id ELSE r.id END,
+           CASE WHEN r.outcome = 'replay' THEN (v_stored[r.ord]).refused_limit
+                ELSE r.refused END,
+           CASE WHEN r.outcome = 'replay' THEN (v_stored[r.ord]).refused_remaining
+                ELSE r.refused_value END
+    FROM unnest(v_outcome, a_found, a_total, v_granted, a_current, a_state, a_id, v_refused,
+                v_value)
+         WITH ORDINALITY AS r(outcome, found, total, granted, current, state, id, refused,
+                              refused_value, ord);
 END $$;
