@@ -3,13 +3,14 @@ INVALID_AMOUNT from a product's rules, GET user/limits, and their OpenAPI descri
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 
 from tests.integration.test_idempotency import invest as invest_keyed
 from tests.integration.test_limits import capped_user, caps, product  # noqa: F401 (a fixture)
-from tests.support import counters, fresh_user, problem, verify_ledger
+from tests.support import counters, fresh_user, hold_rows, problem, verify_ledger
 
 INVEST = "/v1/api/investment/user/goods"
 LIMITS = "/v1/api/investment/user/limits"
@@ -127,3 +128,43 @@ def test_the_openapi_document_describes_caps(client: httpx.Client) -> None:
     text = str(document)
     assert "remaining_for_goods" in text and "real_estate" in text
     assert "'limit'" in text and "'remaining'" in text and "'rule'" in text
+
+
+def test_a_refused_request_changes_no_other_answer_through_the_service(
+    service: Any,
+    database_url: str,
+    caps: Any,  # noqa: F811
+) -> None:
+    """Requests held behind a locked product go together once it is free: the capped user's
+    request over its cap (80 > 50) is refused and takes nothing, so the next user's request finds
+    the product's whole remainder (100), as if the refused one had not been made."""
+    caps(50, None, None)
+    goods_id = product(database_url, total=100)
+    capped, plain = capped_user(database_url), fresh_user()
+    holder = hold_rows(database_url, [goods_id], seconds=0.8)
+    try:
+
+        async def together() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+
+                async def send(user: int, amount: int) -> httpx.Response:
+                    return await client.post(
+                        INVEST,
+                        headers={"X-USER-ID": str(user)},
+                        json={"goodsId": goods_id, "investmentAmount": amount},
+                    )
+
+                first = asyncio.create_task(send(capped, 80))
+                await asyncio.sleep(0.1)  # arrival order: the capped user's first
+                second = asyncio.create_task(send(plain, 100))
+                return [await first, await second]
+
+        refused, granted = asyncio.run(together())
+    finally:
+        holder.wait(10)
+    problem(refused, 422, "INVESTMENT_LIMIT_EXCEEDED")
+    assert (refused.json()["limit"], refused.json()["remaining"]) == ("per_product", 50)
+    assert granted.status_code == 200, granted.text
+    assert granted.json()["investment_amount"] == 100
+    assert granted.json()["state"] == "sold_out"
+    assert counters(database_url, goods_id) == (100, 1)
