@@ -76,12 +76,28 @@ def test_invest_calls_make_no_multixact(database_url: str, tmp_path: Path) -> No
     sequential = _next_multixact(database_url)
     _pgbench(database_url, script, clients=8, per_client=40)
     concurrent = _next_multixact(database_url)
-    assert psql(database_url, "SELECT count(*) FROM multixact_probe_calls") == "520"
+    # With a cap every user soon reaches: calls whose set-wise grants would pass it take their
+    # amounts back and decide one by one (docs/reliability.md "Investor caps").
+    psql(
+        database_url,
+        "UPDATE investor_class_limit SET per_product = 400 WHERE investor_class = 'general'",
+    )
+    try:
+        _pgbench(database_url, script, clients=8, per_client=40)
+    finally:
+        psql(
+            database_url,
+            "UPDATE investor_class_limit SET per_product = NULL WHERE investor_class = 'general'",
+        )
+    capped = _next_multixact(database_url)
+    assert psql(database_url, "SELECT count(*) FROM multixact_probe_calls") == "840"
     assert _ours(database_url, before, sequential) == 0
     assert _ours(database_url, sequential, concurrent) == 0
-    # Every call did invest: 520 calls × 60 per call.
-    assert psql(
+    assert _ours(database_url, concurrent, capped) == 0
+    # Every call before the cap did invest (520 calls × 60 per call); then some were refused.
+    invested = psql(
         database_url,
         "SELECT sum(current_investing_amount) FROM investment_goods"
         f" WHERE goods_id IN ({goods[0]}, {goods[1]}, {goods[2]})",
-    ) == str(520 * 60)
+    )
+    assert 520 * 60 <= int(invested) < 840 * 60
