@@ -45,7 +45,7 @@ GC_YOUNG_THRESHOLD = 20_000  # CPython's default is 700 allocations
 
 
 async def _on_problem(app: Any, request: Request, error: Problem) -> Response:
-    return problem_response(error.code, error.detail)
+    return problem_response(error.code, error.detail, members=error.members)
 
 
 async def _on_unavailable(app: Any, request: Request, error: DatabaseUnavailable) -> Response:
@@ -122,6 +122,7 @@ def configure_application(
         ("GET", f"{BASE}/goods", handlers.list_goods),
         ("POST", f"{BASE}/user/goods", handlers.invest),
         ("GET", f"{BASE}/user/goods", handlers.my_investments),
+        ("GET", f"{BASE}/user/limits", handlers.my_limits),
         ("GET", "/healthz", handlers.healthz),
         ("GET", "/readyz", handlers.readyz),
     ]
@@ -180,6 +181,7 @@ def configure_application(
         list_goods=routed[documented[handlers.list_goods]],
         invest=routed[documented[handlers.invest]],
         my_investments=routed[documented[handlers.my_investments]],
+        my_limits=routed[documented[handlers.my_limits]],
         healthz=routed[documented[handlers.healthz]],
         readyz=routed[documented[handlers.readyz]],
     )

@@ -41,7 +41,7 @@ class Invest(NamedTuple):
 class InvestRow(NamedTuple):
     """A row of sql/queries.sql `invest-batch`, without its ord column."""
 
-    outcome: str  # done | replay | in_use | mismatch | skipped
+    outcome: str  # done | replay | in_use | mismatch | skipped | limit | invalid_amount
     found: bool | None
     total_investing_amount: int | None
     investment_amount: int | None
@@ -49,6 +49,10 @@ class InvestRow(NamedTuple):
     state: str | None
     invest_date: str | None
     investment_id: int | None
+    # 'limit' (or a replay of one): the binding cap and the room left; 'invalid_amount': the
+    # product's rule (min_amount, amount_unit) and its value.
+    refused: str | None = None
+    refused_value: int | None = None
 
 
 class PageRequest(NamedTuple):
@@ -305,7 +309,7 @@ class InvestBatcher:
         rows = await self._db.rows(name, [*_params(batch), *more], writes=True)
         if len(rows) != len(batch):
             raise RuntimeError(f"{len(rows)} answers to {len(batch)} requests")
-        return [InvestRow._make(row[1:]) for row in rows]
+        return [InvestRow(*row[1:]) for row in rows]
 
     def _still_held(self, goods_id: int) -> DatabaseUnavailable:
         return DatabaseUnavailable(

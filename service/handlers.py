@@ -10,6 +10,7 @@ from urllib.parse import quote
 from service.parsing import (
     check_json_content_type,
     format_cursor,
+    parse_goods_query,
     parse_idempotency_key,
     parse_invest_body,
     parse_page,
@@ -114,6 +115,12 @@ async def my_investments(worker: Worker, scope: Scope, receive: Receive) -> Answ
     token = quote(format_cursor(*following))
     link = f'<{BASE}/user/goods?limit={limit}&cursor={token}>; rel="next"'
     return answer, [(b"Link", link.encode())]
+
+
+async def my_limits(worker: Worker, scope: Scope, receive: Receive) -> Answer:
+    user_id = parse_user_id(header_values(scope["headers"], None, b"x-user-id"))
+    goods_id = parse_goods_query(parse_query(scope["query_string"]))
+    return await worker.limits.limits(user_id, goods_id), None
 
 
 async def healthz(worker: Worker, scope: Scope, receive: Receive) -> Answer:

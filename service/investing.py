@@ -29,6 +29,30 @@ class InvestResult(TypedDict):
     investment_id: int | None
 
 
+RULES = {
+    "min_amount": "at least the product's min_amount, {value}",
+    "amount_unit": "a multiple of the product's amount_unit, {value}",
+}
+
+
+def refuse(outcome: str, refused: str, value: int | None, amount: int) -> None:
+    """Raise the problem for a request invest_many() refused (or a replay of a refusal): 400
+    INVALID_AMOUNT for a product's amount rule, 422 INVESTMENT_LIMIT_EXCEEDED for a cap."""
+    if outcome == "invalid_amount":
+        rule = RULES[refused].format(value=value)
+        raise Problem(
+            "INVALID_AMOUNT",
+            f"investmentAmount {amount} must be {rule} ({refused})",
+            {"rule": refused, refused: value},
+        )
+    raise Problem(
+        "INVESTMENT_LIMIT_EXCEEDED",
+        f"this investment would exceed the investor's {refused} limit; at most {value} more"
+        " can be invested now",
+        {"limit": refused, "remaining": value},
+    )
+
+
 class Investing:
     """Invests through the worker's InvestBatcher; counts outcomes into the metrics."""
 
@@ -53,6 +77,8 @@ class Investing:
             )
         if not row.found:
             raise Problem("GOODS_NOT_FOUND", f"there is no product with goods_id {goods_id}")
+        if row.refused is not None:
+            refuse(outcome, row.refused, row.refused_value, amount)
         if outcome != "replay":
             self._metrics.invest_outcome(amount, invested or 0)
         result: InvestResult = {

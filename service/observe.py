@@ -166,8 +166,9 @@ class RawRoute:
         """What service/app.py's exception handlers answer for `error`, logged as BlackSheep logs
         it: handled errors at INFO (shown only with LOG_LEVEL=DEBUG), others at ERROR."""
         extra: list[Header] | None = None
+        members = None
         if isinstance(error, Problem):
-            code, detail = error.code, error.detail
+            code, detail, members = error.code, error.detail, error.members
         elif isinstance(error, DatabaseUnavailable):
             code, detail = "SERVICE_UNAVAILABLE", str(error)
         elif isinstance(error, OutcomeUnknown):
@@ -183,7 +184,7 @@ class RawRoute:
             )
         if code == "SERVICE_UNAVAILABLE":
             extra = [(b"Retry-After", RETRY_AFTER)]
-        return PROBLEMS[code][0], extra, orjson.dumps(problem_body(code, detail))
+        return PROBLEMS[code][0], extra, orjson.dumps(problem_body(code, detail, members))
 
     def _log(self, scope: Scope, status: int, started: float) -> None:
         access.info(

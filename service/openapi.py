@@ -19,7 +19,7 @@ from openapidocs.v3 import (
 )
 from openapidocs.v3 import Schema as OpenApiSchema
 
-from service import holdings, investing, investors
+from service import caps, holdings, investing, investors
 from service.goods import CATEGORIES, FIELDS, MAX_TITLE, Goods, GoodsRules
 from service.parsing import (
     CURSOR_PATTERN,
@@ -52,6 +52,10 @@ ADMIN_GOODS = {  # the list's item and the product's rules
 }
 INVEST_RESULT = schema_of(investing.InvestResult)
 MY_INVESTMENT = schema_of(holdings.MyInvestment)
+INVESTOR_LIMITS = schema_of(caps.InvestorLimits)
+INVESTOR_LIMITS["required"] = [
+    name for name in INVESTOR_LIMITS["required"] if name not in caps.FOR_GOODS
+]
 INVEST_REQUEST = {
     "type": "object",
     "properties": {
@@ -106,7 +110,28 @@ PROBLEM = _object(
         "status": INTEGER,
         "detail": {"type": "string"},
         "code": {"type": "string", "enum": sorted(PROBLEMS)},
-    }
+        # INVESTMENT_LIMIT_EXCEEDED only:
+        "limit": {
+            "type": "string",
+            "enum": ["per_product", "total", "real_estate"],
+            "description": "INVESTMENT_LIMIT_EXCEEDED: the binding cap",
+        },
+        "remaining": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "INVESTMENT_LIMIT_EXCEEDED: the largest amount the caps allow now",
+        },
+        # INVALID_AMOUNT from a product's rule only:
+        "rule": {
+            "type": "string",
+            "enum": list(investing.RULES),
+            "description": "INVALID_AMOUNT: the product's rule the amount breaks; the member"
+            " named after the rule holds its value",
+        },
+        "min_amount": {"type": "integer", "minimum": 1},
+        "amount_unit": {"type": "integer", "minimum": 1},
+    },
+    ["type", "title", "status", "detail", "code"],
 )
 
 
@@ -134,6 +159,10 @@ class Health(Schema):
     pass
 
 
+class InvestorLimitsAnswer(Schema):
+    pass
+
+
 class AdminGoods(Schema):
     pass
 
@@ -156,6 +185,7 @@ _SCHEMAS: dict[type, dict[str, Any]] = {
     MyInvestmentList: {"type": "array", "items": MY_INVESTMENT, "maxItems": MAX_PAGE},
     ProblemDetails: PROBLEM,
     Health: _object({"status": {"type": "string"}}),
+    InvestorLimitsAnswer: INVESTOR_LIMITS,
     AdminGoods: ADMIN_GOODS,
     Investor: schema_of(investors.Investor),
     ClassLimits: schema_of(investors.ClassLimits),
@@ -283,6 +313,7 @@ def describe(
     list_goods: Handler,
     invest: Handler,
     my_investments: Handler,
+    my_limits: Handler,
     healthz: Handler,
     readyz: Handler,
 ) -> None:
@@ -304,6 +335,10 @@ def describe(
         description=(
             "Invests min(amount, remaining) atomically. Not recruiting: 200 with"
             " investment_amount 0 and status false; this request sells it out: status false."
+            " When that grant exceeds the room the user's caps leave (per_product, total,"
+            " real_estate): 422 INVESTMENT_LIMIT_EXCEEDED with `limit` and `remaining`, nothing"
+            " written (a keyed retry answers the same 422). An amount below the product's"
+            " min_amount or not a multiple of its amount_unit: 400 INVALID_AMOUNT with `rule`."
         ),
         tags=["investment"],
         responses={
@@ -324,7 +359,7 @@ def describe(
             409: _problem("IDEMPOTENCY_KEY_IN_USE"),
             413: _problem("PAYLOAD_TOO_LARGE"),
             415: _problem("UNSUPPORTED_MEDIA_TYPE"),
-            422: _problem("IDEMPOTENCY_KEY_MISMATCH"),
+            422: _problem("IDEMPOTENCY_KEY_MISMATCH", "INVESTMENT_LIMIT_EXCEEDED"),
             # INVEST_OUTCOME_UNKNOWN: the call was sent and its answer lost; retry only with the
             # same Idempotency-Key (or look at my investments first). No Retry-After.
             503: _problem("SERVICE_UNAVAILABLE", "INVEST_OUTCOME_UNKNOWN"),
@@ -347,6 +382,31 @@ def describe(
         },
         on_created=_with_parameters(USER_ID, *PAGE),
     )(my_investments)
+    docs(
+        summary="My investor limits",
+        description="The user's investor class, caps (null: none), live invested amounts over"
+        " products not repaid, and the room each cap leaves; with goods_id also"
+        " remaining_for_goods, the largest amount an invest in that product would be granted in"
+        " full now (its remaining amount and the caps, rounded down to its amount_unit, 0 below"
+        " its min_amount). Read on the primary: the user's own invests are in it.",
+        tags=["investment"],
+        responses={
+            200: _ok("The user's caps and room", InvestorLimitsAnswer),
+            400: _problem("MISSING_USER_ID", "INVALID_USER_ID", "INVALID_GOODS_ID"),
+            404: _problem("GOODS_NOT_FOUND"),
+            503: UNAVAILABLE,
+        },
+        on_created=_with_parameters(
+            USER_ID,
+            _parameter(
+                "goods_id",
+                ParameterLocation.QUERY,
+                "A product: also answer what an invest in it would be granted in full now",
+                OpenApiSchema(type="integer", minimum=1, maximum=MAX_GOODS_ID),
+                False,
+            ),
+        ),
+    )(my_limits)
     docs(summary="Liveness", tags=["operations"], responses={200: _ok("Serving", Health)})(healthz)
     docs(
         summary="Readiness",

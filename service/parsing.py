@@ -179,6 +179,20 @@ def format_cursor(micros: int, row_id: int) -> str:
     return f"{micros}_{row_id}"
 
 
+def parse_goods_query(query: dict[str, list[str]]) -> int | None:
+    """The optional `goods_id` query parameter (an integer >= 1), e.g. of GET user/limits."""
+    values = query.get("goods_id")
+    if values is None:
+        return None
+    digits = values[0] if len(values) == 1 else ""
+    # (length first: int() refuses more than 4300 digits with a ValueError, i.e. a 500)
+    if 1 <= len(digits) <= 19 and digits.isascii() and digits.isdigit():
+        goods_id = int(digits)
+        if 1 <= goods_id <= MAX_GOODS_ID:
+            return goods_id
+    raise Problem("INVALID_GOODS_ID", "goods_id must be an integer >= 1")
+
+
 def parse_page(query: dict[str, list[str]]) -> tuple[int, tuple[int, int] | None]:
     """(limit, cursor) of a my-investments page; limit 1..1000 (default 1000)."""
     limit = MAX_PAGE

@@ -32,6 +32,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "PAYLOAD_TOO_LARGE": (413, "Payload too large"),
     "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported media type"),
     "IDEMPOTENCY_KEY_MISMATCH": (422, "Idempotency key reused with another request"),
+    "INVESTMENT_LIMIT_EXCEEDED": (422, "Investment limit exceeded"),
     "INTERNAL_ERROR": (500, "Internal error"),
     "SERVICE_UNAVAILABLE": (503, "Service unavailable"),
     "INVEST_OUTCOME_UNKNOWN": (503, "Investment outcome unknown"),
@@ -48,31 +49,41 @@ INTERNAL_ERROR_DETAIL = "the request could not be completed"
 
 
 class Problem(Exception):
-    """A request that cannot be served; `code` is a key of PROBLEMS."""
+    """A request that cannot be served; `code` is a key of PROBLEMS. `members`: the problem's
+    extension members (RFC 9457 §3.2), e.g. INVESTMENT_LIMIT_EXCEEDED's `limit` and `remaining`."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, members: dict[str, object] | None = None) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.members = members
         self.status, self.title = PROBLEMS[code]
 
 
-def problem_body(code: str, detail: str) -> dict[str, object]:
+def problem_body(
+    code: str, detail: str, members: dict[str, object] | None = None
+) -> dict[str, object]:
     status, title = PROBLEMS[code]
-    return {
+    body: dict[str, object] = {
         "type": f"/problems/{code.lower().replace('_', '-')}",
         "title": title,
         "status": status,
         "detail": detail,
         "code": code,
     }
+    if members:
+        body.update(members)
+    return body
 
 
 def problem_response(
-    code: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+    code: str,
+    detail: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    members: dict[str, object] | None = None,
 ) -> Response:
     status = PROBLEMS[code][0]
     if code == "SERVICE_UNAVAILABLE":
         headers = [*(headers or []), (b"Retry-After", RETRY_AFTER)]
-    body = orjson.dumps(problem_body(code, detail))
+    body = orjson.dumps(problem_body(code, detail, members))
     return Response(status, headers, Content(PROBLEM_JSON, body))

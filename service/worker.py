@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from service.batcher import InvestBatcher, PageBatcher
+from service.caps import Limits
 from service.db import Databases, DatabaseUnavailable, key_locks_per_call
 from service.holdings import Holdings
 from service.housekeeping import forget_old_idempotency_keys
@@ -39,6 +40,7 @@ class Worker:
         self.listing = GoodsListing(self.db, settings, metrics, self.reads)
         self.investing = Investing(self.invests, metrics)
         self.holdings = Holdings(self.pages)
+        self.limits = Limits(self.db)  # the primary: read-your-writes
         self._chores = [
             asyncio.create_task(
                 forget_old_idempotency_keys(

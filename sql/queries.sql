@@ -33,14 +33,48 @@ ORDER BY g.goods_id;
 -- sql/functions/invest_many.sql. $1..$4: goods ids, user ids, amounts, Idempotency-Keys (or NULL).
 -- A product held elsewhere is passed over: its requests come back 'skipped', for invest-wait.
 SELECT ord, outcome, found, total_investing_amount, investment_amount, current_investing_amount,
-       state, invest_date, investment_id
+       state, invest_date, investment_id, refused, refused_value
 FROM invest_many($1, $2, $3, $4);
 
 -- name: invest-wait
 -- The same for requests whose product was held: waits for its row lock at most $5 milliseconds.
 SELECT ord, outcome, found, total_investing_amount, investment_amount, current_investing_amount,
-       state, invest_date, investment_id
+       state, invest_date, investment_id, refused, refused_value
 FROM invest_many($1, $2, $3, $4, NULL, $5);
+
+-- name: investor-limits
+-- User $1's class, caps (NULL: none), live amounts and room (GET user/limits, service/caps.py);
+-- with product $2 (NULL: none) also whether it exists and the largest amount an invest in it
+-- would be granted in full now: the least of the product's remaining amount (0 unless
+-- recruiting) and the room each cap in force leaves there (per_product less the user's live
+-- amount in it; total and real_estate, unless the product is repaid), rounded down to the
+-- product's amount_unit, and 0 below its min_amount. Read on the primary: the user's own writes
+-- are in it (invest_many() keeps these amounts in the invest's transaction).
+SELECT coalesce(i.investor_class, 'general') AS investor_class,
+       c.per_product, c.total, c.real_estate,
+       coalesce(i.invested_total, 0) AS invested_total,
+       coalesce(i.invested_real_estate, 0) AS invested_real_estate,
+       g.goods_id IS NOT NULL AS goods_found,
+       CASE WHEN g.goods_id IS NOT NULL THEN
+           (SELECT CASE WHEN m.most < g.min_amount THEN 0
+                        ELSE m.most / g.amount_unit * g.amount_unit END
+            FROM (SELECT greatest(0, least(
+                      CASE WHEN goods_state(g.status, g.current_investing_amount,
+                                            g.total_investing_amount, g.started_at,
+                                            g.finished_at, statement_timestamp()) = 'recruiting'
+                           THEN g.total_investing_amount - g.current_investing_amount
+                           ELSE 0 END,
+                      c.per_product - coalesce(a.amount, 0),
+                      CASE WHEN NOT g.repaid THEN c.total - coalesce(i.invested_total, 0) END,
+                      CASE WHEN NOT g.repaid AND g.category = 'real_estate'
+                           THEN c.real_estate - coalesce(i.invested_real_estate, 0) END))
+                      AS most) m)
+       END AS remaining_for_goods
+FROM (SELECT $1::bigint AS user_id, $2::bigint AS goods_id) r
+LEFT JOIN investor i ON i.user_id = r.user_id
+JOIN investor_class_limit c ON c.investor_class = coalesce(i.investor_class, 'general')
+LEFT JOIN investment_goods g ON g.goods_id = r.goods_id
+LEFT JOIN investment_goods_investor a ON a.goods_id = r.goods_id AND a.user_id = r.user_id;
 
 -- name: my-investments-many
 -- A page of ledger rows, oldest first, for each of many requests ($1 user ids, $2 page sizes). A

@@ -81,7 +81,7 @@ class EmbeddedPostgres:
         """Durable by default: fsync and synchronous_commit on, full page writes (the service
         refuses to serve otherwise, durability.py). max_locks_per_transaction 512 instead
         of 64: an invest call holds one lock per Idempotency-Key until it commits, and the lock
-        table's size bounds the keys per call (service/db.py key_lock_budget): 496 rather than 48,
+        table's size bounds the keys per call (service/db.py key_lock_budget): 495 rather than 47,
         so a full call (INVEST_BATCH_MAX, 500) of keyed requests is one call, not eleven. It costs
         39 MB of shared memory at 200 connections (333 MB in all instead of 294; 256 would give 240
         keys for 17 MB)."""

@@ -2,7 +2,7 @@
 -- caps, and a product's rules. Each is one call, one transaction.
 --
 -- A change that can put an investor over a cap (a class's caps, a user's class, a product's
--- category or repaid flag) first takes the exclusive limits lock (7202104024, the key every
+-- category or repaid flag) first takes the exclusive limits lock (limits_lock_key(), the key every
 -- invest and cancellation takes shared before its rows): it waits for the calls in flight and
 -- keeps new ones out until it commits, so it decides on settled positions and no invest can be
 -- granted against a cap that is being lowered. Then rows in the global order: the product
@@ -31,7 +31,7 @@ DECLARE
     v_estate  bigint := 0;
     v_largest bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock(7202104024);
+    PERFORM pg_advisory_xact_lock(limits_lock_key());
     SELECT * INTO v_caps FROM investor_class_limit l WHERE l.investor_class = p_class;
     SELECT i.invested_total, i.invested_real_estate INTO v_total, v_estate
     FROM investor i WHERE i.user_id = p_user_id FOR UPDATE;
@@ -68,7 +68,7 @@ RETURNS TABLE (outcome text, cap text, users bigint, user_id bigint, investor_cl
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
-    PERFORM pg_advisory_xact_lock(7202104024);
+    PERFORM pg_advisory_xact_lock(limits_lock_key());
     PERFORM 1 FROM investor_class_limit l WHERE l.investor_class = p_class FOR UPDATE;
     IF NOT FOUND THEN
         RETURN;
@@ -140,7 +140,7 @@ DECLARE
     v_cap      text;
 BEGIN
     IF p_category IS NOT NULL OR p_repaid IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock(7202104024);
+        PERFORM pg_advisory_xact_lock(limits_lock_key());
     END IF;
     SELECT * INTO v_old FROM investment_goods g WHERE g.goods_id = p_goods_id FOR UPDATE;
     IF NOT FOUND THEN

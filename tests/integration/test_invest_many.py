@@ -19,7 +19,10 @@ from tests.support import (
     wait_for_lock_waiters,
 )
 
-COLUMNS = ("ord", "outcome", "found", "total", "invested", "current", "state", "date", "id")
+COLUMNS = (
+    "ord", "outcome", "found", "total", "invested", "current", "state", "date", "id", "refused",
+    "refused_value",
+)  # fmt: skip
 
 
 def invest_many(
@@ -49,7 +52,7 @@ def invest_many(
         values = line.split("\t")
         values += [""] * (len(COLUMNS) - len(values))  # psql() strips the last line's NULLs
         row: dict[str, Any] = dict(zip(COLUMNS, values, strict=True))
-        for name in ("ord", "total", "invested", "current", "id"):
+        for name in ("ord", "total", "invested", "current", "id", "refused_value"):
             row[name] = int(row[name]) if row[name] else None
         row["found"] = {"t": True, "f": False, "": None}[row["found"]]
         rows.append(row)

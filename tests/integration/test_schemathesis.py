@@ -85,6 +85,7 @@ OPERATIONS = [
     ("GET", "/v1/api/investment/goods", BOTH),
     ("POST", "/v1/api/investment/user/goods", BOTH),
     ("GET", "/v1/api/investment/user/goods", BOTH),
+    ("GET", "/v1/api/investment/user/limits", BOTH),
     ("GET", "/healthz", (GenerationMode.POSITIVE,)),
     ("GET", "/readyz", (GenerationMode.POSITIVE,)),
     ("GET", "/metrics", (GenerationMode.POSITIVE,)),
