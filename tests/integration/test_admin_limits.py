@@ -308,6 +308,11 @@ def test_a_cap_change_waits_for_invests_in_flight_and_decides_on_what_they_did(
     in_flight = subprocess.Popen(
         [pg_tool("psql"), database_url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
          f"BEGIN; SELECT pg_advisory_xact_lock_shared({LIMITS_LOCK});"
+         # Everything an invest of 500 writes, so the shared database still verifies.
+         f" INSERT INTO user_investment_goods (user_id, goods_id, user_investing_amount)"
+         f"  VALUES ({user}, {goods_id}, 500);"
+         f" UPDATE investment_goods SET current_investing_amount = current_investing_amount + 500"
+         f"  WHERE goods_id = {goods_id};"
          f" UPDATE investor SET invested_total = invested_total + 500 WHERE user_id = {user};"
          f" UPDATE investment_goods_investor SET amount = amount + 500"
          f"  WHERE goods_id = {goods_id} AND user_id = {user};"
