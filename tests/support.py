@@ -196,22 +196,30 @@ _HOLD_MARK = 7_310_001  # hold_rows' advisory locks: (this, n), apart from the s
 
 
 def hold_rows(
-    database_url: str, goods_ids: list[int], seconds: float, *, whole_table: bool = False
+    database_url: str,
+    goods_ids: list[int],
+    seconds: float,
+    *,
+    whole_table: bool = False,
+    user_ids: list[int] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Another transaction locks the product rows for `seconds` (a stuck operator session);
     returns once the lock is held. Wait for the returned process to release it. With
     `whole_table`, the products table itself (ACCESS EXCLUSIVE): every statement that reads a
-    product waits, as on a stuck database.
+    product waits, as on a stuck database. With `user_ids`, those users' investor rows instead
+    of products (what a write takes after its products).
 
     The holder takes an advisory lock in the statement after its FOR UPDATE: once pg_locks shows
     that lock granted, every row lock is held (the query text is visible before that)."""
     ids = ", ".join(map(str, goods_ids))
     mark = random.randrange(1, 2**31)
-    lock = (
-        "LOCK TABLE investment_goods IN ACCESS EXCLUSIVE MODE;"
-        if whole_table
-        else f"SELECT 1 FROM investment_goods WHERE goods_id IN ({ids}) FOR UPDATE;"
-    )
+    if whole_table:
+        lock = "LOCK TABLE investment_goods IN ACCESS EXCLUSIVE MODE;"
+    elif user_ids:
+        ids = ", ".join(map(str, user_ids))
+        lock = f"SELECT 1 FROM investor WHERE user_id IN ({ids}) FOR UPDATE;"
+    else:
+        lock = f"SELECT 1 FROM investment_goods WHERE goods_id IN ({ids}) FOR UPDATE;"
     holder = subprocess.Popen(
         [pg_tool("psql"), database_url, "-X", "-q", "-c",
          f"BEGIN; {lock}"
