@@ -1,6 +1,6 @@
-"""The cancel use case: one DELETE through its own cancel_investment() call (not the invests'
-coalesced one: docs/reliability.md "Cancellation under the rush"), answered as the CancelResult
-JSON bytes (the shape declared here and described by service/openapi.py)."""
+"""The cancel use case: one DELETE through its own cancel_investment() call, not the invests'
+coalesced one (docs/reliability.md "How a cancellation stays atomic under the rush"), answered
+as the CancelResult JSON bytes (the shape declared here and described by service/openapi.py)."""
 
 from __future__ import annotations
 
