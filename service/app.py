@@ -72,14 +72,14 @@ def _unmatched(
 
     async def not_found(request: Request) -> Response:
         path = request.url.path.decode(errors="replace")
+        shown = path if len(path) <= 200 else path[:200] + "…"
         methods = allow.get(path) or template_methods(request.url.path)
         if methods is not None:
             return problem_response(
                 "METHOD_NOT_ALLOWED",
-                f"{path} accepts {methods.decode()}",
+                f"{shown} accepts {methods.decode()}",
                 [(b"Allow", methods)],
             )
-        shown = path if len(path) <= 200 else path[:200] + "…"
         return problem_response("NOT_FOUND", f"no route for {request.method} {shown}")
 
     return not_found
