@@ -23,14 +23,7 @@ from typing import Any
 
 import httpx
 
-from bench.rush_compare import (
-    SERVICE_PASSWORD,
-    SERVICE_USER,
-    rush,
-    start_instance,
-    stop,
-    wait_ready,
-)
+from bench.rush_compare import SERVICE_PASSWORD, SERVICE_USER, open_rush, rush, stop
 from bench.target import DEFAULT_SERVER, psql, recreate_database, settle
 
 PATH = "/v1/api/investment/user/goods"
@@ -74,17 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         " EXCEPTION WHEN duplicate_object THEN NULL; END $$",
     )
     owner = recreate_database(args.server, "cancel_wait")
-    instances = [start_instance(Path.cwd(), owner, work / "service.log") for _ in range(2)]
+    instances = open_rush(Path.cwd(), owner, work / "service.log")
     figures: dict[str, Any] = {}
     try:
-        for process, url in instances:
-            wait_ready(url, process)
-        psql(
-            owner,
-            "INSERT INTO investment_goods (goods_id, title, total_investing_amount, status,"
-            " started_at, finished_at) VALUES (1, 'rush', 1000000000000000, true,"
-            " now() - interval '1 day', now() + interval '1 day')",
-        )
         urls = [url for _, url in instances]
         investments = []
         with httpx.Client(base_url=urls[0], timeout=30) as client:
@@ -98,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         figures["idle"] = summary(cancel_each(urls[1], investments[: args.cancels], 0.005))
         gap = max(0.0, (args.window - 2) / args.cancels - 0.005)
         during: list[float] = []
-        cancels = threading.Thread(
-            target=lambda: (time.sleep(1), during.extend(
-                cancel_each(urls[1], investments[args.cancels :], gap)
-            )),
-        )  # fmt: skip
+
+        def cancel_during_the_rush() -> None:
+            time.sleep(1)  # the rush is under way
+            during.extend(cancel_each(urls[1], investments[args.cancels :], gap))
+
+        cancels = threading.Thread(target=cancel_during_the_rush)
         cancels.start()
         figures["rush"] = rush(urls, args.window, work)
         cancels.join()

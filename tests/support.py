@@ -126,6 +126,17 @@ def counters(database_url: str, goods_id: int) -> tuple[int, int]:
     return int(current), int(investors)
 
 
+def cancellation_rows(database_url: str, investment_id: int) -> int:
+    """How many cancellations name the investment (0 or 1: its primary key)."""
+    return int(
+        psql(
+            database_url,
+            "SELECT count(*) FROM user_investment_cancellation"
+            f" WHERE investment_id = {investment_id}",
+        )
+    )
+
+
 _users = itertools.count(random.randrange(10**9, 2 * 10**9, 10**6))
 
 

@@ -12,6 +12,20 @@
 -- body again), 'not_found' (no such investment, or another user's), 'not_cancellable' (the
 -- product is closed, finished or not yet started; `state` says which). p_at: the moment the
 -- product's state is judged at (NULL: now; tests pass a fixed clock).
+-- The stored answer of an investment's cancellation, as 'replay' (no row: not cancelled), read
+-- in the snapshot of the statement that calls it.
+CREATE OR REPLACE FUNCTION cancellation_answer(p_investment_id bigint)
+RETURNS TABLE (
+    outcome text, investment_id bigint, goods_id bigint, cancelled_amount bigint,
+    cancelled_at text, current_investing_amount bigint, status boolean, state text
+)
+LANGUAGE sql STABLE AS $$
+    SELECT 'replay', c.investment_id, c.goods_id, c.cancelled_amount,
+           to_char(c.cancelled_at, 'YYYY-MM-DD HH24:MI:SS'), c.current_investing_amount,
+           c.state IN ('recruiting', 'upcoming'), c.state
+    FROM user_investment_cancellation c WHERE c.investment_id = p_investment_id
+$$;
+
 CREATE OR REPLACE FUNCTION cancel_investment(
     p_user_id bigint, p_investment_id bigint, p_at timestamptz DEFAULT NULL
 )
@@ -40,11 +54,7 @@ BEGIN
     END IF;
 
     -- A repeat after the first committed needs no lock: its answer is stored.
-    RETURN QUERY
-    SELECT 'replay', c.investment_id, c.goods_id, c.cancelled_amount,
-           to_char(c.cancelled_at, 'YYYY-MM-DD HH24:MI:SS'), c.current_investing_amount,
-           c.state IN ('recruiting', 'upcoming'), c.state
-    FROM user_investment_cancellation c WHERE c.investment_id = p_investment_id;
+    RETURN QUERY SELECT * FROM cancellation_answer(p_investment_id);
     IF FOUND THEN
         RETURN;
     END IF;
@@ -54,11 +64,7 @@ BEGIN
 
     -- Checked again under the product's lock (a new statement, so a new snapshot): a concurrent
     -- cancellation of the same investment held this lock until it committed.
-    RETURN QUERY
-    SELECT 'replay', c.investment_id, c.goods_id, c.cancelled_amount,
-           to_char(c.cancelled_at, 'YYYY-MM-DD HH24:MI:SS'), c.current_investing_amount,
-           c.state IN ('recruiting', 'upcoming'), c.state
-    FROM user_investment_cancellation c WHERE c.investment_id = p_investment_id;
+    RETURN QUERY SELECT * FROM cancellation_answer(p_investment_id);
     IF FOUND THEN
         RETURN;
     END IF;

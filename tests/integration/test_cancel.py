@@ -7,19 +7,18 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.support import counters, create_goods, fresh_user, problem, psql, verify_ledger
+from tests.integration.test_my_investments import invest
+from tests.support import (
+    cancellation_rows,
+    counters,
+    create_goods,
+    fresh_user,
+    problem,
+    psql,
+    verify_ledger,
+)
 
 PATH = "/v1/api/investment/user/goods"
-
-
-def invest(client: httpx.Client, user: int, goods_id: int, amount: int) -> dict:  # type: ignore[type-arg]
-    response = client.post(
-        PATH,
-        headers={"X-USER-ID": str(user)},
-        json={"goodsId": goods_id, "investmentAmount": amount},
-    )
-    assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
 
 
 def cancel(client: httpx.Client, user: int, investment_id: int | str) -> httpx.Response:
@@ -41,15 +40,6 @@ def live_amount(database_url: str, goods_id: int, user: int) -> int:
             database_url,
             "SELECT amount FROM investment_goods_investor"
             f" WHERE goods_id = {goods_id} AND user_id = {user}",
-        )
-    )
-
-
-def cancellations(database_url: str, investment_id: int) -> int:
-    return int(
-        psql(
-            database_url,
-            f"SELECT count(*) FROM user_investment_cancellation WHERE investment_id = {investment_id}",
         )
     )
 
@@ -109,7 +99,7 @@ def test_the_same_delete_again_answers_the_same_body_and_writes_nothing(
     again = [cancel(client, user, investment) for _ in range(3)]
     assert [r.status_code for r in again] == [200, 200, 200]
     assert {r.content for r in again} == {first.content}
-    assert cancellations(database_url, investment) == 1
+    assert cancellation_rows(database_url, investment) == 1
     assert counters(database_url, goods_id) == (500, 1)
     # Even once the product is closed, the repeat is the cancellation's answer, not a 409.
     psql(database_url, f"UPDATE investment_goods SET status = false WHERE goods_id = {goods_id}")
@@ -208,7 +198,7 @@ def test_another_users_investment_or_none_is_404_and_changes_nothing(
     ):
         problem(response, 404, "INVESTMENT_NOT_FOUND")
     assert str(investment) in cancel(client, stranger, investment).json()["detail"]
-    assert cancellations(database_url, investment) == 0
+    assert cancellation_rows(database_url, investment) == 0
     assert counters(database_url, goods_id) == (1_000, 1)
     assert cancel(client, user, investment).status_code == 200
 
@@ -238,7 +228,7 @@ def test_a_product_closed_or_outside_its_period_is_409_and_changes_nothing(
     response = cancel(client, user, investment)
     problem(response, 409, "INVESTMENT_NOT_CANCELLABLE")
     assert state in response.json()["detail"]
-    assert cancellations(database_url, investment) == 0
+    assert cancellation_rows(database_url, investment) == 0
     assert counters(database_url, goods_id) == (1_000, 1)
     assert position(database_url, user) == (1_000, 0)
 

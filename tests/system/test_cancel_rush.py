@@ -20,6 +20,7 @@ import pytest
 from tests.load import PATH
 from tests.support import (
     ServiceProcess,
+    cancellation_rows,
     counters,
     create_goods,
     fresh_user,
@@ -249,13 +250,7 @@ def test_a_connection_killed_mid_cancel_leaves_it_undone_and_a_repeat_makes_it_o
     assert cut.json()["code"] == "SERVICE_UNAVAILABLE"
     assert cut.headers["Retry-After"] == "1"
     assert "Repeat the same DELETE" in cut.json()["detail"]
-    assert (
-        psql(
-            database,
-            f"SELECT count(*) FROM user_investment_cancellation WHERE investment_id = {investment}",
-        )
-        == "0"
-    )
+    assert cancellation_rows(database, investment) == 0
     assert (
         counters(database, goods_id),
         psql(database, f"SELECT invested_total FROM investor WHERE user_id = {user}"),
@@ -267,12 +262,6 @@ def test_a_connection_killed_mid_cancel_leaves_it_undone_and_a_repeat_makes_it_o
     ]
     assert [r.status_code for r in repeats] == [200, 200]
     assert repeats[0].content == repeats[1].content
-    assert (
-        psql(
-            database,
-            f"SELECT count(*) FROM user_investment_cancellation WHERE investment_id = {investment}",
-        )
-        == "1"
-    )
+    assert cancellation_rows(database, investment) == 1
     assert counters(database, goods_id) == (0, 0)
     verify_ledger(database)
