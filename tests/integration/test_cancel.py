@@ -292,3 +292,24 @@ def test_my_investments_carry_their_id_and_leave_out_the_cancelled_ones(
     assert "Link" not in page.headers
     assert cancel(client, user, kept).status_code == 200
     problem(client.get(PATH, headers={"X-USER-ID": str(user)}), 404, "INVESTMENTS_NOT_FOUND")
+
+
+def test_the_openapi_document_describes_the_cancellation_and_its_errors(
+    client: httpx.Client,
+) -> None:
+    document = client.get("/openapi.json").json()
+    operation = document["paths"]["/v1/api/investment/user/goods/{investment_id}"]["delete"]
+    assert {p["name"] for p in operation["parameters"]} == {"X-USER-ID", "investment_id"}
+    assert set(operation["responses"]) == {"200", "400", "404", "409", "503"}
+    described = {status: answer["description"] for status, answer in operation["responses"].items()}
+    for status, code in [
+        ("400", "INVALID_INVESTMENT_ID"),
+        ("404", "INVESTMENT_NOT_FOUND"),
+        ("409", "INVESTMENT_NOT_CANCELLABLE"),
+        ("503", "SERVICE_UNAVAILABLE"),
+    ]:
+        assert code in described[status]
+    codes = document["components"]["schemas"]["ProblemDetails"]["properties"]["code"]["enum"]
+    assert {"INVALID_INVESTMENT_ID", "INVESTMENT_NOT_FOUND", "INVESTMENT_NOT_CANCELLABLE"} <= set(
+        codes
+    )
