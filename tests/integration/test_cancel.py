@@ -313,3 +313,48 @@ def test_the_openapi_document_describes_the_cancellation_and_its_errors(
     assert {"INVALID_INVESTMENT_ID", "INVESTMENT_NOT_FOUND", "INVESTMENT_NOT_CANCELLABLE"} <= set(
         codes
     )
+
+
+HEAP_XMAX_IS_MULTI = 0x1000
+
+
+def xmax_is_multi(database_url: str, table: str, ctid: str) -> bool:
+    """Whether the heap tuple at `ctid` of `table` has a MultiXact as its xmax (pageinspect)."""
+    block, offset = ctid.strip("()").split(",")
+    mask = psql(
+        database_url,
+        f"SELECT t_infomask FROM heap_page_items(get_raw_page('{table}', {block}))"
+        f" WHERE lp = {offset}",
+    )
+    return bool(int(mask) & HEAP_XMAX_IS_MULTI)
+
+
+def test_a_cancellation_locks_at_top_level_and_makes_no_multixact(
+    client: httpx.Client, database_url: str, user: int
+) -> None:
+    """The row versions a cancellation replaces (the product's, the user's amount in it, the
+    user's totals) carry its own transaction id as xmax, not a MultiXact: no lock was taken in a
+    subtransaction on a row the transaction then updated."""
+    if (
+        psql(
+            database_url, "SELECT count(*) FROM pg_available_extensions WHERE name = 'pageinspect'"
+        )
+        == "0"
+    ):
+        pytest.skip("pageinspect is not installed on this server")
+    psql(database_url, "CREATE EXTENSION IF NOT EXISTS pageinspect")
+    goods_id = create_goods(database_url, total=10_000)
+    investment = invest(client, user, goods_id, 1_000)["investment_id"]
+    rows = {
+        "investment_goods": f"goods_id = {goods_id}",
+        "investment_goods_investor": f"goods_id = {goods_id} AND user_id = {user}",
+        "investor": f"user_id = {user}",
+    }
+    before = {
+        table: psql(database_url, f"SELECT ctid FROM {table} WHERE {where}")
+        for table, where in rows.items()
+    }
+    assert cancel(client, user, investment).status_code == 200
+    for table, where in rows.items():
+        assert psql(database_url, f"SELECT ctid FROM {table} WHERE {where}") != before[table]
+        assert not xmax_is_multi(database_url, table, before[table]), table
