@@ -4,12 +4,14 @@ as the CancelResult JSON bytes (the shape declared here and described by service
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, NamedTuple, TypedDict
 
 import orjson
 
 from service.db import DatabaseUnavailable, OutcomeUnknown, Queries
 from service.problems import Problem
+from service.settings import Settings
 from service.shapes import STATE, TIME
 
 # The cancellation was sent and its answer lost. Unlike an invest's, a plain repeat is safe: the
@@ -47,16 +49,33 @@ class CancelResult(TypedDict):
 
 
 class Cancelling:
-    """Cancels through the worker's pool, one statement per request."""
+    """Cancels through the worker's pool, one statement per request, at most
+    CANCEL_CALLS_IN_FLIGHT at once: a cancellation waiting for a product row held elsewhere
+    (at most DB_ACQUIRE_TIMEOUT) holds one of those, never a connection invests, pages or lists
+    count on. A request that gets no turn within DB_ACQUIRE_TIMEOUT is answered 503."""
 
-    def __init__(self, db: Queries) -> None:
+    def __init__(self, db: Queries, settings: Settings) -> None:
         self._db = db
+        self._turns = asyncio.Semaphore(settings.cancel_calls_in_flight)
+        self._wait = settings.db_acquire_timeout
+        self._lock_wait_ms = max(1, int(settings.db_acquire_timeout * 1000))
 
     async def cancel(self, user_id: int, investment_id: int) -> bytes:
         try:
-            rows = await self._db.rows("cancel-investment", [user_id, investment_id], writes=True)
+            async with asyncio.timeout(self._wait):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                f"no turn among the worker's cancellations within {self._wait:g}s"
+            ) from None
+        try:
+            rows = await self._db.rows(
+                "cancel-investment", [user_id, investment_id, self._lock_wait_ms], writes=True
+            )
         except OutcomeUnknown:
             raise DatabaseUnavailable(CANCEL_OUTCOME_UNKNOWN_DETAIL) from None
+        finally:
+            self._turns.release()
         row = CancelRow._make(rows[0])
         if row.outcome == "not_found":
             raise Problem(

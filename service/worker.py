@@ -37,7 +37,7 @@ class Worker:
         self.listing = GoodsListing(self.db, settings, metrics, self.reads)
         self.investing = Investing(self.invests, metrics)
         self.holdings = Holdings(self.pages)
-        self.cancelling = Cancelling(self.db)
+        self.cancelling = Cancelling(self.db, settings)
         self._chores = [
             asyncio.create_task(
                 forget_old_idempotency_keys(

@@ -43,11 +43,11 @@ SELECT ord, outcome, found, total_investing_amount, investment_amount, current_i
 FROM invest_many($1, $2, $3, $4, NULL, $5);
 
 -- name: cancel-investment
--- Cancels investment $2 of user $1 in one transaction: see cancel_investment() in
--- sql/functions/cancel_investment.sql.
+-- Cancels investment $2 of user $1 in one transaction, waiting at most $3 milliseconds for each
+-- lock: see cancel_investment() in sql/functions/cancel_investment.sql.
 SELECT outcome, investment_id, goods_id, cancelled_amount, cancelled_at, current_investing_amount,
        status, state
-FROM cancel_investment($1, $2);
+FROM cancel_investment($1, $2, NULL, $3);
 
 -- name: my-investments-many
 -- A page of ledger rows, oldest first, for each of many requests ($1 user ids, $2 page sizes). A

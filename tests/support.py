@@ -261,6 +261,16 @@ def held_product_waiters(database_url: str) -> list[int]:
     return [int(pid) for pid in out.split()]
 
 
+def cancel_waiters(database_url: str) -> list[int]:
+    """The service's backends waiting on a lock inside cancel_investment()."""
+    out = psql(
+        database_url,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'investment-service'"
+        " AND wait_event_type = 'Lock' AND query LIKE '%cancel_investment(%'",
+    )
+    return [int(pid) for pid in out.split()]
+
+
 def this_database_locks(database_url: str, where: str, count: str = "count(*)") -> int:
     """`count` over the pg_locks rows `l` (held or awaited) of this database's sessions that
     match `where`: pg_locks lists the whole cluster's, other tests' databases included."""

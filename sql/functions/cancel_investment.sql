@@ -11,7 +11,9 @@
 -- `outcome`: 'done' (cancelled now), 'replay' (cancelled before: the stored answer, the same
 -- body again), 'not_found' (no such investment, or another user's), 'not_cancellable' (the
 -- product is closed, finished or not yet started; `state` says which). p_at: the moment the
--- product's state is judged at (NULL: now; tests pass a fixed clock).
+-- product's state is judged at (NULL: now; tests pass a fixed clock). p_lock_wait_ms: how long
+-- each lock may be waited for (NULL: the session's lock_timeout); a row held longer elsewhere
+-- fails the call with a lock timeout, nothing done.
 -- The stored answer of an investment's cancellation, as 'replay' (no row: not cancelled), read
 -- in the snapshot of the statement that calls it.
 CREATE OR REPLACE FUNCTION cancellation_answer(p_investment_id bigint)
@@ -26,8 +28,10 @@ LANGUAGE sql STABLE AS $$
     FROM user_investment_cancellation c WHERE c.investment_id = p_investment_id
 $$;
 
+DROP FUNCTION IF EXISTS cancel_investment(bigint, bigint, timestamptz);
 CREATE OR REPLACE FUNCTION cancel_investment(
-    p_user_id bigint, p_investment_id bigint, p_at timestamptz DEFAULT NULL
+    p_user_id bigint, p_investment_id bigint, p_at timestamptz DEFAULT NULL,
+    p_lock_wait_ms integer DEFAULT NULL
 )
 RETURNS TABLE (
     outcome text, investment_id bigint, goods_id bigint, cancelled_amount bigint,
@@ -59,6 +63,9 @@ BEGIN
         RETURN;
     END IF;
 
+    IF p_lock_wait_ms IS NOT NULL THEN  -- for this transaction, which is this call
+        PERFORM set_config('lock_timeout', greatest(1, p_lock_wait_ms) || 'ms', true);
+    END IF;
     PERFORM pg_advisory_xact_lock_shared(7202104024);  -- the investor limits' lock key
     SELECT * INTO g FROM investment_goods x WHERE x.goods_id = v_goods FOR UPDATE;
 

@@ -4,18 +4,24 @@ amounts, my investments)."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 
 from tests.integration.test_my_investments import invest
 from tests.support import (
+    cancel_waiters,
     cancellation_rows,
     counters,
     create_goods,
     fresh_user,
+    hold_rows,
     problem,
     psql,
     verify_ledger,
+    wait_until,
 )
 
 PATH = "/v1/api/investment/user/goods"
@@ -358,3 +364,33 @@ def test_a_cancellation_locks_at_top_level_and_makes_no_multixact(
     for table, where in rows.items():
         assert psql(database_url, f"SELECT ctid FROM {table} WHERE {where}") != before[table]
         assert not xmax_is_multi(database_url, table, before[table]), table
+
+
+def test_a_cancellation_on_a_product_held_elsewhere_is_503_in_bounded_time_and_delays_nobody(
+    client: httpx.Client, database_url: str, user: int
+) -> None:
+    """An operator's transaction holds the product row: the cancellation waits for it at most
+    DB_ACQUIRE_TIMEOUT (2 s; a lock can take two waits), answers 503 with nothing done, and an
+    invest in another product meanwhile is served at once; the repeat afterwards makes it."""
+    held, other = create_goods(database_url, total=10_000), create_goods(database_url, total=10_000)
+    investment = invest(client, user, held, 1_000)["investment_id"]
+    holder = hold_rows(database_url, [held], seconds=6)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            pending = pool.submit(cancel, client, user, investment)
+            wait_until(lambda: bool(cancel_waiters(database_url)), "the cancellation waits")
+            began = time.monotonic()
+            invest(client, fresh_user(), other, 500)  # while the cancellation waits
+            served_in = time.monotonic() - began
+            refused = pending.result()
+            waited = time.monotonic() - started
+    finally:
+        holder.wait(30)
+    problem(refused, 503, "SERVICE_UNAVAILABLE")
+    assert refused.headers["Retry-After"] == "1"
+    assert 1.9 < waited < 5.5
+    assert served_in < 1.0
+    assert cancellation_rows(database_url, investment) == 0
+    assert counters(database_url, held) == (1_000, 1)
+    assert cancel(client, user, investment).status_code == 200

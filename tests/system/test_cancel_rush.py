@@ -20,6 +20,7 @@ import pytest
 from tests.load import PATH
 from tests.support import (
     ServiceProcess,
+    cancel_waiters,
     cancellation_rows,
     counters,
     create_goods,
@@ -49,7 +50,11 @@ def database(postgres_server: str) -> Iterator[str]:
 def instances(database: str) -> Iterator[list[ServiceProcess]]:
     with ExitStack() as stack:
         yield [
-            stack.enter_context(running_service(database, workers=2, DB_POOL_SIZE="8"))
+            # A cancellation waits for a held row up to DB_ACQUIRE_TIMEOUT: longer than the
+            # fault test needs to find it waiting.
+            stack.enter_context(
+                running_service(database, workers=2, DB_POOL_SIZE="8", DB_ACQUIRE_TIMEOUT="10")
+            )
             for _ in range(2)
         ]
 
@@ -196,16 +201,6 @@ def test_one_investment_cancelled_by_many_requests_at_once_is_cancelled_once(
     )
     assert counters(database, goods_id) == (3_000, 1)
     verify_ledger(database)
-
-
-def cancel_waiters(database: str) -> list[int]:
-    """The service's backends that wait on a lock inside cancel_investment()."""
-    out = psql(
-        database,
-        "SELECT pid FROM pg_stat_activity WHERE application_name = 'investment-service'"
-        " AND wait_event_type = 'Lock' AND query LIKE '%cancel_investment(%'",
-    )
-    return [int(pid) for pid in out.split()]
 
 
 @pytest.mark.parametrize("held", ["product", "investor"])
