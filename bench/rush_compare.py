@@ -104,6 +104,26 @@ def rush(urls: list[str], seconds: float, work: Path) -> dict[str, Any]:
     }
 
 
+def open_rush(checkout: Path, owner: str, log: Path) -> list[tuple[subprocess.Popen[bytes], str]]:
+    """2 instances of `checkout` on `owner`'s database, ready, and product 1 open with a total
+    no rush reaches; stop them with `stop` (here already if they do not come up)."""
+    instances = [start_instance(checkout, owner, log) for _ in range(2)]
+    try:
+        for process, url in instances:
+            wait_ready(url, process)
+        psql(
+            owner,
+            "INSERT INTO investment_goods (goods_id, title, total_investing_amount, status,"
+            " started_at, finished_at) VALUES (1, 'rush', 1000000000000000, true,"
+            " now() - interval '1 day', now() + interval '1 day')",
+        )
+    except BaseException:
+        for process, _ in instances:
+            stop(process)
+        raise
+    return instances
+
+
 def measure(
     side: str,
     checkout: Path,
@@ -116,16 +136,8 @@ def measure(
     caps loaded first (caps.NO_CAPS for the side without)."""
     owner = recreate_database(server, f"rush_{side.replace('-', '_')}")
     psql(owner, "SELECT 1")
-    instances = [start_instance(checkout, owner, work / f"{side}.log") for _ in range(2)]
+    instances = open_rush(checkout, owner, work / f"{side}.log")
     try:
-        for process, url in instances:
-            wait_ready(url, process)
-        psql(
-            owner,
-            "INSERT INTO investment_goods (goods_id, title, total_investing_amount, status,"
-            " started_at, finished_at) VALUES (1, 'rush', 1000000000000000, true,"
-            " now() - interval '1 day', now() + interval '1 day')",
-        )
         if with_caps is not None:
             caps.register_users(owner, RUSH_USERS)
             caps.load(owner, with_caps)

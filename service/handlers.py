@@ -1,4 +1,4 @@
-"""The three APIs and health over raw ASGI: parse → one use-case call → JSON bytes, before any
+"""The APIs and health over raw ASGI: parse → one use-case call → JSON bytes, before any
 BlackSheep request or response object is built (service/entry.py routes to them)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from service.parsing import (
     parse_goods_query,
     parse_idempotency_key,
     parse_invest_body,
+    parse_investment_id,
     parse_page,
     parse_query,
     parse_user_id,
@@ -121,6 +122,12 @@ async def my_limits(worker: Worker, scope: Scope, receive: Receive) -> Answer:
     user_id = parse_user_id(header_values(scope["headers"], None, b"x-user-id"))
     goods_id = parse_goods_query(parse_query(scope["query_string"]))
     return await worker.limits.limits(user_id, goods_id), None
+
+
+async def cancel_investment(worker: Worker, scope: Scope, receive: Receive) -> Answer:
+    user_id = parse_user_id(header_values(scope["headers"], None, b"x-user-id"))
+    investment_id = parse_investment_id(scope["path"])
+    return await worker.cancelling.cancel(user_id, investment_id), None
 
 
 async def healthz(worker: Worker, scope: Scope, receive: Receive) -> Answer:

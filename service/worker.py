@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from service.batcher import InvestBatcher, PageBatcher
+from service.cancelling import Cancelling
 from service.caps import Limits
 from service.db import Databases, DatabaseUnavailable, key_locks_per_call
 from service.holdings import Holdings
@@ -41,6 +42,7 @@ class Worker:
         self.investing = Investing(self.invests, metrics)
         self.holdings = Holdings(self.pages)
         self.limits = Limits(self.db)  # the primary: read-your-writes
+        self.cancelling = Cancelling(self.db, settings)
         self._chores = [
             asyncio.create_task(
                 forget_old_idempotency_keys(

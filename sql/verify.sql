@@ -103,4 +103,14 @@ LEFT JOIN user_investment_goods u
           AND u.user_investing_amount = k.investment_amount
 WHERE (k.investment_id IS NOT NULL AND u.id IS NULL)
    OR (k.investment_id IS NULL AND k.investment_amount <> 0)
+UNION ALL
+-- Cancellations: each names an investment of the same user and product, for its whole amount.
+SELECT 'cancellation_matches_investment', c.goods_id,
+       format('cancellation of investment %s (user %s, %s) does not match the ledger row',
+              c.investment_id, c.user_id, c.cancelled_amount)
+FROM user_investment_cancellation c
+LEFT JOIN user_investment_goods u
+       ON u.id = c.investment_id AND u.user_id = c.user_id AND u.goods_id = c.goods_id
+          AND u.user_investing_amount = c.cancelled_amount
+WHERE u.id IS NULL
 ORDER BY 1, 2;

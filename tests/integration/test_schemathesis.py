@@ -15,6 +15,7 @@ import re
 from collections import Counter
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -58,6 +59,22 @@ def own_goods(database_url: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
+def own_investments(service: ServiceProcess, own_goods: list[int]) -> tuple[int, list[int]]:
+    """(a user, that user's investments) for the generated cancellations to find."""
+    user = fresh_user()
+    made = [
+        httpx.post(
+            f"{service.base_url}/v1/api/investment/user/goods",
+            headers={"X-USER-ID": str(user)},
+            json={"goodsId": own_goods[0], "investmentAmount": 1_000},
+            timeout=10,
+        )
+        for _ in range(5)
+    ]
+    return user, [response.json()["investment_id"] for response in made]
+
+
+@pytest.fixture(scope="module")
 def admin_headers(request: pytest.FixtureRequest) -> dict[str, str] | None:
     """The bearer header when the session service has an ADMIN_TOKEN, else None."""
     try:
@@ -86,6 +103,7 @@ OPERATIONS = [
     ("POST", "/v1/api/investment/user/goods", BOTH),
     ("GET", "/v1/api/investment/user/goods", BOTH),
     ("GET", "/v1/api/investment/user/limits", BOTH),
+    ("DELETE", "/v1/api/investment/user/goods/{investment_id}", BOTH),
     ("GET", "/healthz", (GenerationMode.POSITIVE,)),
     ("GET", "/readyz", (GenerationMode.POSITIVE,)),
     ("GET", "/metrics", (GenerationMode.POSITIVE,)),
@@ -123,6 +141,7 @@ def test_every_answer_is_documented_and_none_is_a_5xx(
     service: ServiceProcess,
     database_url: str,
     own_goods: list[int],
+    own_investments: tuple[int, list[int]],
     admin_headers: dict[str, str] | None,
     method: str,
     path: str,
@@ -149,6 +168,13 @@ def test_every_answer_is_documented_and_none_is_a_5xx(
         user_id = (case.path_parameters or {}).get("user_id")
         if isinstance(user_id, int) and not isinstance(user_id, bool) and user_id >= 1:
             case.path_parameters["user_id"] = OWN_USERS[user_id % len(OWN_USERS)]
+        investment_id = (case.path_parameters or {}).get("investment_id")
+        if mode is GenerationMode.POSITIVE and isinstance(investment_id, int):
+            # Valid requests name this module's investments, as their owner (once cancelled,
+            # the same DELETE answers the same 200).
+            owner, investments = own_investments
+            case.path_parameters["investment_id"] = investments[investment_id % len(investments)]
+            case.headers = {**(case.headers or {}), "X-USER-ID": str(owner)}
         response = case.call(base_url=service.base_url, headers=headers, timeout=10)
         TALLY[(label, response.status_code)] += 1  # before validation, so a 5xx is counted too
         case.validate_response(
