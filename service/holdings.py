@@ -11,9 +11,10 @@ from service.shapes import TIME
 
 
 class MyInvestment(TypedDict):
-    """One item of the page; the statement renders it (sql/queries.sql `my-investments-many`),
-    in this key order."""
+    """One item of the page, a live (not cancelled) investment; the statement renders it
+    (sql/queries.sql `my-investments-many`), in this key order."""
 
+    investment_id: int
     goods_id: int
     title: str
     total_investing_amount: int

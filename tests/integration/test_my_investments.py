@@ -42,6 +42,7 @@ def test_one_item_per_investment_in_order(
         (second, 1_000),
     ]
     assert items[0] == {
+        "investment_id": items[0]["investment_id"],
         "goods_id": first,
         "title": "첫 상품",
         "total_investing_amount": 1_000_000,
@@ -190,7 +191,8 @@ def test_items_show_the_products_title_and_total_as_they_are_now(
     client: httpx.Client, database_url: str, user: int
 ) -> None:
     """The product's part of an item is kept with the product (investment_goods.item_head, a
-    generated column): a later change of the title or total shows in every item at once."""
+    generated column) and rendered into my investments' read model: a later change of the title
+    or total shows in every item at once (sql/migrations/012_my_investment_item.sql)."""
     goods_id = create_goods(database_url, total=10**6, title="옛 이름")
     invest(client, user, goods_id, 1_000)
     psql(
@@ -202,4 +204,5 @@ def test_items_show_the_products_title_and_total_as_they_are_now(
     assert response.status_code == 200
     [item] = response.json()
     assert (item["title"], item["total_investing_amount"]) == ('새 "이름"', 2_000_000)
-    assert response.content.startswith(f'[{{"goods_id":{goods_id},"title":'.encode())
+    assert response.content.startswith(b'[{"investment_id":')
+    assert f'"goods_id":{goods_id},"title":'.encode() in response.content
