@@ -10,13 +10,13 @@ page statements (requests for users holding about 10 and about 40 investments, 1
 call, the first page of 1,000):
   read-model                    sql/queries.sql `my-investments-many`: the read model's index
   read-model-date-by-cast       the same with the date rendered by a cast, not to_char()
-  ledger-join                   the statement before the read model (bench/pages/): the ledger's
-                                by-user covering index and the product's head per item; lists
-                                cancelled investments and has no investment_id
-  ledger-join-not-exists        the same with investment_id and a NOT EXISTS per item against
+  ledger-join                   the statement before the read model (bench/pages/ledger-join.sql):
+                                the ledger's by-user covering index and the product's head per
+                                item; lists cancelled investments and has no investment_id
+  ledger-join-not-exists        that one with investment_id and a NOT EXISTS per item against
                                 the cancellations (what a plain query does)
-  ledger-join-cancelled-array   the same with the user's cancelled ids read once per page (an
-                                index on the cancellations by user)
+  ledger-join-cancelled-array   that one with investment_id and the user's cancelled ids read
+                                once per page (an index on the cancellations by user)
 The ledger's by-user index is built again for the ledger-* statements. Then invest-batch
 (10 and 100 per call) with the read model's trigger and without the ledger's by-user index (as
 migrated) against the trigger disabled and that index back, alternated; and the size per million
@@ -26,10 +26,8 @@ investments of each relation.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import psqlpy
@@ -37,9 +35,9 @@ import uvloop
 
 from bench import dataset
 from bench.cpu import TICKS_PER_SECOND
-from bench.sqlcost import _ticks
+from bench.sqlcost import _ticks, loaded_database
 from harness import ROOT
-from harness.postgres import psql, with_database
+from harness.postgres import psql
 from service.db import connection_options
 from service.settings import Settings
 from service.sql import queries
@@ -62,6 +60,7 @@ WITHOUT_READ_MODEL = (
     "ALTER TABLE user_investment_goods DISABLE TRIGGER my_investment_item_added",
     LEDGER_BY_USER,
 )
+PARTS = ("pages", "invest")
 RELATIONS = (
     "my_investment_item",
     "my_investment_item_pkey",
@@ -79,9 +78,30 @@ def statements() -> dict[str, str]:
         "date_trunc('second', m.invest_date::timestamp)::text",
     )
     assert by_cast != read_model, "the read model's statement no longer renders the date so"
-    found = {"read-model": read_model, "read-model-date-by-cast": by_cast}
-    for name in ("ledger-join", "ledger-join-not-exists", "ledger-join-cancelled-array"):
-        found[name] = (PAGES / f"{name}.sql").read_text()
+    # The read model's scan (from its SELECT to its ORDER BY) replaced by the ledger's.
+    start = read_model.index("        SELECT m.item")
+    end = read_model.index("        LIMIT r.page + 1")
+    rows = "".join(
+        line + "\n"
+        for line in (PAGES / "ledger-join.sql").read_text().splitlines()
+        if not line.startswith("--")
+    )
+    ledger = read_model[:start] + rows + read_model[end:]
+    scan = "        WHERE l.user_id = r.user_id\n"
+    live = {  # the ledger statement with the investment's id and without cancelled ones
+        "ledger-join-not-exists": "NOT EXISTS (SELECT 1 FROM user_investment_cancellation c"
+        " WHERE c.investment_id = l.id)",
+        "ledger-join-cancelled-array": "l.id <> ALL (coalesce((SELECT array_agg(c.investment_id)"
+        " FROM user_investment_cancellation c WHERE c.user_id = r.user_id), '{}'))",
+    }
+    head = "(SELECT g.item_head FROM investment_goods g WHERE g.goods_id = l.goods_id)"
+    with_id = f"""'{{"investment_id":' || l.id::text || ',' || substr({head}, 2)"""
+    assert scan in ledger and head in ledger, "bench/pages/ledger-join.sql changed"
+    found = {"read-model": read_model, "read-model-date-by-cast": by_cast, "ledger-join": ledger}
+    for name, condition in live.items():
+        found[name] = ledger.replace(scan, f"{scan}          AND {condition}\n").replace(
+            head, with_id
+        )
     return found
 
 
@@ -98,7 +118,9 @@ async def cost(
     return (_ticks(pid) - before) / TICKS_PER_SECOND * 1e6 / calls
 
 
-async def measure(url: str, users: int, requests: int, rounds: int) -> dict[str, Any]:
+async def measure(
+    url: str, users: int, requests: int, rounds: int, parts: tuple[str, ...] = PARTS
+) -> dict[str, Any]:
     admin = await psqlpy.connect(dsn=url)
     conn = await psqlpy.connect(dsn=url, options=connection_options(Settings()))
     try:
@@ -109,7 +131,7 @@ async def measure(url: str, users: int, requests: int, rounds: int) -> dict[str,
             for items in dataset.PAGE_ITEMS
         }
         pages: dict[str, list[float]] = {}
-        for _ in range(rounds):
+        for _ in range(rounds if "pages" in parts else 0):
             for items in dataset.PAGE_ITEMS:
                 for size in (10, 100):
                     for name, sql in statements().items():
@@ -124,10 +146,15 @@ async def measure(url: str, users: int, requests: int, rounds: int) -> dict[str,
                         pages.setdefault(key, []).append(round(per_call / size, 1))
         invest = queries()["invest-batch"]
         invests: dict[str, list[float]] = {}
-        for _ in range(rounds):
-            for label, setup in (("with", WITH_READ_MODEL), ("without", WITHOUT_READ_MODEL)):
+        # In the order with, without, without, with, …: invests bloat the hot products' rows
+        # (vacuumed before each figure, still a drift) and the ledger grows, so that a drift
+        # weighs on both sides alike.
+        order = [("with", WITH_READ_MODEL), ("without", WITHOUT_READ_MODEL)]
+        for turn in range(rounds if "invest" in parts else 0):
+            for label, setup in order if turn % 2 == 0 else order[::-1]:
                 for statement in setup:
                     await admin.execute(statement)
+                await admin.execute("VACUUM investment_goods")
                 for size in (10, 100):
 
                     def orders(size: int = size) -> list[Any]:
@@ -164,14 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20_000, help="per figure")
     parser.add_argument("--rounds", type=int, default=2, help="each figure this many times")
     parser.add_argument("--cancelled-percent", type=int, default=1)
+    parser.add_argument("--only", choices=PARTS, default=None, help="pages or invest alone")
     args = parser.parse_args(argv)
-    server = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    url = with_database(server, "bench_pagecost")
-    psql(server, "DROP DATABASE IF EXISTS bench_pagecost WITH (FORCE)")
-    psql(server, "CREATE DATABASE bench_pagecost")
-    try:
-        shape = replace(dataset.Shape(), investments=args.investments)
-        dataset.load(url, shape)
+    with loaded_database("bench_pagecost", args.investments) as (url, shape):
         psql(
             url,
             "INSERT INTO user_investment_cancellation (investment_id, user_id, goods_id,"
@@ -183,9 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         psql(url, CANCELLED_BY_USER)
         psql(url, "VACUUM ANALYZE")
         size_of |= {k: v for k, v in sizes(url).items() if k not in size_of}
-        figures = uvloop.run(measure(url, shape.users, args.requests, args.rounds))
-    finally:
-        psql(server, "DROP DATABASE IF EXISTS bench_pagecost WITH (FORCE)")
+        parts = PARTS if args.only is None else (args.only,)
+        figures = uvloop.run(measure(url, shape.users, args.requests, args.rounds, parts))
     print("| page statement | PostgreSQL CPU µs / page (each round) |\n|---|---|")
     for name, values in figures["pages"].items():
         print(f"| {name} | {' · '.join(f'{v:g}' for v in values)} |")

@@ -19,7 +19,8 @@ import argparse
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -110,22 +111,30 @@ async def measure(
         conn.close()
 
 
+@contextmanager
+def loaded_database(name: str, investments: int) -> Iterator[tuple[str, dataset.Shape]]:
+    """A fresh database `name` on BENCH_DATABASE_URL's server holding dataset D of `investments`
+    investments, as (its URL, D's shape); dropped afterwards."""
+    server = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    url = with_database(server, name)
+    psql(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    psql(server, f"CREATE DATABASE {name}")
+    try:
+        shape = replace(dataset.Shape(), investments=investments)
+        dataset.load(url, shape)
+        yield url, shape
+    finally:
+        psql(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sqlcost", description=__doc__)
     parser.add_argument("--investments", type=int, default=100_000)
     # CPU is read in clock ticks (10 ms): 3,000 requests resolve 3.3 µs per request.
     parser.add_argument("--requests", type=int, default=REQUESTS)
     args = parser.parse_args(argv)
-    server = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    url = with_database(server, "bench_sqlcost")
-    psql(server, "DROP DATABASE IF EXISTS bench_sqlcost WITH (FORCE)")
-    psql(server, "CREATE DATABASE bench_sqlcost")
-    try:
-        shape = replace(dataset.Shape(), investments=args.investments)
-        dataset.load(url, shape)
+    with loaded_database("bench_sqlcost", args.investments) as (url, shape):
         figures = uvloop.run(measure(url, shape.users, shape.recruiting, requests=args.requests))
-    finally:
-        psql(server, "DROP DATABASE IF EXISTS bench_sqlcost WITH (FORCE)")
     print(
         "| statement | requests per call | calls | PostgreSQL CPU µs / request "
         "| client CPU µs / call | of which the event loop's thread |"
