@@ -1,7 +1,7 @@
 """What a my-investments page costs PostgreSQL, statement by statement, and what keeping the read
-model costs an invest: the alternatives of docs/performance.md ("My investments: a read model"),
-measured in one session each as bench.sqlcost measures (the backend's CPU from /proc, the
-service's session options, prepared statements, generic plans).
+model costs an invest: the alternatives of docs/performance.md ("My investments against a plain
+implementation: a read model"), measured in one session each as bench.sqlcost measures (the
+backend's CPU from /proc, the service's session options, prepared statements, generic plans).
 
     python -m bench.pagecost    # a fresh database `bench_pagecost` on BENCH_DATABASE_URL's server
 

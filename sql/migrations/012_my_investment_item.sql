@@ -1,20 +1,15 @@
--- My investments' read model (docs/performance.md, "My investments: a read model"): one row per
--- live investment (a ledger row not cancelled), stored in the order the API lists a user's items,
--- with the item already rendered but for its date. A page is one range scan of the primary key's
+-- My investments' read model (docs/performance.md, "My investments against a plain
+-- implementation: a read model"): one row per live investment (a ledger row not cancelled),
+-- stored in the order the API lists a user's items, with the item already rendered but for its
+-- date. A page is one range scan of the primary key's
 -- covering index (index only): no join to the product, no check against the cancellations, one
 -- concatenation and one to_char() per item (sql/queries.sql `my-investments-many`).
 --
--- Kept by statement-level triggers in the same transaction as the change they follow, so a page
--- read after an answered invest or cancellation shows it (read-your-writes), whatever statement
--- made the change (invest_many(), a cancellation, a maintenance correction, the bench's bulk
--- loads): nothing in invest_many() or the cancellation knows about it.
---   a ledger row inserted             -> its item inserted
---   a cancellation inserted           -> the cancelled investment's item deleted
---   a product's title or total changed -> the items of that product rendered again
---   (the ledger's and the cancellations' maintenance path, updates and deletes: the items of the
---   rows concerned deleted and inserted again from what is then live)
--- The functions are SECURITY DEFINER (the migration's owner): the service's role reads the table
--- and cannot write it, so the read model changes only with the ledger.
+-- Kept by statement-level triggers (sql/functions/my_investment_item.sql) in the same transaction
+-- as the change they follow, so a page read after an answered invest or cancellation shows it
+-- (read-your-writes), whatever statement made the change (invest_many(), a cancellation, a
+-- maintenance correction, the bench's bulk loads): nothing in invest_many() or the cancellation
+-- knows about it. Only those triggers write it: the service's role may read it.
 --
 -- The item's text: {"investment_id":…,"goods_id":…,"title":…,"total_investing_amount":…,
 -- "user_investing_amount":… , the query appends ,"invest_date":"…"} in the session's (display)
@@ -33,127 +28,12 @@ CREATE TABLE my_investment_item (
 -- A product's items, rendered again when its title or total changes (an admin change: rare).
 CREATE INDEX my_investment_item_by_goods ON my_investment_item (goods_id);
 
--- The opening of an item: the investment's id, the product's head (investment_goods.item_head,
--- sql/migrations/007_goods_item_head.sql, without its opening brace) and the amount.
-CREATE FUNCTION my_investment_item_text(p_investment_id bigint, p_item_head text, p_amount bigint)
-RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT '{"investment_id":' || p_investment_id::text || ',' || substr(p_item_head, 2)
-           || ',"user_investing_amount":' || p_amount::text
-$$;
-
--- The items of these investments rendered again from the ledger as it is now: each one's item
--- deleted (found by the ledger row's user, date and id), then inserted if the row exists and is
--- not cancelled.
-CREATE FUNCTION my_investment_item_refresh(p_investment_ids bigint[]) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    DELETE FROM my_investment_item m
-    USING user_investment_goods l
-    WHERE l.id = ANY (p_investment_ids)
-      AND m.user_id = l.user_id AND m.invest_date = l.invest_date AND m.investment_id = l.id;
-    INSERT INTO my_investment_item (user_id, invest_date, investment_id, goods_id, item)
-    SELECT l.user_id, l.invest_date, l.id, l.goods_id,
-           my_investment_item_text(l.id, g.item_head, l.user_investing_amount)
-    FROM user_investment_goods l
-    JOIN investment_goods g ON g.goods_id = l.goods_id
-    WHERE l.id = ANY (p_investment_ids)
-      AND NOT EXISTS (SELECT 1 FROM user_investment_cancellation c WHERE c.investment_id = l.id);
-$$;
-
--- After INSERT on the ledger: the new rows' items (a whole invest_many() call in one statement).
-CREATE FUNCTION my_investment_item_added() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-BEGIN
-    INSERT INTO my_investment_item (user_id, invest_date, investment_id, goods_id, item)
-    SELECT a.user_id, a.invest_date, a.id, a.goods_id,
-           my_investment_item_text(a.id, g.item_head, a.user_investing_amount)
-    FROM added a
-    JOIN investment_goods g ON g.goods_id = a.goods_id;
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER my_investment_item_added
-    AFTER INSERT ON user_investment_goods
-    REFERENCING NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION my_investment_item_added();
-
--- After INSERT on the cancellations: the cancelled investments' items go (the primary key's
--- lookup: user, date and id, read from the ledger row).
-CREATE FUNCTION my_investment_item_cancelled() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-BEGIN
-    DELETE FROM my_investment_item m
-    USING added c
-    JOIN user_investment_goods l ON l.id = c.investment_id
-    WHERE m.user_id = l.user_id AND m.invest_date = l.invest_date AND m.investment_id = l.id;
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER my_investment_item_cancelled
-    AFTER INSERT ON user_investment_cancellation
-    REFERENCING NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION my_investment_item_cancelled();
-
--- The maintenance path (sql/functions/ledger_append_only.sql): an UPDATE or DELETE of ledger
--- rows or of cancellations, in a transaction that opted in. The items of the rows before the
--- change are deleted, and those of the rows after it rendered again from what is then live.
-CREATE FUNCTION my_investment_item_corrected() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-DECLARE
-    v_ids bigint[];
-BEGIN
-    IF TG_TABLE_NAME = 'user_investment_goods' THEN
-        DELETE FROM my_investment_item m
-        USING old_rows o
-        WHERE m.user_id = o.user_id AND m.invest_date = o.invest_date AND m.investment_id = o.id;
-        SELECT array_agg(o.id) INTO v_ids FROM old_rows o;
-    ELSE
-        SELECT array_agg(o.investment_id) INTO v_ids FROM old_rows o;
-    END IF;
-    IF TG_OP = 'UPDATE' AND TG_TABLE_NAME = 'user_investment_goods' THEN
-        v_ids := v_ids || (SELECT array_agg(n.id) FROM new_rows n);
-    ELSIF TG_OP = 'UPDATE' THEN
-        v_ids := v_ids || (SELECT array_agg(n.investment_id) FROM new_rows n);
-    END IF;
-    PERFORM my_investment_item_refresh(v_ids);
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER my_investment_item_ledger_updated
-    AFTER UPDATE ON user_investment_goods REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION my_investment_item_corrected();
-CREATE TRIGGER my_investment_item_ledger_deleted
-    AFTER DELETE ON user_investment_goods REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION my_investment_item_corrected();
-CREATE TRIGGER my_investment_item_cancellation_updated
-    AFTER UPDATE ON user_investment_cancellation
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION my_investment_item_corrected();
-CREATE TRIGGER my_investment_item_cancellation_deleted
-    AFTER DELETE ON user_investment_cancellation REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION my_investment_item_corrected();
-
--- A product's title or total changed (the admin API): its items rendered again. invest_many()'s
--- counter updates set neither column, so they never fire it.
-CREATE FUNCTION my_investment_item_goods_changed() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-BEGIN
-    UPDATE my_investment_item m
-    SET item = my_investment_item_text(m.investment_id, NEW.item_head, l.user_investing_amount)
-    FROM user_investment_goods l
-    WHERE m.goods_id = NEW.goods_id AND l.id = m.investment_id;
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER my_investment_item_goods_changed
-    AFTER UPDATE OF title, total_investing_amount ON investment_goods
-    FOR EACH ROW WHEN (OLD.item_head IS DISTINCT FROM NEW.item_head)
-    EXECUTE FUNCTION my_investment_item_goods_changed();
-
--- Existing data: every live investment.
+-- Existing data: every live investment (the item's text as my_investment_item_text() in
+-- sql/functions/my_investment_item.sql renders it: that file is applied after this one).
 INSERT INTO my_investment_item (user_id, invest_date, investment_id, goods_id, item)
 SELECT l.user_id, l.invest_date, l.id, l.goods_id,
-       my_investment_item_text(l.id, g.item_head, l.user_investing_amount)
+       '{"investment_id":' || l.id::text || ',' || substr(g.item_head, 2)
+       || ',"user_investing_amount":' || l.user_investing_amount::text
 FROM user_investment_goods l
 JOIN investment_goods g ON g.goods_id = l.goods_id
 WHERE NOT EXISTS (SELECT 1 FROM user_investment_cancellation c WHERE c.investment_id = l.id);
@@ -162,5 +42,5 @@ WHERE NOT EXISTS (SELECT 1 FROM user_investment_cancellation c WHERE c.investmen
 -- (and 59 MB per million investments).
 DROP INDEX user_investment_goods_by_user;
 
--- The service's role reads the items; only the triggers above (as the owner) write them.
+-- The service's role reads the items; only the triggers (as the owner) write them.
 GRANT SELECT ON my_investment_item TO investment_service;
