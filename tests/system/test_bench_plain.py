@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -18,6 +19,7 @@ from tests.support import (
     create_goods,
     fresh_user,
     ledger_sum,
+    migrated_database,
     psql,
     verify_ledger,
 )
@@ -55,8 +57,17 @@ def mine(base: str, user: int, limit: int = 1000) -> tuple[int, object]:
     )
 
 
-def test_the_plain_implementation_answers_the_three_apis(database_url: str, tmp_path: Path) -> None:
+def test_the_plain_implementation_answers_the_three_apis(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    """On a database of its own: the cancellation below is a bare row (its bookkeeping left
+    out), which the session database's verifier must never see."""
     plain.install()
+    with migrated_database(postgres_server) as url:
+        answers_the_three_apis(url, tmp_path)
+
+
+def answers_the_three_apis(database_url: str, tmp_path: Path) -> None:
     goods_id = create_goods(database_url, total=1_000, title="평범한 상품")
     user, other = fresh_user(), fresh_user()
     with plain.PlainServer(database_url, 2, 4, tmp_path / "plain.log") as server:
@@ -87,6 +98,16 @@ def test_the_plain_implementation_answers_the_three_apis(database_url: str, tmp_
         assert (listed["current_investing_amount"], listed["investor_count"]) == (1_000, 2)
         assert listed["state"] == "sold_out"
 
+        # One atomic statement per invest: 60 at once on a product of 1,000 never oversell it.
+        rushed = create_goods(database_url, total=1_000)
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            answers = list(pool.map(lambda n: invest(base, fresh_user(), rushed, 70), range(60)))
+        granted = [a["investment_amount"] for status, a in answers if status == 200]  # type: ignore[index]
+        assert len(granted) == 60 and sum(granted) == 1_000
+        assert granted.count(70) == 14 and granted.count(20) == 1 and granted.count(0) == 45
+        assert ledger_sum(database_url, rushed) == 1_000
+        assert counters(database_url, rushed) == (1_000, 15)
+
         verify_ledger(database_url)  # what its invests wrote is consistent
         invest_again = create_goods(database_url, total=10**6)
         assert invest(base, user, invest_again, 50)[0] == 200
@@ -103,6 +124,7 @@ def test_the_plain_implementation_answers_the_three_apis(database_url: str, tmp_
         ]
         assert items[0]["title"] == "평범한 상품"
         assert mine(base, fresh_user())[0] == 404
+
     assert server.exited()
     assert ledger_sum(database_url, goods_id) == 1_000
     assert counters(database_url, goods_id) == (1_000, 2)
