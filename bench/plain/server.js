@@ -33,8 +33,11 @@ WHERE g.started_at >= $1 AND g.finished_at <= $2 ORDER BY g.goods_id`;
 // latest version) and decides the grant: min(amount, what remains) while recruiting, else 0.
 // The user's position in the product (investment_goods_investor) and the investor's totals are
 // upserted, and the product's counters move by the grant, investor_count by one when the user's
-// live amount in it was 0. The ledger row is written only for a positive grant. No caps: the
-// bench's data sets none.
+// position in it is new (`xmax = 0`: the upsert inserted it). The bench never cancels, so a
+// position is live once it exists; counting positions whose amount was 0 instead would also count
+// a user coming back after cancelling everything, but only once every writer keeps `amount`
+// (invest_many() does not yet). The ledger row is written only for a positive grant. No caps:
+// the bench's data sets none.
 const INVEST = `
 WITH locked AS (
     SELECT g.goods_id, g.total_investing_amount AS total, g.current_investing_amount AS before,
@@ -56,7 +59,7 @@ WITH locked AS (
     INSERT INTO investment_goods_investor AS p (goods_id, user_id, amount)
     SELECT l.goods_id, $2, l.granted FROM locked l WHERE l.granted > 0
     ON CONFLICT (goods_id, user_id) DO UPDATE SET amount = p.amount + excluded.amount
-    RETURNING p.amount
+    RETURNING xmax = 0 AS inserted
 ), investor AS (
     INSERT INTO investor AS v (user_id, invested_total, invested_real_estate)
     SELECT $2, c.counted, CASE WHEN l.category = 'real_estate' THEN c.counted ELSE 0 END
@@ -70,7 +73,7 @@ WITH locked AS (
     UPDATE investment_goods g
     SET current_investing_amount = g.current_investing_amount + l.granted,
         investor_count = g.investor_count
-                         + (SELECT count(*) FROM position WHERE position.amount = l.granted)::integer
+                         + (SELECT count(*) FROM position WHERE position.inserted)::integer
     FROM locked l
     WHERE g.goods_id = l.goods_id AND l.granted > 0
 )

@@ -108,6 +108,10 @@ def answers_the_three_apis(database_url: str, tmp_path: Path) -> None:
         assert ledger_sum(database_url, rushed) == 1_000
         assert counters(database_url, rushed) == (1_000, 15)
 
+        twice = create_goods(database_url, total=10**6)  # one investor, however many invests
+        again = fresh_user()
+        assert [invest(base, again, twice, 5)[0] for _ in range(3)] == [200] * 3
+        assert counters(database_url, twice) == (15, 1)
         verify_ledger(database_url)  # what its invests wrote is consistent
         invest_again = create_goods(database_url, total=10**6)
         assert invest(base, user, invest_again, 50)[0] == 200
