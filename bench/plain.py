@@ -6,6 +6,9 @@ service as a ratio to it (`plain` in the capacity stage's JSON, its own section 
 
     python -m bench.plain     # serve it by hand: DATABASE_URL, PORT, WORKERS, DB_POOL_SIZE
 
+The index its my investments needs (INDEX, the ledger by user) is built before its windows and
+dropped after them: the service does not use it.
+
 Its processes: Node's cluster module, one process per core like the service's workers, and a pool
 of the service's size in total (DB_POOL_SIZE split across the processes). Installed with `npm ci`
 from bench/plain/package-lock.json when bench/plain/node_modules is missing; when Node or npm is
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import ROOT
+from harness.postgres import psql
 from harness.processes import NotReady, ServiceProcess, spawn
 
 if TYPE_CHECKING:
@@ -34,6 +38,16 @@ APIS = ("list", "invest", "my-investments")
 # What the service must reach against the plain implementation at each page size (× its req/s).
 PAGE_RATIO = 2.5
 INSTALL_TIMEOUT = 300
+# The index a plain implementation's my investments needs: the ledger by user in page order,
+# covering what the page reads (the schema had it before the service read a read model). It is
+# the plain implementation's, not the service's: built before its windows, dropped after them, so
+# the service's invests never pay for it.
+INDEX = "bench_plain_user_investment_goods_by_user"
+CREATE_INDEX = (
+    f"CREATE INDEX IF NOT EXISTS {INDEX} ON user_investment_goods (user_id, invest_date, id)"
+    " INCLUDE (goods_id, user_investing_amount)"
+)
+DROP_INDEX = f"DROP INDEX IF EXISTS {INDEX}"
 
 
 def missing() -> str | None:
@@ -96,6 +110,7 @@ def capacity(
     bench.stop_service()
     endpoints: dict[str, dict[str, Any]] = {}
     log_path = bench.work / "plain.log"
+    psql(bench.url, CREATE_INDEX, timeout=600)
     try:
         with PlainServer(bench.url, bench.workers, bench.pool, log_path) as server:
             roots = {"service": server.pid, "postgres": postmaster}
@@ -109,6 +124,8 @@ def capacity(
                 )  # fmt: skip
     except NotReady as error:
         return {"skipped": f"did not start: {str(error).splitlines()[0]}"}
+    finally:
+        psql(bench.url, DROP_INDEX, timeout=600)
     return {"server": "node " + _node_version(), "endpoints": endpoints}
 
 
@@ -184,6 +201,7 @@ def main() -> int:
         print(why, file=sys.stderr)
         return 2
     install()
+    psql(os.environ["DATABASE_URL"], CREATE_INDEX)  # left in place: drop it by hand (DROP_INDEX)
     return subprocess.call(["node", str(SERVER)], env=os.environ.copy())
 
 
