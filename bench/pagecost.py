@@ -94,13 +94,13 @@ def statements() -> dict[str, str]:
         "ledger-join-cancelled-array": "l.id <> ALL (coalesce((SELECT array_agg(c.investment_id)"
         " FROM user_investment_cancellation c WHERE c.user_id = r.user_id), '{}'))",
     }
-    head = "(SELECT g.item_head FROM investment_goods g WHERE g.goods_id = l.goods_id)"
-    with_id = f"""'{{"investment_id":' || l.id::text || ',' || substr({head}, 2)"""
-    assert scan in ledger and head in ledger, "bench/pages/ledger-join.sql changed"
+    closing = "|| '\"}'\n"  # the item's end, after its date
+    with_id = "|| '\",\"investment_id\":' || l.id::text || '}'\n"
+    assert scan in ledger and closing in ledger, "bench/pages/ledger-join.sql changed"
     found = {"read-model": read_model, "read-model-date-by-cast": by_cast, "ledger-join": ledger}
     for name, condition in live.items():
         found[name] = ledger.replace(scan, f"{scan}          AND {condition}\n").replace(
-            head, with_id
+            closing, with_id
         )
     return found
 

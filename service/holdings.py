@@ -14,12 +14,12 @@ class MyInvestment(TypedDict):
     """One item of the page, a live (not cancelled) investment; the statement renders it
     (sql/queries.sql `my-investments-many`), in this key order."""
 
-    investment_id: int
     goods_id: int
     title: str
     total_investing_amount: int
     user_investing_amount: int
     invest_date: Annotated[str, TIME]
+    investment_id: int
 
 
 class Holdings:

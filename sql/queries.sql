@@ -49,10 +49,10 @@ FROM invest_many($1, $2, $3, $4, NULL, $5);
 -- range scan of my_investment_item's primary key (index only: sql/migrations/012_my_investment_item.sql,
 -- the read model kept with the ledger in the same transaction) for one item more than its page,
 -- to know whether a next page exists: no join to the product and no look at the cancellations,
--- the item being stored rendered but for its date. One row per request, in request order:
+-- the item being stored rendered but for its date and id. One row per request, in request order:
 -- `found` (items read, at most page + 1), the cursor of the page's last item when the page is
--- full, and `body`, the response body itself: the page's items (SPEC §3, with `investment_id`
--- first) as a JSON array, UTF-8 bytes (bytea reaches Python as bytes, as is: a text column cost
+-- full, and `body`, the response body itself: the page's items (SPEC §3, `investment_id`
+-- last) as a JSON array, UTF-8 bytes (bytea reaches Python as bytes, as is: a text column cost
 -- the service a decode and an encode of every page). The date is rendered here, in the session's
 -- (display) time zone. string_agg() takes the items in the order the inner query returns them
 -- (ORDER BY with LIMIT, nothing in between that reorders): an ORDER BY inside the aggregate would
@@ -69,7 +69,7 @@ CROSS JOIN LATERAL (
            max(u.investment_id) FILTER (WHERE u.n = r.page) AS last_id
     FROM (
         SELECT m.item || ',"invest_date":"' || to_char(m.invest_date, 'YYYY-MM-DD HH24:MI:SS')
-               || '"}' AS item,
+               || '","investment_id":' || m.investment_id::text || '}' AS item,
                m.invest_date, m.investment_id,
                row_number() OVER (ORDER BY m.invest_date, m.investment_id) AS n
         FROM my_investment_item m

@@ -43,7 +43,7 @@ SELECT 'my_investments_equal_live_ledger', coalesce(l.goods_id, m.goods_id),
               CASE WHEN m.investment_id IS NULL THEN 'is live but not listed'
                    WHEN l.id IS NULL THEN 'is listed but not live'
                    ELSE 'is listed with other data' END)
-FROM (SELECT u.*, my_investment_item_text(u.id, g.item_head, u.user_investing_amount) AS item
+FROM (SELECT u.*, my_investment_item_text(g.item_head, u.user_investing_amount) AS item
       FROM user_investment_goods u JOIN investment_goods g USING (goods_id)
       WHERE NOT EXISTS (SELECT 1 FROM user_investment_cancellation c
                         WHERE c.investment_id = u.id)) l

@@ -168,12 +168,12 @@ class MemoryDatabase:
         ][: limit + 1]
         items = [
             {
-                "investment_id": item.investment_id,
                 "goods_id": item.goods_id,
                 "title": self.products[item.goods_id].title,
                 "total_investing_amount": self.products[item.goods_id].total_investing_amount,
                 "user_investing_amount": item.amount,
                 "invest_date": item.invest_date,
+                "investment_id": item.investment_id,
             }
             for item in mine[:limit]
         ]

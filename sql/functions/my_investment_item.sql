@@ -12,19 +12,15 @@
 -- The functions are SECURITY DEFINER (the migrations' owner): the service's role reads the table
 -- and cannot write it, so the read model changes only with the ledger.
 
--- The opening of an item: the investment's id, the product's head (investment_goods.item_head,
--- sql/migrations/007_goods_item_head.sql, without its opening brace) and the amount.
-CREATE OR REPLACE FUNCTION my_investment_item_text(
-    p_investment_id bigint, p_item_head text, p_amount bigint
-)
+-- The opening of an item: the product's head (investment_goods.item_head,
+-- sql/migrations/007_goods_item_head.sql) and the amount; my-investments-many appends the date
+-- and the investment's id.
+CREATE OR REPLACE FUNCTION my_investment_item_text(p_item_head text, p_amount bigint)
 RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT '{"investment_id":' || p_investment_id::text || ',' || substr(p_item_head, 2)
-           || ',"user_investing_amount":' || p_amount::text
+    SELECT p_item_head || ',"user_investing_amount":' || p_amount::text
 $$;
 
--- The items of these investments rendered again from the ledger as it is now: each one's item
--- deleted (found by the ledger row's user, date and id), then inserted if the row exists and is
 -- not cancelled.
 CREATE OR REPLACE FUNCTION my_investment_item_refresh(p_investment_ids bigint[]) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
@@ -34,7 +30,7 @@ LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
       AND m.user_id = l.user_id AND m.invest_date = l.invest_date AND m.investment_id = l.id;
     INSERT INTO my_investment_item (user_id, invest_date, investment_id, goods_id, item)
     SELECT l.user_id, l.invest_date, l.id, l.goods_id,
-           my_investment_item_text(l.id, g.item_head, l.user_investing_amount)
+           my_investment_item_text(g.item_head, l.user_investing_amount)
     FROM user_investment_goods l
     JOIN investment_goods g ON g.goods_id = l.goods_id
     WHERE l.id = ANY (p_investment_ids)
@@ -47,7 +43,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     INSERT INTO my_investment_item (user_id, invest_date, investment_id, goods_id, item)
     SELECT a.user_id, a.invest_date, a.id, a.goods_id,
-           my_investment_item_text(a.id, g.item_head, a.user_investing_amount)
+           my_investment_item_text(g.item_head, a.user_investing_amount)
     FROM added a
     JOIN investment_goods g ON g.goods_id = a.goods_id;
     RETURN NULL;
@@ -126,7 +122,7 @@ CREATE OR REPLACE FUNCTION my_investment_item_goods_changed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     UPDATE my_investment_item m
-    SET item = my_investment_item_text(m.investment_id, NEW.item_head, l.user_investing_amount)
+    SET item = my_investment_item_text(NEW.item_head, l.user_investing_amount)
     FROM user_investment_goods l
     WHERE m.goods_id = NEW.goods_id AND l.id = m.investment_id;
     RETURN NULL;

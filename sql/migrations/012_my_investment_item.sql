@@ -11,9 +11,9 @@
 -- maintenance correction, the bench's bulk loads): nothing in invest_many() or the cancellation
 -- knows about it. Only those triggers write it: the service's role may read it.
 --
--- The item's text: {"investment_id":…,"goods_id":…,"title":…,"total_investing_amount":…,
--- "user_investing_amount":… , the query appends ,"invest_date":"…"} in the session's (display)
--- time zone, so a change of the display zone shows every date in the new one.
+-- The item's text: {"goods_id":…,"title":…,"total_investing_amount":…,"user_investing_amount":…
+-- and the query appends ,"invest_date":"…","investment_id":…}, the date in the session's
+-- (display) time zone, so a change of the display zone shows every date in the new one.
 
 CREATE TABLE my_investment_item (
     user_id       bigint      NOT NULL,
@@ -32,8 +32,7 @@ CREATE INDEX my_investment_item_by_goods ON my_investment_item (goods_id);
 -- sql/functions/my_investment_item.sql renders it: that file is applied after this one).
 INSERT INTO my_investment_item (user_id, invest_date, investment_id, goods_id, item)
 SELECT l.user_id, l.invest_date, l.id, l.goods_id,
-       '{"investment_id":' || l.id::text || ',' || substr(g.item_head, 2)
-       || ',"user_investing_amount":' || l.user_investing_amount::text
+       g.item_head || ',"user_investing_amount":' || l.user_investing_amount::text
 FROM user_investment_goods l
 JOIN investment_goods g ON g.goods_id = l.goods_id
 WHERE NOT EXISTS (SELECT 1 FROM user_investment_cancellation c WHERE c.investment_id = l.id);

@@ -74,23 +74,24 @@ def test_every_item_carries_its_investment_id(own: tuple[str, httpx.Client]) -> 
     response = client.get(PATH, headers={"X-USER-ID": str(user)})
     assert response.json() == [
         {
-            "investment_id": ids[0],
             "goods_id": goods_id,
             "title": "아이디 상품",
             "total_investing_amount": 10**6,
             "user_investing_amount": 100,
             "invest_date": response.json()[0]["invest_date"],
+            "investment_id": ids[0],
         },
         {
-            "investment_id": ids[1],
             "goods_id": goods_id,
             "title": "아이디 상품",
             "total_investing_amount": 10**6,
             "user_investing_amount": 200,
             "invest_date": response.json()[1]["invest_date"],
+            "investment_id": ids[1],
         },
     ]
-    assert response.content.startswith(f'[{{"investment_id":{ids[0]},"goods_id":'.encode())
+    assert response.content.startswith(f'[{{"goods_id":{goods_id},"title":'.encode())
+    assert response.content.endswith(f',"investment_id":{ids[1]}}}]'.encode())
 
 
 def test_each_answered_invest_and_cancellation_shows_in_the_next_page(

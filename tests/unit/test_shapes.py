@@ -25,6 +25,7 @@ def test_a_product_has_the_schema_keys_in_order() -> None:
 
 def test_my_investment_items_are_described_as_the_statement_renders_them() -> None:
     assert list(MY_INVESTMENT["properties"]) == [
-        "investment_id", "goods_id", "title", "total_investing_amount", "user_investing_amount", "invest_date",
+        "goods_id", "title", "total_investing_amount", "user_investing_amount", "invest_date",
+        "investment_id",
     ]  # fmt: skip
     assert MY_INVESTMENT["properties"]["invest_date"] == TIME
