@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from bench import caps
+from bench import caps, plain
 from bench.dataset import PAGE_ITEMS
 
 # The seed's documented JMeter averages (500 threads, pool 50), in milliseconds.
@@ -289,7 +289,7 @@ def capacity(limits: dict[str, Any]) -> list[str]:
         ]
     if entry.get("postgres_root_pid") is None:
         lines += ["", "PostgreSQL's processes were not visible from the bench: no CPU figures."]
-    return [*lines, ""]
+    return [*lines, "", *plain.section(entry)]
 
 
 def _tally(figures: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from bench import caps, cpu, dataset, jmeter, limits, report
+from bench import caps, cpu, dataset, jmeter, limits, plain, report
 from bench.dataset import Shape, check_consistency, users_for, users_holding
 from bench.floor import INTERFACES
 from bench.loadgen import Run, run_locust
@@ -373,6 +373,14 @@ class Bench:
         print("  capacity: wrk, 500 connections, the floors then each endpoint", flush=True)
         postmaster = postmaster_pid(self.url)
         endpoints: dict[str, dict[str, Any]] = {}
+        # Chosen before the windows: a few users of many (1,000 of D's 100,000), so that the
+        # pages are nearly the same size. The invest window adds rows to their pages (in D about
+        # 1.5 per user; on the quick protocol's small dataset so many that every user would
+        # hold about the same number afterwards, and the two page sizes would be one).
+        holders_by_items = {
+            items: users_holding(self.url, items, max(1, min(1000, p.shape.users // 20)))
+            for items in p.page_items
+        }
         self.stop_service()  # the floors alone on the cores
         for interface in INTERFACES:
             name = f"floor-{interface}"
@@ -391,17 +399,11 @@ class Bench:
                         )
             except NotReady as error:  # reported as a failed row; the run goes on
                 endpoints[name] = {"error": str(error).splitlines()[0]}
+        ids_by_items = {items: [u for u, _ in found] for items, found in holders_by_items.items()}
+        peer = plain.capacity(self, ids_by_items, postmaster)  # bench/plain.py, the service stopped
         service = self.start_service()
         roots = {"service": service.pid, "postgres": postmaster}
         urls = self.wrk_targets(service.base_url)
-        # Chosen before the windows: a few users of many (1,000 of D's 100,000), so that the
-        # pages are nearly the same size. The invest window adds rows to their pages (in D about
-        # 1.5 per user; on the quick protocol's small dataset so many that every user would
-        # hold about the same number afterwards, and the two page sizes would be one).
-        holders_by_items = {
-            items: users_holding(self.url, items, max(1, min(1000, p.shape.users // 20)))
-            for items in p.page_items
-        }
         for name, url in urls.items():
             endpoints[name] = self.capacity_window(name, url, name, roots)
         for items in p.page_items:
@@ -433,6 +435,7 @@ class Bench:
             "endpoints": endpoints,
             "targets": report.capacity_targets(endpoints),
             "floor_targets": report.capacity_targets(endpoints, report.FLOOR_TARGETS),
+            "plain": peer | {"ratios": plain.ratios(endpoints, peer)},
         }
 
     def metrics_overhead(self) -> None:

@@ -113,8 +113,8 @@ async def measure(
 
 @contextmanager
 def loaded_database(name: str, investments: int) -> Iterator[tuple[str, dataset.Shape]]:
-    """A fresh database `name` on BENCH_DATABASE_URL's server with dataset D of `investments`
-    loaded, dropped afterwards: (its URL, D's shape)."""
+    """A fresh database `name` on BENCH_DATABASE_URL's server holding dataset D of `investments`
+    investments, as (its URL, D's shape); dropped afterwards."""
     server = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     url = with_database(server, name)
     psql(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

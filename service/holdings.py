@@ -11,8 +11,8 @@ from service.shapes import TIME
 
 
 class MyInvestment(TypedDict):
-    """One item of the page (a live investment: cancelled ones are not listed); the statement
-    renders it (sql/queries.sql `my-investments-many`), in this key order."""
+    """One item of the page, a live (not cancelled) investment; the statement renders it
+    (sql/queries.sql `my-investments-many`), in this key order."""
 
     goods_id: int
     title: str

@@ -84,21 +84,20 @@ SELECT outcome, investment_id, goods_id, cancelled_amount, cancelled_at, current
 FROM cancel_investment($1, $2, NULL, $3);
 
 -- name: my-investments-many
--- A page of ledger rows, oldest first, for each of many requests ($1 user ids, $2 page sizes). A
--- request with a cursor ($3 microseconds since the epoch, $4 ledger id; NULL for a first page)
--- gets the rows after it. Each request is one range scan of user_investment_goods_by_user (index
--- only) for one row more than its page, to know whether a next page exists. One row per request,
--- in request order: `found` (rows read, at most page + 1), the cursor of the page's last row when
--- the page is full, and `body`, the response body itself: the page's items (SPEC §3, in its key
--- order) as a JSON array, UTF-8 bytes (bytea reaches Python as bytes, as is: a text column cost
--- the service a decode and an encode of every page, 3 µs of CPU per ~10-item page, 10 µs at
--- ~40). An item is the product's item_head (sql/migrations/007_goods_item_head.sql: the escaped
--- title and the total, kept with the product) and the ledger row's amount and date, concatenated
--- rather than built by row_to_json() (20 % less PostgreSQL CPU per request). string_agg() takes
--- the items in the order the inner query returns them (ORDER BY with LIMIT, nothing in between
--- that reorders): an ORDER BY inside the aggregate would sort every page again (8 % of the CPU).
--- Cancelled investments are not listed; each item carries its ledger id as `investment_id` (what
--- a cancellation names).
+-- A page of the user's live investments (cancelled ones are not listed), oldest first, for each of
+-- many requests ($1 user ids, $2 page sizes). A request with a cursor ($3 microseconds since the
+-- epoch, $4 investment id; NULL for a first page) gets the items after it. Each request is one
+-- range scan of my_investment_item's primary key (index only: sql/migrations/012_my_investment_item.sql,
+-- the read model kept with the ledger in the same transaction) for one item more than its page,
+-- to know whether a next page exists: no join to the product and no look at the cancellations,
+-- the item being stored rendered but for its date and id. One row per request, in request order:
+-- `found` (items read, at most page + 1), the cursor of the page's last item when the page is
+-- full, and `body`, the response body itself: the page's items (SPEC §3, `investment_id`
+-- last) as a JSON array, UTF-8 bytes (bytea reaches Python as bytes, as is: a text column cost
+-- the service a decode and an encode of every page). The date is rendered here, in the session's
+-- (display) time zone. string_agg() takes the items in the order the inner query returns them
+-- (ORDER BY with LIMIT, nothing in between that reorders): an ORDER BY inside the aggregate would
+-- sort every page again.
 SELECT p.found, p.last_micros, p.last_id,
        convert_to('[' || coalesce(p.items, '') || ']', 'UTF8') AS body
 FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::bigint[])
@@ -108,23 +107,19 @@ CROSS JOIN LATERAL (
            count(*) AS found,
            max((extract(epoch FROM u.invest_date) * 1000000)::bigint) FILTER (WHERE u.n = r.page)
                AS last_micros,
-           max(u.id) FILTER (WHERE u.n = r.page) AS last_id
+           max(u.investment_id) FILTER (WHERE u.n = r.page) AS last_id
     FROM (
-        SELECT (SELECT g.item_head FROM investment_goods g WHERE g.goods_id = l.goods_id)
-               || ',"user_investing_amount":' || l.user_investing_amount::text
-               || ',"invest_date":"' || to_char(l.invest_date, 'YYYY-MM-DD HH24:MI:SS')
-               || '","investment_id":' || l.id::text || '}'
-                   AS item,
-               l.invest_date, l.id,
-               row_number() OVER (ORDER BY l.invest_date, l.id) AS n
-        FROM user_investment_goods l
-        WHERE l.user_id = r.user_id
-          AND (l.invest_date, l.id) > (coalesce(timestamptz 'epoch'
-                                                + r.after_micros * interval '1 microsecond',
-                                                '-infinity'),
-                                       coalesce(r.after_id, 0))
-          AND NOT EXISTS (SELECT 1 FROM user_investment_cancellation c WHERE c.investment_id = l.id)
-        ORDER BY l.invest_date, l.id
+        SELECT m.item || ',"invest_date":"' || to_char(m.invest_date, 'YYYY-MM-DD HH24:MI:SS')
+               || '","investment_id":' || m.investment_id::text || '}' AS item,
+               m.invest_date, m.investment_id,
+               row_number() OVER (ORDER BY m.invest_date, m.investment_id) AS n
+        FROM my_investment_item m
+        WHERE m.user_id = r.user_id
+          AND (m.invest_date, m.investment_id)
+              > (coalesce(timestamptz 'epoch' + r.after_micros * interval '1 microsecond',
+                          '-infinity'),
+                 coalesce(r.after_id, 0))
+        ORDER BY m.invest_date, m.investment_id
         LIMIT r.page + 1
     ) u
 ) p

@@ -90,6 +90,22 @@ LEFT JOIN capped c USING (user_id)
 CROSS JOIN (SELECT per_product FROM investor_class_limit WHERE investor_class = 'general') g
 WHERE p.amount > coalesce(c.per_product, CASE WHEN c.user_id IS NULL THEN g.per_product END)
 UNION ALL
+-- My investments' read model (sql/migrations/012_my_investment_item.sql) lists exactly the live
+-- investments (not cancelled), each with its ledger row's data and its product's head as it is.
+SELECT 'my_investments_equal_live_ledger', coalesce(l.goods_id, m.goods_id),
+       format('investment %s %s', coalesce(l.id, m.investment_id),
+              CASE WHEN m.investment_id IS NULL THEN 'is live but not listed'
+                   WHEN l.id IS NULL THEN 'is listed but not live'
+                   ELSE 'is listed with other data' END)
+FROM (SELECT u.*, my_investment_item_text(g.item_head, u.user_investing_amount) AS item
+      FROM user_investment_goods u JOIN investment_goods g USING (goods_id)
+      WHERE NOT EXISTS (SELECT 1 FROM user_investment_cancellation c
+                        WHERE c.investment_id = u.id)) l
+FULL JOIN my_investment_item m ON m.investment_id = l.id
+WHERE m.investment_id IS NULL OR l.id IS NULL
+   OR (m.user_id, m.invest_date, m.goods_id, m.item)
+      IS DISTINCT FROM (l.user_id, l.invest_date, l.goods_id, l.item)
+UNION ALL
 SELECT 'positive_amounts', u.goods_id, format('ledger row %s has amount %s', u.id, u.user_investing_amount)
 FROM user_investment_goods u
 WHERE u.user_investing_amount <= 0

@@ -18,6 +18,7 @@ EXPECTED = {
     "investor_class_limit": {"SELECT", "UPDATE"},
     "investor": {"SELECT", "INSERT", "UPDATE"},
     "user_investment_cancellation": {"SELECT", "INSERT"},
+    "my_investment_item": {"SELECT"},
     "investment_idempotency": {"SELECT", "INSERT", "DELETE"},
     "schema_migrations": {"SELECT"},
     "schema_repeatables": {"SELECT"},

@@ -191,7 +191,8 @@ def test_items_show_the_products_title_and_total_as_they_are_now(
     client: httpx.Client, database_url: str, user: int
 ) -> None:
     """The product's part of an item is kept with the product (investment_goods.item_head, a
-    generated column): a later change of the title or total shows in every item at once."""
+    generated column) and rendered into my investments' read model: a later change of the title
+    or total shows in every item at once (sql/migrations/012_my_investment_item.sql)."""
     goods_id = create_goods(database_url, total=10**6, title="옛 이름")
     invest(client, user, goods_id, 1_000)
     psql(

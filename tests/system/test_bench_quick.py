@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bench import plain
 from tests.support import ROOT, drop_database, new_database
 
 pytestmark = pytest.mark.system
@@ -107,6 +108,15 @@ def assert_capacity(results: dict[str, Any]) -> None:
     assert {row["endpoint"] for row in capacity["floor_targets"]} == {
         "healthz", "list", "invest", "my-investments-10", "my-investments-40"
     }  # fmt: skip
+    # The plain implementation (bench/plain.py) on the same load, unless Node is missing here.
+    peer = capacity["plain"]
+    if plain.missing() is not None:
+        assert peer == {"skipped": plain.missing(), "ratios": {}}
+        return
+    for name in ("healthz", *APIS, "my-investments-10", "my-investments-40"):
+        assert peer["endpoints"][name]["requests"] > 0, (name, peer["endpoints"][name])
+        assert peer["endpoints"][name]["non_2xx"] == 0, (name, peer["endpoints"][name])
+        assert peer["ratios"][name] > 0, name
 
 
 def test_bench_capacity_alone(postgres_server: str, tmp_path: Path) -> None:
@@ -129,3 +139,5 @@ def test_bench_capacity_alone(postgres_server: str, tmp_path: Path) -> None:
     text = report.with_suffix(".md").read_text()
     assert text.startswith("# Bench run") and "## Capacity (wrk, 500 connections)" in text
     assert "## Invest with caps off and on (BENCH_CAPS=act)" in text
+    if plain.missing() is None:
+        assert "## The plain implementation (Node, fastify, postgres.js)" in text
