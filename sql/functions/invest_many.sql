@@ -141,7 +141,7 @@ BEGIN
     WITH requested AS (
         SELECT r.ord, r.goods_id, r.user_id, r.key, r.outcome, r.amount AS asked,
                g.goods_id IS NOT NULL AS found, g.total_investing_amount AS total,
-               g.current_investing_amount AS before,
+               g.current_investing_amount AS before, g.investor_count AS investors_before,
                CASE WHEN g.goods_id IS NOT NULL
                     THEN goods_state(g.status, g.current_investing_amount,
                                      g.total_investing_amount, g.started_at, g.finished_at, v_now)
@@ -192,6 +192,25 @@ BEGIN
         LEFT JOIN (SELECT n.goods_id, count(*)::integer AS investors
                    FROM new_investors n GROUP BY n.goods_id) n ON n.goods_id = m.goods_id
         WHERE g.goods_id = m.goods_id AND g.goods_id = ANY (v_wanted)
+    ), events AS (
+        -- The outbox (sql/migrations/011_outbox.sql), while a relay is configured: one event per
+        -- ledger row, with the product's counters right after it. A newcomer is a user's first
+        -- ledger row of this call in a product where the user is not an investor yet: what
+        -- new_investors counts. Rows go in in array order, so `seq` follows it.
+        INSERT INTO investment_event (type, investment_id, user_id, goods_id, amount, at,
+                                      current_investing_amount, investor_count)
+        SELECT 'accepted', e.id, e.user_id, e.goods_id, e.granted, v_now, e.current,
+               e.investors_before + count(*) FILTER (WHERE e.newcomer)
+                   OVER (PARTITION BY e.goods_id ORDER BY e.ord)
+        FROM (SELECT r.*,
+                     row_number() OVER (PARTITION BY r.goods_id, r.user_id ORDER BY r.ord) = 1
+                     AND NOT EXISTS (SELECT 1 FROM investment_goods_investor i
+                                     WHERE i.goods_id = r.goods_id AND i.user_id = r.user_id)
+                         AS newcomer
+              FROM results r
+              WHERE r.granted > 0) e
+        WHERE EXISTS (SELECT 1 FROM investment_event_relay WHERE seen_at IS NOT NULL)
+        ORDER BY e.ord
     ), remembered AS (
         INSERT INTO investment_idempotency (
             user_id, idempotency_key, goods_id, requested_amount, found, total_investing_amount,
