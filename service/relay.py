@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
 import time
@@ -111,7 +112,7 @@ class Session:
         conn = await psqlpy.connect(
             dsn=settings.relay_url,
             options=options,
-            application_name="investment-relay",
+            application_name=f"investment-relay-{os.getpid()}",  # which process holds it
             connect_timeout_sec=max(1, int(settings.db_acquire_timeout + 0.999)),
         )
         return cls(conn)
