@@ -190,6 +190,7 @@ class Relay:
         announced = time.monotonic()
         publisher: Publisher | None = None
         backoff = Backoff()
+        nats_down = False  # said once, until NATS answers again
         try:
             while True:
                 if time.monotonic() - announced >= ANNOUNCE_SECONDS:
@@ -201,9 +202,15 @@ class Relay:
                     try:
                         publisher = await Publisher.open(self.settings)
                     except Exception as error:  # NATS down or refusing: the outbox waits
-                        log.warning("NATS unreachable (%s): retrying", error)
+                        (log.debug if nats_down else log.warning)(
+                            "NATS unreachable (%s): retrying", error
+                        )
+                        nats_down = True
                         await backoff.sleep()
                         continue
+                    if nats_down:
+                        log.info("NATS reachable again: publishing")
+                        nats_down = False
                     self.metrics.nats_up.set(1)
                     await session.rows("relay-forget", [publisher.stored])
                 rows = await session.rows(
@@ -217,6 +224,7 @@ class Relay:
                     latencies = await publisher.publish(events)
                 except PublishFailed as error:
                     log.warning("publishing failed (%s): reconnecting to NATS", error)
+                    nats_down = True
                     self.metrics.nats_up.set(0)
                     await publisher.close()
                     publisher = None
@@ -250,13 +258,18 @@ class Publisher:
         async def quiet(error: Exception) -> None:  # logged by the relay when it matters
             log.debug("NATS: %s", error)
 
-        nc = await nats.connect(
-            servers=settings.nats_url.split(","),
-            connect_timeout=2,
-            allow_reconnect=False,  # a broken connection ends the round; the relay reconnects
-            error_cb=quiet,
-            name="investment-relay",
-        )
+        # One try of each server (nats-py tries 60 times by default, 2 s apart, even when
+        # reconnecting is off); the relay's own backoff paces the next try.
+        async with asyncio.timeout(2 * len(settings.nats_url.split(",")) + 2):
+            nc = await nats.connect(
+                servers=settings.nats_url.split(","),
+                connect_timeout=2,
+                allow_reconnect=False,  # a broken connection ends the round; the relay reconnects
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.05,
+                error_cb=quiet,
+                name="investment-relay",
+            )
         try:
             js = nc.jetstream(
                 timeout=settings.nats_publish_timeout,

@@ -138,3 +138,83 @@ async def _stream_config(nats_url: str) -> Any:
 
 def stream_config(nats_url: str) -> Any:
     return asyncio.run(_stream_config(nats_url))
+
+
+def active_relay_pid(database_url: str) -> int | None:
+    """The process whose session holds the relay's lock (its application_name names it)."""
+    from tests.support import psql
+
+    name = psql(
+        database_url,
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+        " WHERE l.locktype = 'advisory' AND l.classid = 7202104 AND l.objid = 25"
+        " AND l.objsubid = 2 AND l.granted",
+    )
+    return int(name.rpartition("-")[2]) if name else None
+
+
+def backlog(database_url: str) -> tuple[int, float]:
+    """Unpublished events and the age of the oldest (0: none)."""
+    from tests.support import psql
+
+    count, age = psql(
+        database_url,
+        "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(recorded_at)), 0)"
+        " FROM investment_event",
+    ).split("\t")
+    return int(count), float(age)
+
+
+class InvestLoad:
+    """invest_many() calls from `calls` concurrent sessions on `goods` (never sold out), in a
+    thread of its own until stop(): the ledger is what they did (a call whose connection was
+    killed may or may not have committed; its events follow the ledger either way)."""
+
+    def __init__(self, database_url: str, goods: list[int], calls: int = 4) -> None:
+        import threading
+
+        self.url = database_url
+        self.goods = goods
+        self.calls = calls
+        self.done = 0
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    async def _run(self) -> None:
+        await asyncio.gather(*(self._caller(n) for n in range(self.calls)))
+
+    async def _caller(self, n: int) -> None:
+        import random
+
+        import psqlpy
+
+        users = [10_000 * (n + 1) + i for i in range(20)]
+        conn = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = await psqlpy.connect(dsn=self.url)
+                size = random.randint(1, 4)
+                goods = [random.choice(self.goods) for _ in range(size)]
+                await conn.execute(
+                    "SELECT count(*) FROM invest_many($1, $2, $3, NULL, NULL, 2000)",
+                    [goods, [random.choice(users) for _ in goods],
+                     [random.randint(1, 10) for _ in goods]],
+                )  # fmt: skip
+                self.done += 1
+            except Exception:
+                self.failed += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                await asyncio.sleep(0.05)
+        if conn is not None:
+            conn.close()

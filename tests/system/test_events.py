@@ -1,0 +1,213 @@
+"""Events reach NATS JetStream exactly once, in event_id order (docs/reliability.md "Events"):
+through a relay killed with SIGKILL, NATS killed and restarted, the database's connections
+terminated and two relays racing for the lock; the relay's lag stays bounded; `run` starts the
+relay, the service answers while NATS is down, and /metrics shows the backlog."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import defaultdict
+
+import httpx
+import pytest
+
+from tests.events import (
+    InvestLoad,
+    RelayProcess,
+    active_relay_pid,
+    backlog,
+    nats_server,
+    relay_settings,
+    stream_config,
+    stream_messages,
+)
+from tests.support import (
+    create_goods,
+    fresh_user,
+    migrated_database,
+    psql,
+    running_service,
+    wait_until,
+)
+
+pytestmark = pytest.mark.system
+
+TOTAL = 10**12  # never sold out
+
+
+def relay_announced(url: str) -> bool:
+    return psql(url, "SELECT seen_at IS NOT NULL FROM investment_event_relay") == "t"
+
+
+def drained(url: str, nats_url: str) -> bool:
+    """The outbox is empty and the stream holds every number handed out."""
+    if backlog(url)[0]:
+        return False
+    last = int(psql(url, "SELECT last_event_id FROM investment_event_relay"))
+    messages = stream_messages(nats_url)
+    return bool(messages) and messages[-1][2]["event_id"] == last
+
+
+def check_exactly_once_in_order(url: str, nats_url: str, goods: list[int]) -> int:
+    """Every ledger row of `goods` is in the stream once, numbered 1..N in stream order, and
+    each product's counters grow along its events up to the product's own."""
+    messages = stream_messages(nats_url)
+    ids = [body["event_id"] for _, _, body in messages]
+    assert ids == list(range(1, len(ids) + 1)), "event_ids in stream order: 1..N, none twice"
+    for subject, headers, body in messages:
+        assert headers["Nats-Msg-Id"] == str(body["event_id"])
+        assert subject == "investments.accepted" and body["type"] == "accepted"
+    ledger = psql(
+        url,
+        "SELECT id, goods_id, user_investing_amount FROM user_investment_goods"
+        f" WHERE goods_id IN ({', '.join(map(str, goods))}) ORDER BY id",
+    ).splitlines()
+    rows = {int(i): (int(g), int(a)) for i, g, a in (line.split("\t") for line in ledger)}
+    published = [body["investment_id"] for _, _, body in messages]
+    assert sorted(published) == sorted(rows), "each ledger row published exactly once"
+    for _, _, body in messages:
+        assert (body["goods_id"], body["amount"]) == rows[body["investment_id"]]
+    per_product: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for _, _, body in messages:
+        per_product[body["goods_id"]].append(
+            (body["current_investing_amount"], body["investor_count"])
+        )
+    for goods_id, seen in per_product.items():
+        amounts = [amount for amount, _ in seen]
+        investors = [count for _, count in seen]
+        assert amounts == sorted(set(amounts)), f"product {goods_id}: amounts strictly grow"
+        assert investors == sorted(investors), f"product {goods_id}: investor_count never drops"
+        final = psql(
+            url,
+            "SELECT current_investing_amount, investor_count FROM investment_goods"
+            f" WHERE goods_id = {goods_id}",
+        )
+        assert final == f"{amounts[-1]}\t{investors[-1]}"
+    return len(ids)
+
+
+def test_every_event_is_published_once_in_order_through_kills_restarts_and_a_race(
+    postgres_server: str,
+) -> None:
+    with migrated_database(postgres_server) as url, nats_server() as nats:
+        goods = [create_goods(url, total=TOTAL) for _ in range(5)]
+        env = relay_settings(url, nats.url)
+        relays = [RelayProcess(env, "a"), RelayProcess(env, "b")]  # racing for the lock
+        load = InvestLoad(url, goods)
+        try:
+            wait_until(lambda: relay_announced(url), "a relay active", 15)
+            load.start()
+            wait_until(lambda: load.done >= 50, "invests under way", 10)
+
+            # The active relay killed mid-run; a replacement joins the race.
+            active = active_relay_pid(url)
+            victim = next(r for r in relays if r.pid == active)
+            victim.kill()
+            relays.append(RelayProcess(env, "c"))
+            wait_until(
+                lambda: active_relay_pid(url) not in (None, active), "the other relay takes over"
+            )
+            time.sleep(0.5)
+
+            # NATS killed and restarted (same store) while events keep coming.
+            nats.stop(signal.SIGKILL)
+            time.sleep(1.0)
+            nats.start()
+            time.sleep(1.0)
+
+            # Every session of the database cut: the relays', the load's.
+            psql(
+                url,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            time.sleep(1.0)
+            load.stop()
+            wait_until(lambda: drained(url, nats.url), "every event published", 20)
+            published = check_exactly_once_in_order(url, nats.url, goods)
+            assert published >= load.done > 100  # each call is granted at least once
+            print(f"{published} events, {load.done} calls ({load.failed} failed) through faults")
+        finally:
+            load.stop()
+            for relay in relays:
+                relay.stop()
+        config = stream_config(nats.url)
+        storage = getattr(config.storage, "value", config.storage)
+        assert (storage, config.duplicate_window, config.num_replicas) == ("file", 120.0, 1)
+        assert config.max_age == 7 * 24 * 3600.0
+
+
+def test_the_relays_lag_stays_bounded_under_steady_invests(postgres_server: str) -> None:
+    with migrated_database(postgres_server) as url, nats_server() as nats:
+        goods = [create_goods(url, total=TOTAL) for _ in range(3)]
+        relay = RelayProcess(relay_settings(url, nats.url), "lag")
+        load = InvestLoad(url, goods)
+        try:
+            wait_until(lambda: relay_announced(url), "the relay active", 15)
+            load.start()
+            ages = []
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                ages.append(backlog(url)[1])
+                time.sleep(0.1)
+            load.stop()
+            assert load.done > 50
+            assert max(ages) < 2.0, f"oldest unpublished event's age: {max(ages):.3f}s"
+            wait_until(lambda: drained(url, nats.url), "the outbox drained", 5)
+        finally:
+            load.stop()
+            relay.stop()
+        check_exactly_once_in_order(url, nats.url, goods)
+
+
+def metric(base_url: str, name: str) -> float:
+    text = httpx.get(f"{base_url}/metrics", timeout=5).text
+    values = [
+        float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(name + " ")
+    ]
+    assert values, f"{name} not in /metrics"
+    return max(values)
+
+
+def test_run_starts_the_relay_which_waits_for_nats_while_the_service_answers(
+    postgres_server: str,
+) -> None:
+    with migrated_database(postgres_server) as url, nats_server() as nats:
+        nats.stop()  # down when the service starts
+        goods_id = create_goods(url, total=TOTAL)
+        with running_service(url, NATS_URL=nats.url, NATS_PUBLISH_TIMEOUT="1") as service:
+            wait_until(lambda: relay_announced(url), "the relay active", 15)
+            user = fresh_user()
+            for amount in (5, 7):
+                response = httpx.post(
+                    f"{service.base_url}/v1/api/investment/user/goods",
+                    json={"goodsId": goods_id, "investmentAmount": amount},
+                    headers={"X-USER-ID": str(user)},
+                    timeout=10,
+                )
+                assert response.status_code in (200, 201), response.text
+            wait_until(
+                lambda: metric(service.base_url, "events_unpublished") == 2,
+                "/metrics: 2 unpublished",
+            )
+            wait_until(
+                lambda: metric(service.base_url, "events_oldest_unpublished_age_seconds") > 1.0,
+                "/metrics: the oldest unpublished event ages",
+            )
+            assert metric(service.base_url, "events_relay_active") == 1
+            nats.start()
+            wait_until(lambda: drained(url, nats.url), "published once NATS is back", 15)
+            wait_until(
+                lambda: metric(service.base_url, "events_unpublished") == 0, "/metrics: none left"
+            )
+            assert metric(service.base_url, "events_published_total") == 2
+        bodies = [body for _, _, body in stream_messages(nats.url)]
+        assert [(b["event_id"], b["amount"], b["current_investing_amount"]) for b in bodies] == [
+            (1, 5, 5),
+            (2, 7, 12),
+        ]
+        assert set(bodies[0]) == {
+            "event_id", "type", "investment_id", "user_id", "goods_id", "amount", "at",
+            "current_investing_amount", "investor_count",
+        }  # fmt: skip
