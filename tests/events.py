@@ -102,7 +102,7 @@ async def _stream_messages(nats_url: str) -> list[tuple[str, dict[str, str], dic
     import nats
     from nats.js.errors import NotFoundError
 
-    nc = await nats.connect(nats_url, connect_timeout=2, allow_reconnect=False)
+    nc = await nats.connect(servers=nats_url.split(","), connect_timeout=2, allow_reconnect=False)
     try:
         js = nc.jetstream()
         try:
@@ -129,7 +129,7 @@ def stream_messages(nats_url: str) -> list[tuple[str, dict[str, str], dict[str, 
 async def _stream_config(nats_url: str) -> Any:
     import nats
 
-    nc = await nats.connect(nats_url, connect_timeout=2, allow_reconnect=False)
+    nc = await nats.connect(servers=nats_url.split(","), connect_timeout=2, allow_reconnect=False)
     try:
         return (await nc.jetstream().stream_info(STREAM)).config
     finally:

@@ -24,15 +24,18 @@ import httpx
 import pytest
 
 from deploy.cluster import down, haproxy_servers, up
+from tests.events import active_relay_pid, stream_config, stream_messages
 from tests.support import (
     ROOT,
     counters,
     create_goods,
     drop_database,
+    free_port,
     fresh_user,
     ledger_sum,
     new_database,
     psql,
+    wait_until,
 )
 from tests.system.topology import require_tools, small_cluster
 
@@ -53,6 +56,9 @@ def cluster(postgres_server: str) -> Iterator[dict[str, object]]:
         runtime,
         database_url=url,
         instance_env={"LOG_LEVEL": "WARNING", "LIST_CACHE_SECONDS": "0"},
+        # `just cluster`'s three-node JetStream cluster (R3)
+        nats_ports=(free_port(), free_port(), free_port()),
+        nats_route_ports=(free_port(), free_port(), free_port()),
     )
     try:
         yield up(config)
@@ -134,6 +140,42 @@ def test_invest_round_trips_through_haproxy_and_pgbouncer(cluster: dict[str, obj
         f" WHERE datname = '{database}' AND application_name = 'investment-service'",
     )
     assert 0 < int(direct) <= 8 + 4  # default_pool_size + reserve_pool_size
+
+
+def test_the_rush_reaches_the_three_node_jetstream_cluster_once(
+    cluster: dict[str, object],
+) -> None:
+    """The instances' relays: one active, publishing through NATS_URL's three servers into an
+    R3 stream, every ledger row of a product once."""
+    url = str(cluster["database_url"])
+    nats_url = str(cluster["nats_url"])
+    goods_id = create_goods(url, total=TOTAL)
+    users = [fresh_user() for _ in range(40)]
+    responses = asyncio.run(rush(str(cluster["url"]), goods_id, users))
+    assert {r.status_code for r in responses} == {200}
+    ids = {
+        int(i)
+        for i in psql(
+            url, f"SELECT id FROM user_investment_goods WHERE goods_id = {goods_id}"
+        ).split()
+    }
+
+    def published() -> list[int]:
+        return [
+            body["investment_id"]
+            for _, _, body in stream_messages(nats_url)
+            if body["goods_id"] == goods_id
+        ]
+
+    wait_until(lambda: set(published()) == ids, "the rush's events in the stream", 30)
+    assert sorted(published()) == sorted(ids)
+    assert stream_config(nats_url).num_replicas == 3
+    assert active_relay_pid(url) is not None  # one instance's relay holds the lock
+    held = psql(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'investment-relay-%'",
+    )
+    assert int(held) == 3  # every instance runs one (two stand by)
 
 
 def console(admin_url: str, command: str) -> list[dict[str, str]]:
