@@ -6,6 +6,7 @@ URL (nats-py connects to one that answers)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from deploy.config import ClusterConfig
@@ -47,10 +48,8 @@ def start(config: ClusterConfig, state: dict[str, Any]) -> dict[str, str]:
         path.write_text(server_config(config, n))
         entry = spawn(f"nats{n + 1}", [binary, "-c", str(path)], {}, config.runtime)
         state["processes"].append(entry)
-        wait(
-            f"nats{n + 1}", lambda port=port: port_in_use("127.0.0.1", port, timeout=0.5),
-            entry, config.runtime, 15,
-        )  # fmt: skip
+        wait(f"nats{n + 1}", partial(port_in_use, "127.0.0.1", port, 0.5), entry,
+             config.runtime, 15)  # fmt: skip
     urls = ",".join(f"nats://127.0.0.1:{port}" for port in config.nats_ports)
     state["nats_url"] = urls
     return {"NATS_URL": urls, "NATS_STREAM_REPLICAS": str(min(3, len(config.nats_ports)))}
