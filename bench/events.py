@@ -6,8 +6,9 @@
 
 One instance, 2 workers (the capacity stage's shape). For each window with events on it also
 reports what the relay did over the same window: events published per second (JetStream's
-acknowledgements, from /metrics `events_published_total`) against invests accepted per second,
-the backlog when the window ends and how long the relay then takes to drain it, and the publish
+acknowledgements, from /metrics `events_published_total`, over the window and the drain after
+it) against invests accepted per second, the backlog when the window ends (count, age of the
+oldest) and how long the relay then takes to drain it, and the publish
 latency (outbox row written → JetStream's ack) p50/p99 from /metrics'
 `events_publish_latency_seconds` histogram over the window. Usage, on a quiet machine:
 
@@ -113,20 +114,30 @@ def measure(
             "p99_ms": result["p99_ms"],
         }
         if events:
-            after = scrape(url)
-            published = after.get("events_published_total", 0) - before.get(
-                "events_published_total", 0
-            )
-            figures["relay_published_per_s"] = round(published / window, 1)
-            figures["backlog_at_end"] = int(after.get("events_unpublished", 0))
-            figures["oldest_age_at_end_s"] = after.get("events_oldest_unpublished_age_seconds")
-            figures["latency"] = latency_quantiles(before, after)
+            # The backlog when the rush stops, then the time the relay takes to publish it.
+            backlog, oldest = psql(
+                owner,
+                "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp()"
+                " - min(recorded_at)), 0) FROM investment_event",
+            ).split("\t")
             start = time.monotonic()
             while int(psql(owner, "SELECT count(*) FROM investment_event")) > 0:
                 if time.monotonic() - start > 120:
                     break
-                time.sleep(0.1)
-            figures["drain_s"] = round(time.monotonic() - start, 2)
+                time.sleep(0.05)
+            drain = time.monotonic() - start
+            after = scrape(url)
+            published = after.get("events_published_total", 0) - before.get(
+                "events_published_total", 0
+            )
+            figures.update(
+                # Everything the window accepted was published by the end of the drain.
+                relay_published_per_s=round(published / (window + drain), 1),
+                backlog_at_end=int(backlog),
+                oldest_age_at_end_s=round(float(oldest), 3),
+                drain_s=round(drain, 2),
+                latency=latency_quantiles(before, after),
+            )
         return figures
     finally:
         stop(process)
