@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.limits import run_wrk, wrk_script
-from bench.rush_compare import SERVICE_PASSWORD, SERVICE_USER, start_instance, stop, wait_ready
-from bench.target import DEFAULT_SERVER, psql, recreate_database, settle
+from bench.rush_compare import start_instance, stop, wait_ready
+from bench.target import DEFAULT_SERVER, create_service_login, psql, recreate_database, settle
 from harness.sockets import free_port, port_in_use
 
 PRODUCTS = {"capacity": 100, "rush": 1}
@@ -151,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-events-"))
-    psql(  # the service's login (tests and `just run` create it the same way)
-        args.server,
-        f"DO $$ BEGIN CREATE ROLE {SERVICE_USER} LOGIN PASSWORD '{SERVICE_PASSWORD}';"
-        " EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-    )
+    create_service_login(args.server)
     nats, nats_url = start_nats(work / "nats", work / "nats.log")
     try:
         for workload in args.workloads.split(","):
