@@ -54,6 +54,25 @@ def start_nats(store: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, f"nats://127.0.0.1:{port}"
 
 
+def remove_stream(nats_url: str) -> None:
+    """INVESTMENTS goes with the database that filled it: each measurement starts without."""
+    import asyncio
+
+    import nats
+    from nats.js.errors import NotFoundError
+
+    async def remove() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().delete_stream("INVESTMENTS")
+        except NotFoundError:
+            pass
+        finally:
+            await nc.close()
+
+    asyncio.run(remove())
+
+
 def scrape(url: str) -> dict[str, float]:
     """The relay's samples of /metrics (name with labels → value)."""
     with urllib.request.urlopen(url + "/metrics", timeout=5) as answer:
@@ -87,6 +106,7 @@ def measure(
 ) -> dict[str, Any]:
     owner = recreate_database(server, f"events_{workload}_{'on' if events else 'off'}")
     if events:
+        remove_stream(nats_url)
         os.environ["NATS_URL"] = nats_url
     else:
         os.environ.pop("NATS_URL", None)

@@ -20,8 +20,9 @@ The active relay, in a loop:
   3. deletes what JetStream acknowledged.
 After connecting it reads the last event_id the stream holds and deletes every row up to it: an
 event acknowledged before a crash, whose row was not deleted, is not published again however
-long ago that was. NATS down: the relay backs off (up to 5 s between tries) and the outbox
-grows; the service answers as before.
+long ago that was. So the stream must hold this database's events only: the relay creates it
+with the database's stream key in its description, and publishes into no other. NATS down: the
+relay backs off (up to 5 s between tries) and the outbox grows; the service answers as before.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ class Event(NamedTuple):
         return orjson.dumps(fields)
 
 
+class StreamMismatch(Exception):
+    """INVESTMENTS holds another database's events: nothing is published into it."""
+
+
 class PublishFailed(Exception):
     """A round was not wholly acknowledged: the connection to NATS is dropped and made again."""
 
@@ -127,7 +132,13 @@ class Session:
             self.conn.close()
 
 
-def stream_config(settings: Settings) -> Any:
+def stream_description(key: str) -> str:
+    """The stream's description: the database whose events it holds (investment_event_relay
+    .stream_key)."""
+    return f"investment events of database {key}"
+
+
+def stream_config(settings: Settings, key: str) -> Any:
     """INVESTMENTS as the relay creates it: file-backed, kept max-age hours (limits retention:
     consumers read it at their own pace, any number of them), replicated as configured, and a
     duplicate window longer than a round's publish timeout (a round that timed out is published
@@ -136,6 +147,7 @@ def stream_config(settings: Settings) -> Any:
 
     return StreamConfig(
         name=STREAM,
+        description=stream_description(key),
         subjects=["investments.>"],
         storage=StorageType.FILE,
         retention=RetentionPolicy.LIMITS,
@@ -186,7 +198,7 @@ class Relay:
     async def _lead(self, session: Session) -> None:
         """Holds the lock until the session fails (raises)."""
         self.metrics.active.set(1)
-        await session.rows("relay-announce")
+        [(key,)] = await session.rows("relay-announce")
         announced = time.monotonic()
         publisher: Publisher | None = None
         backoff = Backoff()
@@ -200,7 +212,11 @@ class Relay:
                 await session.rows("relay-number")
                 if publisher is None:
                     try:
-                        publisher = await Publisher.open(self.settings)
+                        publisher = await Publisher.open(self.settings, key)
+                    except StreamMismatch as error:  # an operator must act: said every time
+                        log.error("%s", error)
+                        await backoff.sleep()
+                        continue
                     except Exception as error:  # NATS down or refusing: the outbox waits
                         (log.debug if nats_down else log.warning)(
                             "NATS unreachable (%s): retrying", error
@@ -249,7 +265,7 @@ class Publisher:
         self.chained = False  # the stream's last message is `stored`, as this connection saw
 
     @classmethod
-    async def open(cls, settings: Settings) -> Publisher:
+    async def open(cls, settings: Settings, key: str) -> Publisher:
         import nats
         from nats.js.errors import NotFoundError
 
@@ -278,8 +294,15 @@ class Publisher:
             try:
                 info = await js.stream_info(STREAM)
             except NotFoundError:
-                info = await js.add_stream(stream_config(settings))
+                info = await js.add_stream(stream_config(settings, key))
                 log.info("created the JetStream stream %s: %s", STREAM, info.config)
+            if info.config.description != stream_description(key):
+                raise StreamMismatch(
+                    f"the JetStream stream {STREAM} holds other events"
+                    f" ({info.config.description!r}, not {stream_description(key)!r}):"
+                    " nothing is published until it is removed (`nats stream rm"
+                    f" {STREAM}`) or NATS_URL names this database's NATS"
+                )
             stored = await last_event_id(js, info.state.last_seq)
         except BaseException:
             await nc.close()

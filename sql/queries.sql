@@ -198,8 +198,9 @@ LIMIT $2;
 DELETE FROM investment_event WHERE event_id <= $1;
 
 -- name: relay-announce
--- The active relay says it runs: invest_many() writes the outbox while this is recent.
-UPDATE investment_event_relay SET seen_at = statement_timestamp();
+-- The active relay says it runs: invest_many() writes the outbox while this is recent. Answers
+-- this database's stream key.
+UPDATE investment_event_relay SET seen_at = statement_timestamp() RETURNING stream_key::text;
 
 -- name: relay-backlog
 -- The events not yet acknowledged by JetStream, and the age in seconds of the oldest (NULL: none).

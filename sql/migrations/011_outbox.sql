@@ -35,10 +35,14 @@ CREATE UNIQUE INDEX investment_event_event_id ON investment_event (event_id)
 -- active relay last said it runs. seen_at NULL: no relay is configured, so nothing is written
 -- to the outbox (housekeeping sets it back to NULL, and empties the outbox, once no relay has
 -- run for RELAY_ABANDON_HOURS).
+-- stream_key names this database's event history: the relay creates the stream with it and
+-- publishes only into a stream that carries it (a stream another database filled would make it
+-- skip, as already stored, events it never published).
 CREATE TABLE investment_event_relay (
     singleton     boolean     PRIMARY KEY DEFAULT true CONSTRAINT investment_event_relay_one CHECK (singleton),
     last_event_id bigint      NOT NULL DEFAULT 0,
-    seen_at       timestamptz
+    seen_at       timestamptz,
+    stream_key    uuid        NOT NULL DEFAULT gen_random_uuid()
 );
 INSERT INTO investment_event_relay DEFAULT VALUES;
 

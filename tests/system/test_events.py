@@ -211,3 +211,41 @@ def test_run_starts_the_relay_which_waits_for_nats_while_the_service_answers(
             "event_id", "type", "investment_id", "user_id", "goods_id", "amount", "at",
             "current_investing_amount", "investor_count",
         }  # fmt: skip
+
+
+def test_a_relay_publishes_nothing_into_a_stream_another_database_filled(
+    postgres_server: str,
+) -> None:
+    """The relay skips events the stream already holds (by event_id): a stream of another
+    database's events would make it skip this one's. It refuses, says so, and publishes nothing."""
+    with (
+        migrated_database(postgres_server) as first,
+        migrated_database(postgres_server) as second,
+        nats_server() as nats,
+    ):
+        relay = RelayProcess(relay_settings(first, nats.url), "first")
+        try:
+            wait_until(lambda: relay_announced(first), "the first relay active", 15)
+            psql(
+                first,
+                f"SELECT count(*) FROM invest_many(ARRAY[{create_goods(first)}]::bigint[],"
+                f" ARRAY[{fresh_user()}]::bigint[], ARRAY[5]::bigint[], NULL)",
+            )
+            wait_until(lambda: drained(first, nats.url), "the first database's event published")
+        finally:
+            relay.stop()
+        other = RelayProcess(relay_settings(second, nats.url), "second")
+        try:
+            wait_until(lambda: relay_announced(second), "the second relay active", 15)
+            goods_id = create_goods(second)
+            psql(
+                second,
+                f"SELECT count(*) FROM invest_many(ARRAY[{goods_id}]::bigint[],"
+                f" ARRAY[{fresh_user()}]::bigint[], ARRAY[7]::bigint[], NULL)",
+            )
+            wait_until(lambda: "holds other events" in other.log(), "the refusal logged")
+            time.sleep(0.5)
+        finally:
+            other.stop()
+        assert backlog(second)[0] == 1  # kept for a stream of its own
+        assert [body["amount"] for _, _, body in stream_messages(nats.url)] == [5]
