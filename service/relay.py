@@ -228,7 +228,7 @@ class Relay:
                         log.info("NATS reachable again: publishing")
                         nats_down = False
                     self.metrics.nats_up.set(1)
-                    await session.rows("relay-forget", [publisher.stored])
+                    await session.rows("relay-forget", [0, publisher.stored])
                 rows = await session.rows(
                     "relay-pending", [publisher.stored, self.settings.relay_batch]
                 )
@@ -236,6 +236,7 @@ class Relay:
                     await asyncio.sleep(self.settings.relay_poll_seconds)
                     continue
                 events = [Event(*row) for row in rows]
+                published = publisher.stored
                 try:
                     latencies = await publisher.publish(events)
                 except PublishFailed as error:
@@ -247,7 +248,7 @@ class Relay:
                     await backoff.sleep()
                     continue
                 backoff.reset()
-                await session.rows("relay-forget", [publisher.stored])
+                await session.rows("relay-forget", [published, publisher.stored])
                 self.metrics.acknowledged(latencies)
         finally:
             if publisher is not None:

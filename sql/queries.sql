@@ -194,8 +194,9 @@ ORDER BY event_id
 LIMIT $2;
 
 -- name: relay-forget
--- Events JetStream has stored: every event_id up to $1.
-DELETE FROM investment_event WHERE event_id <= $1;
+-- Events JetStream has stored: event_id after $1 up to $2. A range, so that the generic plan
+-- probes the event_id index (`event_id <= $1` alone was planned as a scan of the whole outbox).
+DELETE FROM investment_event WHERE event_id > $1 AND event_id <= $2;
 
 -- name: relay-announce
 -- The active relay says it runs: invest_many() writes the outbox while this is recent. Answers

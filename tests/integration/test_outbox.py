@@ -146,3 +146,26 @@ def test_nothing_is_written_without_a_relay_and_an_abandoned_outbox_is_emptied(
         psql(url, invest_sql([goods_id], [fresh_user()], [1]))
         assert psql(url, abandon) == "0"
         assert psql(url, "SELECT count(*) FROM investment_event") == "1"
+
+
+@pytest.mark.parametrize(
+    ("name", "args"), [("relay-pending", "(0, 500)"), ("relay-forget", "(0, 500)")]
+)
+def test_the_relays_reads_and_deletes_probe_the_event_id_index(
+    outbox_database: str, name: str, args: str
+) -> None:
+    """As the service runs them (generic plans): a backlog of a million events after an outage
+    is drained round by round without a scan of the whole outbox per round."""
+    url = outbox_database
+    plan = psql(
+        url,
+        # A large numbered backlog, its statistics, the plan; then all of it rolled back.
+        "BEGIN; INSERT INTO investment_event (event_id, type, investment_id, user_id, goods_id,"
+        " amount, at, current_investing_amount, investor_count)"
+        " SELECT 1000000000 + n, 'accepted', n, n, 1, 1, now(), n, 1"
+        " FROM generate_series(1, 100000) n; ANALYZE investment_event;"
+        f" SET LOCAL plan_cache_mode = force_generic_plan; PREPARE q AS {queries()[name]};"
+        f" EXPLAIN EXECUTE q{args}; ROLLBACK;",
+        script=True,
+    )
+    assert "investment_event_event_id" in plan, plan
