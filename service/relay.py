@@ -12,11 +12,11 @@ number or delete anything.
 The active relay, in a loop:
   1. numbers the outbox rows it can see (`relay-number`: all committed, so event_id order is
      commit order);
-  2. publishes up to RELAY_BATCH of them in event_id order, Nats-Msg-Id = event_id, and awaits
-     their acknowledgements together; every message but the first after connecting carries
-     Nats-Expected-Last-Msg-Id = the event before it, so JetStream stores a message only right
-     after its predecessor (a message lost in a broken connection cannot be overtaken by the
-     next one) and drops one it already has (deduplication is checked first);
+  2. publishes up to RELAY_BATCH of them in event_id order, Nats-Msg-Id = event_id; every
+     message but the first after connecting carries Nats-Expected-Last-Msg-Id = the event before
+     it, so JetStream stores a message only right after its predecessor (a message lost in a
+     broken connection cannot be overtaken by the next one) and drops one it already has
+     (deduplication is checked first); so the last message's publish ack acknowledges the round;
   3. deletes what JetStream acknowledged.
 After connecting it reads the last event_id the stream holds and deletes every row up to it: an
 event acknowledged before a crash, whose row was not deleted, is not published again however
@@ -311,25 +311,39 @@ class Publisher:
         return cls(nc, js, settings, stored)
 
     async def publish(self, events: Sequence[Event]) -> list[float]:
-        """Publish `events` (consecutive event_ids after `stored`) and await every ack; each
-        one's latency from its outbox row. PublishFailed unless all were stored (or were
-        duplicates of stored ones)."""
-        futures: list[asyncio.Future[Any]] = []
+        """Publish `events` (consecutive event_ids after `stored`) and await the last one's ack;
+        each one's latency from its outbox row. PublishFailed unless all were stored (or were
+        duplicates of stored ones).
+
+        Only the last message of a round asks for an ack (and the first after connecting, which
+        goes alone): every other one carries Nats-Expected-Last-Msg-Id = its predecessor, so
+        JetStream stores it only right after its predecessor, and the last one's ack says that
+        the whole chain before it is stored. A message lost or refused breaks the chain: every
+        later one is refused, the last one's ack is an error, the round is published again."""
+        future: asyncio.Future[Any] | None = None
         try:
-            for event in events:
+            for n, event in enumerate(events):
                 headers = {"Nats-Msg-Id": str(event.event_id)}
-                if self.chained:
-                    headers["Nats-Expected-Last-Msg-Id"] = str(event.event_id - 1)
-                future = await self.js.publish_async(event.subject, event.body(), headers=headers)
-                futures.append(future)
                 if not self.chained:  # the first after connecting goes alone
+                    first = await self.js.publish_async(
+                        event.subject, event.body(), headers=headers
+                    )
                     async with asyncio.timeout(self.timeout):
-                        await future
+                        await first
                     self.chained = True
-            async with asyncio.timeout(self.timeout):
-                await asyncio.gather(*futures)
+                    continue
+                headers["Nats-Expected-Last-Msg-Id"] = str(event.event_id - 1)
+                if n == len(events) - 1:
+                    future = await self.js.publish_async(
+                        event.subject, event.body(), headers=headers
+                    )
+                else:
+                    await self.nc.publish(event.subject, event.body(), headers=headers)
+            if future is not None:
+                async with asyncio.timeout(self.timeout):
+                    await future
         except Exception as error:
-            for future in futures:
+            if future is not None:
                 future.cancel()
             raise PublishFailed(f"{type(error).__name__}: {error}") from error
         now = time.time()

@@ -5,6 +5,7 @@ relay, the service answers while NATS is down, and /metrics shows the backlog.""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections import defaultdict
@@ -12,6 +13,8 @@ from collections import defaultdict
 import httpx
 import pytest
 
+from service.relay import Event, Publisher, PublishFailed
+from service.settings import Settings
 from tests.events import (
     InvestLoad,
     RelayProcess,
@@ -249,3 +252,35 @@ def test_a_relay_publishes_nothing_into_a_stream_another_database_filled(
             other.stop()
         assert backlog(second)[0] == 1  # kept for a stream of its own
         assert [body["amount"] for _, _, body in stream_messages(nats.url)] == [5]
+
+
+def event(event_id: int) -> Event:
+    return Event(event_id, "accepted", event_id, 1, 1, 1, "2026-12-06 09:00:00", event_id, 1,
+                 time.time())  # fmt: skip
+
+
+def test_a_round_is_acknowledged_only_when_its_whole_chain_is_stored() -> None:
+    """Only a round's last message asks for an ack: a gap before it (a message lost) makes
+    JetStream refuse everything after the gap, so the round fails and stores nothing out of
+    order; rounds published again (a relay that lost its lock, acks lost) are duplicates."""
+
+    async def scenario(nats_url: str) -> None:
+        settings = Settings(nats_url=nats_url)
+        publisher = await Publisher.open(settings, "test-key")
+        try:
+            await publisher.publish([event(n) for n in (1, 2, 3)])
+            with pytest.raises(PublishFailed):
+                await publisher.publish([event(n) for n in (5, 6, 7)])  # 4 never came
+        finally:
+            await publisher.close()
+        again = await Publisher.open(settings, "test-key")  # a new connection: 3 is stored
+        try:
+            assert again.stored == 3
+            await again.publish([event(n) for n in (2, 3)])  # duplicates, in a chain
+            await again.publish([event(n) for n in (4, 5, 6, 7)])
+        finally:
+            await again.close()
+
+    with nats_server() as nats:
+        asyncio.run(scenario(nats.url))
+        assert [b["event_id"] for _, _, b in stream_messages(nats.url)] == [1, 2, 3, 4, 5, 6, 7]
