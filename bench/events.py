@@ -5,12 +5,14 @@
   rush      wrk, 500 connections, every invest on one product (the opening rush)
 
 One instance, 2 workers (the capacity stage's shape). For each window with events on it also
-reports what the relay did over the same window: events published per second (JetStream's
-acknowledgements, from /metrics `events_published_total`, over the window and the drain after
-it) against invests accepted per second, the backlog when the window ends (count, age of the
-oldest) and how long the relay then takes to drain it, and the publish
-latency (outbox row written → JetStream's ack) p50/p99 from /metrics'
-`events_publish_latency_seconds` histogram over the window. Usage, on a quiet machine:
+reports the relay's throughput at full speed (NATS stopped while wrk makes a backlog for half a
+window, then started again: the backlog over the time from its first to its last event
+published), and what the relay did over the measured window: events published per second
+(JetStream's acknowledgements, from /metrics `events_published_total`, over the window and the
+drain after it) against invests accepted per second, the backlog when the window ends (count,
+age of the oldest) and how long the relay then takes to drain it, and the publish latency
+(outbox row written → JetStream's ack) p50/p99 from /metrics' `events_publish_latency_seconds`
+histogram over the window. Usage, on a quiet machine:
 
     python -m bench.events --rounds 2 --window 20
     python -m bench.events --rounds 1 --window 2 --workloads capacity   # a smoke
@@ -38,20 +40,54 @@ from harness.sockets import free_port, port_in_use
 PRODUCTS = {"capacity": 100, "rush": 1}
 
 
-def start_nats(store: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-        )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while not port_in_use("127.0.0.1", port):
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise RuntimeError("nats-server did not start")
-        time.sleep(0.05)
-    return process, f"nats://127.0.0.1:{port}"
+class Nats:
+    """A nats-server with JetStream of this run's own: a free port, a temporary store; stopped
+    and started again on both (the backlog drain)."""
+
+    def __init__(self, work: Path) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.store = work / "nats"
+        self.log = work / "nats.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not port_in_use("127.0.0.1", self.port):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("nats-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(10)
+        self.process = None
+
+
+def outbox(owner: str) -> int:
+    return int(psql(owner, "SELECT count(*) FROM investment_event"))
+
+
+def drain_rate(owner: str, nats: Nats) -> dict[str, Any]:
+    """The relay at full speed: NATS is started again under a backlog; from its first
+    published event (after the relay's backoff) to the last, events per second."""
+    backlog = outbox(owner)
+    nats.start()
+    deadline = time.monotonic() + 300
+    while (left := outbox(owner)) >= backlog and time.monotonic() < deadline:
+        time.sleep(0.01)
+    began, first_left = time.monotonic(), left
+    while outbox(owner) > 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    seconds = time.monotonic() - began
+    return {"backlog": backlog, "drain_per_s": round(first_left / seconds, 1) if seconds else None}
 
 
 def remove_stream(nats_url: str) -> None:
@@ -102,12 +138,12 @@ def latency_quantiles(before: dict[str, float], after: dict[str, float]) -> dict
 
 
 def measure(
-    workload: str, events: bool, server: str, window: float, work: Path, nats_url: str
+    workload: str, events: bool, server: str, window: float, work: Path, nats: Nats
 ) -> dict[str, Any]:
     owner = recreate_database(server, f"events_{workload}_{'on' if events else 'off'}")
     if events:
-        remove_stream(nats_url)
-        os.environ["NATS_URL"] = nats_url
+        remove_stream(nats.url)
+        os.environ["NATS_URL"] = nats.url
     else:
         os.environ.pop("NATS_URL", None)
     process, url = start_instance(Path.cwd(), owner, work / "service.log")
@@ -158,6 +194,10 @@ def measure(
                 drain_s=round(drain, 2),
                 latency=latency_quantiles(before, after),
             )
+            # Then the relay's own throughput: a backlog made while NATS is down, drained.
+            nats.stop()
+            run_wrk(target, f"{workload}-backlog", script, window / 2, work)
+            figures["relay_full_speed"] = drain_rate(owner, nats)
         return figures
     finally:
         stop(process)
@@ -172,14 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-events-"))
     create_service_login(args.server)
-    nats, nats_url = start_nats(work / "nats", work / "nats.log")
+    nats = Nats(work)
+    nats.start()
     try:
         for workload in args.workloads.split(","):
             figures: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
             for round_number in range(args.rounds):
                 order = (False, True) if round_number % 2 == 0 else (True, False)
                 for events in order:
-                    result = measure(workload, events, args.server, args.window, work, nats_url)
+                    result = measure(workload, events, args.server, args.window, work, nats)
                     figures[events].append(result)
                     side = "on " if events else "off"
                     print(f"{workload} round {round_number + 1} events {side}: {result}",
@@ -187,9 +228,14 @@ def main(argv: list[str] | None = None) -> int:
             off = statistics.mean(r["accepted_per_s"] for r in figures[False])
             on = statistics.mean(r["accepted_per_s"] for r in figures[True])
             relay = statistics.mean(r["relay_published_per_s"] for r in figures[True])
+            full = statistics.mean(
+                r["relay_full_speed"]["drain_per_s"] or 0.0 for r in figures[True]
+            )
             print(
                 f"{workload}: accepted invests/s off {off:.0f}, on {on:.0f} (on/off"
-                f" {on / off:.3f}); relay published/s {relay:.0f} (relay/invests {relay / on:.3f})",
+                f" {on / off:.3f}); relay published/s during the rush {relay:.0f}"
+                f" (relay/invests {relay / on:.3f}); relay at full speed {full:.0f}/s"
+                f" (relay/invest capacity off {full / off:.3f})",
                 flush=True,
             )
             for suffix in ("on", "off"):
@@ -197,10 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                     args.server, f"DROP DATABASE IF EXISTS events_{workload}_{suffix} WITH (FORCE)"
                 )
     finally:
-        if nats.poll() is None:
-            os.killpg(nats.pid, signal.SIGTERM)
-            nats.wait(10)
-        shutil.rmtree(work / "nats", ignore_errors=True)
+        nats.stop()
+        shutil.rmtree(nats.store, ignore_errors=True)
     return 0
 
 
