@@ -105,10 +105,10 @@ def rush(urls: list[str], seconds: float, work: Path) -> dict[str, Any]:
     }
 
 
-def measure(side: str, checkout: Path, server: str, window: float, work: Path) -> dict[str, Any]:
-    owner = recreate_database(server, f"rush_{side}")
-    psql(owner, "SELECT 1")
-    instances = [start_instance(checkout, owner, work / f"{side}.log") for _ in range(2)]
+def open_rush(checkout: Path, owner: str, log: Path) -> list[tuple[subprocess.Popen[bytes], str]]:
+    """2 instances of `checkout` on `owner`'s database, ready, and product 1 open with a total
+    no rush reaches; stop them with `stop` (here already if they do not come up)."""
+    instances = [start_instance(checkout, owner, log) for _ in range(2)]
     try:
         for process, url in instances:
             wait_ready(url, process)
@@ -118,6 +118,18 @@ def measure(side: str, checkout: Path, server: str, window: float, work: Path) -
             " started_at, finished_at) VALUES (1, 'rush', 1000000000000000, true,"
             " now() - interval '1 day', now() + interval '1 day')",
         )
+    except BaseException:
+        for process, _ in instances:
+            stop(process)
+        raise
+    return instances
+
+
+def measure(side: str, checkout: Path, server: str, window: float, work: Path) -> dict[str, Any]:
+    owner = recreate_database(server, f"rush_{side}")
+    psql(owner, "SELECT 1")
+    instances = open_rush(checkout, owner, work / f"{side}.log")
+    try:
         urls = [url for _, url in instances]
         rush(urls, 3, work)  # warm-up, not measured
         settle(owner, timeout=10)

@@ -54,20 +54,32 @@ async def _on_internal_error(app: Any, request: Request, error: Exception) -> Re
     return problem_response("INTERNAL_ERROR", INTERNAL_ERROR_DETAIL)
 
 
-def _unmatched(allowed: dict[str, list[str]]) -> Callable[[Request], Awaitable[Response]]:
-    """The fallback: 405 with Allow for a known path and another method, else 404."""
+def _unmatched(
+    allowed: dict[str, list[str]], router: Router, templated: list[str]
+) -> Callable[[Request], Awaitable[Response]]:
+    """The fallback: 405 with Allow for a known path and another method, else 404. A path of a
+    route template (`.../goods/{investment_id}`) is known when the router matches it with one of
+    the template's methods (`templated`)."""
     allow = {path: ", ".join(sorted(methods)).encode() for path, methods in allowed.items()}
+
+    def template_methods(path: bytes) -> bytes | None:
+        methods = [
+            method
+            for method in templated
+            if any(route.match_by_path(path) for route in router.routes[method.encode()])
+        ]
+        return ", ".join(methods).encode() if methods else None
 
     async def not_found(request: Request) -> Response:
         path = request.url.path.decode(errors="replace")
-        methods = allow.get(path)
+        shown = path if len(path) <= 200 else path[:200] + "…"
+        methods = allow.get(path) or template_methods(request.url.path)
         if methods is not None:
             return problem_response(
                 "METHOD_NOT_ALLOWED",
-                f"{path} accepts {methods.decode()}",
+                f"{shown} accepts {methods.decode()}",
                 [(b"Allow", methods)],
             )
-        shown = path if len(path) <= 200 else path[:200] + "…"
         return problem_response("NOT_FOUND", f"no route for {request.method} {shown}")
 
     return not_found
@@ -110,12 +122,13 @@ def configure_application(
     )
     route = functools.partial(_route, app=app, metrics=metrics, access_log=settings.access_log)
 
-    # (method, route template, raw handler): the three APIs and health, answered without
+    # (method, route template, raw handler): the APIs and health, answered without
     # BlackSheep's request and response objects (service/entry.py).
     raw_routes: list[tuple[str, str, handlers.Handler]] = [
         ("GET", f"{BASE}/goods", handlers.list_goods),
         ("POST", f"{BASE}/user/goods", handlers.invest),
         ("GET", f"{BASE}/user/goods", handlers.my_investments),
+        ("DELETE", f"{BASE}/user/goods/{{investment_id}}", handlers.cancel_investment),
         ("GET", "/healthz", handlers.healthz),
         ("GET", "/readyz", handlers.readyz),
     ]
@@ -146,6 +159,7 @@ def configure_application(
     routed: dict[Handler, Handler] = {}  # each handler as the router calls it (observed)
     heads: list[Handler] = []
     allowed: dict[str, list[str]] = {}
+    templated: set[str] = set()  # the methods of routes with a parameter in their path
     for verb, path, handler in routes:
         verbs = [verb, "HEAD"] if verb == "GET" else [verb]  # HEAD answers as GET; the server
         for method in verbs:  # (hyper) drops the body
@@ -162,7 +176,11 @@ def configure_application(
                 routed[handler] = routed_handler
         if "{" not in path:
             allowed.setdefault(path, []).extend(verbs)
-    app.router.fallback = route(_unmatched(allowed), "ANY", "(unmatched)")
+        else:
+            templated.update(verbs)
+    app.router.fallback = route(
+        _unmatched(allowed, app.router, sorted(templated)), "ANY", "(unmatched)"
+    )
 
     docs = build_docs()
     describe(
@@ -170,6 +188,7 @@ def configure_application(
         list_goods=routed[documented[handlers.list_goods]],
         invest=routed[documented[handlers.invest]],
         my_investments=routed[documented[handlers.my_investments]],
+        cancel=routed[documented[handlers.cancel_investment]],
         healthz=routed[documented[handlers.healthz]],
         readyz=routed[documented[handlers.readyz]],
     )

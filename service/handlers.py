@@ -1,4 +1,4 @@
-"""The three APIs and health over raw ASGI: parse → one use-case call → JSON bytes, before any
+"""The APIs and health over raw ASGI: parse → one use-case call → JSON bytes, before any
 BlackSheep request or response object is built (service/entry.py routes to them)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from service.parsing import (
     format_cursor,
     parse_idempotency_key,
     parse_invest_body,
+    parse_investment_id,
     parse_page,
     parse_query,
     parse_user_id,
@@ -114,6 +115,12 @@ async def my_investments(worker: Worker, scope: Scope, receive: Receive) -> Answ
     token = quote(format_cursor(*following))
     link = f'<{BASE}/user/goods?limit={limit}&cursor={token}>; rel="next"'
     return answer, [(b"Link", link.encode())]
+
+
+async def cancel_investment(worker: Worker, scope: Scope, receive: Receive) -> Answer:
+    user_id = parse_user_id(header_values(scope["headers"], None, b"x-user-id"))
+    investment_id = parse_investment_id(scope["path"])
+    return await worker.cancelling.cancel(user_id, investment_id), None
 
 
 async def healthz(worker: Worker, scope: Scope, receive: Receive) -> Answer:

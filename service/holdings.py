@@ -11,14 +11,15 @@ from service.shapes import TIME
 
 
 class MyInvestment(TypedDict):
-    """One item of the page; the statement renders it (sql/queries.sql `my-investments-many`),
-    in this key order."""
+    """One item of the page (a live investment: cancelled ones are not listed); the statement
+    renders it (sql/queries.sql `my-investments-many`), in this key order."""
 
     goods_id: int
     title: str
     total_investing_amount: int
     user_investing_amount: int
     invest_date: Annotated[str, TIME]
+    investment_id: int
 
 
 class Holdings:

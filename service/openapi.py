@@ -19,7 +19,7 @@ from openapidocs.v3 import (
 )
 from openapidocs.v3 import Schema as OpenApiSchema
 
-from service import holdings, investing
+from service import cancelling, holdings, investing
 from service.goods import FIELDS, MAX_TITLE, Goods
 from service.parsing import (
     CURSOR_PATTERN,
@@ -27,6 +27,7 @@ from service.parsing import (
     MAX_AMOUNT,
     MAX_GOODS_ID,
     MAX_IDEMPOTENCY_KEY,
+    MAX_INVESTMENT_ID,
     MAX_PAGE,
     MAX_USER_ID,
 )
@@ -46,6 +47,7 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
 GOODS = schema_of(Goods)
 INVEST_RESULT = schema_of(investing.InvestResult)
 MY_INVESTMENT = schema_of(holdings.MyInvestment)
+CANCEL_RESULT = schema_of(cancelling.CancelResult)
 INVEST_REQUEST = {
     "type": "object",
     "properties": {
@@ -92,6 +94,10 @@ class MyInvestmentList(Schema):
     pass
 
 
+class CancelResult(Schema):
+    pass
+
+
 class ProblemDetails(Schema):
     pass
 
@@ -108,6 +114,7 @@ _SCHEMAS: dict[type, dict[str, Any]] = {
     GoodsList: {"type": "array", "items": GOODS},
     InvestResult: INVEST_RESULT,
     MyInvestmentList: {"type": "array", "items": MY_INVESTMENT, "maxItems": MAX_PAGE},
+    CancelResult: CANCEL_RESULT,
     ProblemDetails: PROBLEM,
     Health: _object({"status": {"type": "string"}}),
     AdminGoods: GOODS,
@@ -160,6 +167,13 @@ IDEMPOTENCY_KEY = _parameter(
         type="string", min_length=1, max_length=MAX_IDEMPOTENCY_KEY, pattern=f"^{KEY_PATTERN}$"
     ),
     False,
+)
+INVESTMENT_ID = _parameter(
+    "investment_id",
+    ParameterLocation.PATH,
+    "The investment: the invest answer's investment_id (my investments' items carry it too)",
+    OpenApiSchema(type="integer", minimum=1, maximum=MAX_INVESTMENT_ID, example=12),
+    True,
 )
 WINDOW = [
     _parameter(
@@ -215,7 +229,8 @@ def build_docs() -> OpenAPIHandler:
         info=Info(
             title="Investment service",
             version="1.0.0",
-            description="List investment products, invest, and list my investments (contract v1)."
+            description="List investment products, invest, list and cancel my investments"
+            " (contract v1)."
             " Every GET operation also answers HEAD: the same status and headers, no body.",
         ),
         ui_path="/docs",
@@ -234,6 +249,7 @@ def describe(
     list_goods: Handler,
     invest: Handler,
     my_investments: Handler,
+    cancel: Handler,
     healthz: Handler,
     readyz: Handler,
 ) -> None:
@@ -298,6 +314,25 @@ def describe(
         },
         on_created=_with_parameters(USER_ID, *PAGE),
     )(my_investments)
+    docs(
+        summary="Cancel an investment",
+        description=(
+            "Cancels the user's investment wholly, while its product recruits or is sold out"
+            " within its period and is not closed: the product's counters drop at once (a"
+            " sold-out product recruits again) and my investments no longer lists it. The same"
+            " DELETE again answers 200 with the same body. A 503 means: repeat the same DELETE"
+            " (it may have been made; a repeat answers it either way)."
+        ),
+        tags=["investment"],
+        responses={
+            200: _ok("The cancellation, and the product right after it", CancelResult),
+            400: _problem("MISSING_USER_ID", "INVALID_USER_ID", "INVALID_INVESTMENT_ID"),
+            404: _problem("INVESTMENT_NOT_FOUND"),
+            409: _problem("INVESTMENT_NOT_CANCELLABLE"),
+            503: UNAVAILABLE,
+        },
+        on_created=_with_parameters(USER_ID, INVESTMENT_ID),
+    )(cancel)
     docs(summary="Liveness", tags=["operations"], responses={200: _ok("Serving", Health)})(healthz)
     docs(
         summary="Readiness",

@@ -15,6 +15,7 @@ from service.problems import Problem
 
 MAX_USER_ID = 2**63 - 1
 MAX_GOODS_ID = 2**63 - 1
+MAX_INVESTMENT_ID = 2**63 - 1
 MAX_AMOUNT = 2**53 - 1
 MAX_PAGE = 1000
 MAX_IDEMPOTENCY_KEY = 255
@@ -39,6 +40,18 @@ def parse_user_id(values: list[bytes]) -> int:
     if not 1 <= user_id <= MAX_USER_ID:
         raise Problem("INVALID_USER_ID", "X-USER-ID must be a decimal integer in [1, 2^63-1]")
     return user_id
+
+
+def parse_investment_id(path: str) -> int:
+    """The investment id, the last segment of a cancellation's path: one decimal integer in
+    [1, 2^63-1] (a trailing slash, which the router accepts, is ignored)."""
+    raw = path.rstrip("/").rpartition("/")[2]
+    investment_id = int(raw) if 1 <= len(raw) <= 19 and raw.isascii() and raw.isdigit() else 0
+    if not 1 <= investment_id <= MAX_INVESTMENT_ID:
+        raise Problem(
+            "INVALID_INVESTMENT_ID", "investment_id must be a decimal integer in [1, 2^63-1]"
+        )
+    return investment_id
 
 
 def parse_idempotency_key(values: list[bytes]) -> str | None:

@@ -78,6 +78,9 @@ class Settings:
     invest_calls_in_flight: int = 1
     # Calls per worker that may hold a connection while waiting for a product row held elsewhere.
     invest_wait_calls: int = 2
+    # Cancellations per worker that may hold a connection at once (each its own statement; one
+    # waiting for a product row held elsewhere waits at most DB_ACQUIRE_TIMEOUT for it).
+    cancel_calls_in_flight: int = 2
     read_batch_max: int = 200
     read_calls_in_flight: int = 2
     # Concurrent list loads (cache misses) per worker; 0: what the pool share leaves
@@ -154,8 +157,11 @@ class Settings:
 
     def reserved_connections(self) -> int:
         """Connections of a worker's pool that invests (the shared call and the calls waiting
-        for held products) and my-investments pages may hold at once."""
-        return self.invest_calls_in_flight + self.invest_wait_calls + self.read_calls_in_flight
+        for held products), cancellations and my-investments pages may hold at once."""
+        return (
+            self.invest_calls_in_flight + self.invest_wait_calls + self.cancel_calls_in_flight
+            + self.read_calls_in_flight
+        )  # fmt: skip
 
     def connections_per_worker(self) -> int:
         """granian's backpressure: SERVER_BACKPRESSURE, else every request the worker's queues
@@ -313,6 +319,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "INVEST_QUEUE_MAX": lambda n, r: _integer(n, r, 1, 1_000_000),
     "INVEST_CALLS_IN_FLIGHT": lambda n, r: _integer(n, r, 1, 64),
     "INVEST_WAIT_CALLS": lambda n, r: _integer(n, r, 1, 64),
+    "CANCEL_CALLS_IN_FLIGHT": lambda n, r: _integer(n, r, 1, 64),
     "READ_BATCH_MAX": lambda n, r: _integer(n, r, 1, 10_000),
     "READ_CALLS_IN_FLIGHT": lambda n, r: _integer(n, r, 1, 64),
     "LIST_LOADS_MAX": lambda n, r: _integer(n, r, 0, 10_000),

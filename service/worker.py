@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from service.batcher import InvestBatcher, PageBatcher
+from service.cancelling import Cancelling
 from service.db import Databases, DatabaseUnavailable, key_locks_per_call
 from service.holdings import Holdings
 from service.housekeeping import abandon_outbox, forget_old_idempotency_keys
@@ -36,6 +37,7 @@ class Worker:
         self.listing = GoodsListing(self.db, settings, metrics, self.reads)
         self.investing = Investing(self.invests, metrics)
         self.holdings = Holdings(self.pages)
+        self.cancelling = Cancelling(self.db, settings)
         self._chores = [
             asyncio.create_task(
                 forget_old_idempotency_keys(

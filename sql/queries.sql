@@ -42,6 +42,13 @@ SELECT ord, outcome, found, total_investing_amount, investment_amount, current_i
        state, invest_date, investment_id
 FROM invest_many($1, $2, $3, $4, NULL, $5);
 
+-- name: cancel-investment
+-- Cancels investment $2 of user $1 in one transaction, waiting at most $3 milliseconds for each
+-- lock: see cancel_investment() in sql/functions/cancel_investment.sql.
+SELECT outcome, investment_id, goods_id, cancelled_amount, cancelled_at, current_investing_amount,
+       status, state
+FROM cancel_investment($1, $2, NULL, $3);
+
 -- name: my-investments-many
 -- A page of ledger rows, oldest first, for each of many requests ($1 user ids, $2 page sizes). A
 -- request with a cursor ($3 microseconds since the epoch, $4 ledger id; NULL for a first page)
@@ -56,6 +63,8 @@ FROM invest_many($1, $2, $3, $4, NULL, $5);
 -- rather than built by row_to_json() (20 % less PostgreSQL CPU per request). string_agg() takes
 -- the items in the order the inner query returns them (ORDER BY with LIMIT, nothing in between
 -- that reorders): an ORDER BY inside the aggregate would sort every page again (8 % of the CPU).
+-- Cancelled investments are not listed; each item carries its ledger id as `investment_id` (what
+-- a cancellation names).
 SELECT p.found, p.last_micros, p.last_id,
        convert_to('[' || coalesce(p.items, '') || ']', 'UTF8') AS body
 FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::bigint[])
@@ -69,7 +78,8 @@ CROSS JOIN LATERAL (
     FROM (
         SELECT (SELECT g.item_head FROM investment_goods g WHERE g.goods_id = l.goods_id)
                || ',"user_investing_amount":' || l.user_investing_amount::text
-               || ',"invest_date":"' || to_char(l.invest_date, 'YYYY-MM-DD HH24:MI:SS') || '"}'
+               || ',"invest_date":"' || to_char(l.invest_date, 'YYYY-MM-DD HH24:MI:SS')
+               || '","investment_id":' || l.id::text || '}'
                    AS item,
                l.invest_date, l.id,
                row_number() OVER (ORDER BY l.invest_date, l.id) AS n
@@ -79,6 +89,7 @@ CROSS JOIN LATERAL (
                                                 + r.after_micros * interval '1 microsecond',
                                                 '-infinity'),
                                        coalesce(r.after_id, 0))
+          AND NOT EXISTS (SELECT 1 FROM user_investment_cancellation c WHERE c.investment_id = l.id)
         ORDER BY l.invest_date, l.id
         LIMIT r.page + 1
     ) u

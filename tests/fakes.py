@@ -174,6 +174,7 @@ class MemoryDatabase:
                 "total_investing_amount": self.products[item.goods_id].total_investing_amount,
                 "user_investing_amount": item.amount,
                 "invest_date": item.invest_date,
+                "investment_id": item.investment_id,
             }
             for item in mine[:limit]
         ]

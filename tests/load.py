@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
-from tests.support import ServiceProcess, create_goods, ledger_by_id, verify_ledger
+from tests.support import ServiceProcess, create_goods, ledger_by_id, psql, verify_ledger
 
 PATH = "/v1/api/investment/user/goods"
 GONE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
@@ -30,13 +30,22 @@ class Order:
     answer: dict[str, object] | None = None
     attempts: list[str] = field(default_factory=list)  # what each attempt met
     seconds: list[float] = field(default_factory=list)  # how long each attempt took
+    cancel: bool = False  # once invested, cancelled (DELETE, repeated until it answers 200)
+    cancelled: dict[str, object] | None = None
+    cancel_attempts: list[str] = field(default_factory=list)
 
 
 def make_orders(
-    database: str, seed: int, count: int = 5_000, products: int = 20, users: int = 800
+    database: str,
+    seed: int,
+    count: int = 5_000,
+    products: int = 20,
+    users: int = 800,
+    cancels: float = 0.0,
 ) -> tuple[list[Order], dict[int, int]]:
     """`count` orders of 1,000-50,000 from `users` users over `products` products, every other
-    one of which sells out; returns (orders, {goods_id: total})."""
+    one of which sells out, a `cancels` share of them cancelled once invested; returns (orders,
+    {goods_id: total})."""
     rng = random.Random(seed)
     totals = {}
     for index in range(products):
@@ -49,6 +58,8 @@ def make_orders(
         for i in range(count)
     ]
     rng.shuffle(orders)
+    for order in orders:
+        order.cancel = rng.random() < cancels
     return orders, totals
 
 
@@ -60,7 +71,9 @@ async def drive(
     retry_on: frozenset[int] = frozenset({409}),
 ) -> None:
     """Send every order until it has a 200, retrying with the same key after a lost connection
-    or a status in `retry_on`; `kill` = (after how many answers, whom to kill -9)."""
+    or a status in `retry_on`; `kill` = (after how many answers, whom to kill -9). An order to
+    cancel that was invested is then cancelled, the same DELETE repeated after a lost connection
+    or a 503 until it answers 200 (a repeat is always safe)."""
     live = list(urls)
     queue: asyncio.Queue[Order] = asyncio.Queue()
     for order in orders:
@@ -103,6 +116,30 @@ async def drive(
                 answered += 1
                 if kill is not None and answered == kill[0]:
                     os.killpg(kill[1].process.pid, signal.SIGKILL)
+            if order.cancel and order.answer["investment_id"] is not None:
+                turn = await cancel(order, client, turn)
+
+    async def cancel(order: Order, client: httpx.AsyncClient, turn: int) -> int:
+        assert order.answer is not None
+        path = f"{PATH}/{order.answer['investment_id']}"
+        while order.cancelled is None:
+            assert len(order.cancel_attempts) < 50, order
+            url = live[turn % len(live)]
+            turn += 1
+            try:
+                response = await client.delete(url + path, headers={"X-USER-ID": str(order.user)})
+            except GONE as error:
+                order.cancel_attempts.append(type(error).__name__)
+                if url in live and len(live) > 1 and isinstance(error, httpx.ConnectError):
+                    live.remove(url)
+                continue
+            order.cancel_attempts.append(str(response.status_code))
+            if response.status_code == 503:
+                await asyncio.sleep(0.1)
+                continue
+            assert response.status_code == 200, response.text
+            order.cancelled = response.json()
+        return turn
 
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         await asyncio.gather(*(worker(n, client) for n in range(concurrency)))
@@ -120,15 +157,34 @@ def check_ledger(database: str, orders: list[Order], totals: dict[int, int]) -> 
         if body["investment_amount"]:
             answers[body["investment_id"]] = (order.user, order.goods_id, body["investment_amount"])
     assert answers == ledger  # every positive answer is one ledger row, and nothing else is
+    cancelled = {
+        int(o.cancelled["investment_id"]): int(o.cancelled["cancelled_amount"])  # type: ignore[call-overload]
+        for o in orders
+        if o.cancelled is not None
+    }
+    assert all(o.cancelled is not None for o in orders if o.cancel and o.answer["investment_id"])  # type: ignore[index]
+    assert cancelled == cancellations_by_id(database)  # one row per cancelled order, no other
+    assert all(amount == answers[i][2] for i, amount in cancelled.items())
     for goods_id, total in totals.items():
         granted = [o.answer for o in orders if o.goods_id == goods_id and o.answer]
         invested = sum(int(a["investment_amount"]) for a in granted)  # type: ignore[call-overload]
-        assert invested <= total
+        live = invested - sum(
+            amount for i, amount in cancelled.items() if answers[i][1] == goods_id
+        )
+        assert live <= total
         partial = [a for a in granted if 0 < a["investment_amount"] < a["requested_amount"]]  # type: ignore[operator]
         if total == OPEN_TOTAL:
             assert invested < total and partial == []
-        else:
+        elif not cancelled:
             assert invested == total and len(partial) == 1
+
+
+def cancellations_by_id(database: str) -> dict[int, int]:
+    """The cancellation rows: investment id -> cancelled amount."""
+    rows = psql(
+        database, "SELECT investment_id, cancelled_amount FROM user_investment_cancellation"
+    )
+    return {int(i): int(a) for i, a in (line.split("\t") for line in rows.splitlines())}
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,17 @@ def counters(database_url: str, goods_id: int) -> tuple[int, int]:
     return int(current), int(investors)
 
 
+def cancellation_rows(database_url: str, investment_id: int) -> int:
+    """How many cancellations name the investment (0 or 1: its primary key)."""
+    return int(
+        psql(
+            database_url,
+            "SELECT count(*) FROM user_investment_cancellation"
+            f" WHERE investment_id = {investment_id}",
+        )
+    )
+
+
 _users = itertools.count(random.randrange(10**9, 2 * 10**9, 10**6))
 
 
@@ -196,22 +207,30 @@ _HOLD_MARK = 7_310_001  # hold_rows' advisory locks: (this, n), apart from the s
 
 
 def hold_rows(
-    database_url: str, goods_ids: list[int], seconds: float, *, whole_table: bool = False
+    database_url: str,
+    goods_ids: list[int],
+    seconds: float,
+    *,
+    whole_table: bool = False,
+    user_ids: list[int] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Another transaction locks the product rows for `seconds` (a stuck operator session);
     returns once the lock is held. Wait for the returned process to release it. With
     `whole_table`, the products table itself (ACCESS EXCLUSIVE): every statement that reads a
-    product waits, as on a stuck database.
+    product waits, as on a stuck database. With `user_ids`, those users' investor rows instead
+    of products (what a write takes after its products).
 
     The holder takes an advisory lock in the statement after its FOR UPDATE: once pg_locks shows
     that lock granted, every row lock is held (the query text is visible before that)."""
     ids = ", ".join(map(str, goods_ids))
     mark = random.randrange(1, 2**31)
-    lock = (
-        "LOCK TABLE investment_goods IN ACCESS EXCLUSIVE MODE;"
-        if whole_table
-        else f"SELECT 1 FROM investment_goods WHERE goods_id IN ({ids}) FOR UPDATE;"
-    )
+    if whole_table:
+        lock = "LOCK TABLE investment_goods IN ACCESS EXCLUSIVE MODE;"
+    elif user_ids:
+        ids = ", ".join(map(str, user_ids))
+        lock = f"SELECT 1 FROM investor WHERE user_id IN ({ids}) FOR UPDATE;"
+    else:
+        lock = f"SELECT 1 FROM investment_goods WHERE goods_id IN ({ids}) FOR UPDATE;"
     holder = subprocess.Popen(
         [pg_tool("psql"), database_url, "-X", "-q", "-c",
          f"BEGIN; {lock}"
@@ -238,6 +257,16 @@ def held_product_waiters(database_url: str) -> list[int]:
         database_url,
         "SELECT pid FROM pg_stat_activity WHERE application_name = 'investment-service'"
         " AND wait_event_type = 'Lock' AND query LIKE '%invest_many($1, $2, $3, $4, NULL, $5)%'",
+    )
+    return [int(pid) for pid in out.split()]
+
+
+def cancel_waiters(database_url: str) -> list[int]:
+    """The service's backends waiting on a lock inside cancel_investment()."""
+    out = psql(
+        database_url,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'investment-service'"
+        " AND wait_event_type = 'Lock' AND query LIKE '%cancel_investment(%'",
     )
     return [int(pid) for pid in out.split()]
 

@@ -10,7 +10,8 @@ from service.sql import SQL_DIR
 
 SUMMARY = (
     "SELECT (SELECT count(*) FROM investment_goods) AS products,"
-    " count(*) AS ledger_rows, coalesce(sum(user_investing_amount), 0)::bigint AS ledger_sum"
+    " count(*) AS ledger_rows, coalesce(sum(user_investing_amount), 0)::bigint AS ledger_sum,"
+    " (SELECT count(*) FROM user_investment_cancellation) AS cancellations"
     " FROM user_investment_goods"
 )
 

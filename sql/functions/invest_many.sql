@@ -141,7 +141,8 @@ BEGIN
     WITH requested AS (
         SELECT r.ord, r.goods_id, r.user_id, r.key, r.outcome, r.amount AS asked,
                g.goods_id IS NOT NULL AS found, g.total_investing_amount AS total,
-               g.current_investing_amount AS before, g.investor_count AS investors_before,
+               g.current_investing_amount AS before, g.category, g.repaid,
+               g.investor_count AS investors_before,
                CASE WHEN g.goods_id IS NOT NULL
                     THEN goods_state(g.status, g.current_investing_amount,
                                      g.total_investing_amount, g.started_at, g.finished_at, v_now)
@@ -177,11 +178,30 @@ BEGIN
         INSERT INTO user_investment_goods (id, user_id, goods_id, user_investing_amount, invest_date)
         SELECT r.id, r.user_id, r.goods_id, r.granted, v_now FROM results r WHERE r.granted > 0
         RETURNING goods_id, user_id
+    ), held AS (
+        SELECT r.goods_id, r.user_id, sum(r.granted)::bigint AS granted
+        FROM results r WHERE r.granted > 0 GROUP BY r.goods_id, r.user_id
+    ), holdings AS (
+        -- The user's live amount in the product (guarded by the product's lock). A user whose
+        -- amount was 0 (none yet, or every investment cancelled) becomes one of its investors.
+        INSERT INTO investment_goods_investor AS i (goods_id, user_id, amount)
+        SELECT h.goods_id, h.user_id, h.granted FROM held h ORDER BY h.goods_id, h.user_id
+        ON CONFLICT (goods_id, user_id) DO UPDATE SET amount = i.amount + excluded.amount
+        RETURNING i.goods_id, i.user_id, i.amount
     ), new_investors AS (
-        INSERT INTO investment_goods_investor (goods_id, user_id)
-        SELECT DISTINCT l.goods_id, l.user_id FROM ledger l
-        ON CONFLICT DO NOTHING
-        RETURNING goods_id
+        SELECT h.goods_id FROM holdings h
+        JOIN held n ON n.goods_id = h.goods_id AND n.user_id = h.user_id
+        WHERE h.amount = n.granted
+    ), positions AS (
+        -- Each user's live amounts over products not repaid, in user_id order.
+        INSERT INTO investor AS v (user_id, invested_total, invested_real_estate)
+        SELECT r.user_id, sum(r.granted)::bigint,
+               coalesce(sum(r.granted) FILTER (WHERE r.category = 'real_estate'), 0)::bigint
+        FROM results r WHERE r.granted > 0 AND NOT r.repaid
+        GROUP BY r.user_id ORDER BY r.user_id
+        ON CONFLICT (user_id) DO UPDATE
+        SET invested_total = v.invested_total + excluded.invested_total,
+            invested_real_estate = v.invested_real_estate + excluded.invested_real_estate
     ), counters AS (
         -- Runs exactly once whether or not the final SELECT reads it (data-modifying WITH).
         UPDATE investment_goods g
@@ -195,8 +215,9 @@ BEGIN
     ), events AS (
         -- The outbox (sql/migrations/011_outbox.sql), while a relay is configured: one event per
         -- ledger row, with the product's counters right after it. A newcomer is a user's first
-        -- ledger row of this call in a product where the user is not an investor yet: what
-        -- new_investors counts. Rows go in in array order, so `seq` follows it.
+        -- ledger row of this call in a product where the user holds nothing live yet (no
+        -- investment, or every one cancelled): what new_investors counts. Rows go in in array
+        -- order, so `seq` follows it.
         INSERT INTO investment_event (type, investment_id, user_id, goods_id, amount, at,
                                       current_investing_amount, investor_count)
         SELECT 'accepted', e.id, e.user_id, e.goods_id, e.granted, v_now, e.current,
@@ -205,7 +226,8 @@ BEGIN
         FROM (SELECT r.*,
                      row_number() OVER (PARTITION BY r.goods_id, r.user_id ORDER BY r.ord) = 1
                      AND NOT EXISTS (SELECT 1 FROM investment_goods_investor i
-                                     WHERE i.goods_id = r.goods_id AND i.user_id = r.user_id)
+                                     WHERE i.goods_id = r.goods_id AND i.user_id = r.user_id
+                                       AND i.amount > 0)
                          AS newcomer
               FROM results r
               WHERE r.granted > 0) e

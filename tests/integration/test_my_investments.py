@@ -47,6 +47,7 @@ def test_one_item_per_investment_in_order(
         "total_investing_amount": 1_000_000,
         "user_investing_amount": 100,
         "invest_date": items[0]["invest_date"],
+        "investment_id": items[0]["investment_id"],
     }
     assert "Link" not in response.headers
 

@@ -169,3 +169,37 @@ def test_the_relays_reads_and_deletes_probe_the_event_id_index(
         script=True,
     )
     assert "investment_event_event_id" in plan, plan
+
+
+def test_a_cancellation_is_an_event_with_the_counters_right_after_it(outbox_database: str) -> None:
+    """cancel_investment() writes its event like invest_many(): type cancelled, the cancelled
+    amount, the product's counters after it; a user whose every investment is cancelled leaves
+    investor_count and, investing again, is a newcomer again."""
+    url = outbox_database
+    goods_id = create_goods(url, total=1000)
+    a, b = fresh_user(), fresh_user()
+    psql(url, invest_sql([goods_id] * 3, [a, b, a], [10, 20, 30]))
+    first_a = int(psql(url, f"SELECT min(id) FROM user_investment_goods WHERE user_id = {a}"))
+    b_id = int(psql(url, f"SELECT id FROM user_investment_goods WHERE user_id = {b}"))
+    assert psql(url, f"SELECT outcome FROM cancel_investment({a}, {first_a})") == "done"
+    assert psql(url, f"SELECT outcome FROM cancel_investment({b}, {b_id})") == "done"
+    assert psql(url, f"SELECT outcome FROM cancel_investment({b}, {b_id})") == "replay"
+    psql(url, invest_sql([goods_id], [b], [5]))  # b is an investor again
+    number(url)
+    rows = psql(
+        url,
+        "SELECT type, investment_id, user_id, amount, current_investing_amount, investor_count"
+        f" FROM investment_event WHERE goods_id = {goods_id} ORDER BY event_id",
+    ).splitlines()
+    last = rows[-1].split("\t")
+    assert [r.split("\t")[0] for r in rows] == [
+        "accepted", "accepted", "accepted", "cancelled", "cancelled", "accepted",
+    ]  # fmt: skip
+    assert [tuple(r.split("\t")[3:]) for r in rows] == [
+        ("10", "10", "1"), ("20", "30", "2"), ("30", "60", "2"),
+        ("10", "50", "2"),  # a still holds 30
+        ("20", "30", "1"),  # b held nothing else
+        ("5", "35", "2"),
+    ]  # fmt: skip
+    assert rows[3].split("\t")[1:3] == [str(first_a), str(a)]
+    assert last[0] == "accepted"

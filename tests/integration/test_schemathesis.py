@@ -15,6 +15,7 @@ import re
 from collections import Counter
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support import ServiceProcess, create_goods, verify_ledger
+from tests.support import ServiceProcess, create_goods, fresh_user, verify_ledger
 
 EXAMPLES = 40  # per operation and generation mode
 TALLY: Counter[tuple[str, int]] = Counter()  # (operation and mode, status) -> requests
@@ -58,6 +59,22 @@ def own_goods(database_url: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
+def own_investments(service: ServiceProcess, own_goods: list[int]) -> tuple[int, list[int]]:
+    """(a user, that user's investments) for the generated cancellations to find."""
+    user = fresh_user()
+    made = [
+        httpx.post(
+            f"{service.base_url}/v1/api/investment/user/goods",
+            headers={"X-USER-ID": str(user)},
+            json={"goodsId": own_goods[0], "investmentAmount": 1_000},
+            timeout=10,
+        )
+        for _ in range(5)
+    ]
+    return user, [response.json()["investment_id"] for response in made]
+
+
+@pytest.fixture(scope="module")
 def admin_headers(request: pytest.FixtureRequest) -> dict[str, str] | None:
     """The bearer header when the session service has an ADMIN_TOKEN, else None."""
     try:
@@ -85,6 +102,7 @@ OPERATIONS = [
     ("GET", "/v1/api/investment/goods", BOTH),
     ("POST", "/v1/api/investment/user/goods", BOTH),
     ("GET", "/v1/api/investment/user/goods", BOTH),
+    ("DELETE", "/v1/api/investment/user/goods/{investment_id}", BOTH),
     ("GET", "/healthz", (GenerationMode.POSITIVE,)),
     ("GET", "/readyz", (GenerationMode.POSITIVE,)),
     ("GET", "/metrics", (GenerationMode.POSITIVE,)),
@@ -113,6 +131,7 @@ def test_every_answer_is_documented_and_none_is_a_5xx(
     api_schema: Any,
     service: ServiceProcess,
     own_goods: list[int],
+    own_investments: tuple[int, list[int]],
     admin_headers: dict[str, str] | None,
     method: str,
     path: str,
@@ -136,6 +155,13 @@ def test_every_answer_is_documented_and_none_is_a_5xx(
         if isinstance(goods_id, int) and not isinstance(goods_id, bool) and goods_id >= 1:
             # Only this module's products are changed, so no other test's product moves.
             case.path_parameters["goods_id"] = own_goods[goods_id % len(own_goods)]
+        investment_id = (case.path_parameters or {}).get("investment_id")
+        if mode is GenerationMode.POSITIVE and isinstance(investment_id, int):
+            # Valid requests name this module's investments, as their owner (once cancelled,
+            # the same DELETE answers the same 200).
+            owner, investments = own_investments
+            case.path_parameters["investment_id"] = investments[investment_id % len(investments)]
+            case.headers = {**(case.headers or {}), "X-USER-ID": str(owner)}
         response = case.call(base_url=service.base_url, headers=headers, timeout=10)
         TALLY[(label, response.status_code)] += 1  # before validation, so a 5xx is counted too
         case.validate_response(

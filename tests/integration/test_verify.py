@@ -88,7 +88,28 @@ BREACHES = {
         url, f"UPDATE investment_goods SET investor_count = 3 WHERE goods_id = {g}"
     ),
     "investor_table_equals_ledger": lambda url, g: psql(
-        url, f"INSERT INTO investment_goods_investor VALUES ({g}, 42)"
+        url, f"INSERT INTO investment_goods_investor VALUES ({g}, 42, 500)"
+    ),
+    # An investment of 100 whose cancellation names another amount: the product shows it live.
+    "cancellation_matches_investment": lambda url, g: psql(
+        url,
+        "INSERT INTO user_investment_goods (id, user_id, goods_id, user_investing_amount)"
+        f" VALUES (777001, 7, {g}, 100);"
+        f" INSERT INTO investment_goods_investor VALUES ({g}, 7, 100);"
+        f" UPDATE investment_goods SET current_investing_amount = 100, investor_count = 1"
+        f" WHERE goods_id = {g};"
+        " INSERT INTO user_investment_cancellation (investment_id, user_id, goods_id,"
+        " cancelled_amount, current_investing_amount, state)"
+        f" VALUES (777001, 7, {g}, 99, 0, 'recruiting')",
+    ),
+    # Counters right, but the user's live amount in the product is not its ledger sum.
+    "investor_amount_equals_ledger": lambda url, g: psql(
+        url,
+        "INSERT INTO user_investment_goods (user_id, goods_id, user_investing_amount)"
+        f" VALUES (7, {g}, 100);"
+        f" INSERT INTO investment_goods_investor VALUES ({g}, 7, 60);"
+        f" UPDATE investment_goods SET current_investing_amount = 100, investor_count = 1"
+        f" WHERE goods_id = {g}",
     ),
     "ledger_within_total": lambda url, g: ledger_row(url, g, 1, 1_001),
     "current_within_total": lambda url, g: psql(
@@ -115,7 +136,7 @@ def test_each_breach_is_named_and_fails_the_run(scratch: str, check: str) -> Non
     goods_id = create_goods(scratch, total=1_000)
     assert run_verify(scratch) == (
         0,
-        [{"violations": 0, "products": 1, "ledger_rows": 0, "ledger_sum": 0}],
+        [{"violations": 0, "products": 1, "ledger_rows": 0, "ledger_sum": 0, "cancellations": 0}],
     )
     BREACHES[check](scratch, goods_id)
     code, lines = run_verify(scratch)

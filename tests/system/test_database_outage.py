@@ -101,7 +101,7 @@ def test_database_restart_under_load_loses_nothing(own_postgres: EmbeddedPostgre
     every order exactly once, and the ledger verifies."""
     url = own_postgres.url
     migrate(url)
-    orders, totals = make_orders(url, seed=3, count=1_500, products=6, users=300)
+    orders, totals = make_orders(url, seed=3, count=1_500, products=6, users=300, cancels=0.1)
 
     def met(answer: str) -> int:
         return sum(order.attempts.count(answer) for order in orders)

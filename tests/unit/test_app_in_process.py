@@ -13,7 +13,7 @@ import pytest
 from blacksheep import Content, Response
 from blacksheep.testing import TestClient
 
-from service.db import DatabaseUnavailable
+from service.db import DatabaseUnavailable, OutcomeUnknown
 from service.handlers import BASE
 from tests.fakes import MemoryDatabase, Product, serving
 
@@ -224,3 +224,21 @@ def test_metrics_off_is_no_route_and_on_counts_the_requests_in_process() -> None
 
     run(off)
     run(on, metrics_enabled=True)
+
+
+def test_a_cancellation_whose_answer_was_lost_is_503_with_retry_after_and_says_repeat() -> None:
+    """Unlike an invest's, a cancellation's lost answer needs no key: the same DELETE again
+    answers the stored cancellation, or makes it once."""
+
+    async def scenario(client: TestClient, db: MemoryDatabase) -> None:
+        db.fail = OutcomeUnknown("the answer to cancel-investment was lost")
+        lost = await client.delete(f"{BASE}/user/goods/12", [(b"X-USER-ID", b"42")])
+        body = await problem(lost, 503, "SERVICE_UNAVAILABLE")
+        assert lost.get_first_header(b"Retry-After") == b"1"
+        assert "Repeat the same DELETE" in body["detail"]
+        assert db.sent == ["cancel-investment"]
+        invalid = await client.delete(f"{BASE}/user/goods/x", [(b"X-USER-ID", b"42")])
+        await problem(invalid, 400, "INVALID_INVESTMENT_ID")
+        assert db.sent == ["cancel-investment"]  # refused before the database
+
+    run(scenario)

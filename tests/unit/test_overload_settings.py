@@ -35,7 +35,7 @@ def test_list_loads_leave_the_connections_invests_pages_and_chores_need() -> Non
     settings = load_settings({"WORKERS": "2", "DB_POOL_SIZE": "20"})  # 10 per worker
     taken = (
         settings.invest_calls_in_flight + settings.invest_wait_calls
-        + settings.read_calls_in_flight + CHORE_CONNECTIONS
+        + settings.cancel_calls_in_flight + settings.read_calls_in_flight + CHORE_CONNECTIONS
     )  # fmt: skip
     assert settings.list_loads() == 10 - taken
     assert settings.list_loads() + taken <= settings.pool_share()

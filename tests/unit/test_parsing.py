@@ -13,6 +13,7 @@ from service.parsing import (
     check_json_content_type,
     format_cursor,
     parse_invest_body,
+    parse_investment_id,
     parse_page,
     parse_period,
     parse_time,
@@ -190,3 +191,25 @@ def test_other_content_types_are_415(values: list[bytes]) -> None:
         check_json_content_type(values)
     assert refused.value.code == "UNSUPPORTED_MEDIA_TYPE"
     assert refused.value.status == 415
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v1/api/investment/user/goods/12", 12),
+        ("/v1/api/investment/user/goods/12/", 12),
+        ("/v1/api/investment/user/goods/007", 7),
+        (f"/v1/api/investment/user/goods/{2**63 - 1}", 2**63 - 1),
+    ],
+)
+def test_investment_id_is_the_paths_last_segment(path: str, expected: int) -> None:
+    assert parse_investment_id(path) == expected
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "0", "-1", "+1", "1.0", "1e3", "x", str(2**63), "9" * 5000, "１", " 1"]
+)
+def test_investment_id_invalid(raw: str) -> None:
+    with pytest.raises(Problem) as refused:
+        parse_investment_id(f"/v1/api/investment/user/goods/{raw}")
+    assert refused.value.code == "INVALID_INVESTMENT_ID"

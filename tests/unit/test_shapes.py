@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from service.cancelling import CancelRow
 from service.goods import Goods, goods_json
 from service.investing import InvestResult
-from service.openapi import GOODS, INVEST_RESULT, MY_INVESTMENT
+from service.openapi import CANCEL_RESULT, GOODS, INVEST_RESULT, MY_INVESTMENT
 from service.shapes import STATE, TIME
 
 
@@ -26,5 +27,16 @@ def test_a_product_has_the_schema_keys_in_order() -> None:
 def test_my_investment_items_are_described_as_the_statement_renders_them() -> None:
     assert list(MY_INVESTMENT["properties"]) == [
         "goods_id", "title", "total_investing_amount", "user_investing_amount", "invest_date",
+        "investment_id",
     ]  # fmt: skip
     assert MY_INVESTMENT["properties"]["invest_date"] == TIME
+
+
+def test_a_cancellation_is_described_as_the_use_case_answers_it() -> None:
+    assert list(CANCEL_RESULT["properties"]) == [
+        "investment_id", "goods_id", "cancelled_amount", "cancelled_at",
+        "current_investing_amount", "status", "state",
+    ]  # fmt: skip
+    assert list(CANCEL_RESULT["properties"]) == list(CancelRow._fields[1:])
+    assert CANCEL_RESULT["properties"]["cancelled_at"] == TIME
+    assert CANCEL_RESULT["properties"]["state"] == STATE
