@@ -166,9 +166,10 @@ def backlog(database_url: str) -> tuple[int, float]:
 
 
 class InvestLoad:
-    """invest_many() calls from `calls` concurrent sessions on `goods` (never sold out), in a
-    thread of its own until stop(): the ledger is what they did (a call whose connection was
-    killed may or may not have committed; its events follow the ledger either way)."""
+    """invest_many() calls from `calls` concurrent sessions on `goods` (never sold out), and
+    now and then cancel_investment() of one of them, in a thread of its own until stop(): the
+    ledger is what they did (a call whose connection was killed may or may not have committed;
+    its events follow the ledger either way)."""
 
     def __init__(self, database_url: str, goods: list[int], calls: int = 4) -> None:
         import threading
@@ -177,6 +178,7 @@ class InvestLoad:
         self.goods = goods
         self.calls = calls
         self.done = 0
+        self.cancelled = 0
         self.failed = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -197,18 +199,29 @@ class InvestLoad:
         import psqlpy
 
         users = [10_000 * (n + 1) + i for i in range(20)]
+        made: list[tuple[int, int]] = []  # (user, investment_id) of this caller's invests
         conn = None
         while not self._stop.is_set():
             try:
                 if conn is None:
                     conn = await psqlpy.connect(dsn=self.url)
+                if made and random.random() < 0.2:
+                    user, investment = made.pop(random.randrange(len(made)))
+                    await conn.execute(
+                        "SELECT outcome FROM cancel_investment($1, $2)", [user, investment]
+                    )
+                    self.cancelled += 1
+                    continue
                 size = random.randint(1, 4)
                 goods = [random.choice(self.goods) for _ in range(size)]
-                await conn.execute(
-                    "SELECT count(*) FROM invest_many($1, $2, $3, NULL, NULL, 2000)",
-                    [goods, [random.choice(users) for _ in goods],
-                     [random.randint(1, 10) for _ in goods]],
-                )  # fmt: skip
+                investors = [random.choice(users) for _ in goods]
+                result = await conn.execute(
+                    "SELECT investment_id FROM invest_many($1, $2, $3, NULL, NULL, 2000)"
+                    " ORDER BY ord",
+                    [goods, investors, [random.randint(1, 10) for _ in goods]],
+                )
+                ids = [row[0] for row in result.result(as_tuple=True)]
+                made += [(u, i) for u, i in zip(investors, ids, strict=True) if i is not None]
                 self.done += 1
             except Exception:
                 self.failed += 1

@@ -53,40 +53,60 @@ def drained(url: str, nats_url: str) -> bool:
 
 
 def check_exactly_once_in_order(url: str, nats_url: str, goods: list[int]) -> int:
-    """Every ledger row of `goods` is in the stream once, numbered 1..N in stream order, and
-    each product's counters grow along its events up to the product's own."""
+    """Every ledger row and every cancellation of `goods` is in the stream once, numbered 1..N
+    in stream order; replaying each product's events in that order gives, at every event, the
+    counters it carries (so the order is the order the product's calls committed), ending at
+    the product's own."""
     messages = stream_messages(nats_url)
     ids = [body["event_id"] for _, _, body in messages]
     assert ids == list(range(1, len(ids) + 1)), "event_ids in stream order: 1..N, none twice"
     for subject, headers, body in messages:
         assert headers["Nats-Msg-Id"] == str(body["event_id"])
-        assert subject == "investments.accepted" and body["type"] == "accepted"
-    ledger = psql(
-        url,
-        "SELECT id, goods_id, user_investing_amount FROM user_investment_goods"
-        f" WHERE goods_id IN ({', '.join(map(str, goods))}) ORDER BY id",
-    ).splitlines()
-    rows = {int(i): (int(g), int(a)) for i, g, a in (line.split("\t") for line in ledger)}
-    published = [body["investment_id"] for _, _, body in messages]
-    assert sorted(published) == sorted(rows), "each ledger row published exactly once"
-    for _, _, body in messages:
-        assert (body["goods_id"], body["amount"]) == rows[body["investment_id"]]
-    per_product: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for _, _, body in messages:
-        per_product[body["goods_id"]].append(
-            (body["current_investing_amount"], body["investor_count"])
+        assert subject == f"investments.{body['type']}"
+    where = f"goods_id IN ({', '.join(map(str, goods))})"
+    ledger = {
+        (int(i), "accepted"): (int(u), int(g), int(a))
+        for i, u, g, a in (
+            line.split("\t")
+            for line in psql(
+                url,
+                f"SELECT id, user_id, goods_id, user_investing_amount FROM user_investment_goods"
+                f" WHERE {where}",
+            ).splitlines()
         )
-    for goods_id, seen in per_product.items():
-        amounts = [amount for amount, _ in seen]
-        investors = [count for _, count in seen]
-        assert amounts == sorted(set(amounts)), f"product {goods_id}: amounts strictly grow"
-        assert investors == sorted(investors), f"product {goods_id}: investor_count never drops"
+    } | {
+        (int(i), "cancelled"): (int(u), int(g), int(a))
+        for i, u, g, a in (
+            line.split("\t")
+            for line in psql(
+                url,
+                "SELECT investment_id, user_id, goods_id, cancelled_amount"
+                f" FROM user_investment_cancellation WHERE {where}",
+            ).splitlines()
+        )
+    }
+    published = [(body["investment_id"], body["type"]) for _, _, body in messages]
+    assert sorted(published) == sorted(ledger), "each investment and cancellation once"
+    amount: dict[int, int] = defaultdict(int)
+    live: dict[tuple[int, int], int] = defaultdict(int)
+    for _, _, body in messages:
+        user, goods_id, value = ledger[(body["investment_id"], body["type"])]
+        assert (body["user_id"], body["goods_id"], body["amount"]) == (user, goods_id, value)
+        sign = 1 if body["type"] == "accepted" else -1
+        amount[goods_id] += sign * value
+        live[(goods_id, user)] += sign * value
+        investors = sum(1 for (g, _), held in live.items() if g == goods_id and held > 0)
+        assert (body["current_investing_amount"], body["investor_count"]) == (
+            amount[goods_id], investors,
+        ), f"event {body['event_id']}: the counters right after it, in commit order"  # fmt: skip
+    for goods_id in amount:
         final = psql(
             url,
             "SELECT current_investing_amount, investor_count FROM investment_goods"
             f" WHERE goods_id = {goods_id}",
         )
-        assert final == f"{amounts[-1]}\t{investors[-1]}"
+        investors = sum(1 for (g, _), held in live.items() if g == goods_id and held > 0)
+        assert final == f"{amount[goods_id]}\t{investors}"
     return len(ids)
 
 
@@ -130,7 +150,11 @@ def test_every_event_is_published_once_in_order_through_kills_restarts_and_a_rac
             wait_until(lambda: drained(url, nats.url), "every event published", 20)
             published = check_exactly_once_in_order(url, nats.url, goods)
             assert published >= load.done > 100  # each call is granted at least once
-            print(f"{published} events, {load.done} calls ({load.failed} failed) through faults")
+            assert load.cancelled > 10
+            print(
+                f"{published} events, {load.done} invest calls and {load.cancelled}"
+                f" cancellations ({load.failed} failed) through faults"
+            )
         finally:
             load.stop()
             for relay in relays:
