@@ -21,7 +21,9 @@ The active relay, in a loop:
 After connecting it reads the last event_id the stream holds and deletes every row up to it: an
 event acknowledged before a crash, whose row was not deleted, is not published again however
 long ago that was. So the stream must hold this database's events only: the relay creates it
-with the database's stream key in its description, and publishes into no other. NATS down: the
+with the database's stream key in its description, and publishes into no other; and it numbers
+nothing while the stream is ahead of the database's counter (a database restored to an earlier
+point would hand out numbers the stream holds). NATS down: the
 relay backs off (up to 5 s between tries) and the outbox grows; the service answers as before.
 """
 
@@ -84,6 +86,20 @@ class Event(NamedTuple):
 
 class StreamMismatch(Exception):
     """INVESTMENTS holds another database's events: nothing is published into it."""
+
+
+class StreamAhead(Exception):
+    """The stream holds event_ids this database never handed out: the database went back in
+    time (restored to an earlier point, or a failover that lost commits). Publishing would
+    skip its next events as stored; nothing is published until an operator decides."""
+
+    def __init__(self, stored: int, numbered: int) -> None:
+        super().__init__(
+            f"the JetStream stream {STREAM} holds events up to {stored}, this database handed"
+            f" out numbers up to {numbered} only (restored to an earlier point?): nothing is"
+            " published until investment_event_relay.last_event_id is set to at least"
+            f" {stored} (docs/reliability.md, 'Events')"
+        )
 
 
 class PublishFailed(Exception):
@@ -209,7 +225,6 @@ class Relay:
                     await session.rows("relay-announce")
                     announced = time.monotonic()
                 await self._refresh_backlog(session)
-                await session.rows("relay-number")
                 if publisher is None:
                     try:
                         publisher = await Publisher.open(self.settings, key)
@@ -224,11 +239,20 @@ class Relay:
                         nats_down = True
                         await backoff.sleep()
                         continue
+                    [(numbered,)] = await session.rows("relay-counter")
+                    if publisher.stored > numbered:  # an operator must act: said every time
+                        log.error("%s", StreamAhead(publisher.stored, numbered))
+                        await publisher.close()
+                        publisher = None
+                        await backoff.sleep()
+                        continue
                     if nats_down:
                         log.info("NATS reachable again: publishing")
                         nats_down = False
                     self.metrics.nats_up.set(1)
                     await session.rows("relay-forget", [0, publisher.stored])
+                # Numbered only once the stream is known not to be ahead of this database.
+                await session.rows("relay-number")
                 rows = await session.rows(
                     "relay-pending", [publisher.stored, self.settings.relay_batch]
                 )

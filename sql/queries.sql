@@ -214,6 +214,10 @@ DELETE FROM investment_event WHERE event_id > $1 AND event_id <= $2;
 -- this database's stream key.
 UPDATE investment_event_relay SET seen_at = statement_timestamp() RETURNING stream_key::text;
 
+-- name: relay-counter
+-- The last event_id handed out.
+SELECT last_event_id FROM investment_event_relay;
+
 -- name: relay-backlog
 -- The events not yet acknowledged by JetStream, and the age in seconds of the oldest (NULL: none).
 SELECT count(*), extract(epoch FROM clock_timestamp() - min(recorded_at))::float8

@@ -308,3 +308,39 @@ def test_a_round_is_acknowledged_only_when_its_whole_chain_is_stored() -> None:
     with nats_server() as nats:
         asyncio.run(scenario(nats.url))
         assert [b["event_id"] for _, _, b in stream_messages(nats.url)] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_a_database_behind_its_stream_publishes_nothing_until_told(postgres_server: str) -> None:
+    """Restored to an earlier point, the database would hand out event_ids the stream already
+    holds, and the relay would skip those events as stored: it refuses, says why, and goes on
+    once the counter is moved past the stream's last event."""
+    with migrated_database(postgres_server) as url, nats_server() as nats:
+        relay = RelayProcess(relay_settings(url, nats.url), "ahead")
+        try:
+            wait_until(lambda: relay_announced(url), "the relay active", 15)
+            goods_id = create_goods(url)
+            for amount in (1, 2, 3):
+                psql(
+                    url,
+                    f"SELECT count(*) FROM invest_many(ARRAY[{goods_id}]::bigint[],"
+                    f" ARRAY[{fresh_user()}]::bigint[], ARRAY[{amount}]::bigint[], NULL)",
+                )
+            wait_until(lambda: drained(url, nats.url), "three events published")
+        finally:
+            relay.stop()
+        psql(url, "UPDATE investment_event_relay SET last_event_id = 1")  # as if restored
+        psql(
+            url,
+            f"SELECT count(*) FROM invest_many(ARRAY[{goods_id}]::bigint[],"
+            f" ARRAY[{fresh_user()}]::bigint[], ARRAY[4]::bigint[], NULL)",
+        )
+        relay = RelayProcess(relay_settings(url, nats.url), "behind")
+        try:
+            wait_until(lambda: "holds events up to 3" in relay.log(), "the refusal logged")
+            assert backlog(url)[0] == 1
+            psql(url, "UPDATE investment_event_relay SET last_event_id = 3")  # the operator
+            wait_until(lambda: backlog(url)[0] == 0, "published once told")
+        finally:
+            relay.stop()
+        bodies = [body for _, _, body in stream_messages(nats.url)]
+        assert [(b["event_id"], b["amount"]) for b in bodies] == [(1, 1), (2, 2), (3, 3), (4, 4)]
