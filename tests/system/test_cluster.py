@@ -144,6 +144,26 @@ def test_invest_round_trips_through_haproxy_and_pgbouncer(cluster: dict[str, obj
     assert 0 < int(direct) <= 8 + 4  # default_pool_size + reserve_pool_size
 
 
+def rush_of_40(cluster: dict[str, object]) -> tuple[int, set[int]]:
+    """A rush of 40 users on a new product through the balancer: the product, its ledger ids."""
+    url = str(cluster["database_url"])
+    goods_id = create_goods(url, total=TOTAL)
+    responses = asyncio.run(rush(str(cluster["url"]), goods_id, [fresh_user() for _ in range(40)]))
+    assert {r.status_code for r in responses} == {200}
+    ledger = psql(url, f"SELECT id FROM user_investment_goods WHERE goods_id = {goods_id}")
+    return goods_id, {int(i) for i in ledger.split()}
+
+
+def published(nats_url: str, goods_id: int) -> list[int] | None:
+    """The investment ids of the product's events in the stream; None while JetStream does not
+    answer (after a server's loss it elects new leaders for what that server led)."""
+    try:
+        messages = stream_messages(nats_url)
+    except Exception:
+        return None
+    return [body["investment_id"] for _, _, body in messages if body["goods_id"] == goods_id]
+
+
 def test_the_rush_reaches_the_three_node_jetstream_cluster_once(
     cluster: dict[str, object],
 ) -> None:
@@ -151,26 +171,9 @@ def test_the_rush_reaches_the_three_node_jetstream_cluster_once(
     R3 stream, every ledger row of a product once; and again with one nats-server lost."""
     url = str(cluster["database_url"])
     nats_url = str(cluster["nats_url"])
-    goods_id = create_goods(url, total=TOTAL)
-    users = [fresh_user() for _ in range(40)]
-    responses = asyncio.run(rush(str(cluster["url"]), goods_id, users))
-    assert {r.status_code for r in responses} == {200}
-    ids = {
-        int(i)
-        for i in psql(
-            url, f"SELECT id FROM user_investment_goods WHERE goods_id = {goods_id}"
-        ).split()
-    }
-
-    def published() -> list[int]:
-        return [
-            body["investment_id"]
-            for _, _, body in stream_messages(nats_url)
-            if body["goods_id"] == goods_id
-        ]
-
-    wait_until(lambda: set(published()) == ids, "the rush's events in the stream", 30)
-    assert sorted(published()) == sorted(ids)
+    goods_id, ids = rush_of_40(cluster)
+    wait_until(lambda: set(published(nats_url, goods_id) or ()) == ids, "the rush's events", 30)
+    assert sorted(published(nats_url, goods_id) or ()) == sorted(ids)
     assert stream_config(nats_url).num_replicas == 3
     assert active_relay_pid(url) is not None  # one instance's relay holds the lock
     held = psql(
@@ -183,24 +186,11 @@ def test_the_rush_reaches_the_three_node_jetstream_cluster_once(
     # the next rush's events, once.
     (lost,) = [e for e in cluster["processes"] if e["name"] == "nats1"]  # type: ignore[attr-defined]
     os.kill(int(lost["pid"]), signal.SIGKILL)
-    goods_id = create_goods(url, total=TOTAL)
-    responses = asyncio.run(rush(str(cluster["url"]), goods_id, [fresh_user() for _ in range(40)]))
-    assert {r.status_code for r in responses} == {200}
-    ids = {
-        int(i)
-        for i in psql(
-            url, f"SELECT id FROM user_investment_goods WHERE goods_id = {goods_id}"
-        ).split()
-    }
-
-    def settled() -> bool:  # JetStream elects new leaders for what nats1 led: a few seconds
-        try:
-            return set(published()) == ids
-        except Exception:
-            return False
-
-    wait_until(settled, "events with a nats-server lost", 60)
-    assert sorted(published()) == sorted(ids)
+    goods_id, ids = rush_of_40(cluster)
+    wait_until(
+        lambda: set(published(nats_url, goods_id) or ()) == ids, "events with a server lost", 60
+    )
+    assert sorted(published(nats_url, goods_id) or ()) == sorted(ids)
 
 
 def console(admin_url: str, command: str) -> list[dict[str, str]]:
