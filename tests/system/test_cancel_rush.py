@@ -166,6 +166,51 @@ def test_cancellations_racing_invests_on_a_nearly_sold_out_product_never_oversel
         )
 
 
+def test_the_same_users_cancelling_and_investing_across_products_never_deadlock(
+    instances: list[ServiceProcess], database: str
+) -> None:
+    """40 users each hold an investment in each of 4 products; then, all at once, each cancels
+    those and invests again in all 4: invest calls lock many products and then the users'
+    investor rows, each cancellation one product and then one investor row, in one global order,
+    so no request meets a deadlock (it would answer 503)."""
+    goods = [create_goods(database, total=10**9) for _ in range(4)]
+    users = [fresh_user() for _ in range(40)]
+
+    async def scenario() -> list[httpx.Response]:
+        pools = clients(instances, 2 * len(users) * len(goods))
+        try:
+            made = await asyncio.gather(
+                *(
+                    invest(pools[n % 2], user, g, 1_000)
+                    for n, user in enumerate(users)
+                    for g in goods
+                )
+            )
+            held = [(r.json()["user_id"], r.json()["investment_id"]) for r in made]
+            start = asyncio.Barrier(2 * len(held))
+
+            async def at_once(call: Awaitable[httpx.Response]) -> httpx.Response:
+                await start.wait()
+                return await call
+
+            cancels = [at_once(cancel(pools[n % 2], u, i)) for n, (u, i) in enumerate(held)]
+            invests = [
+                at_once(invest(pools[n % 2], user, g, 2_000))
+                for n, user in enumerate(reversed(users))
+                for g in reversed(goods)
+            ]
+            return list(await asyncio.gather(*cancels, *invests))
+        finally:
+            for pool in pools:
+                await pool.aclose()
+
+    answers = asyncio.run(scenario())
+    assert [r.text for r in answers if r.status_code != 200] == []
+    for goods_id in goods:
+        assert counters(database, goods_id) == (2_000 * len(users), len(users))
+    verify_ledger(database)
+
+
 def test_one_investment_cancelled_by_many_requests_at_once_is_cancelled_once(
     instances: list[ServiceProcess], database: str
 ) -> None:

@@ -86,11 +86,16 @@ class Order:
     answer: dict[str, Any] | None = None
     # (seconds since the load began when the attempt was sent, status, problem code, seconds)
     attempts: list[tuple[float, str, str, float]] = field(default_factory=list)
+    cancel: bool = False  # once invested, cancelled (the same DELETE repeated until a 200)
+    cancelled: dict[str, Any] | None = None
+    cancel_attempts: list[str] = field(default_factory=list)
 
 
 class Load:
     """Keyed invests from `concurrency` clients until stopped; every order started is retried
-    with its key until it has a 200 (each within `patience` seconds)."""
+    with its key until it has a 200 (each within `patience` seconds). Every tenth order is
+    cancelled once invested, the same DELETE repeated after a lost connection or a 503 (a
+    repeat is always safe) until it answers 200."""
 
     def __init__(self, base_url: str, goods: list[int], concurrency: int = 12) -> None:
         self.base_url = base_url
@@ -120,6 +125,7 @@ class Load:
                 user=2_000_000_000 + number * 10_000 + serial % 50,
                 goods_id=self.goods[(number + serial) % len(self.goods)],
                 amount=1_000 * (1 + (number * 7 + serial) % 20),
+                cancel=serial % 10 == 0,
             )
             self.orders.append(order)
             first = time.monotonic()
@@ -143,6 +149,26 @@ class Load:
                     order.answer = response.json()
                 else:
                     await asyncio.sleep(0.2)
+            if order.cancel and order.answer is not None and order.answer["investment_id"]:
+                await self._cancel(order, client, first)
+
+    async def _cancel(self, order: Order, client: httpx.AsyncClient, first: float) -> None:
+        assert order.answer is not None
+        path = f"{PATH}/{order.answer['investment_id']}"
+        while order.cancelled is None:
+            assert time.monotonic() - first < self.patience, order
+            try:
+                response = await client.delete(path, headers={"X-USER-ID": str(order.user)})
+            except httpx.TransportError as error:
+                order.cancel_attempts.append(type(error).__name__)
+                await asyncio.sleep(0.2)
+                continue
+            order.cancel_attempts.append(str(response.status_code))
+            if response.status_code == 200:
+                order.cancelled = response.json()
+            else:
+                assert response.status_code == 503, response.text
+                await asyncio.sleep(0.2)
 
 
 def attempts(load: Load, since: float = 0.0) -> Counter[tuple[str, str]]:
@@ -160,8 +186,10 @@ async def _until(task: asyncio.Task[None], condition: Any, what: str, timeout: f
 
 
 def check_ledger(url: str, load: Load, totals: dict[int, int]) -> dict[str, int]:
-    """Every positive 200 is exactly one ledger row and there is no other; no product is
-    oversold; the verifier (counters = ledger, and the rest) passes. Its summary."""
+    """Every positive 200 is exactly one ledger row and there is no other; every cancelled order
+    exactly one cancellation row and there is no other; no product is oversold (its live
+    investments within its total); the verifier (counters = investments - cancellations, and
+    the rest) passes. Its summary."""
     assert all(order.answer is not None for order in load.orders)
     ids = ", ".join(map(str, totals))
     ledger = ledger_by_id(url, f"goods_id IN ({ids})")
@@ -173,8 +201,25 @@ def check_ledger(url: str, load: Load, totals: dict[int, int]) -> dict[str, int]
             assert body["investment_id"] not in answers  # one row, one order
             answers[body["investment_id"]] = (order.user, order.goods_id, body["investment_amount"])
     assert answers == ledger
+    cancelled = {
+        int(o.cancelled["investment_id"]): int(o.cancelled["cancelled_amount"])
+        for o in load.orders
+        if o.cancelled is not None
+    }
+    assert cancelled, "no cancellation in the load"
+    rows = psql(
+        url,
+        "SELECT investment_id, cancelled_amount FROM user_investment_cancellation"
+        f" WHERE goods_id IN ({ids})",
+    )
+    assert cancelled == {
+        int(i): int(a) for i, a in (line.split("\t") for line in rows.splitlines())
+    }
     for goods_id, total in totals.items():
-        assert sum(amount for _, g, amount in ledger.values() if g == goods_id) <= total
+        live = sum(
+            amount for n, (_, g, amount) in ledger.items() if g == goods_id and n not in cancelled
+        )
+        assert live <= total
     return verify_ledger(url)
 
 
