@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 
-from bench.rush_compare import SERVICE_PASSWORD, SERVICE_USER, open_rush, rush, stop
-from bench.target import DEFAULT_SERVER, psql, recreate_database, settle
+from bench.rush_compare import open_rush, rush, stop
+from bench.target import DEFAULT_SERVER, create_service_login, psql, recreate_database, settle
 
 PATH = "/v1/api/investment/user/goods"
 FIRST_USER = 3_000_000_000  # apart from wrk's users (1..1,000,000)
@@ -61,11 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="cancel-wait-"))
-    psql(
-        args.server,
-        f"DO $$ BEGIN CREATE ROLE {SERVICE_USER} LOGIN PASSWORD '{SERVICE_PASSWORD}';"
-        " EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-    )
+    create_service_login(args.server)
     owner = recreate_database(args.server, "cancel_wait")
     instances = open_rush(Path.cwd(), owner, work / "service.log")
     figures: dict[str, Any] = {}

@@ -29,11 +29,18 @@ from typing import Any
 
 from bench import caps
 from bench.limits import run_wrk, wrk_script
-from bench.target import DEFAULT_SERVER, psql, recreate_database, settle
+from bench.target import (
+    DEFAULT_SERVER,
+    SERVICE_PASSWORD,
+    SERVICE_USER,
+    create_service_login,
+    psql,
+    recreate_database,
+    settle,
+)
 from harness.sockets import free_port
 from service.ops.roles import with_user
 
-SERVICE_USER, SERVICE_PASSWORD = "investment_app", "investment-app-test"
 RUSH_USERS = 1_000_000  # wrk's X-USER-ID is one of 1..RUSH_USERS
 
 
@@ -161,11 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="rush-compare-"))
-    psql(  # the service's login (tests and `just run` create it the same way)
-        args.server,
-        f"DO $$ BEGIN CREATE ROLE {SERVICE_USER} LOGIN PASSWORD '{SERVICE_PASSWORD}';"
-        " EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-    )
+    create_service_login(args.server)
     chosen = caps.mode()
     sides: dict[str, tuple[Path, dict[str, caps.Caps] | None]]
     if chosen is not None:  # one checkout, caps off against caps on

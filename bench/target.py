@@ -227,3 +227,16 @@ class FloorServer(ServiceProcess):
 
     def wait_ready(self, timeout: float | None = None, path: str = READY_PATH) -> None:
         super().wait_ready(timeout, path)
+
+
+SERVICE_USER, SERVICE_PASSWORD = "investment_app", "investment-app-test"
+
+
+def create_service_login(server: str) -> None:
+    """The service's login on `server`, when missing (tests and `just run` create it the same
+    way); the migrations make it a member of the service role."""
+    psql(
+        server,
+        f"DO $$ BEGIN CREATE ROLE {SERVICE_USER} LOGIN PASSWORD '{SERVICE_PASSWORD}';"
+        " EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    )

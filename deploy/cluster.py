@@ -1,4 +1,5 @@
-"""`python -m deploy.cluster up|down|status`: haproxy → N instances → PgBouncer → the database.
+"""`python -m deploy.cluster up|down|status`: haproxy → N instances → PgBouncer → the database,
+and NATS with JetStream for the events (deploy/nats.py).
 
 The database is Patroni's (deploy/patroni.py: etcd, three PostgreSQL members in synchronous
 replication, a second haproxy routing to the leader) unless CLUSTER_DATABASE=single or
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deploy import patroni
+from deploy import nats, patroni
 from deploy.config import DEFAULT_RUNTIME, ClusterConfig, ClusterError
 from deploy.database import migrate, open_database, service_url, stop_embedded
 from deploy.processes import alive, answers, spawn, stop, wait
@@ -89,9 +90,17 @@ def up(config: ClusterConfig) -> dict[str, Any]:
             pgbouncer, config.runtime, 15,
         )  # fmt: skip
 
+        # Events: the nats-servers, and each instance's relay on a session of its own, straight
+        # to PostgreSQL (PgBouncer's transaction pooling cannot keep its advisory lock).
+        events = nats.start(config, state) if config.nats_ports else {}
+        if events:
+            events["RELAY_DATABASE_URL"] = service_url(direct_url)
+            save(config.runtime, state)
+
         for i, port in enumerate(config.instance_ports):
             env = {
                 **os.environ,
+                **events,
                 **config.instance_env,
                 "DATABASE_URL": pooled_url,
                 "HOST": "127.0.0.1",
@@ -173,6 +182,11 @@ def status(runtime: Path = DEFAULT_RUNTIME) -> str:
             f"database   {state['database_url']} (migrations"
             + (", through the write route)" if "patroni" in state else ")"),
             f"           {state['pooled_database_url']} (instances, through PgBouncer)",
+            *(
+                [f"nats       {state['nats_url']} (JetStream; each instance runs a relay)"]
+                if "nats_url" in state
+                else []
+            ),
             *(
                 [f"           {service_url(state['patroni']['replica_url'])} (the list's reads)"]
                 if "patroni" in state

@@ -44,6 +44,10 @@ class ClusterConfig:
     replica_port: int = 5001
     database_stats_port: int = 8405
     pg_bin: Path = Path("/usr/lib/postgresql/15/bin")
+    # NATS with JetStream (deploy/nats.py): three nodes (R3) or one; 4222 is left to a
+    # system-wide nats-server. No nodes: events off (the instances get no NATS_URL).
+    nats_ports: tuple[int, ...] = (4231, 4232, 4233)
+    nats_route_ports: tuple[int, ...] = (6231, 6232, 6233)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> ClusterConfig:
@@ -71,6 +75,11 @@ class ClusterConfig:
             raise ClusterError(f"CLUSTER_MEMBERS must be between 2 and 5, got {members}")
         api_port = number("CLUSTER_PATRONI_PORT", 8008)
         member_port = number("CLUSTER_MEMBER_PORT", 5441)
+        nats_nodes = number("CLUSTER_NATS_NODES", 3)
+        if nats_nodes not in (0, 1, 3):
+            raise ClusterError(f"CLUSTER_NATS_NODES must be 0, 1 or 3, got {nats_nodes}")
+        nats_port = number("CLUSTER_NATS_PORT", 4231)
+        nats_route_port = number("CLUSTER_NATS_ROUTE_PORT", 6231)
         if not 1 <= instances <= 16:
             raise ClusterError(f"CLUSTER_INSTANCES must be between 1 and 16, got {instances}")
         return cls(
@@ -96,6 +105,8 @@ class ClusterConfig:
             replica_port=number("CLUSTER_REPLICA_PORT", 5001),
             database_stats_port=number("CLUSTER_DATABASE_STATS_PORT", 8405),
             pg_bin=Path(env.get("CLUSTER_PG_BIN") or "/usr/lib/postgresql/15/bin"),
+            nats_ports=tuple(nats_port + i for i in range(nats_nodes)),
+            nats_route_ports=tuple(nats_route_port + i for i in range(nats_nodes)),
         )
 
 

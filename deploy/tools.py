@@ -16,7 +16,11 @@ from pathlib import Path
 
 from deploy.config import ClusterError, log
 
-PACKAGES = {"haproxy": "haproxy", "pgbouncer": "pgbouncer"}  # program → Debian package
+PACKAGES = {
+    "haproxy": "haproxy",
+    "pgbouncer": "pgbouncer",
+    "nats-server": "nats-server",
+}  # program → Debian package
 # Patroni 3.0 and etcd 3.4 from bookworm; Patroni runs PostgreSQL 15's own programs.
 PATRONI_PACKAGES = {"patroni": "patroni", "etcd": "etcd-server"}
 POSTGRES_PACKAGE = "postgresql-15"

@@ -405,3 +405,48 @@ class NullMetrics(Metrics):
 
     def exposition(self) -> bytes:
         return b""
+
+
+PUBLISH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class RelayMetrics:
+    """The outbox relay's metrics (service/relay.py), written by its own process into the
+    workers' PROMETHEUS_MULTIPROC_DIR, so every worker's /metrics shows them. The backlog gauges
+    are read from the database by every relay process, active or standing by, so /metrics tells
+    the backlog of the whole database whichever instance holds the relay."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = registry or CollectorRegistry()
+        self.registry = r
+
+        def gauge(name: str, documentation: str) -> Gauge:
+            return Gauge(name, documentation, registry=r, multiprocess_mode="livemax")
+
+        self.unpublished = gauge(
+            "events_unpublished", "Outbox events JetStream has not acknowledged yet"
+        )
+        self.oldest_age = gauge(
+            "events_oldest_unpublished_age_seconds",
+            "Age of the oldest outbox event JetStream has not acknowledged (0: none)",
+        )
+        self.active = gauge("events_relay_active", "1 while this instance's relay holds the lock")
+        self.nats_up = gauge("events_nats_connected", "1 while the active relay reaches JetStream")
+        self.published = Counter(
+            "events_published", "Events JetStream acknowledged (duplicates included)", registry=r
+        )
+        self.latency = Histogram(
+            "events_publish_latency_seconds",
+            "From the outbox row's writing (its transaction's commit follows within the call) to"
+            " JetStream's acknowledgement",
+            buckets=PUBLISH_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def backlog(self, count: int, oldest_age: float | None) -> None:
+        self.unpublished.set(count)
+        self.oldest_age.set(oldest_age or 0.0)
+
+    def acknowledged(self, latencies: list[float]) -> None:
+        self.published.inc(len(latencies))
+        for seconds in latencies:
+            self.latency.observe(seconds)

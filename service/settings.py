@@ -114,6 +114,18 @@ class Settings:
     embedded_pg_port: int = 55432
     embedded_pg_data: str | None = None
     embedded_pg_archive: str | None = None
+    # Events (docs/reliability.md "Events"): NATS_URL (comma-separated servers) turns the outbox
+    # relay on; its session needs a server connection of its own (a session advisory lock), so
+    # behind PgBouncer's transaction pooling RELAY_DATABASE_URL names the server directly.
+    nats_url: str | None = None
+    relay_database_url: str | None = None
+    relay_batch: int = 500  # events per publish round (its acks awaited together)
+    relay_poll_seconds: float = 0.01  # how often an idle relay looks for new events
+    nats_publish_timeout: float = 5.0  # a round's acks, else NATS counts as down (backoff)
+    nats_stream_replicas: int = 1  # INVESTMENTS' settings, applied when the relay creates it
+    nats_stream_max_age_hours: int = 7 * 24
+    nats_duplicate_window_seconds: float = 120.0
+    relay_abandon_hours: int = 24  # no relay that long: the outbox is switched off and emptied
 
     @property
     def zone(self) -> ZoneInfo:
@@ -123,6 +135,11 @@ class Settings:
     def owner_url(self) -> str | None:
         """Where migrations run: the owner's URL, else DATABASE_URL (one role for both)."""
         return self.migration_database_url or self.database_url
+
+    @property
+    def relay_url(self) -> str | None:
+        """Where the outbox relay's session goes: RELAY_DATABASE_URL, else DATABASE_URL."""
+        return self.relay_database_url or self.database_url
 
     def pool_share(self) -> int:
         """Connections one worker may open: the total cap split evenly, never above it."""
@@ -272,6 +289,17 @@ def _role(name: str, raw: str) -> str | None:
     return role or None
 
 
+def _nats_url(name: str, raw: str) -> str | None:
+    """One or more nats:// (or tls://) server URLs, comma-separated; empty: events off."""
+    servers = [part.strip() for part in raw.split(",") if part.strip()]
+    for server in servers:
+        if not server.startswith(("nats://", "tls://")):
+            raise SettingsError(
+                f"{name} must be nats:// URLs, comma-separated, got {redact(server)!r}"
+            )
+    return ",".join(servers) or None
+
+
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "DATABASE_URL": _database_url,
     "READ_DATABASE_URL": _database_url,
@@ -315,6 +343,15 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "EMBEDDED_PG_PORT": lambda n, r: _integer(n, r, 1, 65535),
     "EMBEDDED_PG_DATA": _optional_text,
     "EMBEDDED_PG_ARCHIVE": _optional_text,
+    "NATS_URL": _nats_url,
+    "RELAY_DATABASE_URL": _database_url,
+    "RELAY_BATCH": lambda n, r: _integer(n, r, 1, 100_000),
+    "RELAY_POLL_SECONDS": lambda n, r: _seconds(n, r, 0.001, 10.0),
+    "NATS_PUBLISH_TIMEOUT": lambda n, r: _seconds(n, r, 0.1, 120.0),
+    "NATS_STREAM_REPLICAS": lambda n, r: _integer(n, r, 1, 5),
+    "NATS_STREAM_MAX_AGE_HOURS": lambda n, r: _integer(n, r, 1, 24 * 3660),
+    "NATS_DUPLICATE_WINDOW_SECONDS": lambda n, r: _seconds(n, r, 1.0, 86_400.0),
+    "RELAY_ABANDON_HOURS": lambda n, r: _integer(n, r, 1, 24 * 366),
 }
 
 
@@ -344,5 +381,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"LIST_LOADS_MAX ({settings.list_loads_max}) must leave the connections invests"
             f" and pages need: at most {max(1, room)} with {settings.pool_share()} connections"
             " per worker (DB_POOL_SIZE / WORKERS)"
+        )
+    if settings.nats_duplicate_window_seconds <= settings.nats_publish_timeout:
+        raise SettingsError(
+            "NATS_DUPLICATE_WINDOW_SECONDS must be longer than NATS_PUBLISH_TIMEOUT: a round"
+            " published again after its acks timed out must fall within the window"
         )
     return settings

@@ -14,7 +14,7 @@ from service.cancelling import Cancelling
 from service.caps import Limits
 from service.db import Databases, DatabaseUnavailable, key_locks_per_call
 from service.holdings import Holdings
-from service.housekeeping import forget_old_idempotency_keys
+from service.housekeeping import abandon_outbox, forget_old_idempotency_keys
 from service.investing import Investing
 from service.listing import GoodsListing, Windows
 from service.metrics import Metrics
@@ -48,6 +48,11 @@ class Worker:
                 forget_old_idempotency_keys(
                     self.db, settings.idempotency_retention_hours,
                     settings.idempotency_cleanup_seconds,
+                )
+            ),
+            asyncio.create_task(
+                abandon_outbox(
+                    self.db, settings.relay_abandon_hours, settings.idempotency_cleanup_seconds
                 )
             ),
             asyncio.create_task(self._learn_key_budget()),

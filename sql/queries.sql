@@ -213,3 +213,78 @@ ORDER BY array_position(ARRAY['general', 'qualified', 'professional'], investor_
 SELECT outcome, cap, users, user_id, investor_class, per_product, total, real_estate,
        to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS')
 FROM admin_set_class_limits($1, $2, $3, $4);
+
+-- name: relay-lock
+-- The outbox relay (service/relay.py), on its own session. Its lock: the two-key form of the
+-- advisory locks, a key space the single-key locks of invest_many's idempotency keys never use.
+-- Released when the session ends, so a relay whose process or connection dies hands over.
+SELECT pg_try_advisory_lock(7202104, 25);
+
+-- name: relay-number
+-- Numbers every outbox row this statement can see - each one committed - in `seq` order, after
+-- the last number handed out: event_id order is commit order (docs/reliability.md). Writes
+-- nothing when there is nothing to number. The count numbered.
+WITH fresh AS (
+    SELECT e.ctid AS row, row_number() OVER (ORDER BY e.seq) AS n
+    FROM investment_event e
+    WHERE e.event_id IS NULL
+), counter AS (
+    UPDATE investment_event_relay r
+    SET last_event_id = r.last_event_id + (SELECT count(*) FROM fresh)
+    WHERE EXISTS (SELECT 1 FROM fresh)
+    RETURNING r.last_event_id - (SELECT count(*) FROM fresh) AS base
+), numbered AS (
+    UPDATE investment_event e
+    SET event_id = c.base + f.n
+    FROM fresh f, counter c
+    WHERE e.ctid = f.row
+    RETURNING 1
+)
+SELECT count(*) FROM numbered;
+
+-- name: relay-pending
+-- Up to $2 numbered events after event_id $1, in event_id order, as the relay publishes them
+-- (`at` in the display time zone, as the API shows it); recorded_at in epoch seconds.
+SELECT event_id, type, investment_id, user_id, goods_id, amount,
+       to_char(at, 'YYYY-MM-DD HH24:MI:SS'), current_investing_amount, investor_count,
+       extract(epoch FROM recorded_at)::float8
+FROM investment_event
+WHERE event_id > $1
+ORDER BY event_id
+LIMIT $2;
+
+-- name: relay-forget
+-- Events JetStream has stored: event_id after $1 up to $2. A range, so that the generic plan
+-- probes the event_id index (`event_id <= $1` alone was planned as a scan of the whole outbox).
+DELETE FROM investment_event WHERE event_id > $1 AND event_id <= $2;
+
+-- name: relay-announce
+-- The active relay says it runs: invest_many() writes the outbox while this is recent. Answers
+-- this database's stream key.
+UPDATE investment_event_relay SET seen_at = statement_timestamp() RETURNING stream_key::text;
+
+-- name: relay-counter
+-- The last event_id handed out.
+SELECT last_event_id FROM investment_event_relay;
+
+-- name: relay-backlog
+-- The events not yet acknowledged by JetStream, and the age in seconds of the oldest (NULL: none).
+SELECT count(*), extract(epoch FROM clock_timestamp() - min(recorded_at))::float8
+FROM investment_event;
+
+-- name: outbox-abandon
+-- Housekeeping: no relay has said it runs for $1 hours (NATS_URL was taken away), so events are
+-- no longer written, and the outbox is emptied 10,000 rows at a time. The number deleted.
+WITH off AS (
+    UPDATE investment_event_relay
+    SET seen_at = NULL
+    WHERE seen_at < statement_timestamp() - make_interval(hours => $1)
+    RETURNING 1
+), gone AS (
+    DELETE FROM investment_event
+    WHERE ctid IN (SELECT ctid FROM investment_event LIMIT 10000)
+      AND (EXISTS (SELECT 1 FROM off)
+           OR EXISTS (SELECT 1 FROM investment_event_relay WHERE seen_at IS NULL))
+    RETURNING 1
+)
+SELECT count(*) FROM gone;

@@ -124,6 +124,7 @@ class MemoryDatabase:
             "ready": [(1,)],
             "lock-table-settings": [(64, 100, 0)],
             "forget-idempotency-keys": [(0,)],
+            "outbox-abandon": [(0,)],
         }
         if name not in answers:
             raise StatementRefused(f"the fake database does not know statement {name}")

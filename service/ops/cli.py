@@ -182,6 +182,13 @@ COMMANDS = {
             psqlpy=True,
         ),
         Command(
+            "relay",
+            "publish the outbox to NATS JetStream (NATS_URL); `run` starts it when NATS_URL is set",
+            commands.relay_command,
+            needs_database_url=True,
+            psqlpy=True,
+        ),
+        Command(
             "goods",
             "administer products (DATABASE_URL)",
             commands.goods_command,

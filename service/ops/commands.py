@@ -181,3 +181,18 @@ def restore_command(settings: Settings, args: argparse.Namespace) -> int:
         if not args.keep_running:
             server.stop()
     return code
+
+
+def relay_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`python -m service relay`: the outbox relay (service/relay.py) until SIGTERM or SIGINT;
+    `run` starts it next to the workers when NATS_URL is set."""
+    from service.metrics import RelayMetrics
+    from service.relay import Relay, run_until_stopped
+
+    if settings.nats_url is None:
+        print("NATS_URL is required for the relay", file=sys.stderr)
+        return 2
+    # Its metrics go to PROMETHEUS_MULTIPROC_DIR, which `run` gives it: the workers' /metrics.
+    relay = Relay(settings, RelayMetrics())
+    asyncio.run(run_until_stopped(relay.run))
+    return 0

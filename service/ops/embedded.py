@@ -79,15 +79,15 @@ class EmbeddedPostgres:
 
     def server_settings(self) -> dict[str, str]:
         """Durable by default: fsync and synchronous_commit on, full page writes (the service
-        refuses to serve otherwise, durability.py). max_locks_per_transaction 512 instead
+        refuses to serve otherwise, durability.py). max_locks_per_transaction 520 instead
         of 64: an invest call holds one lock per Idempotency-Key until it commits, and the lock
-        table's size bounds the keys per call (service/db.py key_lock_budget): 495 rather than 47,
+        table's size bounds the keys per call (service/db.py key_lock_budget): 500 rather than 44,
         so a full call (INVEST_BATCH_MAX, 500) of keyed requests is one call, not eleven. It costs
         39 MB of shared memory at 200 connections (333 MB in all instead of 294; 256 would give 240
         keys for 17 MB)."""
         values = {
             "max_connections": "200",
-            "max_locks_per_transaction": "512",
+            "max_locks_per_transaction": "520",
             "shared_buffers": "256MB",
             "fsync": "on",
             "synchronous_commit": "on",

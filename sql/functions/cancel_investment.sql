@@ -46,6 +46,7 @@ DECLARE
     g        investment_goods%ROWTYPE;
     v_state  text;
     v_left   bigint;
+    v_investors integer;
 BEGIN
     -- The ledger row never changes: a plain read, no lock.
     SELECT u.user_investing_amount, u.goods_id INTO v_amount, v_goods
@@ -102,7 +103,16 @@ BEGIN
     UPDATE investment_goods x
     SET current_investing_amount = g.current_investing_amount,
         investor_count = x.investor_count - CASE WHEN v_left = 0 THEN 1 ELSE 0 END
-    WHERE x.goods_id = g.goods_id;
+    WHERE x.goods_id = g.goods_id
+    RETURNING x.investor_count INTO v_investors;
+    -- The outbox (sql/migrations/011_outbox.sql), while a relay is configured: the cancellation
+    -- with the product's counters right after it, written under the product's lock, so its
+    -- `seq` (and its event_id) follows every event of the product committed before it.
+    INSERT INTO investment_event (type, investment_id, user_id, goods_id, amount, at,
+                                  current_investing_amount, investor_count)
+    SELECT 'cancelled', p_investment_id, p_user_id, g.goods_id, v_amount, v_now,
+           g.current_investing_amount, v_investors
+    WHERE EXISTS (SELECT 1 FROM investment_event_relay WHERE seen_at IS NOT NULL);
     -- The room it took under the user's caps (a repaid product's investments count no more).
     IF NOT g.repaid THEN
         UPDATE investor v

@@ -214,6 +214,7 @@ BEGIN
             SELECT r.ord, r.goods_id, r.user_id, r.key, r.outcome, r.amount AS asked,
                    g.goods_id IS NOT NULL AS found, g.total_investing_amount AS total,
                    g.current_investing_amount AS before, g.category, g.repaid,
+                   g.investor_count AS investors_before,
                    CASE WHEN g.goods_id IS NULL THEN NULL
                         WHEN r.amount < g.min_amount THEN 'min_amount'
                         WHEN r.amount % g.amount_unit <> 0 THEN 'amount_unit'
@@ -338,6 +339,29 @@ BEGIN
             LEFT JOIN new_investors n ON n.goods_id = m.goods_id
             WHERE g.goods_id = m.goods_id AND g.goods_id = ANY (v_wanted)
               AND NOT EXISTS (SELECT 1 FROM over_cap)
+        ), events AS (
+            -- The outbox (sql/migrations/011_outbox.sql), while a relay is configured: one
+            -- event per ledger row, with the product's counters right after it. A newcomer is a
+            -- user's first ledger row of this call in a product where the user held nothing
+            -- live before the call (this statement's snapshot: no investment, or every one
+            -- cancelled), which is what new_investors counts. Rows go in in array order, so
+            -- `seq` follows it; nothing is written when the set-wise grants pass a cap.
+            INSERT INTO investment_event (type, investment_id, user_id, goods_id, amount, at,
+                                          current_investing_amount, investor_count)
+            SELECT 'accepted', e.id, e.user_id, e.goods_id, e.granted, v_now, e.current,
+                   e.investors_before + count(*) FILTER (WHERE e.newcomer)
+                       OVER (PARTITION BY e.goods_id ORDER BY e.ord)
+            FROM (SELECT r.*,
+                         row_number() OVER (PARTITION BY r.goods_id, r.user_id ORDER BY r.ord) = 1
+                         AND NOT EXISTS (SELECT 1 FROM investment_goods_investor i
+                                         WHERE i.goods_id = r.goods_id AND i.user_id = r.user_id
+                                           AND i.amount > 0)
+                             AS newcomer
+                  FROM results r
+                  WHERE r.granted > 0) e
+            WHERE EXISTS (SELECT 1 FROM investment_event_relay WHERE seen_at IS NOT NULL)
+              AND NOT EXISTS (SELECT 1 FROM over_cap)
+            ORDER BY e.ord
         ), remembered AS (
             INSERT INTO investment_idempotency (
                 user_id, idempotency_key, goods_id, requested_amount, found,

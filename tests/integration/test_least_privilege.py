@@ -20,6 +20,9 @@ EXPECTED = {
     "user_investment_cancellation": {"SELECT", "INSERT"},
     "my_investment_item": {"SELECT"},
     "investment_idempotency": {"SELECT", "INSERT", "DELETE"},
+    # The outbox: invest_many() inserts, the relay numbers and deletes (service/relay.py).
+    "investment_event": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+    "investment_event_relay": {"SELECT", "UPDATE"},
     "schema_migrations": {"SELECT"},
     "schema_repeatables": {"SELECT"},
     "service_meta": set(),

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -25,16 +27,19 @@ import httpx
 import pytest
 
 from deploy.cluster import down, haproxy_servers, up
+from tests.events import active_relay_pid, stream_config, stream_messages
 from tests.support import (
     ROOT,
     counters,
     create_goods,
     drop_database,
+    free_port,
     fresh_user,
     kept_connection,
     ledger_sum,
     new_database,
     psql,
+    wait_until,
 )
 from tests.system.topology import require_tools, small_cluster
 
@@ -55,6 +60,9 @@ def cluster(postgres_server: str) -> Iterator[dict[str, object]]:
         runtime,
         database_url=url,
         instance_env={"LOG_LEVEL": "WARNING", "LIST_CACHE_SECONDS": "0"},
+        # `just cluster`'s three-node JetStream cluster (R3)
+        nats_ports=(free_port(), free_port(), free_port()),
+        nats_route_ports=(free_port(), free_port(), free_port()),
     )
     try:
         yield up(config)
@@ -168,6 +176,55 @@ def test_kept_connections_through_haproxy_are_answered_after_idle_gaps(
     assert met == [["200", "200"]] * len(kept), met
     assert failures() == before
     assert ledger_sum(url, goods_id) == 1_000 * len(kept)
+
+
+def rush_of_40(cluster: dict[str, object]) -> tuple[int, set[int]]:
+    """A rush of 40 users on a new product through the balancer: the product, its ledger ids."""
+    url = str(cluster["database_url"])
+    goods_id = create_goods(url, total=TOTAL)
+    responses = asyncio.run(rush(str(cluster["url"]), goods_id, [fresh_user() for _ in range(40)]))
+    assert {r.status_code for r in responses} == {200}
+    ledger = psql(url, f"SELECT id FROM user_investment_goods WHERE goods_id = {goods_id}")
+    return goods_id, {int(i) for i in ledger.split()}
+
+
+def published(nats_url: str, goods_id: int) -> list[int] | None:
+    """The investment ids of the product's events in the stream; None while JetStream does not
+    answer (after a server's loss it elects new leaders for what that server led)."""
+    try:
+        messages = stream_messages(nats_url)
+    except Exception:
+        return None
+    return [body["investment_id"] for _, _, body in messages if body["goods_id"] == goods_id]
+
+
+def test_the_rush_reaches_the_three_node_jetstream_cluster_once(
+    cluster: dict[str, object],
+) -> None:
+    """The instances' relays: one active, publishing through NATS_URL's three servers into an
+    R3 stream, every ledger row of a product once; and again with one nats-server lost."""
+    url = str(cluster["database_url"])
+    nats_url = str(cluster["nats_url"])
+    goods_id, ids = rush_of_40(cluster)
+    wait_until(lambda: set(published(nats_url, goods_id) or ()) == ids, "the rush's events", 30)
+    assert sorted(published(nats_url, goods_id) or ()) == sorted(ids)
+    assert stream_config(nats_url).num_replicas == 3
+    assert active_relay_pid(url) is not None  # one instance's relay holds the lock
+    held = psql(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'investment-relay-%'",
+    )
+    assert int(held) == 3  # every instance runs one (two stand by)
+
+    # One nats-server lost (SIGKILL): the other two are a majority, the R3 stream still takes
+    # the next rush's events, once.
+    (lost,) = [e for e in cluster["processes"] if e["name"] == "nats1"]  # type: ignore[attr-defined]
+    os.kill(int(lost["pid"]), signal.SIGKILL)
+    goods_id, ids = rush_of_40(cluster)
+    wait_until(
+        lambda: set(published(nats_url, goods_id) or ()) == ids, "events with a server lost", 60
+    )
+    assert sorted(published(nats_url, goods_id) or ()) == sorted(ids)
 
 
 def console(admin_url: str, command: str) -> list[dict[str, str]]:

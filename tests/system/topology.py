@@ -27,13 +27,20 @@ def require_tools(what: str, patroni: bool = False, pg_bin: Path | None = None) 
 
 
 def small_cluster(runtime: Path, **settings: Any) -> ClusterConfig:
-    """The front haproxy, its stats page, three instances and PgBouncer on free ports; pools of
-    4 connections an instance and 8 server connections; `settings` add to or override these."""
+    """The front haproxy, its stats page, three instances, PgBouncer and one nats-server on
+    free ports; pools of 4 connections an instance and 8 server connections; `settings` add to
+    or override these."""
     return ClusterConfig(
         runtime=runtime,
         port=free_port(),
         stats_port=free_port(),
         instance_ports=(free_port(), free_port(), free_port()),
         pgbouncer_port=free_port(),
-        **{"db_pool_size": 4, "server_pool_size": 8, **settings},
+        **{
+            "db_pool_size": 4,
+            "server_pool_size": 8,
+            "nats_ports": (free_port(),),
+            "nats_route_ports": (free_port(),),
+            **settings,
+        },
     )

@@ -195,3 +195,38 @@ def test_privileged_service_settings() -> None:
                         ("DB_SESSION_ROLE", "Investment")]:  # fmt: skip
         with pytest.raises(SettingsError, match=name):
             load_settings({name: value})
+
+
+def test_events_settings() -> None:
+    settings = load_settings(
+        {"NATS_URL": " nats://a:4222, nats://b:4222 ,", "DATABASE_URL": "postgresql://x@h/db"}
+    )
+    assert settings.nats_url == "nats://a:4222,nats://b:4222"
+    assert settings.relay_url == "postgresql://x@h/db"  # RELAY_DATABASE_URL unset
+    direct = load_settings(
+        {
+            "DATABASE_URL": "postgresql://x@pgbouncer/db",
+            "RELAY_DATABASE_URL": "postgresql://x@pg/db",
+        }
+    )
+    assert direct.relay_url == "postgresql://x@pg/db"
+    assert load_settings({"NATS_URL": ""}).nats_url is None  # events off
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"NATS_URL": "http://a:4222"}, "NATS_URL"),
+        ({"NATS_URL": "nats://user:secret@a:4222,localhost:4222"}, "NATS_URL"),
+        ({"RELAY_BATCH": "0"}, "RELAY_BATCH"),
+        ({"NATS_STREAM_REPLICAS": "6"}, "NATS_STREAM_REPLICAS"),
+        (
+            {"NATS_DUPLICATE_WINDOW_SECONDS": "5", "NATS_PUBLISH_TIMEOUT": "5"},
+            "NATS_DUPLICATE_WINDOW_SECONDS",
+        ),
+    ],
+)
+def test_invalid_events_settings_name_themselves(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named) as refused:
+        load_settings(env)
+    assert "secret" not in str(refused.value)

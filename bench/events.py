@@ -1,0 +1,252 @@
+"""Events on against off, in the same run: invest throughput with the outbox and its relay
+(NATS_URL set, a nats-server of this run's own) and without, alternating, for two workloads:
+
+  capacity  wrk, 500 connections, invests spread over 100 recruiting products
+  rush      wrk, 500 connections, every invest on one product (the opening rush)
+
+One instance, 2 workers (the capacity stage's shape). For each window with events on it also
+reports the relay's throughput at full speed (NATS stopped while wrk makes a backlog for half a
+window, then started again: the backlog over the time from its first to its last event
+published), and what the relay did over the measured window: events published per second
+(JetStream's acknowledgements, from /metrics `events_published_total`, over the window and the
+drain after it) against invests accepted per second, the backlog when the window ends (count,
+age of the oldest) and how long the relay then takes to drain it, and the publish latency
+(outbox row written → JetStream's ack) p50/p99 from /metrics' `events_publish_latency_seconds`
+histogram over the window. Usage, on a quiet machine:
+
+    python -m bench.events --rounds 2 --window 20
+    python -m bench.events --rounds 1 --window 2 --workloads capacity   # a smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.limits import run_wrk, wrk_script
+from bench.rush_compare import start_instance, stop, wait_ready
+from bench.target import DEFAULT_SERVER, create_service_login, psql, recreate_database, settle
+from harness.sockets import free_port, port_in_use
+
+PRODUCTS = {"capacity": 100, "rush": 1}
+
+
+class Nats:
+    """A nats-server with JetStream of this run's own: a free port, a temporary store; stopped
+    and started again on both (the backlog drain)."""
+
+    def __init__(self, work: Path) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.store = work / "nats"
+        self.log = work / "nats.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not port_in_use("127.0.0.1", self.port):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("nats-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(10)
+        self.process = None
+
+
+def outbox(owner: str) -> int:
+    return int(psql(owner, "SELECT count(*) FROM investment_event"))
+
+
+def drain_rate(owner: str, nats: Nats) -> dict[str, Any]:
+    """The relay at full speed: NATS is started again under a backlog; from its first
+    published event (after the relay's backoff) to the last, events per second."""
+    backlog = outbox(owner)
+    nats.start()
+    deadline = time.monotonic() + 300
+    while (left := outbox(owner)) >= backlog and time.monotonic() < deadline:
+        time.sleep(0.01)
+    began, first_left = time.monotonic(), left
+    while outbox(owner) > 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    seconds = time.monotonic() - began
+    return {"backlog": backlog, "drain_per_s": round(first_left / seconds, 1) if seconds else None}
+
+
+def remove_stream(nats_url: str) -> None:
+    """INVESTMENTS goes with the database that filled it: each measurement starts without."""
+    import asyncio
+
+    import nats
+    from nats.js.errors import NotFoundError
+
+    async def remove() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().delete_stream("INVESTMENTS")
+        except NotFoundError:
+            pass
+        finally:
+            await nc.close()
+
+    asyncio.run(remove())
+
+
+def scrape(url: str) -> dict[str, float]:
+    """The relay's samples of /metrics (name with labels → value)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("events_"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def latency_quantiles(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """p50/p99 of the publish latency histogram's observations between two scrapes (the upper
+    bound of the bucket the quantile falls in)."""
+    prefix = 'events_publish_latency_seconds_bucket{le="'
+    buckets = sorted(
+        (float("inf") if key[len(prefix):-2] == "+Inf" else float(key[len(prefix):-2]),
+         after[key] - before.get(key, 0.0))
+        for key in after if key.startswith(prefix)
+    )  # fmt: skip
+    total = buckets[-1][1] if buckets else 0.0
+    result: dict[str, Any] = {"observed": int(total)}
+    for label, fraction in (("p50_s", 0.5), ("p99_s", 0.99)):
+        result[label] = next((le for le, count in buckets if count >= fraction * total), None)
+    return result
+
+
+def measure(
+    workload: str, events: bool, server: str, window: float, work: Path, nats: Nats
+) -> dict[str, Any]:
+    owner = recreate_database(server, f"events_{workload}_{'on' if events else 'off'}")
+    if events:
+        remove_stream(nats.url)
+        os.environ["NATS_URL"] = nats.url
+    else:
+        os.environ.pop("NATS_URL", None)
+    process, url = start_instance(Path.cwd(), owner, work / "service.log")
+    try:
+        wait_ready(url, process)
+        count = PRODUCTS[workload]
+        psql(
+            owner,
+            "INSERT INTO investment_goods (goods_id, title, total_investing_amount, status,"
+            " started_at, finished_at) SELECT n, 'bench', 1000000000000000, true,"
+            " now() - interval '1 day', now() + interval '1 day'"
+            f" FROM generate_series(1, {count}) n",
+        )
+        script = wrk_script("invest", users=1_000_000, recruiting=count)
+        target = url + "/v1/api/investment/user/goods"
+        run_wrk(target, f"{workload}-warm", script, 3, work)  # warm-up, not measured
+        settle(owner, timeout=10)
+        before = scrape(url) if events else {}
+        result = run_wrk(target, workload, script, window, work)
+        accepted = (result["requests"] or 0) - result["non_2xx"]
+        figures: dict[str, Any] = {
+            "accepted_per_s": round(accepted / window, 1),
+            "non_2xx": result["non_2xx"],
+            "p99_ms": result["p99_ms"],
+        }
+        if events:
+            # The backlog when the rush stops, then the time the relay takes to publish it.
+            backlog, oldest = psql(
+                owner,
+                "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp()"
+                " - min(recorded_at)), 0) FROM investment_event",
+            ).split("\t")
+            start = time.monotonic()
+            while int(psql(owner, "SELECT count(*) FROM investment_event")) > 0:
+                if time.monotonic() - start > 120:
+                    break
+                time.sleep(0.05)
+            drain = time.monotonic() - start
+            after = scrape(url)
+            published = after.get("events_published_total", 0) - before.get(
+                "events_published_total", 0
+            )
+            figures.update(
+                # Everything the window accepted was published by the end of the drain.
+                relay_published_per_s=round(published / (window + drain), 1),
+                backlog_at_end=int(backlog),
+                oldest_age_at_end_s=round(float(oldest), 3),
+                drain_s=round(drain, 2),
+                latency=latency_quantiles(before, after),
+            )
+            # Then the relay's own throughput: a backlog made while NATS is down, drained.
+            nats.stop()
+            run_wrk(target, f"{workload}-backlog", script, window / 2, work)
+            figures["relay_full_speed"] = drain_rate(owner, nats)
+        return figures
+    finally:
+        stop(process)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.events", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--workloads", default="capacity,rush")
+    parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="bench-events-"))
+    create_service_login(args.server)
+    nats = Nats(work)
+    nats.start()
+    try:
+        for workload in args.workloads.split(","):
+            figures: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+            for round_number in range(args.rounds):
+                order = (False, True) if round_number % 2 == 0 else (True, False)
+                for events in order:
+                    result = measure(workload, events, args.server, args.window, work, nats)
+                    figures[events].append(result)
+                    side = "on " if events else "off"
+                    print(f"{workload} round {round_number + 1} events {side}: {result}",
+                          flush=True)  # fmt: skip
+            off = statistics.mean(r["accepted_per_s"] for r in figures[False])
+            on = statistics.mean(r["accepted_per_s"] for r in figures[True])
+            relay = statistics.mean(r["relay_published_per_s"] for r in figures[True])
+            full = statistics.mean(
+                r["relay_full_speed"]["drain_per_s"] or 0.0 for r in figures[True]
+            )
+            print(
+                f"{workload}: accepted invests/s off {off:.0f}, on {on:.0f} (on/off"
+                f" {on / off:.3f}); relay published/s during the rush {relay:.0f}"
+                f" (relay/invests {relay / on:.3f}); relay at full speed {full:.0f}/s"
+                f" (relay/invest capacity off {full / off:.3f})",
+                flush=True,
+            )
+            for suffix in ("on", "off"):
+                psql(
+                    args.server, f"DROP DATABASE IF EXISTS events_{workload}_{suffix} WITH (FORCE)"
+                )
+    finally:
+        nats.stop()
+        shutil.rmtree(nats.store, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

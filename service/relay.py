@@ -1,0 +1,405 @@
+"""The outbox relay: every accepted investment and cancellation to NATS JetStream, exactly once,
+in event_id order (docs/reliability.md "Events: the outbox and its relay").
+
+`python -m service relay` runs it; `python -m service run` starts that process next to granian's
+workers when NATS_URL is set (service/ops/serving.py), so every instance runs one. One of them is
+active per database: the one whose session holds the relay's advisory lock (sql/queries.sql
+`relay-lock`); the others stand by and try again every second. The lock goes with the session,
+so a relay whose process is killed or whose connection is cut hands over within a second, and
+every statement of the active relay runs on that session: a relay that lost it can no longer
+number or delete anything.
+
+The active relay, in a loop:
+  1. numbers the outbox rows it can see (`relay-number`: all committed, so event_id order is
+     commit order);
+  2. publishes up to RELAY_BATCH of them in event_id order, Nats-Msg-Id = event_id; every
+     message but the first after connecting carries Nats-Expected-Last-Msg-Id = the event before
+     it, so JetStream stores a message only right after its predecessor (a message lost in a
+     broken connection cannot be overtaken by the next one) and drops one it already has
+     (deduplication is checked first); so the last message's publish ack acknowledges the round;
+  3. deletes what JetStream acknowledged.
+After connecting it reads the last event_id the stream holds and deletes every row up to it: an
+event acknowledged before a crash, whose row was not deleted, is not published again however
+long ago that was. So the stream must hold this database's events only: the relay creates it
+with the database's stream key in its description, and publishes into no other; and it numbers
+nothing while the stream is ahead of the database's counter (a database restored to an earlier
+point would hand out numbers the stream holds). NATS down: the
+relay backs off (up to 5 s between tries) and the outbox grows; the service answers as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NamedTuple
+
+import orjson
+import psqlpy
+from psqlpy.exceptions import Error as PsqlpyError
+
+from service.db import connection_options
+from service.metrics import RelayMetrics
+from service.settings import Settings
+from service.sql import queries
+
+log = logging.getLogger("service.relay")
+
+STREAM = "INVESTMENTS"
+SUBJECTS = {"accepted": "investments.accepted", "cancelled": "investments.cancelled"}
+STANDBY_SECONDS = 1.0  # a standing-by relay tries the lock this often
+ANNOUNCE_SECONDS = 5.0  # the active relay's heartbeat (investment_event_relay.seen_at)
+BACKLOG_SECONDS = 1.0  # the backlog gauges are refreshed this often
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+# The relay's statements: numbering after a long stop can touch many rows at once.
+STATEMENT_TIMEOUT_MS = 60_000
+
+
+class Event(NamedTuple):
+    event_id: int
+    type: str
+    investment_id: int
+    user_id: int
+    goods_id: int
+    amount: int
+    at: str
+    current_investing_amount: int
+    investor_count: int
+    recorded_at: float  # epoch seconds
+
+    @property
+    def subject(self) -> str:
+        return SUBJECTS[self.type]
+
+    def body(self) -> bytes:
+        """The message's JSON body: every field but recorded_at (docs/api.md "Events")."""
+        fields = self._asdict()
+        del fields["recorded_at"]
+        return orjson.dumps(fields)
+
+
+class StreamMismatch(Exception):
+    """INVESTMENTS holds another database's events: nothing is published into it."""
+
+
+class StreamAhead(Exception):
+    """The stream holds event_ids this database never handed out: the database went back in
+    time (restored to an earlier point, or a failover that lost commits). Publishing would
+    skip its next events as stored; nothing is published until an operator decides."""
+
+    def __init__(self, stored: int, numbered: int) -> None:
+        super().__init__(
+            f"the JetStream stream {STREAM} holds events up to {stored}, this database handed"
+            f" out numbers up to {numbered} only (restored to an earlier point?): nothing is"
+            " published until investment_event_relay.last_event_id is set to at least"
+            f" {stored} (docs/reliability.md, 'Events')"
+        )
+
+
+class PublishFailed(Exception):
+    """A round was not wholly acknowledged: the connection to NATS is dropped and made again."""
+
+
+class Backoff:
+    """Growing, jittered waits while a dependency is down; reset by a success."""
+
+    def __init__(self) -> None:
+        self.wait = BACKOFF_FIRST
+
+    def reset(self) -> None:
+        self.wait = BACKOFF_FIRST
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.wait * random.uniform(0.5, 1.0))
+        self.wait = min(BACKOFF_MAX, self.wait * 2)
+
+
+class Session:
+    """The relay's own database session; its statements by name (sql/queries.sql)."""
+
+    def __init__(self, conn: psqlpy.Connection) -> None:
+        self.conn = conn
+        self._queries = queries()
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Session:
+        options = connection_options(settings) + f" -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        conn = await psqlpy.connect(
+            dsn=settings.relay_url,
+            options=options,
+            application_name=f"investment-relay-{os.getpid()}",  # which process holds it
+            connect_timeout_sec=max(1, int(settings.db_acquire_timeout + 0.999)),
+        )
+        return cls(conn)
+
+    async def rows(self, name: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        async with asyncio.timeout(STATEMENT_TIMEOUT_MS / 1000 + 5):
+            result = await self.conn.execute(self._queries[name], params, prepared=True)
+        return result.result(as_tuple=True)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+def stream_description(key: str) -> str:
+    """The stream's description: the database whose events it holds (investment_event_relay
+    .stream_key)."""
+    return f"investment events of database {key}"
+
+
+def stream_config(settings: Settings, key: str) -> Any:
+    """INVESTMENTS as the relay creates it: file-backed, kept max-age hours (limits retention:
+    consumers read it at their own pace, any number of them), replicated as configured, and a
+    duplicate window longer than a round's publish timeout (a round that timed out is published
+    again at once; a later restart starts after the stream's last event_id instead)."""
+    from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+    return StreamConfig(
+        name=STREAM,
+        description=stream_description(key),
+        subjects=["investments.>"],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        num_replicas=settings.nats_stream_replicas,
+        max_age=settings.nats_stream_max_age_hours * 3600.0,
+        duplicate_window=settings.nats_duplicate_window_seconds,
+    )
+
+
+class Relay:
+    def __init__(self, settings: Settings, metrics: RelayMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._backlog_at = 0.0
+
+    async def run(self) -> None:
+        """Forever: connect, stand by or lead; a lost database session is made again."""
+        backoff = Backoff()
+        while True:
+            session = None
+            try:
+                session = await Session.open(self.settings)
+                backoff.reset()
+                while True:
+                    [(held,)] = await session.rows("relay-lock")
+                    await self._refresh_backlog(session, force=True)
+                    if held:
+                        log.info("relay active: this process publishes the outbox")
+                        await self._lead(session)
+                    await asyncio.sleep(STANDBY_SECONDS * random.uniform(0.8, 1.2))
+            except (PsqlpyError, TimeoutError, OSError) as error:
+                log.warning("relay's database session failed (%s): reconnecting", error)
+            finally:
+                self.metrics.active.set(0)
+                self.metrics.nats_up.set(0)
+                if session is not None:
+                    session.close()
+            await backoff.sleep()
+
+    async def _refresh_backlog(self, session: Session, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._backlog_at >= BACKLOG_SECONDS:
+            self._backlog_at = now
+            [(count, oldest)] = await session.rows("relay-backlog")
+            self.metrics.backlog(count, oldest)
+
+    async def _lead(self, session: Session) -> None:
+        """Holds the lock until the session fails (raises)."""
+        self.metrics.active.set(1)
+        [(key,)] = await session.rows("relay-announce")
+        announced = time.monotonic()
+        publisher: Publisher | None = None
+        backoff = Backoff()
+        nats_down = False  # said once, until NATS answers again
+        try:
+            while True:
+                if time.monotonic() - announced >= ANNOUNCE_SECONDS:
+                    await session.rows("relay-announce")
+                    announced = time.monotonic()
+                await self._refresh_backlog(session)
+                if publisher is None:
+                    try:
+                        publisher = await Publisher.open(self.settings, key)
+                    except StreamMismatch as error:  # an operator must act: said every time
+                        log.error("%s", error)
+                        await backoff.sleep()
+                        continue
+                    except Exception as error:  # NATS down or refusing: the outbox waits
+                        (log.debug if nats_down else log.warning)(
+                            "NATS unreachable (%s): retrying", error
+                        )
+                        nats_down = True
+                        await backoff.sleep()
+                        continue
+                    [(numbered,)] = await session.rows("relay-counter")
+                    if publisher.stored > numbered:  # an operator must act: said every time
+                        log.error("%s", StreamAhead(publisher.stored, numbered))
+                        await publisher.close()
+                        publisher = None
+                        await backoff.sleep()
+                        continue
+                    if nats_down:
+                        log.info("NATS reachable again: publishing")
+                        nats_down = False
+                    self.metrics.nats_up.set(1)
+                    await session.rows("relay-forget", [0, publisher.stored])
+                # Numbered only once the stream is known not to be ahead of this database.
+                await session.rows("relay-number")
+                rows = await session.rows(
+                    "relay-pending", [publisher.stored, self.settings.relay_batch]
+                )
+                if not rows:
+                    await asyncio.sleep(self.settings.relay_poll_seconds)
+                    continue
+                events = [Event(*row) for row in rows]
+                published = publisher.stored
+                try:
+                    latencies = await publisher.publish(events)
+                except PublishFailed as error:
+                    log.warning("publishing failed (%s): reconnecting to NATS", error)
+                    nats_down = True
+                    self.metrics.nats_up.set(0)
+                    await publisher.close()
+                    publisher = None
+                    await backoff.sleep()
+                    continue
+                backoff.reset()
+                await session.rows("relay-forget", [published, publisher.stored])
+                self.metrics.acknowledged(latencies)
+        finally:
+            if publisher is not None:
+                await publisher.close()
+
+
+class Publisher:
+    """One connection to NATS; `stored` is the last event_id JetStream holds, as far as known."""
+
+    def __init__(self, nc: Any, js: Any, settings: Settings, stored: int) -> None:
+        self.nc = nc
+        self.js = js
+        self.timeout = settings.nats_publish_timeout
+        self.stored = stored
+        self.chained = False  # the stream's last message is `stored`, as this connection saw
+
+    @classmethod
+    async def open(cls, settings: Settings, key: str) -> Publisher:
+        import nats
+        from nats.js.errors import NotFoundError
+
+        assert settings.nats_url is not None
+
+        async def quiet(error: Exception) -> None:  # logged by the relay when it matters
+            log.debug("NATS: %s", error)
+
+        # One try of each server (nats-py tries 60 times by default, 2 s apart, even when
+        # reconnecting is off); the relay's own backoff paces the next try.
+        async with asyncio.timeout(2 * len(settings.nats_url.split(",")) + 2):
+            nc = await nats.connect(
+                servers=settings.nats_url.split(","),
+                connect_timeout=2,
+                allow_reconnect=False,  # a broken connection ends the round; the relay reconnects
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.05,
+                error_cb=quiet,
+                name="investment-relay",
+            )
+        try:
+            js = nc.jetstream(
+                timeout=settings.nats_publish_timeout,
+                publish_async_max_pending=max(4000, settings.relay_batch),
+            )
+            try:
+                info = await js.stream_info(STREAM)
+            except NotFoundError:
+                info = await js.add_stream(stream_config(settings, key))
+                log.info("created the JetStream stream %s: %s", STREAM, info.config)
+            if info.config.description != stream_description(key):
+                raise StreamMismatch(
+                    f"the JetStream stream {STREAM} holds other events"
+                    f" ({info.config.description!r}, not {stream_description(key)!r}):"
+                    " nothing is published until it is removed (`nats stream rm"
+                    f" {STREAM}`) or NATS_URL names this database's NATS"
+                )
+            stored = await last_event_id(js, info.state.last_seq)
+        except BaseException:
+            await nc.close()
+            raise
+        return cls(nc, js, settings, stored)
+
+    async def publish(self, events: Sequence[Event]) -> list[float]:
+        """Publish `events` (consecutive event_ids after `stored`) and await the last one's ack;
+        each one's latency from its outbox row. PublishFailed unless all were stored (or were
+        duplicates of stored ones).
+
+        Only the last message of a round asks for an ack (and the first after connecting, which
+        goes alone): every other one carries Nats-Expected-Last-Msg-Id = its predecessor, so
+        JetStream stores it only right after its predecessor, and the last one's ack says that
+        the whole chain before it is stored. A message lost or refused breaks the chain: every
+        later one is refused, the last one's ack is an error, the round is published again."""
+        future: asyncio.Future[Any] | None = None
+        try:
+            for n, event in enumerate(events):
+                headers = {"Nats-Msg-Id": str(event.event_id)}
+                if not self.chained:  # the first after connecting goes alone
+                    first = await self.js.publish_async(
+                        event.subject, event.body(), headers=headers
+                    )
+                    async with asyncio.timeout(self.timeout):
+                        await first
+                    self.chained = True
+                    continue
+                headers["Nats-Expected-Last-Msg-Id"] = str(event.event_id - 1)
+                if n == len(events) - 1:
+                    future = await self.js.publish_async(
+                        event.subject, event.body(), headers=headers
+                    )
+                else:
+                    await self.nc.publish(event.subject, event.body(), headers=headers)
+            if future is not None:
+                async with asyncio.timeout(self.timeout):
+                    await future
+        except Exception as error:
+            if future is not None:
+                future.cancel()
+            raise PublishFailed(f"{type(error).__name__}: {error}") from error
+        now = time.time()
+        self.stored = events[-1].event_id
+        return [now - event.recorded_at for event in events]
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+
+async def last_event_id(js: Any, last_seq: int) -> int:
+    """The Nats-Msg-Id of the stream's last message (0: none, or not one of ours)."""
+    from nats.js.errors import NotFoundError
+
+    if not last_seq:
+        return 0
+    try:
+        message = await js.get_msg(STREAM, last_seq)
+    except NotFoundError:
+        return 0
+    value = (message.headers or {}).get("Nats-Msg-Id", "")
+    return int(value) if value.isdigit() else 0
+
+
+async def run_until_stopped(
+    relay: Callable[[], Awaitable[None]], signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
+) -> None:
+    """Run `relay` until SIGTERM or SIGINT."""
+    task = asyncio.ensure_future(relay())
+    loop = asyncio.get_running_loop()
+    for number in signals:
+        loop.add_signal_handler(number, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,205 @@
+"""The outbox (sql/migrations/011_outbox.sql, written by invest_many()) and the relay's numbering
+(sql/queries.sql `relay-number`): event_id order is commit order, the counters each event
+carries are the product's right after it, and nothing is written while no relay is configured."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import psqlpy
+import pytest
+
+from service.sql import queries
+from tests.support import create_goods, fresh_user, migrated_database, psql
+
+
+@pytest.fixture(scope="module")
+def outbox_database(postgres_server: str) -> Iterator[str]:
+    """A database of this module's own, with a relay configured (seen_at set)."""
+    with migrated_database(postgres_server) as url:
+        psql(url, "UPDATE investment_event_relay SET seen_at = now()")
+        yield url
+
+
+def number(url: str) -> int:
+    return int(psql(url, queries()["relay-number"]))
+
+
+def events(url: str, where: str = "true") -> list[tuple[int, ...]]:
+    """(event_id, investment_id, user_id, goods_id, amount, current, investors) by event_id."""
+    out = psql(
+        url,
+        "SELECT event_id, investment_id, user_id, goods_id, amount, current_investing_amount,"
+        f" investor_count FROM investment_event WHERE {where} ORDER BY event_id NULLS LAST, seq",
+    )
+    return [tuple(int(v) if v else -1 for v in line.split("\t")) for line in out.splitlines()]
+
+
+def invest_sql(
+    goods: list[int], users: list[int], amounts: list[int], wait_ms: str = "NULL"
+) -> str:
+    return (
+        "SELECT count(*) FROM invest_many("
+        f"ARRAY{goods}::bigint[], ARRAY{users}::bigint[], ARRAY{amounts}::bigint[], NULL, NULL,"
+        f" {wait_ms})"
+    )
+
+
+def test_one_event_per_ledger_row_with_the_counters_right_after_it(outbox_database: str) -> None:
+    url = outbox_database
+    goods_id = create_goods(url, total=100)
+    a, b, c = fresh_user(), fresh_user(), fresh_user()
+    psql(url, invest_sql([goods_id], [a], [10]))
+    # a again (already an investor), b twice (new, then not), c asks beyond the total: the
+    # remainder; a last request gets nothing and makes no event.
+    psql(url, invest_sql([goods_id] * 5, [a, b, b, c, a], [5, 20, 5, 500, 1]))
+    number(url)
+    rows = [r[2:] for r in events(url, f"goods_id = {goods_id}")]
+    assert rows == [
+        (a, goods_id, 10, 10, 1),
+        (a, goods_id, 5, 15, 1),
+        (b, goods_id, 20, 35, 2),
+        (b, goods_id, 5, 40, 2),
+        (c, goods_id, 60, 100, 3),
+    ]
+    ledger = psql(
+        url, f"SELECT id FROM user_investment_goods WHERE goods_id = {goods_id} ORDER BY id"
+    )
+    assert [r[1] for r in events(url, f"goods_id = {goods_id}")] == list(map(int, ledger.split()))
+    assert (
+        psql(
+            url,
+            f"SELECT current_investing_amount, investor_count FROM investment_goods WHERE goods_id = {goods_id}",
+        )
+        == "100\t3"
+    )
+
+
+def test_event_ids_follow_commit_order_not_the_order_rows_were_written(
+    outbox_database: str,
+) -> None:
+    """T1 writes its event first (smaller seq) but commits last; T2's event is numbered before
+    T1 commits (T1's row is invisible), and T1's after: event_id order is commit order. A third
+    call on T1's product waits for T1's row lock, so it commits after T1 and is numbered after."""
+    url = outbox_database
+    first, second = create_goods(url), create_goods(url)
+    u1, u2, u3 = fresh_user(), fresh_user(), fresh_user()
+
+    async def scenario() -> list[int]:
+        c1, c2, c3 = [await psqlpy.connect(dsn=url) for _ in range(3)]
+        t1, t2 = c1.transaction(), c2.transaction()
+        await t1.begin()
+        await t1.execute(invest_sql([first], [u1], [1]))  # seq n, uncommitted
+        await t2.begin()
+        await t2.execute(invest_sql([second], [u2], [2]))  # seq n+1
+        await t2.commit()
+        numbered = [number(url)]  # T2 alone
+        waiting = asyncio.ensure_future(c3.execute(invest_sql([first], [u3], [3], "5000")))
+        await asyncio.sleep(0.3)  # it waits for T1's row lock
+        assert not waiting.done()
+        await t1.commit()
+        await waiting
+        numbered.append(number(url))  # T1, then the waiting call
+        for conn in (c1, c2, c3):
+            conn.close()
+        return numbered
+
+    assert asyncio.run(scenario()) == [1, 2]
+    rows = events(url, f"goods_id IN ({first}, {second})")
+    assert [(r[2], r[6]) for r in rows][-3:] == [(u2, 1), (u1, 1), (u3, 2)]
+    ids = [r[0] for r in rows[-3:]]
+    assert ids == list(range(ids[0], ids[0] + 3))  # consecutive: none skipped
+
+
+def test_numbers_are_never_reused_or_skipped(outbox_database: str) -> None:
+    url = outbox_database
+    goods_id = create_goods(url)
+    psql(url, invest_sql([goods_id] * 3, [fresh_user() for _ in range(3)], [1, 1, 1]))
+    number(url)
+    assert number(url) == 0  # nothing left: writes nothing
+    last = int(psql(url, "SELECT last_event_id FROM investment_event_relay"))
+    assert int(psql(url, "SELECT max(event_id) FROM investment_event")) == last
+    psql(url, f"DELETE FROM investment_event WHERE event_id <= {last}")  # published
+    psql(url, invest_sql([goods_id], [fresh_user()], [1]))
+    number(url)
+    assert int(psql(url, "SELECT min(event_id) FROM investment_event")) == last + 1
+
+
+def test_nothing_is_written_without_a_relay_and_an_abandoned_outbox_is_emptied(
+    postgres_server: str,
+) -> None:
+    with migrated_database(postgres_server) as url:
+        goods_id = create_goods(url)
+        psql(url, invest_sql([goods_id], [fresh_user()], [1]))
+        assert psql(url, "SELECT count(*) FROM investment_event") == "0"
+        psql(url, "UPDATE investment_event_relay SET seen_at = now() - interval '25 hours'")
+        psql(url, invest_sql([goods_id] * 2, [fresh_user(), fresh_user()], [1, 1]))
+        assert psql(url, "SELECT count(*) FROM investment_event") == "2"
+        abandon = queries()["outbox-abandon"].replace("$1", "24")
+        assert psql(url, abandon) == "2"
+        assert psql(url, "SELECT seen_at IS NULL FROM investment_event_relay") == "t"
+        psql(url, invest_sql([goods_id], [fresh_user()], [1]))
+        assert psql(url, "SELECT count(*) FROM investment_event") == "0"
+        # A relay seen within the hours keeps its outbox.
+        psql(url, "UPDATE investment_event_relay SET seen_at = now()")
+        psql(url, invest_sql([goods_id], [fresh_user()], [1]))
+        assert psql(url, abandon) == "0"
+        assert psql(url, "SELECT count(*) FROM investment_event") == "1"
+
+
+@pytest.mark.parametrize(
+    ("name", "args"), [("relay-pending", "(0, 500)"), ("relay-forget", "(0, 500)")]
+)
+def test_the_relays_reads_and_deletes_probe_the_event_id_index(
+    outbox_database: str, name: str, args: str
+) -> None:
+    """As the service runs them (generic plans): a backlog of a million events after an outage
+    is drained round by round without a scan of the whole outbox per round."""
+    url = outbox_database
+    plan = psql(
+        url,
+        # A large numbered backlog, its statistics, the plan; then all of it rolled back.
+        "BEGIN; INSERT INTO investment_event (event_id, type, investment_id, user_id, goods_id,"
+        " amount, at, current_investing_amount, investor_count)"
+        " SELECT 1000000000 + n, 'accepted', n, n, 1, 1, now(), n, 1"
+        " FROM generate_series(1, 100000) n; ANALYZE investment_event;"
+        f" SET LOCAL plan_cache_mode = force_generic_plan; PREPARE q AS {queries()[name]};"
+        f" EXPLAIN EXECUTE q{args}; ROLLBACK;",
+        script=True,
+    )
+    assert "investment_event_event_id" in plan, plan
+
+
+def test_a_cancellation_is_an_event_with_the_counters_right_after_it(outbox_database: str) -> None:
+    """cancel_investment() writes its event like invest_many(): type cancelled, the cancelled
+    amount, the product's counters after it; a user whose every investment is cancelled leaves
+    investor_count and, investing again, is a newcomer again."""
+    url = outbox_database
+    goods_id = create_goods(url, total=1000)
+    a, b = fresh_user(), fresh_user()
+    psql(url, invest_sql([goods_id] * 3, [a, b, a], [10, 20, 30]))
+    first_a = int(psql(url, f"SELECT min(id) FROM user_investment_goods WHERE user_id = {a}"))
+    b_id = int(psql(url, f"SELECT id FROM user_investment_goods WHERE user_id = {b}"))
+    assert psql(url, f"SELECT outcome FROM cancel_investment({a}, {first_a})") == "done"
+    assert psql(url, f"SELECT outcome FROM cancel_investment({b}, {b_id})") == "done"
+    assert psql(url, f"SELECT outcome FROM cancel_investment({b}, {b_id})") == "replay"
+    psql(url, invest_sql([goods_id], [b], [5]))  # b is an investor again
+    number(url)
+    rows = psql(
+        url,
+        "SELECT type, investment_id, user_id, amount, current_investing_amount, investor_count"
+        f" FROM investment_event WHERE goods_id = {goods_id} ORDER BY event_id",
+    ).splitlines()
+    last = rows[-1].split("\t")
+    assert [r.split("\t")[0] for r in rows] == [
+        "accepted", "accepted", "accepted", "cancelled", "cancelled", "accepted",
+    ]  # fmt: skip
+    assert [tuple(r.split("\t")[3:]) for r in rows] == [
+        ("10", "10", "1"), ("20", "30", "2"), ("30", "60", "2"),
+        ("10", "50", "2"),  # a still holds 30
+        ("20", "30", "1"),  # b held nothing else
+        ("5", "35", "2"),
+    ]  # fmt: skip
+    assert rows[3].split("\t")[1:3] == [str(first_a), str(a)]
+    assert last[0] == "accepted"
