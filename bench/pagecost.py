@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         psql(
             url,
             "INSERT INTO user_investment_cancellation (investment_id, user_id, goods_id,"
-            " cancelled_amount) SELECT id, user_id, goods_id, user_investing_amount"
+            " cancelled_amount, current_investing_amount, state)"
+            " SELECT id, user_id, goods_id, user_investing_amount, 0, 'recruiting'"
             f" FROM user_investment_goods WHERE id % 100 < {int(args.cancelled_percent)}",
         )
         size_of = sizes(url)  # as migrated: the read model, no by-user index on the ledger

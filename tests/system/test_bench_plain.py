@@ -121,7 +121,8 @@ def answers_the_three_apis(database_url: str, tmp_path: Path) -> None:
         psql(  # a cancelled investment is not listed, as in the service
             database_url,
             "INSERT INTO user_investment_cancellation (investment_id, user_id, goods_id,"
-            f" cancelled_amount) SELECT id, user_id, goods_id, user_investing_amount"
+            " cancelled_amount, current_investing_amount, state)"
+            " SELECT id, user_id, goods_id, user_investing_amount, 0, 'recruiting'"
             f" FROM user_investment_goods WHERE user_id = {user} AND goods_id = {invest_again}",
         )
         status, items = mine(base, user)
