@@ -21,6 +21,18 @@ SOLD_OUT_TOTAL = 3_000_000  # well below the ~6.4 M each product is asked for: s
 OPEN_TOTAL = 500_000_000  # far above it: stays open
 
 
+def caps_on(database: str) -> None:
+    """The Act's caps for general investors (5,000,000 per product, 30,000,000 in total,
+    10,000,000 in real estate), so the load runs invest_many()'s capped path (every user's
+    investor row locked and checked) without changing what its orders are granted: no user of
+    these loads comes near a cap, and the verifier checks that none is over one."""
+    psql(
+        database,
+        "UPDATE investor_class_limit SET per_product = 5000000, total = 30000000,"
+        " real_estate = 10000000 WHERE investor_class = 'general'",
+    )
+
+
 @dataclass
 class Order:
     user: int
@@ -44,9 +56,10 @@ def make_orders(
     cancels: float = 0.0,
 ) -> tuple[list[Order], dict[int, int]]:
     """`count` orders of 1,000-50,000 from `users` users over `products` products, every other
-    one of which sells out, a `cancels` share of them cancelled once invested; returns (orders,
-    {goods_id: total})."""
+    one of which sells out, a `cancels` share of them cancelled once invested, with investor
+    caps on (caps_on); returns (orders, {goods_id: total})."""
     rng = random.Random(seed)
+    caps_on(database)
     totals = {}
     for index in range(products):
         total = SOLD_OUT_TOTAL + 1_000 * index + 7 if index % 2 == 0 else OPEN_TOTAL

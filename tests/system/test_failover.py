@@ -35,6 +35,7 @@ from deploy.cluster import down, up
 from deploy.config import ClusterConfig
 from deploy.processes import alive
 from harness.postgres import pg_tool
+from tests.load import caps_on
 from tests.support import ROOT, create_goods, free_port, ledger_by_id, psql, verify_ledger
 from tests.system.topology import require_tools, small_cluster
 
@@ -263,7 +264,9 @@ def heal(config: ClusterConfig, state: dict[str, Any]) -> None:
 
 
 def products(url: str) -> dict[int, int]:
-    """Four products: three open far beyond the load, one that sells out during it."""
+    """Four products: three open far beyond the load, one that sells out during it; investor
+    caps on (the drill's users stay far below them)."""
+    caps_on(url)
     totals = {create_goods(url, total=10**9): 10**9 for _ in range(3)}
     totals[create_goods(url, total=300_000)] = 300_000
     return totals
