@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
+from bench import caps
 from tests.support import ServiceProcess, create_goods, ledger_by_id, psql, verify_ledger
 
 PATH = "/v1/api/investment/user/goods"
@@ -22,15 +23,12 @@ OPEN_TOTAL = 500_000_000  # far above it: stays open
 
 
 def caps_on(database: str) -> None:
-    """The Act's caps for general investors (5,000,000 per product, 30,000,000 in total,
-    10,000,000 in real estate), so the load runs invest_many()'s capped path (every user's
-    investor row locked and checked) without changing what its orders are granted: no user of
-    these loads comes near a cap, and the verifier checks that none is over one."""
-    psql(
-        database,
-        "UPDATE investor_class_limit SET per_product = 5000000, total = 30000000,"
-        " real_estate = 10000000 WHERE investor_class = 'general'",
-    )
+    """The Act's caps (bench/caps.py ACT: general 5,000,000 per product, 30,000,000 in total,
+    10,000,000 in real estate), set through the admin function, so the load runs invest_many()'s
+    capped path (every user's investor row locked and checked) without changing what its orders
+    are granted: no user of these loads comes near a cap, and the verifier checks that none is
+    over one."""
+    caps.load(database, caps.ACT)
 
 
 @dataclass
