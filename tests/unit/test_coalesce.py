@@ -505,6 +505,7 @@ def test_a_rejoining_product_s_request_past_its_deadline_is_answered_503_not_sen
         await asyncio.sleep(0.4)  # 101's deadline passes while it waits, paused
         gate.set()
         first, late = await asyncio.gather(*r2, return_exceptions=True)
+        assert getattr(first, "investment_amount", first) == 1
         assert isinstance(late, DatabaseUnavailable), late
         assert (await r3).investment_amount == 2
         assert all(101 not in amounts for _, amounts in db.sent)
