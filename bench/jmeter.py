@@ -10,7 +10,11 @@ floor (bench/floor.py), and the JTL results are read back here.
 The plan's counts come from the environment (the recipe's parameters): BENCH_JMETER_THREADS
 (500), BENCH_JMETER_LOOPS (60 requests per thread and API), BENCH_JMETER_RAMPUP (1 s, JMeter's
 default) and BENCH_JMETER_WARMUP_LOOPS (5: a run of the same threads with that many requests
-each before every measured run, its figures not reported; 0 for none).
+each before every measured run, its figures not reported; 0 for none). BENCH_JMETER_APIS (e.g.
+`invest`; default all three, comma-separated) runs only those APIs, on the service and the floor.
+
+Around each measured run on the service, its /metrics is read (bench/waits.py): the report gives
+where that API's requests waited (queues, the held-product path, pool, statements, event loop).
 
 Debian's JMeter 2.13 refuses every .jmx under Debian's XStream 1.4.20 (ForbiddenClassException):
 JMeter runs through bench/jmx/SeedJMeter.java, compiled here once, which permits JMeter's own
@@ -25,6 +29,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -32,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bench import dataset
+from bench import dataset, waits
 from bench.loadgen import percentile
 from bench.report import APIS, SEED_AVG_MS, capacity_targets, targets_table
 from bench.target import ROOT, WORK, FloorServer
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
     from bench.run import Bench
 
 JMX = ROOT / "bench" / "jmx"
+FLUSH_WAIT = 1.5  # seconds: a run's last counts reach /metrics (service/metrics.py flushes at 1 s)
 PLAN = JMX / "seed.jmx"
 LAUNCHER = JMX / "SeedJMeter.java"
 JTL_PROPERTIES = JMX / "jtl.properties"
@@ -87,6 +93,15 @@ class Plan:
         if plan.threads < 1 or plan.loops < 1 or plan.rampup < 0 or plan.warmup_loops < 0:
             raise ValueError(f"the JMeter plan needs threads, loops >= 1: {plan}")
         return plan
+
+
+def apis_from_env(env: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """BENCH_JMETER_APIS: the APIs to run, in the report's order (default: all)."""
+    chosen = [name.strip() for name in env.get("BENCH_JMETER_APIS", "").split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(APIS))
+    if unknown:
+        raise ValueError(f"BENCH_JMETER_APIS: {', '.join(unknown)} not among {', '.join(APIS)}")
+    return tuple(api for api in APIS if api in chosen) if chosen else APIS
 
 
 def missing() -> list[str]:
@@ -261,6 +276,7 @@ class Stage:
             )
         self.bench = bench
         self.plan = plan or Plan.from_env()
+        self.apis = apis_from_env()
         self.classes = launcher()
         self.out = bench.work / "jmeter"
         shape = bench.protocol.shape
@@ -287,7 +303,7 @@ class Stage:
             **self.data,
         }
         figures = {}
-        for api in APIS:
+        for api in self.apis:
             if p.warmup_loops:
                 jtl = self.out / f"{target}-{api}-warmup.jtl"
                 properties = {**server, "api": api, "loops": p.warmup_loops}
@@ -296,9 +312,13 @@ class Stage:
             print(f"  jmeter {target} {api}: {p.threads} threads x {p.loops}", flush=True)
             jtl = self.out / f"{target}-{api}.jtl"
             properties = {**server, "api": api, "loops": p.loops}
+            before = waits.scrape(base_url) if target == "service" else None
             run_plan(self.classes, jtl, properties, self.timeout(p.loops))
             measured = summarise(read_jtl(jtl))
             figures[api] = {**measured.get(api, {"requests": 0}), "jtl": str(jtl)}
+            if before is not None:
+                time.sleep(FLUSH_WAIT)  # the workers write their counts every second
+                figures[api]["waits"] = waits.lines(waits.between(before, waits.scrape(base_url)))
         return figures
 
     def run(self) -> dict[str, Any]:
@@ -389,5 +409,10 @@ def section(results: Mapping[str, Any]) -> list[str]:
         if entry.get("errors")
     ]
     lines += ["", "Errors by kind:", "", *failed] if failed else ["", "No errors."]
+    for api, entry in j["service"].items():
+        if entry.get("waits"):
+            lines += ["", f"Where the service's {api} requests waited (its /metrics over the "
+                      "measured run, bench/waits.py; bucket quantiles are upper bounds):", "",
+                      "```", *entry["waits"], "```"]  # fmt: skip
     lines += ["", "Goals, computed from the figures above:", "", *targets_table(j["goals"]), ""]
     return lines

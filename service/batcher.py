@@ -5,7 +5,10 @@ A product whose row is held elsewhere (an operator's transaction, another instan
 not stall everybody's invests: the shared call passes it over (SKIP LOCKED) and its requests, in
 arrival order, go to a call of their own that waits for that row, on its own connection, until
 their deadline. While such requests are unanswered, later requests for that product follow them
-there, so each product's requests are still served first come, first served."""
+there, so each product's requests are still served first come, first served. As soon as one of
+those calls finds the row free (it was another call's lock, held for milliseconds), the product
+rejoins the shared call: its requests still waiting go back ahead of every later one, in order,
+so only a product held for long (an operator's transaction) stays on the slow path."""
 
 from __future__ import annotations
 
@@ -119,7 +122,7 @@ def _params(batch: list[Invest]) -> list[Any]:
 class _HeldProduct:
     """The requests for one product that the shared call passed over, and its own calls."""
 
-    __slots__ = ("coalescer", "held_until", "unanswered")
+    __slots__ = ("coalescer", "free", "held_until", "unanswered")
 
     def __init__(self, coalescer: Callable[[_HeldProduct], Coalescer[Invest, InvestRow]]) -> None:
         self.coalescer = coalescer(self)  # its calls are this product's
@@ -128,6 +131,9 @@ class _HeldProduct:
         # last call found the row still locked. Until then its requests come here directly
         # instead of making a shared call wait for the row first.
         self.held_until = 0.0
+        # Its last call found the row free: the product rejoins the shared call at the end of
+        # the next one (InvestBatcher._rejoin), and until then its own calls pause.
+        self.free = False
 
 
 class InvestBatcher:
@@ -135,7 +141,12 @@ class InvestBatcher:
     invests that arrive meanwhile go together in the next call, in arrival order. Requests for a
     product held elsewhere wait in a call of that product's own (at most INVEST_WAIT_CALLS such
     calls per worker hold a connection at once). A call carries at most `key_locks` keyed
-    requests (their advisory locks fill PostgreSQL's lock table: service/db.py)."""
+    requests (their advisory locks fill PostgreSQL's lock table: service/db.py).
+
+    A held product whose own call found its row free rejoins the shared call: at the end of a
+    shared call (the only one in flight, so no other call carries its requests), the requests
+    still waiting in its own queue, then that call's requests for it, go back to the front of
+    the shared queue in arrival order, ahead of its later requests."""
 
     def __init__(
         self,
@@ -162,6 +173,8 @@ class InvestBatcher:
             waits=waits,
         )
         self._held: dict[int, _HeldProduct] = {}
+        self._shared_calls = 0  # shared calls in flight (`_call`), their answers not yet given
+        self.rejoined = 0  # products that left the slow path when their row was found free
         self._wait_slots = asyncio.Semaphore(settings.invest_wait_calls)
         self._keys_in_flight: set[tuple[int, str]] = set()
         self._loop = asyncio.get_running_loop()
@@ -191,36 +204,82 @@ class InvestBatcher:
             self._keys_in_flight.add(held)
             future.add_done_callback(partial(self._key_answered, held))
             answer = await future
-        if isinstance(answer, InvestRow):
-            return answer
-        # Handed to its product's own call. Shielded: a client that leaves does not take its
+        # Handed to its product's own call, or back to the shared one when the product
+        # rejoined it (then possibly on again). Shielded: a client that leaves does not take its
         # request out of that call (SPEC: a disconnect does not cancel an invest).
-        return await asyncio.shield(answer)
+        while not isinstance(answer, InvestRow):
+            answer = await asyncio.shield(answer)
+        return answer
 
     def _key_answered(self, held: tuple[int, str], future: asyncio.Future[Any]) -> None:
         answer = None if future.cancelled() or future.exception() else future.result()
-        if isinstance(answer, asyncio.Future):
-            answer.add_done_callback(lambda _: self._keys_in_flight.discard(held))
+        if isinstance(answer, asyncio.Future):  # handed on: answered when that one is
+            answer.add_done_callback(partial(self._key_answered, held))
         else:
             self._keys_in_flight.discard(held)
 
-    async def _call(self, batch: list[Invest]) -> list[InvestRow | asyncio.Future[InvestRow]]:
+    async def _call(self, batch: list[Invest]) -> list[InvestRow | asyncio.Future[Any]]:
         """One invest_many() call for the batch, but for the products already held: those
         requests, and the ones the call passed over, go behind the earlier requests for their
-        product, in arrival order. Only once the call has answered: when it fails (or is split
-        and retried) nothing was done and nothing was handed over, so each request is answered
-        once and performed at most once."""
-        sent = [n for n, item in enumerate(batch) if item.goods_id not in self._held]
-        rows = await self._invest_rows("invest-batch", [batch[n] for n in sent]) if sent else []
+        product, in arrival order (back in the shared queue when the product rejoins it). Only
+        once the call has answered: when it fails (or is split and retried) nothing was done and
+        nothing was handed over, so each request is answered once and performed at most once."""
+        self._shared_calls += 1
+        try:
+            sent = [n for n, item in enumerate(batch) if item.goods_id not in self._held]
+            rows = await self._invest_rows("invest-batch", [batch[n] for n in sent]) if sent else []
+        except BaseException:
+            # Nothing done; the batch may be split and retried at once: no product rejoins
+            # here, as a retry would send its later requests ahead of its waiting ones.
+            self._end_shared_call({})
+            raise
         answered = dict(zip(sent, rows, strict=True))
-        answers: list[InvestRow | asyncio.Future[InvestRow]] = []
+        rejoining = self._rejoining()
+        alone = self._shared_calls == 1
+        answers: list[InvestRow | asyncio.Future[Any]] = []
         for n, item in enumerate(batch):
             answer = answered.get(n)
-            if answer is None or answer.outcome == "skipped":
-                answers.append(self._hand_over(item))
-            else:
+            if answer is not None and answer.outcome != "skipped":
                 answers.append(answer)
+            elif item.goods_id in rejoining or (
+                alone and answer is None and item.goods_id not in self._held
+            ):
+                # Held when the call started; free now, or forgotten (nothing for it left
+                # unanswered): behind the requests for it taken back, ahead of the later ones.
+                future: asyncio.Future[Any] = self._loop.create_future()
+                rejoining.setdefault(item.goods_id, []).append((item, future, item.deadline))
+                answers.append(future)
+            else:
+                answers.append(self._hand_over(item))
+        self._end_shared_call(rejoining)
         return answers
+
+    def _rejoining(self) -> dict[int, list[tuple[Invest, asyncio.Future[Any], float]]]:
+        """At the end of a shared call that is the only one in flight: the held products whose
+        own call found the row free and has no call running now, each with the requests still
+        waiting in its queue (taken out of it, in arrival order). They leave `_held`."""
+        if self._shared_calls != 1:
+            return {}
+        rejoining: dict[int, list[tuple[Invest, asyncio.Future[Any], float]]] = {}
+        for goods_id, product in list(self._held.items()):
+            if product.free and not product.coalescer.calling:
+                rejoining[goods_id] = list(product.coalescer.take_waiting())
+                del self._held[goods_id]
+        self.rejoined += len(rejoining)
+        return rejoining
+
+    def _end_shared_call(
+        self, rejoining: dict[int, list[tuple[Invest, asyncio.Future[Any], float]]]
+    ) -> None:
+        """The rejoining products' requests go to the front of the shared queue, in arrival
+        order; then the held products' own calls may run again."""
+        self._shared_calls -= 1
+        entries = [entry for waiting in rejoining.values() for entry in waiting]
+        if entries:
+            self._shared.push_front(entries)
+        if self._shared_calls == 0:
+            for product in self._held.values():
+                product.coalescer.resume()
 
     def _hand_over(self, item: Invest) -> asyncio.Future[InvestRow]:
         """Queue `item` behind the earlier requests for its product, in that product's calls."""
@@ -236,6 +295,8 @@ class InvestBatcher:
                     cost=_keyed,
                     max_cost=self._key_locks,
                     waits=self._held_waits,
+                    # Free again: its requests wait for the shared call in flight to take them.
+                    paused=lambda: held.free and self._shared_calls > 0,
                 )
             )
         try:
@@ -301,7 +362,9 @@ class InvestBatcher:
                 break
         finally:
             self._wait_slots.release()
-        product.held_until = self._loop.time() + self._max_wait if None in answers else 0.0
+        still_held = None in answers
+        product.held_until = self._loop.time() + self._max_wait if still_held else 0.0
+        product.free = not still_held
         return [self._still_held(goods_id) if answer is None else answer for answer in answers]
 
     async def _invest_rows(self, name: str, batch: list[Invest], *more: Any) -> list[InvestRow]:

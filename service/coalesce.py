@@ -46,7 +46,12 @@ class Coalescer(Generic[T, R]):
 
     `waits`, when given, records for each request how long it waited until the call that
     carries it started: `max_wait` before its deadline it was submitted (a request handed on
-    from another coalescer keeps its first deadline, so its wait counts from its arrival)."""
+    from another coalescer keeps its first deadline, so its wait counts from its arrival).
+
+    `paused()`, when given and true, starts no call: requests wait (their deadlines still run)
+    for whoever paused it to take them (`take_waiting`) or `resume()` it. Requests taken from
+    one coalescer can go ahead of everything waiting in another (`push_front`), keeping their
+    futures and deadlines."""
 
     def __init__(
         self,
@@ -61,6 +66,7 @@ class Coalescer(Generic[T, R]):
         cost: Callable[[T], int] | None = None,
         max_cost: int = 0,
         waits: Observer | None = None,
+        paused: Callable[[], bool] | None = None,
     ) -> None:
         self._call = call
         self._max_batch = max_batch
@@ -72,6 +78,7 @@ class Coalescer(Generic[T, R]):
         self._cost = cost
         self.max_cost = max_cost
         self._waits = waits
+        self._paused = paused
         self._waiting: deque[tuple[T, asyncio.Future[R], float]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         # Counted here, not by len(_tasks): a task that has just finished leaves the set only
@@ -91,6 +98,11 @@ class Coalescer(Generic[T, R]):
         """Nothing waits and no call runs."""
         return not self._waiting and self._running == 0
 
+    @property
+    def calling(self) -> bool:
+        """A call runs (or is about to start)."""
+        return self._running > 0
+
     def submit(self, item: T, deadline: float | None = None) -> asyncio.Future[R]:
         """The future answer to `item`; raises Overloaded when the queue is full. `deadline`
         (loop time; default: `max_wait` from now) is when it is answered 503 if not yet sent."""
@@ -101,14 +113,46 @@ class Coalescer(Generic[T, R]):
         if deadline is None:
             deadline = loop.time() + self._max_wait
         self._waiting.append((item, result, deadline))
-        if self._running < self._calls_in_flight:
-            self._running += 1
-            task = loop.create_task(self._drain())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif self._expiry is None:
+        if not self._start() and self._expiry is None:
             self._arm()
         return result
+
+    def _start(self) -> bool:
+        """Start a call unless enough run or the coalescer is paused; whether it started."""
+        if self._running >= self._calls_in_flight or (self._paused and self._paused()):
+            return False
+        self._running += 1
+        task = self._loop.create_task(self._drain())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    def resume(self) -> None:
+        """Start a call for the requests that wait, if none runs (after a pause)."""
+        if self._waiting:
+            self._start()
+
+    def take_waiting(self) -> list[tuple[T, asyncio.Future[R], float]]:
+        """Every request not yet sent, in arrival order, with its future and deadline: whoever
+        takes them answers them (`push_front` into another coalescer)."""
+        taken = list(self._waiting)
+        self._waiting.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        return taken
+
+    def push_front(self, entries: list[tuple[T, asyncio.Future[R], float]]) -> None:
+        """Put requests, in their order, ahead of every request waiting here (they arrived
+        earlier). Those whose deadline has passed are answered 503 now."""
+        now = self._loop.time()
+        _fail([e for e in entries if e[2] <= now], self._not_sent())
+        self._waiting.extendleft(reversed([e for e in entries if e[2] > now]))
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if self._waiting and not self._start():
+            self._arm()
 
     async def run(self, item: T) -> R:
         # Not shielded, and it need not be: a request cancelled here (its client gone) stays in
@@ -117,8 +161,9 @@ class Coalescer(Generic[T, R]):
 
     async def _drain(self) -> None:
         batch: list[tuple[T, asyncio.Future[R], float]] = []
+        finished = False
         try:
-            while self._waiting:
+            while self._waiting and not (self._paused and self._paused()):
                 batch = self._next_batch()
                 if self._on_batch is not None:
                     self._on_batch(len(batch))
@@ -128,13 +173,17 @@ class Coalescer(Generic[T, R]):
                     self._waits.observe_each([sent - deadline for _, _, deadline in batch])
                 await self._answer(batch)
                 batch = []
+            finished = True
         finally:
-            # Reached normally with nothing left; otherwise this task is dying (cancelled, or a
-            # bug above): no request may be left without an answer.
+            # Reached normally with nothing left (or paused: the rest wait for their deadline
+            # or whoever takes them); otherwise this task is dying (cancelled, or a bug above):
+            # no request may be left without an answer.
             self._running -= 1
             _fail(batch, self._lost())
-            if self._running == 0:
+            if not finished and self._running == 0:
                 self._fail_waiting(DatabaseUnavailable("the database call was interrupted"))
+            elif self._waiting and self._expiry is None:
+                self._arm()
 
     def _next_batch(self) -> list[tuple[T, asyncio.Future[R], float]]:
         count = min(self._max_batch, len(self._waiting))
@@ -194,8 +243,11 @@ class Coalescer(Generic[T, R]):
         expired = []
         while self._waiting and self._waiting[0][2] <= now:
             expired.append(self._waiting.popleft())
-        _fail(expired, DatabaseUnavailable(f"not sent to the database within {self._max_wait:g}s"))
+        _fail(expired, self._not_sent())
         self._arm()
+
+    def _not_sent(self) -> DatabaseUnavailable:
+        return DatabaseUnavailable(f"not sent to the database within {self._max_wait:g}s")
 
     async def drain(self) -> None:
         """Wait until every call in flight and every waiting request is answered (shutdown)."""

@@ -31,7 +31,8 @@ ORDER BY g.goods_id;
 -- name: invest-batch
 -- Invests from many requests, for any products, in one transaction: see invest_many() in
 -- sql/functions/invest_many.sql. $1..$4: goods ids, user ids, amounts, Idempotency-Keys (or NULL).
--- A product held elsewhere is passed over: its requests come back 'skipped', for invest-wait.
+-- A product held by another call of the service is waited for (up to 500 ms); one held by
+-- another transaction is passed over: its requests come back 'skipped', for invest-wait.
 SELECT ord, outcome, found, total_investing_amount, investment_amount, current_investing_amount,
        state, invest_date, investment_id, refused, refused_value
 FROM invest_many($1, $2, $3, $4);

@@ -252,12 +252,14 @@ def hold_rows(
     *,
     whole_table: bool = False,
     user_ids: list[int] | None = None,
+    like_a_call: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Another transaction locks the product rows for `seconds` (a stuck operator session);
     returns once the lock is held. Wait for the returned process to release it. With
     `whole_table`, the products table itself (ACCESS EXCLUSIVE): every statement that reads a
     product waits, as on a stuck database. With `user_ids`, those users' investor rows instead
-    of products (what a write takes after its products).
+    of products (what a write takes after its products). With `like_a_call`, the transaction
+    first takes the limits lock shared, as the service's own invest calls do.
 
     The holder takes an advisory lock in the statement after its FOR UPDATE: once pg_locks shows
     that lock granted, every row lock is held (the query text is visible before that)."""
@@ -272,7 +274,9 @@ def hold_rows(
         lock = f"SELECT 1 FROM investment_goods WHERE goods_id IN ({ids}) FOR UPDATE;"
     holder = subprocess.Popen(
         [pg_tool("psql"), database_url, "-X", "-q", "-c",
-         f"BEGIN; {lock}"
+         "BEGIN;"
+         f" {'SELECT pg_advisory_xact_lock_shared(limits_lock_key());' if like_a_call else ''}"
+         f" {lock}"
          f" SELECT pg_advisory_xact_lock({_HOLD_MARK}, {mark});"
          f" SELECT pg_sleep({seconds}); COMMIT;"],
         stdout=subprocess.DEVNULL,

@@ -8,10 +8,12 @@
 -- in every worker and instance, so calls never deadlock.
 --
 -- How products are locked depends on p_lock_wait_ms. NULL (the service's shared call): a wait of
--- at most 50 ms per row (other calls of the service hold a row for milliseconds), then SKIP
--- LOCKED, so a product row held longer elsewhere (an operator's transaction, a stuck call)
--- delays this call by that much at most; that product's requests are answered 'skipped' with
--- nothing done, and the service hands them to a call of their own. A number (that call): the products are
+-- at most 50 ms per row, repeated while every row it still lacks is held by another call of the
+-- service (a transaction holding the limits lock shared: it holds a row for milliseconds, tens
+-- on a loaded machine) for at most 500 ms in all; then SKIP LOCKED, so a product row held
+-- elsewhere (an operator's transaction) delays this call by 50 ms at most; that product's
+-- requests are answered 'skipped' with nothing done, and the service hands them to a call of
+-- their own. A number (that call): the products are
 -- waited for, at most that many milliseconds (then the statement fails with a lock timeout and
 -- nothing is done). Either way the locks are taken by the same transaction id that then updates
 -- the rows (the wait's subtransaction does the writes too), so a call makes no MultiXact
@@ -105,13 +107,27 @@ BEGIN
     -- block is left (its locks are released with it) and the call locks at the top level what
     -- it can without waiting.
     v_lock_timeout := current_setting('lock_timeout');
-    IF p_lock_wait_ms IS NULL THEN
-        -- Other calls of the service (another worker's, another instance's) hold a product for
-        -- milliseconds: wait for them, at most 50 ms for each row. A row held longer (an
-        -- operator's session, a call waiting on something) makes that wait fail; then the call
-        -- locks what it can (SKIP LOCKED) and passes the rest over.
+    -- NULL (the shared call): other calls of the service (another worker's, another instance's)
+    -- hold a product for milliseconds: wait for them, at most 50 ms for each row. A row held
+    -- longer makes that wait fail. While no row is held by anything but such calls (a loaded
+    -- machine, where a call lasts longer), wait again, up to 500 ms in all: passing a product
+    -- over sends its requests to slower calls of their own. A row held by another transaction
+    -- (an operator's session) ends the wait: the call locks what it can (SKIP LOCKED) and
+    -- passes the rest over.
+    -- A number (a held product's own call): lock_timeout bounds each lock a statement waits
+    -- for, and a row held elsewhere can take two waits (the tuple lock behind other waiters,
+    -- then the holder's transaction): so each attempt gets half of what is left, and a
+    -- timed-out attempt is tried again until the whole wait is spent.
+    v_until := clock_timestamp() + coalesce(p_lock_wait_ms, 500) * interval '1 millisecond';
+    LOOP
         BEGIN
-            PERFORM set_config('lock_timeout', '50ms', true);
+            PERFORM set_config(
+                'lock_timeout',
+                CASE WHEN p_lock_wait_ms IS NULL THEN 50
+                     ELSE greatest(1, (extract(epoch FROM v_until - clock_timestamp()) * 500)
+                                          ::integer)
+                END || 'ms',
+                true);
             PERFORM 1 FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
             ORDER BY g.goods_id FOR UPDATE;
             PERFORM set_config('lock_timeout', v_lock_timeout, true);
@@ -119,10 +135,27 @@ BEGIN
             RETURN QUERY
             SELECT * FROM invest_many_apply(p_goods_ids, p_user_ids, p_amounts, p_keys,
                                             v_outcome, v_stored, v_wanted, v_now, v_date);
+            EXIT;
         EXCEPTION WHEN lock_not_available THEN
-            IF v_applying THEN
+            IF v_applying OR (p_lock_wait_ms IS NOT NULL AND clock_timestamp() >= v_until) THEN
                 RAISE;
             END IF;
+            CONTINUE WHEN p_lock_wait_ms IS NOT NULL;
+            -- Who holds the rows: each row's locker (its xmax) still in progress, and whether
+            -- that backend holds the limits lock shared (a call of the service) or not. A
+            -- plain read never waits; a locker this cannot name (a MultiXact) counts as a call.
+            CONTINUE WHEN clock_timestamp() < v_until AND NOT EXISTS (
+                SELECT 1
+                FROM investment_goods g
+                JOIN pg_locks x ON x.locktype = 'transactionid' AND x.transactionid = g.xmax
+                               AND x.granted AND x.pid <> pg_backend_pid()
+                WHERE g.goods_id = ANY (v_wanted) AND g.xmax <> '0'::xid
+                  AND NOT EXISTS (
+                      SELECT 1 FROM pg_locks a
+                      WHERE a.pid = x.pid AND a.locktype = 'advisory' AND a.granted
+                        AND a.mode = 'ShareLock' AND a.objsubid = 1
+                        AND a.classid = (limits_lock_key() >> 32)::oid
+                        AND a.objid = (limits_lock_key() & 4294967295)::oid));
             -- Top level: these locks belong to the transaction itself, as its writes will.
             SELECT array_agg(l.goods_id) INTO v_locked
             FROM (SELECT g.goods_id FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
@@ -142,35 +175,9 @@ BEGIN
             RETURN QUERY
             SELECT * FROM invest_many_apply(p_goods_ids, p_user_ids, p_amounts, p_keys,
                                             v_outcome, v_stored, v_wanted, v_now, v_date);
+            EXIT;
         END;
-    ELSE
-        -- lock_timeout bounds each lock a statement waits for, and a row held elsewhere can
-        -- take two waits (the tuple lock behind other waiters, then the holder's transaction):
-        -- so each attempt gets half of what is left, and a timed-out attempt is tried again
-        -- until the whole wait is spent.
-        v_until := clock_timestamp() + p_lock_wait_ms * interval '1 millisecond';
-        LOOP
-            BEGIN
-                PERFORM set_config(
-                    'lock_timeout',
-                    greatest(1, (extract(epoch FROM v_until - clock_timestamp()) * 500)::integer)
-                        || 'ms',
-                    true);
-                PERFORM 1 FROM investment_goods g WHERE g.goods_id = ANY (v_wanted)
-                ORDER BY g.goods_id FOR UPDATE;
-                PERFORM set_config('lock_timeout', v_lock_timeout, true);
-                v_applying := true;
-                RETURN QUERY
-                SELECT * FROM invest_many_apply(p_goods_ids, p_user_ids, p_amounts, p_keys,
-                                                v_outcome, v_stored, v_wanted, v_now, v_date);
-                EXIT;
-            EXCEPTION WHEN lock_not_available THEN
-                IF v_applying OR clock_timestamp() >= v_until THEN
-                    RAISE;
-                END IF;
-            END;
-        END LOOP;
-    END IF;
+    END LOOP;
 END $$;
 
 -- The answers and the writes of an invest_many() call whose products (v_wanted) the caller has

@@ -5,6 +5,7 @@ plain requests, a request that cannot be served never failing the others, and a 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -240,6 +241,33 @@ def test_a_product_held_elsewhere_is_passed_over_and_the_others_are_served(
     stored = "SELECT count(*) FROM investment_idempotency WHERE idempotency_key = 'skip-key-1'"
     assert psql(database_url, stored) == "0"
     verify_ledger(database_url)
+
+
+def test_a_row_held_by_another_call_is_waited_for_up_to_half_a_second(
+    database_url: str,
+) -> None:
+    """A product row held by another call of the service (its transaction holds the limits lock
+    shared, as every invest call's does) is waited for past the 50 ms step, for at most 500 ms
+    in all: held 0.3 s it is served, held 3 s it is passed over after about half a second. A row
+    held by another transaction (an operator's) is passed over after the first 50 ms."""
+    product = create_goods(database_url, total=1000)
+
+    def timed(holder: Any) -> tuple[str, float]:
+        started = time.monotonic()
+        try:
+            [row] = invest_many(database_url, [(product, fresh_user(), 10, None)])
+        finally:
+            took = time.monotonic() - started
+            holder.wait()
+        return row["outcome"], took
+
+    outcome, took = timed(hold_rows(database_url, [product], 0.3, like_a_call=True))
+    assert outcome == "done" and took < 1.0, (outcome, took)
+    outcome, took = timed(hold_rows(database_url, [product], 3, like_a_call=True))
+    assert outcome == "skipped" and 0.45 < took < 2.0, (outcome, took)
+    outcome, took = timed(hold_rows(database_url, [product], 2))
+    assert outcome == "skipped" and took < 0.4, (outcome, took)
+    assert counters(database_url, product) == (10, 1)
 
 
 def test_a_waiting_call_gives_up_at_its_lock_wait(database_url: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import statistics
 import time
 from collections import Counter
@@ -203,3 +204,63 @@ def test_a_held_product_delays_only_its_own_requests(
 
 def ledger_sum_of(database_url: str, goods_id: int) -> int:
     return counters(database_url, goods_id)[0]
+
+
+def held_path_requests(service: ServiceProcess) -> int:
+    """Invests sent in held products' own calls so far, both workers: the count of
+    `db_queue_wait_seconds{queue="invest_held"}` on /metrics."""
+    text = httpx.get(f"{service.base_url}/metrics", timeout=10).text
+    found = re.search(r'^db_queue_wait_seconds_count\{queue="invest_held"\} (\S+)$', text, re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+def test_a_held_product_rejoins_the_shared_call_once_its_row_is_free(
+    service: ServiceProcess, database_url: str
+) -> None:
+    """20 clients invest in product A one request after another while another transaction
+    holds A's row for 1 s: their requests wait in calls of A's own and are made once the row
+    goes. From then on A's invests go in the shared call again, although A's requests never
+    stop coming: almost none goes through a call of A's own in the next 2.5 s. (Here every
+    request waiting for A is answered at once when the row goes, so even a product that stays
+    on its own calls while any request for it is unanswered would leave them; the case where
+    requests keep reaching A's own queue while its call runs is tests/unit/test_coalesce.py's
+    rejoin test.)"""
+    held = create_goods(database_url, total=10**12)
+
+    async def scenario() -> tuple[int, int, int, int]:
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(
+            base_url=service.base_url, timeout=30, limits=limits
+        ) as client:
+            await invest(client, held, fresh_user(), 1)  # warm
+            holder = await asyncio.to_thread(hold_rows, database_url, [held], 1.0)
+            stop = time.monotonic() + 4.0
+            sent: list[float] = []
+
+            async def closed_loop() -> None:
+                while time.monotonic() < stop:
+                    sent.append(time.monotonic())
+                    answer = await invest(client, held, fresh_user(), 1)
+                    assert answer.status_code == 200, answer.text
+
+            loaders = [asyncio.create_task(closed_loop()) for _ in range(20)]
+            await asyncio.to_thread(holder.wait, 30)
+            await asyncio.sleep(0.5)  # the rejoin
+            mid = await asyncio.to_thread(held_path_requests, service)
+            mid_at = time.monotonic()  # what it counts is at most a flush (1 s) old
+            await asyncio.gather(*loaders)
+            await asyncio.sleep(1.5)  # the last flush
+            end = await asyncio.to_thread(held_path_requests, service)
+            later = sum(1 for at in sent if at > mid_at)
+            return mid, end, later, len(sent)
+
+    mid, end, later, total = asyncio.run(scenario())
+    print(
+        f"\nrejoin: {total} invests in the product, {mid} through its own calls by half a second"
+        f" after the row was freed, {end - mid} more while the last {later} were sent"
+    )
+    assert mid >= 20, mid  # the hold sent the waiting ones to the product's own calls
+    assert later > 50, later
+    assert end - mid <= max(5, later * 0.02), (end - mid, later)
+    assert ledger_sum_of(database_url, held) == total + 1
+    verify_ledger(database_url)

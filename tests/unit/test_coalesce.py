@@ -426,3 +426,88 @@ def test_a_held_product_s_requests_record_their_wait_from_arrival() -> None:
         assert all(0.2 <= wait < 1.0 for wait in held.seen[1:]), held.seen
 
     asyncio.run(scenario())
+
+
+def gated(db: InvestCallDatabase) -> asyncio.Event:
+    """Shared calls (invest-batch) wait for the returned event while it is unset (those
+    waiting are in `db.sent` already)."""
+    gate = asyncio.Event()
+    gate.set()
+    plain = db.rows
+
+    async def rows(name: str, params: list[Any], *, writes: bool = False) -> Any:
+        if name == "invest-batch" and not gate.is_set():
+            db.sent.append((name, list(params[2])))
+            await gate.wait()
+            db.sent.pop(db.sent.index((name, list(params[2]))))
+        return await plain(name, params, writes=writes)
+
+    db.rows = rows  # type: ignore[method-assign]
+    return gate
+
+
+def test_a_held_product_whose_row_is_found_free_rejoins_the_shared_call_in_order() -> None:
+    """Product 7 was passed over (another call held its row). Its own call finds the row free
+    while a shared call is in flight: the requests still waiting in its queue, then those of
+    the shared call in flight, go back to the front of the shared queue, ahead of its later
+    requests, in arrival order; none of them takes a call of its own."""
+
+    async def scenario() -> None:
+        db = InvestCallDatabase()
+        db.held = {7}
+        gate = gated(db)
+        invests = batcher(db)
+        r1 = asyncio.create_task(invests.invest(7, 1, 100))
+        await until(lambda: ("invest-wait", [100]) in db.sent)  # its own call, waiting
+        r2 = [asyncio.create_task(invests.invest(g, 2, a)) for g, a in ((1, 1), (7, 101))]
+        await until(lambda: invests._held[7].coalescer.waiting == 1)  # 101 queued behind 100
+        gate.clear()
+        r3 = [asyncio.create_task(invests.invest(g, 3, a)) for g, a in ((1, 2), (7, 102))]
+        await until(lambda: ("invest-batch", [2]) in db.sent)  # in flight, 102 left out
+        r4 = [asyncio.create_task(invests.invest(g, 4, a)) for g, a in ((7, 103), (2, 3))]
+        await until(lambda: invests._shared.waiting == 2)
+        db.held = set()
+        db.unheld.set()  # the row is free: its own call answers 100
+        assert (await r1).investment_amount == 100
+        await asyncio.sleep(0.01)
+        assert invests._held[7].coalescer.waiting == 1  # paused: no call of its own for 101
+        gate.set()
+        answers = await asyncio.gather(*r2, *r3, *r4)
+        assert [a.investment_amount for a in answers] == [1, 101, 2, 102, 103, 3]
+        assert [a for n, a in db.sent if n == "invest-wait"] == [[100]]
+        assert db.sent[-1] == ("invest-batch", [101, 102, 103, 3])
+        assert invests.held_products == 0 and invests.rejoined == 1
+        assert (await invests.invest(7, 5, 104)).outcome == "done"
+        assert db.sent[-1] == ("invest-batch", [104])
+
+    asyncio.run(scenario())
+
+
+def test_a_rejoining_product_s_request_past_its_deadline_is_answered_503_not_sent() -> None:
+    """A request taken back from a held product's queue after its deadline is answered 503
+    when it rejoins the shared queue, and never sent."""
+
+    async def scenario() -> None:
+        db = InvestCallDatabase()
+        db.held = {7}
+        gate = gated(db)
+        invests = batcher(db, db_acquire_timeout=0.3)
+        r1 = asyncio.create_task(invests.invest(7, 1, 100))
+        await until(lambda: ("invest-wait", [100]) in db.sent)
+        r2 = [asyncio.create_task(invests.invest(g, 2, a)) for g, a in ((1, 1), (7, 101))]
+        await until(lambda: invests._held[7].coalescer.waiting == 1)
+        gate.clear()
+        r3 = asyncio.create_task(invests.invest(1, 3, 2))
+        await until(lambda: ("invest-batch", [2]) in db.sent)
+        db.held = set()
+        db.unheld.set()
+        assert (await r1).investment_amount == 100
+        await asyncio.sleep(0.4)  # 101's deadline passes while it waits, paused
+        gate.set()
+        first, late = await asyncio.gather(*r2, return_exceptions=True)
+        assert getattr(first, "investment_amount", first) == 1
+        assert isinstance(late, DatabaseUnavailable), late
+        assert (await r3).investment_amount == 2
+        assert all(101 not in amounts for _, amounts in db.sent)
+
+    asyncio.run(scenario())

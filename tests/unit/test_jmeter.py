@@ -206,3 +206,22 @@ def test_the_plan_is_the_seeds_scenario_by_default() -> None:
         assert keepalive is not None and keepalive.text == "true"
     methods = [s.findtext("stringProp[@name='HTTPSampler.method']") for s in samplers]
     assert methods == ["GET", "POST", "GET"]
+
+
+def test_the_apis_to_run_come_from_the_environment() -> None:
+    assert jmeter.apis_from_env({}) == report.APIS
+    assert jmeter.apis_from_env({"BENCH_JMETER_APIS": "invest"}) == ("invest",)
+    both = {"BENCH_JMETER_APIS": "my-investments, list"}
+    assert jmeter.apis_from_env(both) == ("list", "my-investments")  # the report's order
+    with pytest.raises(ValueError, match="mine not among"):
+        jmeter.apis_from_env({"BENCH_JMETER_APIS": "invest,mine"})
+
+
+def test_the_report_gives_where_the_service_s_requests_waited() -> None:
+    results = _results()
+    waited = ["db_queue_wait_seconds{queue=invest_held}   12   150.000 ms  250 ms / 500 ms"]
+    results["scenarios"]["J"]["service"]["invest"]["waits"] = waited
+    section = report.markdown(results, {}).split("## J — the seed's own tool", 1)[1]
+    assert "Where the service's invest requests waited" in section
+    assert f"```\n{waited[0]}\n```" in section
+    assert "Where the service's list requests waited" not in section
