@@ -229,19 +229,22 @@ SELECT pg_try_advisory_lock(7202104, 25);
 -- after $1 in event_id order, as the relay publishes them: event_id, subject, the JSON body
 -- (docs/api.md "Events"; `at` in the display time zone, as the API shows it) and recorded_at in
 -- epoch seconds. Writes nothing when there is nothing to delete or number.
--- The outbox has no index: it is scanned (a hash join against the rounds' seqs), and holds
--- about a round's events while the relay keeps up.
+-- Rows are found by the `xid` index from the oldest transaction that can matter
+-- (sql/migrations/013_outbox_rounds.sql): a round's rows from its low_xid, new rows from the
+-- oldest transaction running at the last numbering; never by a scan of the whole outbox.
 WITH stored_rounds AS (
     DELETE FROM investment_event_round r
     WHERE r.first_event_id + cardinality(r.seqs) - 1 <= $1
 ), stored_rows AS (
     DELETE FROM investment_event e
-    WHERE e.seq IN (SELECT unnest(r.seqs[:$1 - r.first_event_id + 1])
+    WHERE e.xid >= (SELECT min(r.low_xid) FROM investment_event_round r
+                    WHERE r.first_event_id <= $1)
+      AND e.seq IN (SELECT unnest(r.seqs[:$1 - r.first_event_id + 1])
                     FROM investment_event_round r
                     WHERE r.first_event_id <= $1)
 ), pending AS (
-    -- Numbered, not yet in JetStream: a round answered in parts, or published again.
-    -- Each round's first $2 of them (its seqs after the k stored ones, k >= 0).
+    -- Numbered, not yet in JetStream: a round answered in parts, or published again. Each
+    -- round's first $2 of them (its seqs after the k stored ones, k >= 0).
     SELECT r.first_event_id + r.k + u.n - 1 AS event_id, u.seq
     FROM (SELECT r.first_event_id, r.seqs, greatest($1 - r.first_event_id + 1, 0) AS k
           FROM investment_event_round r
@@ -252,24 +255,33 @@ WITH stored_rounds AS (
     FROM investment_event e
     WHERE NOT EXISTS (SELECT 1 FROM investment_event_round r
                       WHERE r.first_event_id + cardinality(r.seqs) - 1 > $1)
+      AND e.xid >= (SELECT c.numbered_xmin FROM investment_event_relay c)
       AND e.seq NOT IN (SELECT unnest(r.seqs) FROM investment_event_round r)
 ), counter AS (
     UPDATE investment_event_relay c
-    SET last_event_id = c.last_event_id + (SELECT count(*) FROM fresh)
+    SET last_event_id = c.last_event_id + (SELECT count(*) FROM fresh),
+        numbered_xmin = pg_snapshot_xmin(pg_current_snapshot())
     WHERE EXISTS (SELECT 1 FROM fresh)
     RETURNING c.last_event_id - (SELECT count(*) FROM fresh) AS base
 ), numbered AS (
     SELECT c.base + row_number() OVER (ORDER BY f.seq) AS event_id, f.*
     FROM fresh f, counter c
 ), round AS (
-    INSERT INTO investment_event_round (first_event_id, seqs)
-    SELECT min(n.event_id), array_agg(n.seq ORDER BY n.seq)
+    INSERT INTO investment_event_round (first_event_id, seqs, low_xid)
+    SELECT min(n.event_id), array_agg(n.seq ORDER BY n.seq), min(n.xid)
     FROM numbered n
     HAVING count(*) > 0
 ), answered AS (
-    SELECT p.event_id, e.* FROM pending p JOIN investment_event e USING (seq)
+    SELECT p.event_id, e.type, e.investment_id, e.user_id, e.goods_id, e.amount, e.at,
+           e.current_investing_amount, e.investor_count, e.recorded_at
+    FROM pending p
+    JOIN investment_event e ON e.seq = p.seq
+    WHERE e.xid >= (SELECT min(r.low_xid) FROM investment_event_round r
+                    WHERE r.first_event_id + cardinality(r.seqs) - 1 > $1)
     UNION ALL
-    SELECT n.* FROM numbered n
+    SELECT n.event_id, n.type, n.investment_id, n.user_id, n.goods_id, n.amount, n.at,
+           n.current_investing_amount, n.investor_count, n.recorded_at
+    FROM numbered n
     ORDER BY event_id
     LIMIT $2
 )

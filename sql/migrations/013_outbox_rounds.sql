@@ -10,16 +10,33 @@
 -- row once JetStream holds its last event. A round not wholly acknowledged (a crash, NATS
 -- down) is published again with the same numbers: JetStream's deduplication and the stream's
 -- last event_id keep it exactly once, as before.
+--
+-- The outbox is no longer scanned whole each round: its dead rows (every published event leaves
+-- one until autovacuum's next pass, up to a minute later) made each round's scans cost in
+-- proportion to the minute's events. Each row carries the id of the transaction that wrote it
+-- (`xid`, indexed), and the relay keeps the oldest transaction still running when it last
+-- numbered (investment_event_relay.numbered_xmin, its statement's snapshot's xmin): a row that
+-- statement could not see was written by a transaction running then or started later, so its
+-- xid is at least that; the relay looks for new rows from there on (an index range of the
+-- recent rows only), and finds the rows of a round by the oldest xid among them.
 CREATE TABLE investment_event_round (
     first_event_id bigint   PRIMARY KEY,
     seqs           bigint[] NOT NULL
-        CONSTRAINT investment_event_round_not_empty CHECK (cardinality(seqs) > 0)
+        CONSTRAINT investment_event_round_not_empty CHECK (cardinality(seqs) > 0),
+    low_xid        xid8     NOT NULL  -- the oldest writing transaction of its rows
 );
+-- Written once, read by slices: kept uncompressed (compressing a large round's array cost more
+-- than storing it).
+ALTER TABLE investment_event_round ALTER COLUMN seqs SET STORAGE EXTERNAL;
+
+ALTER TABLE investment_event ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX investment_event_xid ON investment_event (xid);
+ALTER TABLE investment_event_relay ADD COLUMN numbered_xmin xid8 NOT NULL DEFAULT '0';
 
 -- Rows numbered and not yet deleted (their events published or not): one round each, with the
 -- number they carry, so they are published (or forgotten) as before.
-INSERT INTO investment_event_round (first_event_id, seqs)
-SELECT event_id, ARRAY[seq] FROM investment_event WHERE event_id IS NOT NULL;
+INSERT INTO investment_event_round (first_event_id, seqs, low_xid)
+SELECT event_id, ARRAY[seq], xid FROM investment_event WHERE event_id IS NOT NULL;
 
 DROP INDEX investment_event_event_id;
 ALTER TABLE investment_event DROP COLUMN event_id;
