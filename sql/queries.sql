@@ -306,8 +306,14 @@ SELECT last_event_id FROM investment_event_relay;
 
 -- name: relay-backlog
 -- The events not yet acknowledged by JetStream, and the age in seconds of the oldest (NULL: none).
-SELECT count(*), extract(epoch FROM clock_timestamp() - min(recorded_at))::float8
-FROM investment_event;
+-- Every row not yet deleted was written at or after the oldest transaction that can matter
+-- (relay-round): rows not numbered yet from the last numbering's xmin on, the rows of a round
+-- from its low_xid on; so the `xid` index reads the recent rows only, not the outbox's dead ones.
+SELECT count(*), extract(epoch FROM clock_timestamp() - min(e.recorded_at))::float8
+FROM investment_event e
+WHERE e.xid >= (SELECT least(c.numbered_xmin, (SELECT min(r.low_xid)
+                                               FROM investment_event_round r))
+                FROM investment_event_relay c);
 
 -- name: outbox-abandon
 -- Housekeeping: no relay has said it runs for $1 hours (NATS_URL was taken away), so events are
