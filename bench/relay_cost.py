@@ -25,16 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import target
 from bench.events import Nats, cpu_ticks, cpu_us_per_event, latency_quantiles
 from bench.rush_compare import stop
-from bench.target import (
-    DEFAULT_SERVER,
-    SERVICE_PASSWORD,
-    SERVICE_USER,
-    create_service_login,
-    psql,
-    recreate_database,
-)
+from bench.target import DEFAULT_SERVER, psql
 from service.ops.roles import with_user
 
 INSERT = (
@@ -80,8 +74,8 @@ def metric_samples(directory: Path) -> dict[str, float]:
 
 def measure(checkout: Path, server: str, rate: float, window: float, name: str) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-relay-"))
-    owner = recreate_database(server, name)
-    service = with_user(owner, SERVICE_USER, SERVICE_PASSWORD)
+    owner = target.recreate_database(server, name)
+    service = with_user(owner, target.SERVICE_USER, target.SERVICE_PASSWORD)
     env = {**os.environ, "DATABASE_URL": service, "MIGRATION_DATABASE_URL": owner,
            "LOG_LEVEL": "WARNING"}  # fmt: skip
     subprocess.run(
@@ -139,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
     parser.add_argument("--database", default="relay_cost")
     args = parser.parse_args(argv)
-    create_service_login(args.server)
+    target.create_service_login(args.server)
     for n in range(args.rounds):
         result = measure(
             args.checkout.resolve(), args.server, args.rate, args.window, args.database
