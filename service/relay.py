@@ -22,9 +22,9 @@ RELAY_POLL_SECONDS while it keeps up, at once while a backlog is left):
      stores a message only right after its predecessor (a message lost in a broken connection
      cannot be overtaken by the next one) and drops one it already has (deduplication is
      checked first); so the last message's publish ack acknowledges the batch.
-After connecting it reads the last event_id the stream holds and deletes every row up to it: an
-event acknowledged before a crash, whose row was not deleted, is not published again however
-long ago that was. So the stream must hold this database's events only: the relay creates it
+After connecting it reads the last event_id the stream holds, and its next round deletes every
+row up to it: an event acknowledged before a crash, whose row was not deleted, is not published
+again however long ago that was. So the stream must hold this database's events only: the relay creates it
 with the database's stream key in its description, and publishes into no other; and it numbers
 nothing while the stream is ahead of the database's counter (a database restored to an earlier
 point would hand out numbers the stream holds). NATS down: the
