@@ -255,7 +255,7 @@ WITH stored_rounds AS (
     FROM investment_event e
     WHERE NOT EXISTS (SELECT 1 FROM investment_event_round r
                       WHERE r.first_event_id + cardinality(r.seqs) - 1 > $1)
-      AND e.xid >= (SELECT c.numbered_xmin FROM investment_event_relay c)
+      AND e.xid >= (SELECT relay_floor(c.numbered_xmin) FROM investment_event_relay c)
       AND e.seq NOT IN (SELECT unnest(r.seqs) FROM investment_event_round r)
 ), counter AS (
     UPDATE investment_event_relay c
@@ -311,8 +311,8 @@ SELECT last_event_id FROM investment_event_relay;
 -- from its low_xid on; so the `xid` index reads the recent rows only, not the outbox's dead ones.
 SELECT count(*), extract(epoch FROM clock_timestamp() - min(e.recorded_at))::float8
 FROM investment_event e
-WHERE e.xid >= (SELECT least(c.numbered_xmin, (SELECT min(r.low_xid)
-                                               FROM investment_event_round r))
+WHERE e.xid >= (SELECT relay_floor(least(c.numbered_xmin, (SELECT min(r.low_xid)
+                                                           FROM investment_event_round r)))
                 FROM investment_event_relay c);
 
 -- name: outbox-abandon

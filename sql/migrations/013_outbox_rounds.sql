@@ -33,6 +33,14 @@ ALTER TABLE investment_event ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xac
 CREATE INDEX investment_event_xid ON investment_event (xid);
 ALTER TABLE investment_event_relay ADD COLUMN numbered_xmin xid8 NOT NULL DEFAULT '0';
 
+-- The lowest xid an unpublished row can have, given the relay's `floor`: the floor itself, unless
+-- it lies beyond every transaction id handed out so far - the database was reloaded into another
+-- cluster (pg_dump and restore: the rows keep their old xids, new transactions get lower ones) -
+-- then 0, every row. Transaction ids only grow within one cluster (PITR and pg_upgrade keep them).
+CREATE FUNCTION relay_floor(floor xid8) RETURNS xid8
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE WHEN floor > pg_snapshot_xmax(pg_current_snapshot()) THEN '0'::xid8 ELSE floor END;
+
 -- Rows numbered and not yet deleted (their events published or not): one round each, with the
 -- number they carry, so they are published (or forgotten) as before.
 INSERT INTO investment_event_round (first_event_id, seqs, low_xid)

@@ -227,3 +227,18 @@ def test_a_cancellation_is_an_event_with_the_counters_right_after_it(outbox_data
     ]  # fmt: skip
     assert rows[3].split("\t")[1:3] == [str(first_a), str(a)]
     assert last[0] == "accepted"
+
+
+def test_a_database_reloaded_into_another_cluster_still_finds_its_new_rows(
+    outbox_database: str,
+) -> None:
+    """Rows are looked for from the last numbering's xmin on (transaction ids only grow within a
+    cluster); a database reloaded elsewhere (pg_dump and restore) keeps that floor from the old
+    cluster while its new transactions get lower ids: a floor beyond every id handed out counts
+    as none, and the new rows are numbered."""
+    url = outbox_database
+    number(url)
+    psql(url, "UPDATE investment_event_relay SET numbered_xmin = '9000000000000'")
+    goods_id = create_goods(url)
+    psql(url, invest_sql([goods_id], [fresh_user()], [3]))
+    assert [e["amount"] for e in number(url)] == [3]
