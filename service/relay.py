@@ -24,11 +24,11 @@ RELAY_POLL_SECONDS while it keeps up, at once while a backlog is left):
      checked first); so the last message's publish ack acknowledges the batch.
 After connecting it reads the last event_id the stream holds, and its next round deletes every
 row up to it: an event acknowledged before a crash, whose row was not deleted, is not published
-again however long ago that was. So the stream must hold this database's events only: the relay creates it
-with the database's stream key in its description, and publishes into no other; and it numbers
-nothing while the stream is ahead of the database's counter (a database restored to an earlier
-point would hand out numbers the stream holds). NATS down: the
-relay backs off (up to 5 s between tries) and the outbox grows; the service answers as before.
+again however long ago that was. So the stream must hold this database's events only: the relay
+creates it with the database's stream key in its description, and publishes into no other; and
+it numbers nothing while the stream is ahead of the database's counter (a database restored to
+an earlier point would hand out numbers the stream holds). NATS down: the relay backs off (up
+to 5 s between tries) and the outbox grows; the service answers as before.
 """
 
 from __future__ import annotations
