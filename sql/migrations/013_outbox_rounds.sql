@@ -3,7 +3,7 @@
 --
 -- Before, the relay numbered every visible outbox row with an UPDATE of that row (a new row
 -- version, an entry in the event_id index, their WAL), read the numbered rows back by that index
--- and deleted them by it: most of the relay's PostgreSQL CPU per event. Now a numbering round
+-- and deleted them by it, a statement each. Now a numbering round
 -- writes one row here: the `seq` values of the outbox rows it numbered, in `seq` order, and the
 -- event_id of the first (the k-th seq has event_id first_event_id + k - 1). The outbox rows are
 -- never rewritten; they are deleted by `seq` once JetStream holds their events, and the round's
@@ -38,7 +38,7 @@ ALTER TABLE investment_event_relay ADD COLUMN numbered_xmin xid8 NOT NULL DEFAUL
 -- cluster (pg_dump and restore: the rows keep their old xids, new transactions get lower ones) -
 -- then 0, every row. Transaction ids only grow within one cluster (PITR and pg_upgrade keep them).
 CREATE FUNCTION relay_floor(floor xid8) RETURNS xid8
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql STABLE
 RETURN CASE WHEN floor > pg_snapshot_xmax(pg_current_snapshot()) THEN '0'::xid8 ELSE floor END;
 
 -- Rows numbered and not yet deleted (their events published or not): one round each, with the
