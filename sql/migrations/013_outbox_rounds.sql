@@ -3,13 +3,13 @@
 --
 -- Before, the relay numbered every visible outbox row with an UPDATE of that row (a new row
 -- version, an entry in the event_id index, their WAL), read the numbered rows back by that index
--- and deleted them by it, a statement each. Now a numbering round
--- writes one row here: the `seq` values of the outbox rows it numbered, in `seq` order, and the
--- event_id of the first (the k-th seq has event_id first_event_id + k - 1). The outbox rows are
--- never rewritten; they are deleted by `seq` once JetStream holds their events, and the round's
--- row once JetStream holds its last event. A round not wholly acknowledged (a crash, NATS
--- down) is published again with the same numbers: JetStream's deduplication and the stream's
--- last event_id keep it exactly once, as before.
+-- and deleted them by it, a statement each. Now a numbering round writes one row here: the `seq`
+-- values of the outbox rows it numbered, in `seq` order, and the event_id of the first (the k-th
+-- seq has event_id first_event_id + k - 1). The outbox rows are never rewritten; they are deleted
+-- by `seq` once JetStream holds their events, and the round's row once JetStream holds its last
+-- event. A round not wholly acknowledged (a crash, NATS down) is published again with the same
+-- numbers: JetStream's deduplication and the stream's last event_id keep it exactly once, as
+-- before.
 --
 -- The outbox is no longer scanned whole each round: its dead rows (every published event leaves
 -- one until autovacuum's next pass, up to a minute later) made each round's scans cost in
