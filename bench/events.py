@@ -12,7 +12,13 @@ published), and what the relay did over the measured window: events published pe
 drain after it) against invests accepted per second, the backlog when the window ends (count,
 age of the oldest) and how long the relay then takes to drain it, and the publish latency
 (outbox row written → JetStream's ack) p50/p99 from /metrics' `events_publish_latency_seconds`
-histogram over the window. Usage, on a quiet machine:
+histogram over the window. And, for both sides, the CPU each part spent per accepted invest (=
+per event with events on) over the window and the relay's drain after it, in µs, from /proc
+(utime + stime): the service's workers, the relay process, nats-server, this database's
+PostgreSQL backends split into the workers' pool and the relay's session (by pid, from
+pg_stat_activity's application_name), and the server's own background processes (walwriter,
+checkpointer, autovacuum...: shared with anything else the server runs). The CPU figures hold on
+a busy machine far better than the throughput does. Usage, on a quiet machine:
 
     python -m bench.events --rounds 2 --window 20
     python -m bench.events --rounds 1 --window 2 --workloads capacity   # a smoke
@@ -32,6 +38,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import TICKS_PER_SECOND, all_stats, group
 from bench.limits import run_wrk, wrk_script
 from bench.rush_compare import start_instance, stop, wait_ready
 from bench.target import DEFAULT_SERVER, create_service_login, psql, recreate_database, settle
@@ -69,6 +76,71 @@ class Nats:
             os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(10)
         self.process = None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def cpu_ticks(service_pid: int, nats_pid: int | None, owner: str) -> dict[str, int]:
+    """CPU ticks so far of each part (bench/events.py's docstring), from one scan of /proc.
+    PostgreSQL's backends by pid: a part's figure between two of these is per pid (a backend
+    that started in between counts from 0; one that ended drops out: the pool's and the relay's
+    sessions live through a window)."""
+    rows = psql(
+        owner,
+        "SELECT pid, datname = current_database(), application_name LIKE 'investment-relay%',"
+        " backend_type = 'client backend' FROM pg_stat_activity WHERE pid <> pg_backend_pid()",
+    )
+    stats = all_stats()
+    ticks: dict[str, int] = {}
+
+    def add(part: str, key: str, value: int) -> None:
+        ticks[f"{part}/{key}"] = value
+
+    service = group(service_pid, stats)
+    relay_roots = {m.pid for m in service if " service relay" in _cmdline(m.pid)}
+    relay = {m.pid for root in relay_roots for m in group(root, stats)}
+    for m in service:
+        part = "relay" if m.pid in relay else "workers"
+        add(part, str(m.pid), m.utime + m.stime + m.cutime + m.cstime)
+    if nats_pid is not None:
+        for m in group(nats_pid, stats):
+            add("nats", str(m.pid), m.utime + m.stime + m.cutime + m.cstime)
+    for line in rows.splitlines():
+        pid_text, ours, relay_session, client = line.split("\t")
+        pid = int(pid_text)
+        if pid not in stats:
+            continue
+        m = stats[pid]
+        if ours == "t":
+            part = "pg_relay" if relay_session == "t" else "pg_workers"
+        elif client == "t":
+            continue  # another database's session (a colleague's, the bench's psql)
+        else:
+            part = "pg_background"
+        add(part, str(pid), m.utime + m.stime)  # backends' own time: they reap no children
+    return ticks
+
+
+PARTS = ("workers", "pg_workers", "relay", "pg_relay", "nats", "pg_background")
+
+
+def cpu_us_per_event(before: dict[str, int], after: dict[str, int], events: int) -> dict[str, Any]:
+    """Each part's CPU µs per event between two cpu_ticks() (pids alive at the end)."""
+    spent = dict.fromkeys(PARTS, 0)
+    for key, now in after.items():
+        part = key.split("/")[0]
+        spent[part] += now - before.get(key, 0)
+    figures: dict[str, Any] = {
+        part: round(spent[part] / TICKS_PER_SECOND * 1e6 / events, 1) if events else None
+        for part in PARTS
+    }
+    figures["total"] = round(sum(v for v in figures.values() if v is not None), 1)
+    return figures
 
 
 def outbox(owner: str) -> int:
@@ -138,9 +210,15 @@ def latency_quantiles(before: dict[str, float], after: dict[str, float]) -> dict
 
 
 def measure(
-    workload: str, events: bool, server: str, window: float, work: Path, nats: Nats
+    workload: str,
+    events: bool,
+    server: str,
+    window: float,
+    work: Path,
+    nats: Nats,
+    prefix: str = "events",
 ) -> dict[str, Any]:
-    owner = recreate_database(server, f"events_{workload}_{'on' if events else 'off'}")
+    owner = recreate_database(server, f"{prefix}_{workload}_{'on' if events else 'off'}")
     if events:
         remove_stream(nats.url)
         os.environ["NATS_URL"] = nats.url
@@ -162,6 +240,8 @@ def measure(
         run_wrk(target, f"{workload}-warm", script, 3, work)  # warm-up, not measured
         settle(owner, timeout=10)
         before = scrape(url) if events else {}
+        nats_pid = nats.process.pid if events and nats.process is not None else None
+        ticks_before = cpu_ticks(process.pid, nats_pid, owner)
         result = run_wrk(target, workload, script, window, work)
         accepted = (result["requests"] or 0) - result["non_2xx"]
         figures: dict[str, Any] = {
@@ -169,6 +249,9 @@ def measure(
             "non_2xx": result["non_2xx"],
             "p99_ms": result["p99_ms"],
         }
+        if not events:
+            ticks_after = cpu_ticks(process.pid, None, owner)
+            figures["cpu_us_per_event"] = cpu_us_per_event(ticks_before, ticks_after, accepted)
         if events:
             # The backlog when the rush stops, then the time the relay takes to publish it.
             backlog, oldest = psql(
@@ -182,6 +265,7 @@ def measure(
                     break
                 time.sleep(0.05)
             drain = time.monotonic() - start
+            ticks_after = cpu_ticks(process.pid, nats_pid, owner)
             after = scrape(url)
             published = after.get("events_published_total", 0) - before.get(
                 "events_published_total", 0
@@ -194,6 +278,7 @@ def measure(
                 drain_s=round(drain, 2),
                 latency=latency_quantiles(before, after),
             )
+            figures["cpu_us_per_event"] = cpu_us_per_event(ticks_before, ticks_after, accepted)
             # Then the relay's own throughput: a backlog made while NATS is down, drained.
             nats.stop()
             run_wrk(target, f"{workload}-backlog", script, window / 2, work)
@@ -209,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--workloads", default="capacity,rush")
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
+    parser.add_argument(
+        "--databases", default="events", help="the databases' prefix (<prefix>_capacity_on...)"
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-events-"))
     create_service_login(args.server)
@@ -220,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             for round_number in range(args.rounds):
                 order = (False, True) if round_number % 2 == 0 else (True, False)
                 for events in order:
-                    result = measure(workload, events, args.server, args.window, work, nats)
+                    result = measure(
+                        workload, events, args.server, args.window, work, nats, args.databases
+                    )
                     figures[events].append(result)
                     side = "on " if events else "off"
                     print(f"{workload} round {round_number + 1} events {side}: {result}",
@@ -238,10 +328,16 @@ def main(argv: list[str] | None = None) -> int:
                 f" (relay/invest capacity off {full / off:.3f})",
                 flush=True,
             )
+            for on_side, label in ((False, "off"), (True, "on")):
+                cpu = {
+                    part: round(statistics.mean(r["cpu_us_per_event"][part] or 0.0
+                                                for r in figures[on_side]), 1)
+                    for part in (*PARTS, "total")
+                }  # fmt: skip
+                print(f"{workload}: CPU µs per accepted invest, events {label}: {cpu}", flush=True)
             for suffix in ("on", "off"):
-                psql(
-                    args.server, f"DROP DATABASE IF EXISTS events_{workload}_{suffix} WITH (FORCE)"
-                )
+                name = f"{args.databases}_{workload}_{suffix}"
+                psql(args.server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         nats.stop()
         shutil.rmtree(nats.store, ignore_errors=True)

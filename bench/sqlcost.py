@@ -7,6 +7,7 @@ Tokio threads too) and the event loop's thread alone, which is what a call costs
 its requests.
 
 python -m bench.sqlcost   # a fresh database `bench_sqlcost` on BENCH_DATABASE_URL's server
+python -m bench.sqlcost --events   # the same with the outbox written (as while a relay runs)
 
 One session and no other load, unlike pgbench's 50 clients: the service sends at most one invest
 call per worker at a time, so lock waits and 50 backends contending for 2 cores are not what it
@@ -132,8 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--investments", type=int, default=100_000)
     # CPU is read in clock ticks (10 ms): 3,000 requests resolve 3.3 µs per request.
     parser.add_argument("--requests", type=int, default=REQUESTS)
+    parser.add_argument(
+        "--events", action="store_true", help="with the outbox written (a relay configured)"
+    )
+    parser.add_argument("--database", default="bench_sqlcost")
     args = parser.parse_args(argv)
-    with loaded_database("bench_sqlcost", args.investments) as (url, shape):
+    with loaded_database(args.database, args.investments) as (url, shape):
+        if args.events:  # as while a relay runs: invest_many() writes the outbox
+            psql(url, "UPDATE investment_event_relay SET seen_at = now() + interval '1 day'")
         figures = uvloop.run(measure(url, shape.users, shape.recruiting, requests=args.requests))
     print(
         "| statement | requests per call | calls | PostgreSQL CPU µs / request "

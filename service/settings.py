@@ -119,8 +119,10 @@ class Settings:
     # behind PgBouncer's transaction pooling RELAY_DATABASE_URL names the server directly.
     nats_url: str | None = None
     relay_database_url: str | None = None
-    relay_batch: int = 500  # events per publish round (its acks awaited together)
-    relay_poll_seconds: float = 0.01  # how often an idle relay looks for new events
+    relay_batch: int = 500  # events per publish batch (its acks awaited together)
+    # A round at most this often while the relay keeps up (at once while a backlog is left): under
+    # load a round publishes what this long wrote, each paying its statement and ack once.
+    relay_poll_seconds: float = 0.025
     nats_publish_timeout: float = 5.0  # a round's acks, else NATS counts as down (backoff)
     nats_stream_replicas: int = 1  # INVESTMENTS' settings, applied when the relay creates it
     nats_stream_max_age_hours: int = 7 * 24

@@ -221,43 +221,80 @@ FROM admin_set_class_limits($1, $2, $3, $4);
 -- Released when the session ends, so a relay whose process or connection dies hands over.
 SELECT pg_try_advisory_lock(7202104, 25);
 
--- name: relay-number
--- Numbers every outbox row this statement can see - each one committed - in `seq` order, after
--- the last number handed out: event_id order is commit order (docs/reliability.md). Writes
--- nothing when there is nothing to number. The count numbered.
-WITH fresh AS (
-    SELECT e.ctid AS row, row_number() OVER (ORDER BY e.seq) AS n
+-- name: relay-round
+-- One round of the relay; $1: the last event_id JetStream holds, $2: how many events to answer.
+-- Deletes what JetStream holds (the rounds it holds wholly, and the outbox rows of every event up
+-- to $1); when no numbered event is left after $1, numbers every outbox row this statement can
+-- see that no round holds - each one committed - in `seq` order after the last number handed out,
+-- as one round (docs/reliability.md: event_id order is commit order); answers up to $2 events
+-- after $1 in event_id order, as the relay publishes them: event_id, subject, the JSON body
+-- (docs/api.md "Events"; `at` in the display time zone, as the API shows it) and recorded_at in
+-- epoch seconds. Writes nothing when there is nothing to delete or number.
+-- Rows are found by the `xid` index from the oldest transaction that can matter
+-- (sql/migrations/013_outbox_rounds.sql): a round's rows from its low_xid, new rows from the
+-- oldest transaction running at the last numbering; never by a scan of the whole outbox.
+WITH stored_rounds AS (
+    DELETE FROM investment_event_round r
+    WHERE r.first_event_id + cardinality(r.seqs) - 1 <= $1
+), stored_rows AS (
+    DELETE FROM investment_event e
+    WHERE e.xid >= (SELECT min(r.low_xid) FROM investment_event_round r
+                    WHERE r.first_event_id <= $1)
+      AND e.seq IN (SELECT unnest(r.seqs[:$1 - r.first_event_id + 1])
+                    FROM investment_event_round r
+                    WHERE r.first_event_id <= $1)
+), pending AS (
+    -- Numbered, not yet in JetStream: a round answered in parts, or published again. Each
+    -- round's first $2 of them (its seqs after the k stored ones, k >= 0).
+    SELECT r.first_event_id + r.k + u.n - 1 AS event_id, u.seq
+    FROM (SELECT r.first_event_id, r.seqs, greatest($1 - r.first_event_id + 1, 0) AS k
+          FROM investment_event_round r
+          WHERE r.first_event_id + cardinality(r.seqs) - 1 > $1) r,
+         unnest(r.seqs[r.k + 1 : r.k + $2]) WITH ORDINALITY u(seq, n)
+), fresh AS (
+    SELECT e.*
     FROM investment_event e
-    WHERE e.event_id IS NULL
+    WHERE NOT EXISTS (SELECT 1 FROM investment_event_round r
+                      WHERE r.first_event_id + cardinality(r.seqs) - 1 > $1)
+      AND e.xid >= (SELECT relay_floor(c.numbered_xmin) FROM investment_event_relay c)
+      AND e.seq NOT IN (SELECT unnest(r.seqs) FROM investment_event_round r)
 ), counter AS (
-    UPDATE investment_event_relay r
-    SET last_event_id = r.last_event_id + (SELECT count(*) FROM fresh)
+    UPDATE investment_event_relay c
+    SET last_event_id = c.last_event_id + (SELECT count(*) FROM fresh),
+        numbered_xmin = pg_snapshot_xmin(pg_current_snapshot())
     WHERE EXISTS (SELECT 1 FROM fresh)
-    RETURNING r.last_event_id - (SELECT count(*) FROM fresh) AS base
+    RETURNING c.last_event_id - (SELECT count(*) FROM fresh) AS base
 ), numbered AS (
-    UPDATE investment_event e
-    SET event_id = c.base + f.n
+    SELECT c.base + row_number() OVER (ORDER BY f.seq) AS event_id, f.*
     FROM fresh f, counter c
-    WHERE e.ctid = f.row
-    RETURNING 1
+), round AS (
+    INSERT INTO investment_event_round (first_event_id, seqs, low_xid)
+    SELECT min(n.event_id), array_agg(n.seq ORDER BY n.seq), min(n.xid)
+    FROM numbered n
+    HAVING count(*) > 0
+), answered AS (
+    SELECT p.event_id, e.type, e.investment_id, e.user_id, e.goods_id, e.amount, e.at,
+           e.current_investing_amount, e.investor_count, e.recorded_at
+    FROM pending p
+    JOIN investment_event e ON e.seq = p.seq
+    WHERE e.xid >= (SELECT min(r.low_xid) FROM investment_event_round r
+                    WHERE r.first_event_id + cardinality(r.seqs) - 1 > $1)
+    UNION ALL
+    SELECT n.event_id, n.type, n.investment_id, n.user_id, n.goods_id, n.amount, n.at,
+           n.current_investing_amount, n.investor_count, n.recorded_at
+    FROM numbered n
+    ORDER BY event_id
+    LIMIT $2
 )
-SELECT count(*) FROM numbered;
-
--- name: relay-pending
--- Up to $2 numbered events after event_id $1, in event_id order, as the relay publishes them
--- (`at` in the display time zone, as the API shows it); recorded_at in epoch seconds.
-SELECT event_id, type, investment_id, user_id, goods_id, amount,
-       to_char(at, 'YYYY-MM-DD HH24:MI:SS'), current_investing_amount, investor_count,
-       extract(epoch FROM recorded_at)::float8
-FROM investment_event
-WHERE event_id > $1
-ORDER BY event_id
-LIMIT $2;
-
--- name: relay-forget
--- Events JetStream has stored: event_id after $1 up to $2. A range, so that the generic plan
--- probes the event_id index (`event_id <= $1` alone was planned as a scan of the whole outbox).
-DELETE FROM investment_event WHERE event_id > $1 AND event_id <= $2;
+SELECT a.event_id, 'investments.' || a.type,
+       '{"event_id":' || a.event_id || ',"type":"' || a.type || '","investment_id":'
+       || a.investment_id || ',"user_id":' || a.user_id || ',"goods_id":' || a.goods_id
+       || ',"amount":' || a.amount || ',"at":"' || to_char(a.at, 'YYYY-MM-DD HH24:MI:SS')
+       || '","current_investing_amount":' || a.current_investing_amount
+       || ',"investor_count":' || a.investor_count || '}',
+       extract(epoch FROM a.recorded_at)::float8
+FROM answered a
+ORDER BY a.event_id;
 
 -- name: relay-announce
 -- The active relay says it runs: invest_many() writes the outbox while this is recent. Answers
@@ -270,17 +307,28 @@ SELECT last_event_id FROM investment_event_relay;
 
 -- name: relay-backlog
 -- The events not yet acknowledged by JetStream, and the age in seconds of the oldest (NULL: none).
-SELECT count(*), extract(epoch FROM clock_timestamp() - min(recorded_at))::float8
-FROM investment_event;
+-- Every row not yet deleted was written at or after the oldest transaction that can matter
+-- (relay-round): rows not numbered yet from the last numbering's xmin on, the rows of a round
+-- from its low_xid on; so the `xid` index reads the recent rows only, not the outbox's dead ones.
+SELECT count(*), extract(epoch FROM clock_timestamp() - min(e.recorded_at))::float8
+FROM investment_event e
+WHERE e.xid >= (SELECT relay_floor(least(c.numbered_xmin, (SELECT min(r.low_xid)
+                                                           FROM investment_event_round r)))
+                FROM investment_event_relay c);
 
 -- name: outbox-abandon
 -- Housekeeping: no relay has said it runs for $1 hours (NATS_URL was taken away), so events are
--- no longer written, and the outbox is emptied 10,000 rows at a time. The number deleted.
+-- no longer written, and the outbox is emptied 10,000 rows at a time (its numbering rounds at
+-- once: their numbers stay handed out). The number of rows deleted.
 WITH off AS (
     UPDATE investment_event_relay
     SET seen_at = NULL
     WHERE seen_at < statement_timestamp() - make_interval(hours => $1)
     RETURNING 1
+), rounds AS (
+    DELETE FROM investment_event_round
+    WHERE EXISTS (SELECT 1 FROM off)
+       OR EXISTS (SELECT 1 FROM investment_event_relay WHERE seen_at IS NULL)
 ), gone AS (
     DELETE FROM investment_event
     WHERE ctid IN (SELECT ctid FROM investment_event LIMIT 10000)

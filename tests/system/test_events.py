@@ -279,8 +279,7 @@ def test_a_relay_publishes_nothing_into_a_stream_another_database_filled(
 
 
 def event(event_id: int) -> Event:
-    return Event(event_id, "accepted", event_id, 1, 1, 1, "2026-12-06 09:00:00", event_id, 1,
-                 time.time())  # fmt: skip
+    return Event(event_id, "investments.accepted", f'{{"event_id":{event_id}}}', time.time())
 
 
 def test_a_round_is_acknowledged_only_when_its_whole_chain_is_stored() -> None:
