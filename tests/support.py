@@ -11,7 +11,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import httpx
 
@@ -70,6 +70,23 @@ def running_service(
 ) -> Iterator[ServiceProcess]:
     with ServiceProcess(database_url, workers, **settings) as service:
         yield service
+
+
+@contextmanager
+def running_services(
+    database_url: str, count: int, workers: int = 1, **settings: str
+) -> Iterator[list[ServiceProcess]]:
+    """`count` alike services on one database, started together (their start-ups overlap) and
+    each ready before this yields; all stopped on the way out."""
+    with ExitStack() as stack:
+        services = []
+        for _ in range(count):
+            service = ServiceProcess(database_url, workers, **settings)  # started
+            stack.callback(service.stop)
+            services.append(service)
+        for service in services:
+            service.wait_ready()
+        yield services
 
 
 def create_goods(

@@ -7,10 +7,12 @@ with duplicate JSON keys is pinned here: the last occurrence wins, deterministic
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 
 import httpx
 import orjson
+import psqlpy
 import pytest
 
 from tests.support import (
@@ -160,20 +162,37 @@ def raw_problem(raw: tuple[int, bytes], status: int, code: str) -> None:
     assert body["status"] == status and body["code"] == code, body
 
 
-def table_counts(database_url: str, goods: int = 0) -> str:
-    """Row counts of every table the service writes (a dropped table makes psql fail), the
-    ledger's total, and the product's ledger sum and counters: one psql call."""
-    return psql(
-        database_url,
-        "SELECT (SELECT count(*) FROM investment_goods),"
+def table_counts_sql(goods: int) -> str:
+    """Row counts of every table the service writes (a dropped table makes the query fail), the
+    ledger's total, and the product's ledger sum and counters: one row, as text."""
+    return (
+        "SELECT ROW((SELECT count(*) FROM investment_goods),"
         " (SELECT count(*) FROM user_investment_goods),"
         " (SELECT count(*) FROM investment_goods_investor),"
         " (SELECT coalesce(sum(user_investing_amount), 0) FROM user_investment_goods),"
         " (SELECT coalesce(sum(user_investing_amount), 0) FROM user_investment_goods"
         f"   WHERE goods_id = {goods}),"
         " (SELECT current_investing_amount || '/' || investor_count FROM investment_goods"
-        f"   WHERE goods_id = {goods})",
+        f"   WHERE goods_id = {goods}))::text AS counts"
     )
+
+
+@pytest.fixture(scope="module")
+def table_counts(database_url: str) -> Iterator[Callable[[int], str]]:
+    """table_counts_sql on one connection kept for the module: a psql process before and after
+    each of the ~200 tests below cost more than the tests themselves."""
+    loop = asyncio.new_event_loop()
+    connection = loop.run_until_complete(psqlpy.connect(dsn=database_url))
+
+    def counts(goods: int) -> str:
+        rows = loop.run_until_complete(connection.fetch(table_counts_sql(goods))).result()
+        return str(rows[0]["counts"])
+
+    try:
+        yield counts
+    finally:
+        connection.close()
+        loop.close()
 
 
 @pytest.fixture(scope="module")
@@ -183,11 +202,11 @@ def goods(database_url: str) -> int:
 
 
 @pytest.fixture
-def nothing_written(database_url: str, goods: int) -> Iterator[None]:
+def nothing_written(table_counts: Callable[[int], str], goods: int) -> Iterator[None]:
     """Fails the test when anything was written: the ledger, the counters, any table's rows."""
-    before = table_counts(database_url, goods)
+    before = table_counts(goods)
     yield
-    assert table_counts(database_url, goods) == before
+    assert table_counts(goods) == before
 
 
 def body_for(template: bytes, goods: int) -> bytes:
@@ -508,7 +527,8 @@ def test_tables_are_intact_and_the_ledger_verifies(
 ) -> None:
     """After everything above (this runs last in the module): every table is there, the product
     still serves, and every ledger invariant holds."""
-    assert len(table_counts(database_url, goods).split("\t")) == 6
+    counts = psql(database_url, table_counts_sql(goods))  # a connection of its own
+    assert counts.startswith("(") and len(counts.split(",")) == 6, counts
     response = client.get(GOODS, params=WINDOW)
     assert response.status_code == 200
     assert goods in [item["goods_id"] for item in response.json()]

@@ -3,7 +3,10 @@
 Runs `python -m bench.run --quick` as a subprocess against a fresh database on the test session's
 server and checks the reports, not the speed: every scenario sent requests, S had no failures,
 the opening rush (H) sold its product out exactly, with counters equal to the ledger, and the
-capacity stage measured the server's floor next to every endpoint (also alone, `--only`).
+capacity stage measured the server's floor next to every endpoint, and invest with the Act's caps
+off and on (BENCH_CAPS=act). One run of the protocol: `--only capacity` runs the same capacity
+stage after dataset D (tests/unit/test_bench_run.py checks that dispatch, as the JMeter smoke
+runs `--only jmeter` end to end).
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ def run_quick_bench(
 
 
 def test_bench_quick_reports_every_scenario(postgres_server: str, tmp_path: Path) -> None:
-    run_quick_bench(postgres_server, tmp_path, 240)
+    """With BENCH_CAPS=act: the caps on from dataset D on (none of the quick load comes near
+    them), and the capacity stage also measures invest with them off and on, side by side."""
+    run_quick_bench(postgres_server, tmp_path, 240, caps="act")
 
     [report] = tmp_path.glob("*.json")
     assert report.with_suffix(".md").read_text().startswith("# Bench run")
@@ -82,6 +87,15 @@ def test_bench_quick_reports_every_scenario(postgres_server: str, tmp_path: Path
         assert figures.get("tps", 0) > 0, (name, figures)
     assert results["dataset"]["consistency_after_scenarios"]["ok"]
     assert_capacity(results)
+    if shutil.which("wrk") is not None:  # the metrics passes: one off, one on (quick)
+        overhead = results["limits"]["metrics_overhead"]
+        assert set(overhead) == {"healthz", *APIS}
+        for name, entry in overhead.items():
+            assert len(entry["off_rps"]) == len(entry["on_rps"]) == 1, (name, entry)
+            assert min(entry["off_rps"] + entry["on_rps"]) > 0, (name, entry)
+        text = report.with_suffix(".md").read_text()
+        assert "## Metrics overhead" in text and "once each, off then on" in text
+        assert_caps(results, text)
     # PostgreSQL settled before every measured window: the G points, S, M, H and the capacity's
     assert len(results["settle"]) >= 2 * len(scenarios["G"]) + 5 + len(CAPACITY)
     assert all(entry["checkpoint"] for entry in results["settle"])
@@ -119,15 +133,9 @@ def assert_capacity(results: dict[str, Any]) -> None:
         assert peer["ratios"][name] > 0, name
 
 
-def test_bench_capacity_alone(postgres_server: str, tmp_path: Path) -> None:
-    """`--only capacity`: dataset D at once, then only the capacity stage and its report; with
-    BENCH_CAPS=act, caps on and invest measured with caps off and on, side by side."""
-    run_quick_bench(postgres_server, tmp_path, 240, "--only", "capacity", caps="act")
-    [report] = tmp_path.glob("*-capacity.json")
-    results = json.loads(report.read_text())
-    assert results["only"] == "capacity"
-    assert results["scenarios"] == {} and "pgbench" not in results["limits"]
-    assert_capacity(results)
+def assert_caps(results: dict[str, Any], text: str) -> None:
+    """BENCH_CAPS=act: invest measured with the caps off and on, in the order off, on, on, off,
+    and the report's capacity, caps and plain implementation sections."""
     caps = results["limits"]["caps"]
     assert (results["caps"], caps["mode"], caps["order"]) == (
         "act",
@@ -136,8 +144,7 @@ def test_bench_capacity_alone(postgres_server: str, tmp_path: Path) -> None:
     )
     assert len(caps["off"]) == len(caps["on"]) == 2 and caps["errors"] == 0
     assert caps["rps_off"] > 0 and caps["rps_on"] > 0 and caps["on_vs_off"] > 0
-    text = report.with_suffix(".md").read_text()
-    assert text.startswith("# Bench run") and "## Capacity (wrk, 500 connections)" in text
+    assert "## Capacity (wrk, 500 connections)" in text
     assert "## Invest with caps off and on (BENCH_CAPS=act)" in text
     if plain.missing() is None:
         assert "## The plain implementation (Node, fastify, postgres.js)" in text

@@ -12,7 +12,6 @@ import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Iterator
-from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -28,7 +27,7 @@ from tests.support import (
     hold_rows,
     migrated_database,
     psql,
-    running_service,
+    running_services,
     verify_ledger,
     wait_until,
 )
@@ -48,15 +47,12 @@ def database(postgres_server: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def instances(database: str) -> Iterator[list[ServiceProcess]]:
-    with ExitStack() as stack:
-        yield [
-            # A cancellation waits for a held row up to DB_ACQUIRE_TIMEOUT: longer than the
-            # fault test needs to find it waiting.
-            stack.enter_context(
-                running_service(database, workers=2, DB_POOL_SIZE="8", DB_ACQUIRE_TIMEOUT="10")
-            )
-            for _ in range(2)
-        ]
+    # A cancellation waits for a held row up to DB_ACQUIRE_TIMEOUT: longer than the fault test
+    # needs to find it waiting.
+    with running_services(
+        database, 2, workers=2, DB_POOL_SIZE="8", DB_ACQUIRE_TIMEOUT="10"
+    ) as services:
+        yield services
 
 
 async def invest(

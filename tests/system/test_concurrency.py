@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.support import (
+    ServiceProcess,
     counters,
     create_goods,
     fresh_user,
@@ -34,6 +35,13 @@ def rush_database(postgres_server: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def rush_service(rush_database: str) -> Iterator[ServiceProcess]:
+    """One service of 2 workers for both rushes (each on a product of its own)."""
+    with running_service(rush_database, workers=2) as service:
+        yield service
+
+
 async def fire(base_url: str, goods_id: int, orders: list[tuple[int, int]]) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=len(orders), max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
@@ -53,7 +61,7 @@ async def fire(base_url: str, goods_id: int, orders: list[tuple[int, int]]) -> l
 
 @pytest.mark.parametrize("amounts", [(7_000,), (3_000, 11_000, 1_000)], ids=["equal", "mixed"])
 def test_rush_never_oversells_and_every_grant_is_one_ledger_row(
-    rush_database: str, amounts: tuple[int, ...]
+    rush_database: str, rush_service: ServiceProcess, amounts: tuple[int, ...]
 ) -> None:
     url = rush_database
     goods_id = create_goods(url, total=TOTAL)
@@ -61,9 +69,8 @@ def test_rush_never_oversells_and_every_grant_is_one_ledger_row(
     orders = [(users[i % USERS], amounts[i % len(amounts)]) for i in range(REQUESTS)]
     assert sum(amount for _, amount in orders) > TOTAL
 
-    with running_service(url, workers=2) as service:
-        assert len(service.worker_pids()) == 2
-        responses = asyncio.run(fire(service.base_url, goods_id, orders))
+    assert len(rush_service.worker_pids()) == 2
+    responses = asyncio.run(fire(rush_service.base_url, goods_id, orders))
 
     assert [r.status_code for r in responses if r.status_code != 200] == []
     bodies = [r.json() for r in responses]

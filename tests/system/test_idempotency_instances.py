@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from tests.support import (
     held_product_waiters,
     hold_rows,
     psql,
-    running_service,
+    running_services,
     wait_until,
 )
 
@@ -30,19 +29,15 @@ PATH = "/v1/api/investment/user/goods"
 @pytest.fixture(scope="module")
 def instances(database_url: str) -> Iterator[list[ServiceProcess]]:
     """Three instances (separate granian processes and pools) on one database."""
-    with ExitStack() as stack:
-        yield [
-            stack.enter_context(
-                running_service(
-                    database_url,
-                    workers=1,
-                    IDEMPOTENCY_CLEANUP_SECONDS="0.3",
-                    # A request for a held product waits for it until this deadline.
-                    DB_ACQUIRE_TIMEOUT="10",
-                )
-            )
-            for _ in range(3)
-        ]
+    with running_services(
+        database_url,
+        3,
+        workers=1,
+        IDEMPOTENCY_CLEANUP_SECONDS="0.3",
+        # A request for a held product waits for it until this deadline.
+        DB_ACQUIRE_TIMEOUT="10",
+    ) as services:
+        yield services
 
 
 async def _retries(

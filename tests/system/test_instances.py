@@ -14,7 +14,6 @@ import asyncio
 import signal
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import pytest
 
@@ -22,7 +21,7 @@ from tests.load import check_ledger, drive, make_orders
 from tests.support import (
     ServiceProcess,
     migrated_database,
-    running_service,
+    running_services,
 )
 
 pytestmark = pytest.mark.system
@@ -38,11 +37,8 @@ def database(postgres_server: str) -> Iterator[str]:
 
 @pytest.fixture
 def instances(database: str) -> Iterator[list[ServiceProcess]]:
-    with ExitStack() as stack:
-        yield [
-            stack.enter_context(running_service(database, workers=1, DB_POOL_SIZE="16"))
-            for _ in range(3)
-        ]
+    with running_services(database, 3, workers=1, DB_POOL_SIZE="16") as services:
+        yield services
 
 
 def test_three_instances_share_one_database_without_a_lost_or_extra_row(
@@ -63,12 +59,8 @@ def test_load_spread_over_many_products_on_two_instances_of_two_workers(database
     orders, totals = make_orders(database, seed=7, count=6_000, products=40, users=600, cancels=0.1)
     for order in orders[::3]:
         order.key = None
-    with ExitStack() as stack:
-        urls = [
-            stack.enter_context(running_service(database, workers=2, DB_POOL_SIZE="16")).base_url
-            for _ in range(2)
-        ]
-        asyncio.run(drive(urls, orders, concurrency=160))
+    with running_services(database, 2, workers=2, DB_POOL_SIZE="16") as services:
+        asyncio.run(drive([s.base_url for s in services], orders, concurrency=160))
     assert all(order.attempts == ["200"] for order in orders)
     check_ledger(database, orders, totals)
 

@@ -8,12 +8,11 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import httpx
 import pytest
 
-from tests.support import create_goods, migrated_database, psql, running_service, verify_ledger
+from tests.support import create_goods, migrated_database, psql, running_services, verify_ledger
 
 pytestmark = pytest.mark.system
 
@@ -66,11 +65,8 @@ def test_one_users_concurrent_invests_through_two_instances_fill_every_cap_exact
     chance = random.Random(5)
     products = general + estate
     orders = [(chance.choice(products), f"o{n}") for n in range(400)]  # 4,000,000 asked
-    with ExitStack() as stack:
-        urls = [
-            stack.enter_context(running_service(database, workers=2, DB_POOL_SIZE="8")).base_url
-            for _ in range(2)
-        ]
+    with running_services(database, 2, workers=2, DB_POOL_SIZE="8") as services:
+        urls = [service.base_url for service in services]
         answers = asyncio.run(_send(urls, user, orders))
         statuses = Counter(a.status_code for a in answers)
         assert set(statuses) <= {200, 422}, statuses

@@ -16,11 +16,12 @@ import math
 import statistics
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from bench import jmeter, report
+from bench import dataset, jmeter, report
 
 JTL = Path(__file__).parent / "jtl"
 
@@ -225,3 +226,56 @@ def test_the_report_gives_where_the_service_s_requests_waited() -> None:
     assert "Where the service's invest requests waited" in section
     assert f"```\n{waited[0]}\n```" in section
     assert "Where the service's list requests waited" not in section
+
+
+def test_each_api_is_warmed_up_then_settled_then_measured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Stage.runs per API: a warm-up run of the same threads with `warmup_loops` requests each,
+    PostgreSQL settled, then the measured run with `loops`; only the measured JTL is summarised.
+    (The system test runs the plan without a warm-up: this is the warm-up's path, JMeter faked
+    by a recorded JTL.)"""
+    events: list[tuple[str, ...]] = []
+
+    def run_plan(classes: Path, jtl: Path, properties: dict[str, Any], timeout: float) -> Path:
+        events.append(("jmeter", jtl.name, str(properties["api"]), str(properties["loops"])))
+        assert (properties["host"], properties["port"]) == ("127.0.0.1", 8123)
+        assert (properties["threads"], properties["rampup"]) == (5, 0)
+        assert timeout == 60 + 5 * int(properties["loops"]) * 0.02
+        rows = (JTL / "service-invest.jtl").read_text().splitlines()
+        kept = rows[: 1 + (2 if "warmup" in jtl.name else 15)]  # the header and 2 or 15 rows
+        jtl.parent.mkdir(parents=True, exist_ok=True)
+        jtl.write_text("\n".join(row.replace(",invest,", f",{properties['api']},") for row in kept))
+        return jtl
+
+    monkeypatch.setattr(jmeter, "missing", lambda: [])
+    monkeypatch.setattr(jmeter, "launcher", lambda: tmp_path)
+    monkeypatch.setattr(jmeter, "run_plan", run_plan)
+    # The service's /metrics around each measured run: none here (nothing listens).
+    monkeypatch.setattr(jmeter, "FLUSH_WAIT", 0)
+    monkeypatch.setattr(jmeter.waits, "scrape", lambda base_url: {})
+    bench = SimpleNamespace(
+        protocol=SimpleNamespace(shape=dataset.Shape(investments=10_000)),
+        work=tmp_path,
+        settle=lambda before: events.append(("settle", before)),
+    )
+    plan = jmeter.Plan(threads=5, loops=3, rampup=0, warmup_loops=1)
+    figures = jmeter.Stage(bench, plan).runs("service", "http://127.0.0.1:8123")  # type: ignore[arg-type]
+
+    assert events == [
+        step
+        for api in report.APIS
+        for step in (
+            ("jmeter", f"service-{api}-warmup.jtl", api, "1"),
+            ("settle", f"J service {api}"),
+            ("jmeter", f"service-{api}.jtl", api, "3"),
+        )
+    ]
+    for api in report.APIS:
+        assert figures[api]["requests"] == 15, api  # the measured run's rows, not the warm-up's
+        assert figures[api]["jtl"] == str(tmp_path / "jmeter" / f"service-{api}.jtl")
+    no_warmup = jmeter.Stage(bench, jmeter.Plan(threads=5, loops=3, rampup=0, warmup_loops=0))
+    events.clear()
+    no_warmup.runs("floor", "http://127.0.0.1:8123")  # type: ignore[arg-type]
+    assert [e for e in events if "warmup" in e[1]] == []
+    assert len(events) == 2 * len(report.APIS)
