@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -42,40 +40,17 @@ from bench.cpu import TICKS_PER_SECOND, all_stats, group
 from bench.limits import run_wrk, wrk_script
 from bench.rush_compare import start_instance, stop, wait_ready
 from bench.target import DEFAULT_SERVER, create_service_login, psql, recreate_database, settle
-from harness.sockets import free_port, port_in_use
+from harness.nats import NatsServer
 
 PRODUCTS = {"capacity": 100, "rush": 1}
 
 
-class Nats:
-    """A nats-server with JetStream of this run's own: a free port, a temporary store; stopped
-    and started again on both (the backlog drain)."""
+class Nats(NatsServer):
+    """A nats-server with JetStream of this run's own: a free port, its store and log in the
+    run's folder; stopped and started again on both (the backlog drain)."""
 
     def __init__(self, work: Path) -> None:
-        self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self.store = work / "nats"
-        self.log = work / "nats.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while not port_in_use("127.0.0.1", self.port):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError("nats-server did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(10)
-        self.process = None
+        super().__init__(work / "nats", work)
 
 
 def _cmdline(pid: int) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,35 +15,19 @@ from typing import Any
 
 import orjson
 
+from harness import nats as harness_nats
 from harness import processes as _processes
-from harness.sockets import free_port, port_in_use
-from tests.support import ROOT, service_url, wait_until
+from harness.sockets import free_port
+from tests.support import ROOT, service_url
 
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 STREAM = "INVESTMENTS"
 
 
-class NatsServer:
+class NatsServer(harness_nats.NatsServer):
     """nats-server with JetStream on a free loopback port and a temporary store directory."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self.store = Path(tempfile.mkdtemp(prefix="test-nats-"))
-        self.log_path = ROOT / ".data" / "logs" / f"nats-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [
-            NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store),
-        ]  # fmt: skip
-        self.process = _processes.spawn(command, {}, self.log_path, append=True)
-        wait_until(lambda: port_in_use("127.0.0.1", self.port), "nats-server listening", 10)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None:
-            _processes.stop_process(self.process, timeout=10, sig=sig)
-            self.process = None
+        super().__init__(Path(tempfile.mkdtemp(prefix="test-nats-")), ROOT / ".data" / "logs")
 
     def close(self) -> None:
         self.stop(signal.SIGKILL)
