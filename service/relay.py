@@ -54,7 +54,6 @@ from service.sql import queries
 log = logging.getLogger("service.relay")
 
 STREAM = "INVESTMENTS"
-SUBJECTS = {"accepted": "investments.accepted", "cancelled": "investments.cancelled"}
 STANDBY_SECONDS = 1.0  # a standing-by relay tries the lock this often
 ANNOUNCE_SECONDS = 5.0  # the active relay's heartbeat (investment_event_relay.seen_at)
 BACKLOG_SECONDS = 1.0  # the backlog gauges are refreshed this often
@@ -63,7 +62,7 @@ BACKOFF_MAX = 5.0
 # The relay's statements: numbering after a long stop can touch many rows at once.
 STATEMENT_TIMEOUT_MS = 60_000
 # Events a round's statement answers, in publish batches of RELAY_BATCH: a backlog after an
-# outage is read in few scans of the (unindexed) outbox.
+# outage is read in few statements.
 FETCH_BATCHES = 20
 
 
