@@ -5,7 +5,9 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import os
 import random
+import shutil
 import socket
 import subprocess
 import time
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 import httpx
+import pytest
 
 from harness import ROOT as ROOT
 from harness import postgres as _postgres
@@ -365,3 +368,16 @@ def problem(response: httpx.Response, status: int, code: str) -> None:
     assert body["code"] == code
     assert body["status"] == status
     assert {"type", "title", "detail"} <= set(body)
+
+
+def have_wrk() -> bool:
+    """Whether wrk (Debian's `wrk`, the bench's capacity tool) is installed. Missing, a test that
+    uses it fails, unless a developer set ALLOW_WRK_SKIP=1 (.ci/run installs it and unsets that):
+    then the test skips what needs it, as the bench does."""
+    if shutil.which("wrk") is not None:
+        return True
+    if os.environ.get("ALLOW_WRK_SKIP") != "1":
+        pytest.fail(
+            "wrk is not installed (.ci/run installs it; ALLOW_WRK_SKIP=1 skips what needs it)"
+        )
+    return False

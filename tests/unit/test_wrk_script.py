@@ -3,7 +3,6 @@ non-2xx answer, checked with the real wrk against a small local HTTP server."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,8 +11,13 @@ from pathlib import Path
 import pytest
 
 from bench import limits
+from tests.support import have_wrk
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+
+@pytest.fixture(autouse=True)
+def wrk_installed() -> None:
+    if not have_wrk():
+        pytest.skip("wrk is not installed (ALLOW_WRK_SKIP=1)")
 
 
 BUSY = b'{"type":"/problems/service-unavailable","status":503,"code":"SERVICE_UNAVAILABLE"}'
