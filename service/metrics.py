@@ -441,12 +441,15 @@ class RelayMetrics:
             " JetStream's acknowledgement",
             buckets=PUBLISH_BUCKETS, registry=r,
         )  # fmt: skip
+        self._acknowledged = _Tally(self.latency, self.published, PUBLISH_BUCKETS)
 
     def backlog(self, count: int, oldest_age: float | None) -> None:
         self.unpublished.set(count)
         self.oldest_age.set(oldest_age or 0.0)
 
     def acknowledged(self, latencies: list[float]) -> None:
-        self.published.inc(len(latencies))
-        for seconds in latencies:
-            self.latency.observe(seconds)
+        """A round's events JetStream acknowledged, each with its publish latency: counted in
+        one write per bucket (a Histogram.observe() per event cost the relay about 5 µs an
+        event, two writes of the multiprocess files each)."""
+        self._acknowledged.observe_each(latencies)
+        self._acknowledged.flush()

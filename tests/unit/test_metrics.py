@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import LATENCY_BUCKETS, Metrics
+from service.metrics import LATENCY_BUCKETS, PUBLISH_BUCKETS, Metrics, RelayMetrics
 from service.settings import load_settings
 
 
@@ -183,3 +183,30 @@ def test_observing_a_batch_of_waits_counts_as_observing_each(metrics: Metrics) -
         each.observe(wait)
     batch.observe_each(waits)
     assert (batch.count, batch.sum, batch.buckets) == (each.count, each.sum, each.buckets)
+
+
+def test_a_relay_round_acknowledged_is_counted_as_observing_each_event() -> None:
+    """The relay counts a round's latencies in one write per bucket (RelayMetrics.acknowledged):
+    the exposition is what a Histogram.observe() and a Counter.inc() per event give."""
+    latencies = [0.003, 0.005, 0.04, 0.04, 0.3, 75.0]
+    relay = RelayMetrics()
+    relay.acknowledged(latencies[:2])
+    relay.acknowledged(latencies[2:])
+    registry = CollectorRegistry()
+    latency = Histogram(
+        "events_publish_latency_seconds", "", buckets=PUBLISH_BUCKETS, registry=registry
+    )
+    published = Counter("events_published", "", registry=registry)
+    for seconds in latencies:
+        latency.observe(seconds)
+        published.inc()
+
+    def exposed(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return {
+            key: value
+            for key, value in samples(generate_latest(registry)).items()
+            if key[0].startswith(("events_publish_latency_seconds", "events_published"))
+        }
+
+    assert len(exposed(registry)) == len(PUBLISH_BUCKETS) + 4  # buckets, +Inf, count, sum, total
+    assert exposed(relay.registry) == pytest.approx(exposed(registry))  # the sum: added in turn
