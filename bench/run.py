@@ -63,6 +63,11 @@ class Protocol:
     wrk_warmup: float = 3  # the same wrk load before each capacity window, not measured
     settle_timeout: float = 60  # the longest wait for autovacuum workers before a window
     page_items: tuple[int, ...] = dataset.PAGE_ITEMS  # my investments' page sizes measured
+    # locust's processes (0: one per core, a master and its workers); the quick smoke's 100
+    # users need one, and skip the 1.5 s a master and its workers take to start
+    locust_processes: int = 0
+    # warm each fresh service up before its metrics pass (the quick smoke measures nothing)
+    metrics_warmup: bool = True
 
 
 FULL = Protocol(
@@ -92,6 +97,8 @@ QUICK = Protocol(
     wrk_seconds=1,
     wrk_warmup=1,
     settle_timeout=5,
+    locust_processes=1,
+    metrics_warmup=False,
 )
 
 
@@ -104,7 +111,7 @@ class Bench:
         self.work = work
         self.workers = workers
         self.pool = pool
-        self.processes = os.cpu_count() or 1
+        self.processes = protocol.locust_processes or os.cpu_count() or 1
         self.loaded = 0
         self.loading_seconds = 0.0
         self.service: Service | None = None
@@ -449,7 +456,8 @@ class Bench:
         order = ["false", "true", "true", "false"] * 2 if full else ["false", "true"]
         for number, enabled in enumerate(order):
             self.start_service(METRICS_ENABLED=enabled)
-            self.wrk_endpoints("metrics-warmup", seconds=1)  # a fresh process: warm it first
+            if self.protocol.metrics_warmup:  # a fresh process: warm it first
+                self.wrk_endpoints("metrics-warmup", seconds=1)
             figures = self.wrk_endpoints(f"metrics-{number}", self.protocol.wrk_seconds / 2)
             for name, entry in figures.items():
                 side = passes.setdefault(name, {"false": [], "true": []})[enabled]
