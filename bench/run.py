@@ -64,7 +64,7 @@ class Protocol:
     settle_timeout: float = 60  # the longest wait for autovacuum workers before a window
     page_items: tuple[int, ...] = dataset.PAGE_ITEMS  # my investments' page sizes measured
     # locust's processes (0: one per core, a master and its workers); the quick smoke's 100
-    # users need one, and skip the 1.5 s a master and its workers take to start
+    # users need one, and skip the ~4 s per scenario a master and its workers cost it
     locust_processes: int = 0
     # warm each fresh service up before its metrics pass (the quick smoke measures nothing)
     metrics_warmup: bool = True
