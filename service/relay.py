@@ -280,7 +280,7 @@ class Relay:
                 await publisher.close()
 
 
-def chained(event: Event) -> bytes:
+def chained_frame(event: Event) -> bytes:
     """The NATS protocol frame of a chained message (HPUB, no reply subject): its Nats-Msg-Id
     and, as its expected predecessor, the event before it. A body is a few hundred bytes, far
     below any server's max_payload."""
@@ -364,40 +364,38 @@ class Publisher:
         JetStream stores it only right after its predecessor, and the last one's ack says that
         the whole chain before it is stored. A message lost or refused breaks the chain: every
         later one is refused, the last one's ack is an error, the round is published again.
-        The messages between are written as one buffer of ready protocol frames (`chained`)."""
-        future: asyncio.Future[Any] | None = None
+        The messages between are written as one buffer of ready protocol frames
+        (`chained_frame`)."""
         try:
             if not self.chained:  # the first after connecting goes alone
                 first, events_left = events[0], events[1:]
-                ack = await self.js.publish_async(
-                    first.subject, first.body.encode(), headers={"Nats-Msg-Id": str(first.event_id)}
-                )
-                async with asyncio.timeout(self.timeout):
-                    await ack
+                await self._acked(first, {"Nats-Msg-Id": str(first.event_id)})
                 self.chained = True
             else:
                 events_left = events
             if events_left:
                 *between, last = events_left
                 if between:
-                    await self._send_frames(b"".join(map(chained, between)))
-                future = await self.js.publish_async(
-                    last.subject,
-                    last.body.encode(),
-                    headers={
+                    await self._send_frames(b"".join(map(chained_frame, between)))
+                await self._acked(
+                    last,
+                    {
                         "Nats-Msg-Id": str(last.event_id),
                         "Nats-Expected-Last-Msg-Id": str(last.event_id - 1),
                     },
                 )
-                async with asyncio.timeout(self.timeout):
-                    await future
         except Exception as error:
-            if future is not None:
-                future.cancel()
             raise PublishFailed(f"{type(error).__name__}: {error}") from error
         now = time.time()
         self.stored = events[-1].event_id
         return [now - event.recorded_at for event in events]
+
+    async def _acked(self, event: Event, headers: dict[str, str]) -> None:
+        """Publish `event` asking for JetStream's ack, and wait for the ack at most the publish
+        timeout (a timeout cancels the ack's future)."""
+        ack = await self.js.publish_async(event.subject, event.body.encode(), headers=headers)
+        async with asyncio.timeout(self.timeout):
+            await ack
 
     async def _send_frames(self, frames: bytes) -> None:
         """Queue protocol frames on the connection, behind what it holds and ahead of the

@@ -1,6 +1,6 @@
 """The relay's chained messages are written as ready protocol frames (service/relay.py
-`chained`): what nats-py's publish() queues for the same message, the same control line's fields
-(nats-py leaves an empty reply field between two spaces), the same headers and body."""
+`chained_frame`): what nats-py's publish() queues for the same message, the same control line's
+fields (nats-py leaves an empty reply field between two spaces), the same headers and body."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from nats.aio.client import Client
 
-from service.relay import Event, chained
+from service.relay import Event, chained_frame
 
 
 def fields(frames: bytes) -> list[tuple[list[bytes], bytes]]:
@@ -47,13 +47,13 @@ def queued_by_nats_py(event: Event) -> bytes:
     ],
 )
 def test_a_chained_frame_is_what_nats_py_would_send(event: Event) -> None:
-    [(line, message)] = fields(chained(event))
+    [(line, message)] = fields(chained_frame(event))
     assert (line, message) == fields(queued_by_nats_py(event))[0]
     assert message.endswith(event.body.encode())
 
 
 def test_chained_frames_join_into_one_buffer() -> None:
     events = [Event(n, "investments.accepted", f'{{"event_id":{n}}}', 0.0) for n in (5, 6)]
-    joined = b"".join(map(chained, events))
+    joined = b"".join(map(chained_frame, events))
     assert fields(joined) == fields(queued_by_nats_py(events[0]) + queued_by_nats_py(events[1]))
     assert len(fields(joined)) == 2
