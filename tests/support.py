@@ -7,7 +7,6 @@ import itertools
 import json
 import os
 import random
-import shutil
 import socket
 import subprocess
 import time
@@ -18,6 +17,7 @@ from contextlib import ExitStack, contextmanager
 import httpx
 import pytest
 
+from bench.limits import wrk_available
 from harness import ROOT as ROOT
 from harness import postgres as _postgres
 from harness import processes as _processes
@@ -371,10 +371,11 @@ def problem(response: httpx.Response, status: int, code: str) -> None:
 
 
 def have_wrk() -> bool:
-    """Whether wrk (Debian's `wrk`, the bench's capacity tool) is installed. Missing, a test that
-    uses it fails, unless a developer set ALLOW_WRK_SKIP=1 (.ci/run installs it and unsets that):
-    then the test skips what needs it, as the bench does."""
-    if shutil.which("wrk") is not None:
+    """Whether wrk (Debian's `wrk`, the bench's capacity tool) is installed, as the bench itself
+    decides it (bench/limits.py). Missing, a test that uses it fails, unless a developer set
+    ALLOW_WRK_SKIP=1 (.ci/run installs it and unsets that): then the test skips what needs it, as
+    the bench does."""
+    if wrk_available():
         return True
     if os.environ.get("ALLOW_WRK_SKIP") != "1":
         pytest.fail(
