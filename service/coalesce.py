@@ -137,9 +137,7 @@ class Coalescer(Generic[T, R]):
         takes them answers them (`push_front` into another coalescer)."""
         taken = list(self._waiting)
         self._waiting.clear()
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
+        self._disarm()
         return taken
 
     def push_front(self, entries: list[tuple[T, asyncio.Future[R], float]]) -> None:
@@ -148,9 +146,7 @@ class Coalescer(Generic[T, R]):
         now = self._loop.time()
         _fail([e for e in entries if e[2] <= now], self._not_sent())
         self._waiting.extendleft(reversed([e for e in entries if e[2] > now]))
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
+        self._disarm()  # the front, and so the next deadline, may have changed
         if self._waiting and not self._start():
             self._arm()
 
@@ -230,6 +226,11 @@ class Coalescer(Generic[T, R]):
         waiting = list(self._waiting)
         self._waiting.clear()
         _fail(waiting, error)
+
+    def _disarm(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     def _arm(self) -> None:
         if self._waiting:
