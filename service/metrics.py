@@ -450,6 +450,6 @@ class RelayMetrics:
     def acknowledged(self, latencies: list[float]) -> None:
         """A round's events JetStream acknowledged, each with its publish latency: counted in
         one write per bucket (a Histogram.observe() per event cost the relay about 5 µs an
-        event, two writes of the multiprocess files each)."""
+        event in a busy microbenchmark, two writes of the multiprocess files each)."""
         self._acknowledged.observe_each(latencies)
         self._acknowledged.flush()

@@ -400,10 +400,10 @@ class Publisher:
     async def _send_frames(self, frames: bytes) -> None:
         """Queue protocol frames on the connection, behind what it holds and ahead of the
         round's last message. nats-py's `publish()` builds and queues one message at a time
-        (its header checks, ~8 µs a message); it has no call for many, so this uses the queue
-        publish() feeds (`_send_command`; nats-py is pinned by uv.lock, and the events tests
-        publish through it to a real nats-server). Like publish(), refused once the connection
-        is closed (the relay connects without reconnecting)."""
+        (its header checks, ~8 µs a message in a busy microbenchmark); it has no call for many,
+        so this uses the queue publish() feeds (`_send_command`; nats-py is pinned by uv.lock,
+        and the events tests publish through it to a real nats-server). Like publish(), refused
+        once the connection is closed (the relay connects without reconnecting)."""
         if not self.nc.is_connected:
             raise ConnectionError("the connection to NATS is closed")
         await self.nc._send_command(frames)
