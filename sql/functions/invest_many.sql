@@ -207,6 +207,7 @@ DECLARE
                                     OR c.real_estate IS NOT NULL);
     -- The answers, one element per request.
     a_found boolean[]; a_total bigint[]; a_current bigint[]; a_state text[]; a_id bigint[];
+    a_investors integer[];  -- each request's product's investor_count before the call
     -- The serial decision. Slots: l_p a product, l_q a (product, user), l_u a user, numbered
     -- within the call.
     l_e bigint[]; l_rem bigint[]; l_p integer[]; l_q integer[]; l_u integer[];
@@ -346,50 +347,16 @@ BEGIN
             LEFT JOIN new_investors n ON n.goods_id = m.goods_id
             WHERE g.goods_id = m.goods_id AND g.goods_id = ANY (v_wanted)
               AND NOT EXISTS (SELECT 1 FROM over_cap)
-        ), events AS (
-            -- The outbox (sql/migrations/011_outbox.sql), while a relay is configured: one
-            -- event per ledger row, with the product's counters right after it. A newcomer is a
-            -- user's first ledger row of this call in a product where the user held nothing
-            -- live before the call (this statement's snapshot: no investment, or every one
-            -- cancelled), which is what new_investors counts. Rows go in in array order, so
-            -- `seq` follows it; nothing is written when the set-wise grants pass a cap.
-            INSERT INTO investment_event (type, investment_id, user_id, goods_id, amount, at,
-                                          current_investing_amount, investor_count)
-            SELECT 'accepted', e.id, e.user_id, e.goods_id, e.granted, v_now, e.current,
-                   e.investors_before + count(*) FILTER (WHERE e.newcomer)
-                       OVER (PARTITION BY e.goods_id ORDER BY e.ord)
-            FROM (SELECT r.*,
-                         row_number() OVER (PARTITION BY r.goods_id, r.user_id ORDER BY r.ord) = 1
-                         AND NOT EXISTS (SELECT 1 FROM investment_goods_investor i
-                                         WHERE i.goods_id = r.goods_id AND i.user_id = r.user_id
-                                           AND i.amount > 0)
-                             AS newcomer
-                  FROM results r
-                  WHERE r.granted > 0) e
-            WHERE EXISTS (SELECT 1 FROM investment_event_relay WHERE seen_at IS NOT NULL)
-              AND NOT EXISTS (SELECT 1 FROM over_cap)
-            ORDER BY e.ord
-        ), remembered AS (
-            INSERT INTO investment_idempotency (
-                user_id, idempotency_key, goods_id, requested_amount, found,
-                total_investing_amount, investment_amount, current_investing_amount, state,
-                invest_date, investment_id, created_at, refused_limit, refused_remaining)
-            SELECT r.user_id, r.key, r.goods_id, r.asked, r.found, r.total, r.granted,
-                   r.current, r.state, v_date, r.id, v_now,
-                   CASE WHEN r.answer = 'limit' THEN r.refused END,
-                   CASE WHEN r.answer = 'limit' THEN r.refused_value END
-            FROM results r
-            WHERE r.key IS NOT NULL AND r.answer IN ('done', 'limit')
-              AND NOT EXISTS (SELECT 1 FROM over_cap)
         )
         SELECT array_agg(r.answer ORDER BY r.ord), array_agg(r.found ORDER BY r.ord),
                array_agg(r.total ORDER BY r.ord), array_agg(r.granted ORDER BY r.ord),
                array_agg(r.current ORDER BY r.ord), array_agg(r.state ORDER BY r.ord),
                array_agg(r.id ORDER BY r.ord), array_agg(r.refused ORDER BY r.ord),
                array_agg(r.refused_value ORDER BY r.ord),
+               array_agg(r.investors_before ORDER BY r.ord),
                EXISTS (SELECT 1 FROM over_cap)
         INTO v_outcome, a_found, a_total, v_granted, a_current, a_state, a_id, v_refused,
-             v_value, v_over
+             v_value, a_investors, v_over
         FROM results r;
         EXIT WHEN NOT v_over;
 
@@ -504,6 +471,53 @@ BEGIN
         END LOOP;
         v_decided := true;
     END LOOP;
+
+    -- The call's other writes, each a statement of its own that runs only when it has
+    -- something to write: a statement's every data-modifying CTE is set up (its table and
+    -- indexes opened) on every execution, rows or not, and that set-up is most of a small
+    -- call's cost (docs/performance.md "What a small invest call costs"). The arrays hold the
+    -- final answers (the loop exits only when nothing passed a cap).
+    --
+    -- The keyed answers, stored with the investments they answer.
+    IF p_keys IS NOT NULL THEN
+        INSERT INTO investment_idempotency (
+            user_id, idempotency_key, goods_id, requested_amount, found,
+            total_investing_amount, investment_amount, current_investing_amount, state,
+            invest_date, investment_id, created_at, refused_limit, refused_remaining)
+        SELECT r.user_id, r.key, r.goods_id, r.asked, r.found, r.total, r.granted,
+               r.current, r.state, v_date, r.id, v_now,
+               CASE WHEN r.answer = 'limit' THEN r.refused END,
+               CASE WHEN r.answer = 'limit' THEN r.refused_value END
+        FROM unnest(p_goods_ids, p_user_ids, p_amounts, p_keys, v_outcome, a_found, a_total,
+                    v_granted, a_current, a_state, a_id, v_refused, v_value)
+             AS r(goods_id, user_id, asked, key, answer, found, total, granted, current, state,
+                  id, refused, refused_value)
+        WHERE r.key IS NOT NULL AND r.answer IN ('done', 'limit');
+    END IF;
+    -- The outbox (sql/migrations/011_outbox.sql), while a relay is configured: one event per
+    -- ledger row, with the product's counters right after it. A newcomer is a user's first
+    -- ledger row of this call in a product where the user held nothing live before the call
+    -- (no investment, or every one cancelled): its live amount now is what this call added,
+    -- which is what the statement's new_investors counted. Rows go in in array order, so `seq`
+    -- follows it.
+    IF EXISTS (SELECT 1 FROM investment_event_relay WHERE seen_at IS NOT NULL) THEN
+        INSERT INTO investment_event (type, investment_id, user_id, goods_id, amount, at,
+                                      current_investing_amount, investor_count)
+        SELECT 'accepted', e.id, e.user_id, e.goods_id, e.granted, v_now, e.current,
+               e.investors_before + count(*) FILTER (WHERE e.newcomer)
+                   OVER (PARTITION BY e.goods_id ORDER BY e.ord)
+        FROM (SELECT r.*,
+                     row_number() OVER (PARTITION BY r.goods_id, r.user_id ORDER BY r.ord) = 1
+                     AND i.amount = sum(r.granted) OVER (PARTITION BY r.goods_id, r.user_id)
+                         AS newcomer
+              FROM unnest(p_goods_ids, p_user_ids, v_granted, a_current, a_id, a_investors)
+                   WITH ORDINALITY AS r(goods_id, user_id, granted, current, id,
+                                        investors_before, ord)
+              JOIN investment_goods_investor i
+                ON i.goods_id = r.goods_id AND i.user_id = r.user_id
+              WHERE r.granted > 0) e
+        ORDER BY e.ord;
+    END IF;
 
     -- The answers: performed now or refused by the product's rules or the user's caps, replayed
     -- from the stored answer, or refused for the key or the lock (nothing else).

@@ -8,7 +8,10 @@ call records its transaction id)."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from harness.postgres import pg_tool, psql
 from tests.support import create_goods
@@ -59,9 +62,18 @@ def _pgbench(url: str, script: Path, clients: int, per_client: int) -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.fixture
+def probe_calls(database_url: str) -> Iterator[None]:
+    """The transaction ids of the probe's calls, in a table of the shared test database that
+    goes with the test (test_least_privilege lists every table the service's role may read)."""
+    psql(database_url, "CREATE TABLE IF NOT EXISTS multixact_probe_calls (x text)")
+    yield
+    psql(database_url, "DROP TABLE IF EXISTS multixact_probe_calls")
+
+
+@pytest.mark.usefixtures("probe_calls")
 def test_invest_calls_make_no_multixact(database_url: str, tmp_path: Path) -> None:
     goods = [create_goods(database_url, total=10**12) for _ in range(3)]
-    psql(database_url, "CREATE TABLE IF NOT EXISTS multixact_probe_calls (x text)")
     script = tmp_path / "invest.sql"
     script.write_text(
         "\\set u random(1, 50)\n"
