@@ -3,16 +3,51 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
+
+# Where free_port() looks: below the kernel's ephemeral range, which the local ports of outgoing
+# connections are taken from. A port from that range (the kernel's choice for bind(0)) can be
+# taken by any client's connection between the choice and the server's bind - a cluster comes
+# up over seconds while Patroni, etcd and psql connect - and the server then fails with "Address
+# already in use". Below it only another server choosing the same port can race, which the
+# random choice and the bind check make unlikely.
+LOWEST = 10_000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_low() -> int | None:
+    """The first port of the kernel's ephemeral range (Linux), None where it cannot be read."""
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now (the kernel's choice); a race with other processes remains,
-    so a server given it may still find it taken."""
+    """A port nothing uses now, outside the kernel's ephemeral range where that is known (so no
+    client connection takes it meanwhile); else the kernel's choice. Another server may still
+    take it first, so a server given it may still find it taken."""
+    low = _ephemeral_low()
+    if low is not None and low - LOWEST >= 1_000:
+        for _ in range(100):
+            port = random.randrange(LOWEST, low)
+            if _bindable(host, port):
+                return port
     with socket.socket() as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def port_in_use(host: str, port: int, timeout: float = 0.2) -> bool:
