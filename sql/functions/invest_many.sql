@@ -474,7 +474,7 @@ BEGIN
 
     -- The call's other writes, each a statement of its own that runs only when it has
     -- something to write: a statement's every data-modifying CTE is set up (its table and
-    -- indexes opened) on every execution, rows or not, and that set-up is most of a small
+    -- indexes opened) on every execution, rows or not, and set-up is a fifth of a one-request
     -- call's cost (docs/performance.md "What a small invest call costs"). The arrays hold the
     -- final answers (the loop exits only when nothing passed a cap).
     --
