@@ -15,6 +15,9 @@ from pathlib import Path
 # random choice and the bind check make unlikely.
 LOWEST = 10_000
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# The ports this process has handed out: a cluster asks for a dozen before any of its servers
+# binds one, and a random choice must not give two of them the same port.
+_given: set[int] = set()
 
 
 def _ephemeral_low() -> int | None:
@@ -35,19 +38,22 @@ def _bindable(host: str, port: int) -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing uses now, outside the kernel's ephemeral range where that is known (so no
-    client connection takes it meanwhile); else the kernel's choice. Another server may still
-    take it first, so a server given it may still find it taken."""
+    """A port nothing uses now and this process has not handed out before, outside the kernel's
+    ephemeral range where that is known (so no client connection takes it meanwhile); else the
+    kernel's choice. Another process's server may still take it first, so a server given it may
+    still find it taken."""
     low = _ephemeral_low()
     if low is not None and low - LOWEST >= 1_000:
         for _ in range(100):
             port = random.randrange(LOWEST, low)
-            if _bindable(host, port):
+            if port not in _given and _bindable(host, port):
+                _given.add(port)
                 return port
     with socket.socket() as sock:
         sock.bind((host, 0))
         chosen: int = sock.getsockname()[1]
-        return chosen
+    _given.add(chosen)
+    return chosen
 
 
 def port_in_use(host: str, port: int, timeout: float = 0.2) -> bool:

@@ -48,21 +48,25 @@ def test_a_free_port_lies_below_the_ephemeral_range_where_clients_take_theirs(
     ephemeral = tmp_path / "ip_local_port_range"
     ephemeral.write_text("40000\t60999\n")
     monkeypatch.setattr(sockets, "EPHEMERAL_RANGE", ephemeral)
-    ports = {free_port() for _ in range(50)}
+    ports = [free_port() for _ in range(50)]
     assert all(sockets.LOWEST <= port < 40000 for port in ports)
-    assert len(ports) > 1  # chosen at random, not one port for everyone
+    assert len(set(ports)) == 50  # never the same port twice
 
 
-def test_a_taken_port_is_passed_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_taken_port_and_one_handed_out_before_are_passed_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sockets, "_given", {20001})
     with socket.socket() as taken:
         try:
             taken.bind(("127.0.0.1", 20000))
         except OSError:
             pytest.skip("port 20000 is taken here")
         taken.listen()
-        tries = iter([20000, 20000, 20001])
+        tries = iter([20000, 20001, 20000, 20001, 20002])
         monkeypatch.setattr(sockets.random, "randrange", lambda low, high: next(tries))
-        assert free_port() == 20001
+        assert free_port() == 20002
+        assert 20002 in sockets._given
 
 
 def test_without_the_range_the_kernel_chooses(
