@@ -263,6 +263,16 @@ def measure(
         stop(process)
 
 
+def round_ratios(figures: dict[bool, list[dict[str, Any]]]) -> list[float]:
+    """Each round's on ÷ off: its two windows ran back to back, so a ratio within a round is free
+    of the drift between rounds that the means' ratio carries (on this 2-core machine the
+    windows of one side spread by up to 16 % across a run in docs/performance.md's fourth set)."""
+    return [
+        round(on["accepted_per_s"] / off["accepted_per_s"], 3)
+        for off, on in zip(figures[False], figures[True], strict=True)
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.events", description=__doc__)
     parser.add_argument("--rounds", type=int, default=2)
@@ -301,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
                 f" {on / off:.3f}); relay published/s during the rush {relay:.0f}"
                 f" (relay/invests {relay / on:.3f}); relay at full speed {full:.0f}/s"
                 f" (relay/invest capacity off {full / off:.3f})",
+                flush=True,
+            )
+            ratios = round_ratios(figures)
+            print(
+                f"{workload}: on/off per round {ratios} (median {statistics.median(ratios):.3f},"
+                f" {min(ratios):.3f}-{max(ratios):.3f})",
                 flush=True,
             )
             for on_side, label in ((False, "off"), (True, "on")):
