@@ -280,6 +280,15 @@ class Relay:
                 await publisher.close()
 
 
+def chained_headers(event: Event) -> dict[str, str]:
+    """A chained message's headers: its Nats-Msg-Id and, as its expected predecessor, the event
+    before it (what `chained_frame` writes, for the round's last message, sent by nats-py)."""
+    return {
+        "Nats-Msg-Id": str(event.event_id),
+        "Nats-Expected-Last-Msg-Id": str(event.event_id - 1),
+    }
+
+
 def chained_frame(event: Event) -> bytes:
     """The NATS protocol frame of a chained message (HPUB, no reply subject): its Nats-Msg-Id
     and, as its expected predecessor, the event before it. A body is a few hundred bytes, far
@@ -377,13 +386,7 @@ class Publisher:
                 *between, last = events_left
                 if between:
                     await self._send_frames(b"".join(map(chained_frame, between)))
-                await self._acked(
-                    last,
-                    {
-                        "Nats-Msg-Id": str(last.event_id),
-                        "Nats-Expected-Last-Msg-Id": str(last.event_id - 1),
-                    },
-                )
+                await self._acked(last, chained_headers(last))
         except Exception as error:
             raise PublishFailed(f"{type(error).__name__}: {error}") from error
         now = time.time()

@@ -1,6 +1,7 @@
 """The relay's chained messages are written as ready protocol frames (service/relay.py
-`chained_frame`): what nats-py's publish() queues for the same message, the same control line's
-fields (nats-py leaves an empty reply field between two spaces), the same headers and body."""
+`chained_frame`): what nats-py's publish() queues for the same message with the headers the
+round's last message is sent with (`chained_headers`), the same control line's fields (nats-py
+leaves an empty reply field between two spaces), the same headers and body."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncio
 import pytest
 from nats.aio.client import Client
 
-from service.relay import Event, chained_frame
+from service.relay import Event, chained_frame, chained_headers
 
 
 def fields(frames: bytes) -> list[tuple[list[bytes], bytes]]:
@@ -30,10 +31,7 @@ def queued_by_nats_py(event: Event) -> bytes:
     """What publish() puts in the connection's queue (a client never connected queues only)."""
     client = Client()
     body = event.body.encode()
-    headers = {
-        "Nats-Msg-Id": str(event.event_id),
-        "Nats-Expected-Last-Msg-Id": str(event.event_id - 1),
-    }
+    headers = chained_headers(event)  # as the round's last message is sent
     asyncio.run(client._send_publish(event.subject, "", body, len(body), headers))
     [frame] = client._pending
     return bytes(frame)
