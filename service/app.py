@@ -5,7 +5,6 @@ test's fakes: tests/fakes.py runs the real routes in process with them)."""
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from blacksheep import Application, Request, Response
 from blacksheep.server.routing import Router
 
-from service import handlers
+from service import handlers, memory
 from service.admin import ADMIN_BASE, ADMIN_INVESTORS, ADMIN_LIMITS, ADMIN_REALM, AdminApi
 from service.bearer import guarded
 from service.db import (
@@ -41,7 +40,6 @@ from service.worker import Worker
 
 log = logging.getLogger("service.app")
 Handler = Callable[[Request], Awaitable[Response]]
-GC_YOUNG_THRESHOLD = 20_000  # CPython's default is 700 allocations
 
 
 async def _on_problem(app: Any, request: Request, error: Problem) -> Response:
@@ -232,12 +230,7 @@ def configure_application(
         await metrics.stop()
 
     async def settle_memory(application: Application) -> None:
-        # Everything built so far lives as long as the worker: move it out of the cyclic
-        # collector's reach, and collect the young generation less often (the collector was a
-        # profiled hot spot on invest; request objects are freed by reference counting anyway).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        memory.settle()  # everything built so far lives as long as the worker
 
     app.on_start += start
     app.after_start += settle_memory

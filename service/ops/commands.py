@@ -192,7 +192,13 @@ def relay_command(settings: Settings, args: argparse.Namespace) -> int:
     if settings.nats_url is None:
         print("NATS_URL is required for the relay", file=sys.stderr)
         return 2
+    import nats  # noqa: F401  imported before the collector is settled (Publisher.open uses it)
+    import uvloop
+
+    from service import memory
+
     # Its metrics go to PROMETHEUS_MULTIPROC_DIR, which `run` gives it: the workers' /metrics.
     relay = Relay(settings, RelayMetrics())
-    asyncio.run(run_until_stopped(relay.run))
+    memory.settle()  # as in the workers: the relay allocates per event, frees by refcount
+    uvloop.run(run_until_stopped(relay.run))  # the workers' event loop (service/ops/serving.py)
     return 0
