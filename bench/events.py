@@ -39,7 +39,14 @@ from typing import Any
 from bench.cpu import TICKS_PER_SECOND, all_stats, group
 from bench.limits import run_wrk, wrk_script
 from bench.rush_compare import start_instance, stop, wait_ready
-from bench.target import DEFAULT_SERVER, create_service_login, psql, recreate_database, settle
+from bench.target import (
+    DEFAULT_SERVER,
+    create_service_login,
+    psql,
+    recreate_database,
+    recruiting,
+    settle,
+)
 from harness.nats import NatsServer
 
 PRODUCTS = {"capacity": 100, "rush": 1}
@@ -203,13 +210,7 @@ def measure(
     try:
         wait_ready(url, process)
         count = PRODUCTS[workload]
-        psql(
-            owner,
-            "INSERT INTO investment_goods (goods_id, title, total_investing_amount, status,"
-            " started_at, finished_at) SELECT n, 'bench', 1000000000000000, true,"
-            " now() - interval '1 day', now() + interval '1 day'"
-            f" FROM generate_series(1, {count}) n",
-        )
+        recruiting(owner, count)
         script = wrk_script("invest", users=1_000_000, recruiting=count)
         target = url + "/v1/api/investment/user/goods"
         run_wrk(target, f"{workload}-warm", script, 3, work)  # warm-up, not measured

@@ -36,6 +36,7 @@ from bench.target import (
     create_service_login,
     psql,
     recreate_database,
+    recruiting,
     settle,
 )
 from harness.sockets import free_port
@@ -118,12 +119,7 @@ def open_rush(checkout: Path, owner: str, log: Path) -> list[tuple[subprocess.Po
     try:
         for process, url in instances:
             wait_ready(url, process)
-        psql(
-            owner,
-            "INSERT INTO investment_goods (goods_id, title, total_investing_amount, status,"
-            " started_at, finished_at) VALUES (1, 'rush', 1000000000000000, true,"
-            " now() - interval '1 day', now() + interval '1 day')",
-        )
+        recruiting(owner, 1)
     except BaseException:
         for process, _ in instances:
             stop(process)

@@ -28,7 +28,14 @@ from bench import waits
 from bench.events import cpu_ticks, cpu_us_per_event
 from bench.limits import run_wrk, wrk_script
 from bench.rush_compare import start_instance, stop, wait_ready
-from bench.target import DEFAULT_SERVER, create_service_login, psql, recreate_database
+from bench.target import (
+    DEFAULT_SERVER,
+    create_service_login,
+    psql,
+    recreate_database,
+    recruiting,
+    settle,
+)
 
 PRODUCTS = 100
 CALLS = "db_call_seconds{statement=invest-batch}"
@@ -83,16 +90,11 @@ def measure(
         process, url = start_instance(Path.cwd(), owner, work / "service.log")
     try:
         wait_ready(url, process)
-        psql(
-            owner,
-            "INSERT INTO investment_goods (goods_id, title, total_investing_amount, status,"
-            " started_at, finished_at) SELECT n, 'bench', 1000000000000000, true,"
-            " now() - interval '1 day', now() + interval '1 day'"
-            f" FROM generate_series(1, {PRODUCTS}) n",
-        )
+        recruiting(owner, PRODUCTS)
         script = wrk_script("invest", users=1_000_000, recruiting=PRODUCTS)
         target = url + "/v1/api/investment/user/goods"
         run_wrk(target, "smallcalls-warm", script, 3, work, connections)  # not measured
+        settle(owner, timeout=10)
         before, ticks = waits.scrape(url), cpu_ticks(process.pid, None, owner)
         result = run_wrk(target, "smallcalls", script, seconds, work, connections)
         after, counted = (

@@ -107,6 +107,17 @@ def server_answers(url: str) -> bool:
     return True
 
 
+def recruiting(owner: str, count: int) -> None:
+    """Products 1..`count`, recruiting now, with room for any load."""
+    psql(
+        owner,
+        "INSERT INTO investment_goods (goods_id, title, total_investing_amount, status,"
+        " started_at, finished_at) SELECT n, 'bench', 1000000000000000, true,"
+        " now() - interval '1 day', now() + interval '1 day'"
+        f" FROM generate_series(1, {count}) n",
+    )
+
+
 def recreate_database(server_url: str, name: str) -> str:
     """Drop and create `name` on the server of `server_url`; return its URL."""
     psql(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
