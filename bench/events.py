@@ -30,9 +30,12 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +194,27 @@ def latency_quantiles(before: dict[str, float], after: dict[str, float]) -> dict
     return result
 
 
+@contextmanager
+def invest_load(
+    owner: str, products: int, work: Path, name: str, connections: int = 500
+) -> Iterator[tuple[subprocess.Popen[bytes], str, str, str]]:
+    """An instance of this checkout (`python -m service run`, 2 workers, the environment as it
+    is now) on `owner`'s database with products 1..`products` recruiting, warmed up by wrk's
+    invest load at `connections` (not measured) and PostgreSQL settled: (its process, its base
+    URL, the invest URL, the wrk script of that load). The instance is stopped on exit."""
+    process, url = start_instance(Path.cwd(), owner, work / "service.log")
+    try:
+        wait_ready(url, process)
+        recruiting(owner, products)
+        script = wrk_script("invest", users=1_000_000, recruiting=products)
+        target = url + "/v1/api/investment/user/goods"
+        run_wrk(target, f"{name}-warm", script, 3, work, connections)
+        settle(owner, timeout=10)
+        yield process, url, target, script
+    finally:
+        stop(process)
+
+
 def measure(
     workload: str,
     events: bool,
@@ -206,15 +230,7 @@ def measure(
         os.environ["NATS_URL"] = nats.url
     else:
         os.environ.pop("NATS_URL", None)
-    process, url = start_instance(Path.cwd(), owner, work / "service.log")
-    try:
-        wait_ready(url, process)
-        count = PRODUCTS[workload]
-        recruiting(owner, count)
-        script = wrk_script("invest", users=1_000_000, recruiting=count)
-        target = url + "/v1/api/investment/user/goods"
-        run_wrk(target, f"{workload}-warm", script, 3, work)  # warm-up, not measured
-        settle(owner, timeout=10)
+    with invest_load(owner, PRODUCTS[workload], work, workload) as (process, url, target, script):
         before = scrape(url) if events else {}
         nats_pid = nats.process.pid if events and nats.process is not None else None
         ticks_before = cpu_ticks(process.pid, nats_pid, owner)
@@ -260,8 +276,6 @@ def measure(
             run_wrk(target, f"{workload}-backlog", script, window / 2, work)
             figures["relay_full_speed"] = drain_rate(owner, nats)
         return figures
-    finally:
-        stop(process)
 
 
 def round_ratios(figures: dict[bool, list[dict[str, Any]]]) -> list[float]:

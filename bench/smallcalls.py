@@ -25,16 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import waits
-from bench.events import cpu_ticks, cpu_us_per_event
-from bench.limits import run_wrk, wrk_script
-from bench.rush_compare import start_instance, stop, wait_ready
+from bench.events import cpu_ticks, cpu_us_per_event, invest_load
+from bench.limits import run_wrk
 from bench.target import (
     DEFAULT_SERVER,
     create_service_login,
     psql,
     recreate_database,
-    recruiting,
-    settle,
 )
 
 PRODUCTS = 100
@@ -86,27 +83,23 @@ def measure(
     server: str, connections: int, seconds: float, extra: Mapping[str, str], work: Path
 ) -> dict[str, Any]:
     owner = recreate_database(server, "bench_smallcalls")
-    with environment(extra):
-        process, url = start_instance(Path.cwd(), owner, work / "service.log")
     try:
-        wait_ready(url, process)
-        recruiting(owner, PRODUCTS)
-        script = wrk_script("invest", users=1_000_000, recruiting=PRODUCTS)
-        target = url + "/v1/api/investment/user/goods"
-        run_wrk(target, "smallcalls-warm", script, 3, work, connections)  # not measured
-        settle(owner, timeout=10)
-        before, ticks = waits.scrape(url), cpu_ticks(process.pid, None, owner)
-        result = run_wrk(target, "smallcalls", script, seconds, work, connections)
-        after, counted = (
-            cpu_ticks(process.pid, None, owner),
-            waits.between(before, waits.scrape(url)),
-        )
+        with (
+            environment(extra),
+            invest_load(owner, PRODUCTS, work, "smallcalls", connections) as load,
+        ):
+            process, url, target, script = load
+            before, ticks = waits.scrape(url), cpu_ticks(process.pid, None, owner)
+            result = run_wrk(target, "smallcalls", script, seconds, work, connections)
+            after, counted = (
+                cpu_ticks(process.pid, None, owner),
+                waits.between(before, waits.scrape(url)),
+            )
         accepted = (result["requests"] or 0) - result["non_2xx"]
         cpu = cpu_us_per_event(ticks, after, accepted)
         out = figures(accepted, seconds, cpu, counted)
         return out | {"p99_ms": result["p99_ms"], "non_2xx": result["non_2xx"]}
     finally:
-        stop(process)
         psql(server, "DROP DATABASE IF EXISTS bench_smallcalls WITH (FORCE)")
 
 
