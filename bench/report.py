@@ -266,6 +266,7 @@ def capacity(limits: dict[str, Any]) -> list[str]:
             f"{_us(f.get('postgres_cpu_us_per_request'))} | "
             f"{_us(f.get('postgres_backends_cpu_us_per_request'))} |"
         )
+    lines += database_calls(endpoints, shown)
     answers = non_2xx_answers(endpoints)
     if answers:
         lines += [
@@ -290,6 +291,36 @@ def capacity(limits: dict[str, Any]) -> list[str]:
     if entry.get("postgres_root_pid") is None:
         lines += ["", "PostgreSQL's processes were not visible from the bench: no CPU figures."]
     return [*lines, "", *plain.section(entry)]
+
+
+def database_calls(endpoints: dict[str, dict[str, Any]], shown: list[str]) -> list[str]:
+    """How each service window's requests reached the database (its /metrics around the
+    window, bench/waits.py calls_shape): fewer requests per call costs more CPU per request on
+    both sides, which tells a window where the calls were small from one where the machine was
+    slow."""
+    rows = [
+        (name, endpoints[name]["calls"]) for name in shown if endpoints.get(name, {}).get("calls")
+    ]
+    if not rows:
+        return []
+
+    def cell(value: float | None, form: str) -> str:
+        return "—" if value is None else format(value, form)
+
+    return [
+        "",
+        "How the service's windows reached the database (its /metrics before and after each "
+        "window; every statement's calls, and the coalescers' queues):",
+        "",
+        "| endpoint | database calls/s | requests per call | mean call ms | mean queue wait ms |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {name} | {cell(shape['calls_per_s'], ',.0f')} | "
+            f"{cell(shape['requests_per_call'], '.1f')} | {cell(shape['call_ms'], '.2f')} | "
+            f"{cell(shape['queue_wait_ms'], '.2f')} |"
+            for name, shape in rows
+        ),
+    ]
 
 
 def _tally(figures: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from bench import caps, cpu, dataset, jmeter, limits, plain, report
+from bench import caps, cpu, dataset, jmeter, limits, plain, report, waits
 from bench.dataset import Shape, check_consistency, users_for, users_holding
 from bench.floor import INTERFACES
 from bench.loadgen import Run, run_locust
@@ -357,7 +357,14 @@ class Bench:
         samples = [{"run": "warm-up", **warmup}]
         settled = self.settle(f"capacity {name}")
         script = self.wrk_script(kind, user_ids, tally=False)
+        # The service's own /metrics around the window (outside its CPU samples): how its
+        # requests reached the database. The floors and the plain implementation have none.
+        base = self.service.base_url if self.service is not None else None
+        scraped = waits.scrape(base) if base is not None and url.startswith(base) else None
         entry = self.wrk_window(name, url, script, p.wrk_seconds, out, cpu_roots)
+        if scraped is not None and base is not None and entry.get("requests"):
+            counted = waits.between(scraped, waits.scrape(base))
+            entry["calls"] = waits.calls_shape(counted, entry["requests"], p.wrk_seconds)
         entry["settle"] = {k: v for k, v in settled.items() if k != "before"}
         if entry.get("non_2xx"):
             after = limits.run_wrk(url, f"{name}-after", tally, p.wrk_warmup, out)

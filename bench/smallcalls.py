@@ -35,8 +35,6 @@ from bench.target import (
 )
 
 PRODUCTS = 100
-CALLS = "db_call_seconds{statement=invest-batch}"
-QUEUE = "db_queue_wait_seconds{queue=invest}"
 
 
 def variant(text: str) -> dict[str, str]:
@@ -52,19 +50,10 @@ def figures(
     accepted: int, seconds: float, cpu: Mapping[str, float], counted: waits.Scrape
 ) -> dict[str, Any]:
     """One window's figures: throughput, CPU µs per accepted invest, and the calls' shape."""
-    calls = counted.get(CALLS, {"count": 0.0, "sum": 0.0})
-    queued = counted.get(QUEUE, {"count": 0.0, "sum": 0.0})
-    n_calls = float(calls["count"])  # type: ignore[arg-type]
-    n_queued = float(queued["count"])  # type: ignore[arg-type]
     return {
         "accepted_per_s": round(accepted / seconds, 1),
         "cpu_us": {"workers": cpu["workers"], "pg_workers": cpu["pg_workers"]},
-        "calls_per_s": round(n_calls / seconds, 1),
-        "requests_per_call": round(accepted / n_calls, 2) if n_calls else None,
-        "call_ms": round(float(calls["sum"]) / n_calls * 1000, 3) if n_calls else None,  # type: ignore[arg-type]
-        "queue_wait_ms": (
-            round(float(queued["sum"]) / n_queued * 1000, 3) if n_queued else None  # type: ignore[arg-type]
-        ),
+        **waits.calls_shape(counted, accepted, seconds),
     }
 
 

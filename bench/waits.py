@@ -86,6 +86,30 @@ def between(before: Scrape, after: Scrape) -> Scrape:
     return counted
 
 
+def _total(counted: Scrape, name: str) -> tuple[float, float]:
+    """The count and the sum of every label set of histogram `name` together."""
+    count = total = 0.0
+    for key, entry in counted.items():
+        if key.split("{", 1)[0] == name:
+            count += float(entry["count"])  # type: ignore[arg-type]
+            total += float(entry["sum"])  # type: ignore[arg-type]
+    return count, total
+
+
+def calls_shape(counted: Scrape, requests: float, seconds: float) -> dict[str, float | None]:
+    """How a window's requests reached the database, from what the histograms counted in it:
+    its database calls (every statement's) per second, requests per call, the mean call and the
+    mean wait in the coalescers' queues (None where nothing was counted)."""
+    calls, call_seconds = _total(counted, "db_call_seconds")
+    waited, wait_seconds = _total(counted, "db_queue_wait_seconds")
+    return {
+        "calls_per_s": round(calls / seconds, 1) if seconds else None,
+        "requests_per_call": round(requests / calls, 2) if calls else None,
+        "call_ms": round(call_seconds / calls * 1000, 3) if calls else None,
+        "queue_wait_ms": round(wait_seconds / waited * 1000, 3) if waited else None,
+    }
+
+
 def lines(counted: Scrape) -> list[str]:
     def ms(seconds: float) -> str:
         return "> 10 s" if math.isinf(seconds) else f"{seconds * 1000:g} ms"

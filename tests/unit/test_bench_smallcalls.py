@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from bench.smallcalls import CALLS, QUEUE, figures, variant
+from bench.smallcalls import figures, variant
 
 
 def test_a_variant_is_key_value_pairs() -> None:
@@ -23,9 +23,11 @@ def test_a_variant_is_key_value_pairs() -> None:
 
 
 def test_figures_per_call_and_per_request() -> None:
+    calls = {"count": 500.0, "sum": 1.5, "buckets": {}}  # 500 calls, 3 ms each
+    queued = {"count": 1_000.0, "sum": 2.0, "buckets": {}}  # 2 ms per request
     counted = {
-        CALLS: {"count": 500.0, "sum": 1.5, "buckets": {}},  # 500 calls, 3 ms each
-        QUEUE: {"count": 1_000.0, "sum": 2.0, "buckets": {}},  # 2 ms per request
+        "db_call_seconds{statement=invest-batch}": calls,
+        "db_queue_wait_seconds{queue=invest}": queued,
     }
     cpu = {"workers": 600.0, "pg_workers": 610.0, "relay": 0.0}
     got = figures(1_000, 10.0, cpu, counted)

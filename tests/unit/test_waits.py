@@ -37,3 +37,25 @@ def test_what_was_counted_between_two_scrapes_and_its_bucket_quantiles() -> None
     assert not any(key.startswith("db_queue_wait_seconds{queue=page}") for key in counted)
     printed = waits.lines(counted)
     assert any("queue=invest" in line and "0.5 ms / 250 ms / 250 ms" in line for line in printed)
+
+
+def test_calls_shape_takes_every_statement_and_queue_together() -> None:
+    counted: waits.Scrape = {
+        "db_call_seconds{statement=invest-batch}": {"count": 30.0, "sum": 0.06, "buckets": {}},
+        "db_call_seconds{statement=invest-wait}": {"count": 10.0, "sum": 0.1, "buckets": {}},
+        "db_queue_wait_seconds{queue=invest}": {"count": 400.0, "sum": 0.4, "buckets": {}},
+        "http_request_duration_seconds{route=/x}": {"count": 400.0, "sum": 9.0, "buckets": {}},
+    }
+    assert waits.calls_shape(counted, 400, 2.0) == {
+        "calls_per_s": 20.0,
+        "requests_per_call": 10.0,
+        "call_ms": 4.0,  # (60 + 100 ms) / 40 calls
+        "queue_wait_ms": 1.0,
+    }
+
+
+def test_calls_shape_of_a_window_without_database_calls_is_none() -> None:
+    shape = waits.calls_shape({}, 1_000, 10.0)
+    assert shape == {
+        "calls_per_s": 0.0, "requests_per_call": None, "call_ms": None, "queue_wait_ms": None,
+    }  # fmt: skip
