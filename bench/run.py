@@ -360,11 +360,15 @@ class Bench:
         # The service's own /metrics around the window (outside its CPU samples): how its
         # requests reached the database. The floors and the plain implementation have none.
         base = self.service.base_url if self.service is not None else None
-        scraped = waits.scrape(base) if base is not None and url.startswith(base) else None
+        if base is None or not url.startswith(base):
+            base = None
+        scraped = waits.scrape_or_none(base) if base is not None else None
         entry = self.wrk_window(name, url, script, p.wrk_seconds, out, cpu_roots)
-        if scraped is not None and base is not None and entry.get("requests"):
-            counted = waits.between(scraped, waits.scrape(base))
-            entry["calls"] = waits.calls_shape(counted, entry["requests"], p.wrk_seconds)
+        if base is not None and scraped is not None and entry.get("requests"):
+            now = waits.scrape_or_none(base)
+            if now is not None:
+                counted = waits.between(scraped, now)
+                entry["calls"] = waits.calls_shape(counted, entry["requests"], p.wrk_seconds)
         entry["settle"] = {k: v for k, v in settled.items() if k != "before"}
         if entry.get("non_2xx"):
             after = limits.run_wrk(url, f"{name}-after", tally, p.wrk_warmup, out)

@@ -60,6 +60,15 @@ def scrape(base_url: str) -> Scrape:
         return parse(response.read().decode())
 
 
+def scrape_or_none(base_url: str) -> Scrape | None:
+    """scrape(), or None when the instance serves no /metrics (METRICS_ENABLED=false) or did
+    not answer: the figures it feeds are then left out, the load goes on."""
+    try:
+        return scrape(base_url)
+    except (OSError, ValueError):  # urllib's HTTPError and URLError are OSErrors
+        return None
+
+
 def quantile(buckets: dict[str, float], fraction: float) -> float:
     """The upper bound (le) of the bucket holding the `fraction` quantile of cumulative counts."""
     bounds = sorted(buckets.items(), key=lambda item: float(item[0]))

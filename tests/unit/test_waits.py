@@ -4,6 +4,7 @@ and the bucket quantiles it prints."""
 from __future__ import annotations
 
 import math
+import socket
 
 from bench import waits
 from service.metrics import Metrics
@@ -59,3 +60,10 @@ def test_calls_shape_of_a_window_without_database_calls_is_none() -> None:
     assert shape == {
         "calls_per_s": 0.0, "requests_per_call": None, "call_ms": None, "queue_wait_ms": None,
     }  # fmt: skip
+
+
+def test_an_instance_without_metrics_is_scraped_as_none() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert waits.scrape_or_none(f"http://127.0.0.1:{port}") is None
