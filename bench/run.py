@@ -359,16 +359,14 @@ class Bench:
         script = self.wrk_script(kind, user_ids, tally=False)
         # The service's own /metrics around the window (outside its CPU samples): how its
         # requests reached the database. The floors and the plain implementation have none.
-        base = self.service.base_url if self.service is not None else None
-        if base is None or not url.startswith(base):
-            base = None
-        scraped = waits.scrape_or_none(base) if base is not None else None
+        served = self.service.base_url if self.service is not None else ""
+        base = served if served and url.startswith(served) else None
+        before = waits.scrape_or_none(base) if base else None
         entry = self.wrk_window(name, url, script, p.wrk_seconds, out, cpu_roots)
-        if base is not None and scraped is not None and entry.get("requests"):
-            now = waits.scrape_or_none(base)
-            if now is not None:
-                counted = waits.between(scraped, now)
-                entry["calls"] = waits.calls_shape(counted, entry["requests"], p.wrk_seconds)
+        after = waits.scrape_or_none(base) if base and before is not None else None
+        if before is not None and after is not None and entry.get("requests"):
+            counted = waits.between(before, after)
+            entry["calls"] = waits.calls_shape(counted, entry["requests"], p.wrk_seconds)
         entry["settle"] = {k: v for k, v in settled.items() if k != "before"}
         if entry.get("non_2xx"):
             after = limits.run_wrk(url, f"{name}-after", tally, p.wrk_warmup, out)
