@@ -1,4 +1,5 @@
-"""The database gateway: a psqlpy pool per worker, a bounded acquire, named prepared statements."""
+"""The database gateway: a psqlpy pool per worker, a bounded acquire, named prepared statements,
+and the connections of answered calls kept for the next call."""
 
 from __future__ import annotations
 
@@ -95,6 +96,21 @@ class Queries(Protocol):
     def close(self) -> None: ...
 
 
+# How long after its last answer a kept connection may serve the next call (Database): under
+# load a worker's calls follow each other within milliseconds.
+KEEP_SECONDS = 0.05
+
+
+class PoolStatus(NamedTuple):
+    """A pool's sizes: its bound, the connections open, those free for a call, the callers
+    waiting for one."""
+
+    max_size: int
+    size: int
+    available: int
+    waiting: int
+
+
 class Timings(Protocol):
     """Where a pool's calls are timed (service/metrics.py CallTimes)."""
 
@@ -111,6 +127,20 @@ class Database:
 
     def __init__(self, settings: Settings, pool_size: int, url: str | None = None) -> None:
         self.pool = open_pool(settings, pool_size, url)
+        # The connections of answered calls, kept checked out for the next call, with when
+        # they answered, most recent last. Taking one from psqlpy's pool is a round trip through
+        # its Tokio threads (a wake-up each way) before the statement's own: 55-80 µs of a
+        # worker's CPU per call (docs/performance.md "Kept connections"). Still bounded by the
+        # pool: a call takes a kept one first and the pool's only when none is left. A kept
+        # connection serves only within KEEP_SECONDS of its last answer: psqlpy cannot tell
+        # whether the server has closed one (its is_closed() says whether close() was called),
+        # while its pool checks the socket before it hands one out, so a call after a restart,
+        # a failover or an idle timeout gets a live connection (and a writing call that finds
+        # the database gone is answered "nothing was done", not "outcome unknown"). One that
+        # failed or timed out goes back to the pool; so does every one while calls wait for
+        # the pool (it is exhausted): they get what answered calls give back.
+        self._kept: list[tuple[Connection, float]] = []
+        self._acquiring = 0  # calls waiting for psqlpy's pool: they get what calls give back
         self._queries = queries()
         self._acquire_timeout = settings.db_acquire_timeout
         self._prepared = settings.db_prepared_statements
@@ -124,17 +154,23 @@ class Database:
         """The statement's rows. With `writes`, a failure after sending raises OutcomeUnknown."""
         # asyncio.timeout, not wait_for: no extra Task per call (a profiled hot spot).
         started = perf_counter()
-        try:
-            async with asyncio.timeout(self._acquire_timeout):
-                conn = await self.pool.connection()
-        except TimeoutError:
-            raise DatabaseUnavailable(
-                f"no database connection within {self._acquire_timeout:g}s"
-            ) from None
-        except PsqlpyError as error:
-            log.warning("database connection failed: %s", error)
-            raise DatabaseUnavailable("database connection failed") from error
+        conn = self._kept_connection()
+        if conn is None:
+            self._acquiring += 1
+            try:
+                async with asyncio.timeout(self._acquire_timeout):
+                    conn = await self.pool.connection()
+            except TimeoutError:
+                raise DatabaseUnavailable(
+                    f"no database connection within {self._acquire_timeout:g}s"
+                ) from None
+            except PsqlpyError as error:
+                log.warning("database connection failed: %s", error)
+                raise DatabaseUnavailable("database connection failed") from error
+            finally:
+                self._acquiring -= 1
         acquired = perf_counter()
+        answered = False
         timings = self.timings
         if timings is not None:
             timings.acquired(acquired - started)
@@ -145,6 +181,7 @@ class Database:
                     result = await conn.execute(query, params, prepared=True)
                 else:
                     result = await self._unprepared(conn, query, params)
+            answered = True
         except TimeoutError:
             if writes:
                 raise OutcomeUnknown(f"database did not answer {name}") from None
@@ -162,10 +199,24 @@ class Database:
                 raise DatabaseUnavailable(f"statement {name} failed") from error
             raise StatementRefused(f"statement {name} was refused") from error
         finally:
-            conn.close()
+            done = perf_counter()
+            if answered and not self._acquiring:
+                self._kept.append((conn, done))
+            else:  # to the pool: a waiting call's, or checked before it is handed out again
+                conn.close()
             if timings is not None:
-                timings.called(name, perf_counter() - acquired)
+                timings.called(name, done - acquired)
         return result.result(as_tuple=True)
+
+    def _kept_connection(self) -> Connection | None:
+        """The most recently answered kept connection if it answered within KEEP_SECONDS, else
+        None; the older ones go back to the pool."""
+        kept = self._kept
+        if kept and perf_counter() - kept[-1][1] <= KEEP_SECONDS:
+            return kept.pop()[0]
+        while kept:
+            kept.pop()[0].close()
+        return None
 
     @staticmethod
     async def _unprepared(conn: Connection, query: str, params: list[Any] | None) -> QueryResult:
@@ -176,7 +227,16 @@ class Database:
         async with conn.transaction() as transaction:
             return await transaction.execute(query, params, prepared=False)
 
+    def status(self) -> PoolStatus:
+        """The pool's sizes for the metrics' gauges, a kept connection counted as available."""
+        status = self.pool.status()
+        return PoolStatus(
+            status.max_size, status.size, status.available + len(self._kept), status.waiting
+        )
+
     def close(self) -> None:
+        while self._kept:
+            self._kept.pop()[0].close()
         self.pool.close()
 
 
@@ -196,7 +256,7 @@ def open_databases(settings: Settings) -> Databases:
     reads = (
         Database(settings, 2, settings.read_database_url) if settings.read_database_url else main
     )
-    return Databases(main, reads, Database(settings, 2), main.pool.status)
+    return Databases(main, reads, Database(settings, 2), main.status)
 
 
 # Lock-table entries one invest_many() call takes besides its keys: every relation it locks is one
