@@ -71,7 +71,7 @@ def test_more_calls_than_connections_are_all_answered_in_time(database_url: str)
             *(database.rows("ready") for _ in range(12)),
         )
         assert answers == [[(1,)]] * 16
-        assert asyncio.get_running_loop().time() - started < 2  # DB_ACQUIRE_TIMEOUT is 5 s
+        assert asyncio.get_running_loop().time() - started < 2  # none waited out DB_ACQUIRE_TIMEOUT
         assert 1 <= len(database._kept) <= 4
         assert database.pool.status().available == 4 - len(database._kept)
 
