@@ -154,7 +154,7 @@ class Database:
         """The statement's rows. With `writes`, a failure after sending raises OutcomeUnknown."""
         # asyncio.timeout, not wait_for: no extra Task per call (a profiled hot spot).
         started = perf_counter()
-        conn = self._kept_connection()
+        conn = self._kept_connection(started)
         if conn is None:
             self._acquiring += 1
             try:
@@ -208,15 +208,19 @@ class Database:
                 timings.called(name, done - acquired)
         return result.result(as_tuple=True)
 
-    def _kept_connection(self) -> Connection | None:
-        """The most recently answered kept connection if it answered within KEEP_SECONDS, else
-        None; the older ones go back to the pool."""
+    def _kept_connection(self, now: float) -> Connection | None:
+        """The most recently answered kept connection if it answered within KEEP_SECONDS of
+        `now` (perf_counter), else None; the older ones go back to the pool."""
         kept = self._kept
-        if kept and perf_counter() - kept[-1][1] <= KEEP_SECONDS:
+        if kept and now - kept[-1][1] <= KEEP_SECONDS:
             return kept.pop()[0]
-        while kept:
-            kept.pop()[0].close()
+        self._return_kept()
         return None
+
+    def _return_kept(self) -> None:
+        """Every kept connection back to the pool."""
+        while self._kept:
+            self._kept.pop()[0].close()
 
     @staticmethod
     async def _unprepared(conn: Connection, query: str, params: list[Any] | None) -> QueryResult:
@@ -235,8 +239,7 @@ class Database:
         )
 
     def close(self) -> None:
-        while self._kept:
-            self._kept.pop()[0].close()
+        self._return_kept()
         self.pool.close()
 
 

@@ -21,7 +21,7 @@ BACKEND = "SELECT pg_backend_pid()"
 async def backend_of(database: Database) -> int:
     """The server process behind the connection the next call would take (kept or pooled),
     which is kept again afterwards."""
-    conn = database._kept_connection() or await database.pool.connection()
+    conn = database._kept_connection(time.perf_counter()) or await database.pool.connection()
     try:
         [(pid,)] = (await conn.execute(BACKEND)).result(as_tuple=True)
         return int(pid)
