@@ -4,9 +4,9 @@ and the bucket quantiles it prints."""
 from __future__ import annotations
 
 import math
-import socket
 
 from bench import waits
+from harness.sockets import free_port
 from service.metrics import Metrics
 
 
@@ -63,7 +63,4 @@ def test_calls_shape_of_a_window_without_database_calls_is_none() -> None:
 
 
 def test_an_instance_without_metrics_is_scraped_as_none() -> None:
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    assert waits.scrape_or_none(f"http://127.0.0.1:{port}") is None
+    assert waits.scrape_or_none(f"http://127.0.0.1:{free_port()}") is None  # nothing listens
