@@ -412,7 +412,8 @@ class PageBatcher:
         self._db = db
         self._coalescer: Coalescer[PageRequest, Page] = _coalescer(
             self._call, settings, settings.read_batch_max, settings.read_calls_in_flight,
-            waits=waits,
+            waits=waits, spacing=settings.read_call_spacing_seconds,
+            spacing_full=settings.read_call_spacing_full,
         )  # fmt: skip
 
     async def page(self, user_id: int, limit: int, cursor: tuple[int, int] | None) -> Page:

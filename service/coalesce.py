@@ -1,8 +1,12 @@
 """Request coalescing: while a worker's database call is in flight, requests wait and go together
 in the next call (group commit), so one database round trip serves many requests.
 
-No timer delays a call: a request that finds fewer than `calls_in_flight` calls running starts one
-at once, so an idle service adds no latency. Waiting is bounded twice: at most `max_waiting`
+No timer delays a call on an idle service: a request that finds fewer than `calls_in_flight` calls
+running starts one at once. Under load a coalescer may space its calls (`spacing`): a call that
+would start within `spacing` seconds of the previous call's start, with fewer than `spacing_full`
+requests waiting, waits for that moment (or for `spacing_full` to wait), so that a steady trickle
+of requests goes in fewer, larger calls instead of a call per few requests; a request that finds
+no call started within `spacing` still goes at once. Waiting is bounded twice: at most `max_waiting`
 requests wait (more are refused at once), and a request not sent within `max_wait` seconds is
 answered 503 (nothing was done for it). Whatever happens to a call or its task, every request is
 answered: the call's own error, else the `lost` error (the call's outcome is not known).
@@ -67,6 +71,8 @@ class Coalescer(Generic[T, R]):
         max_cost: int = 0,
         waits: Observer | None = None,
         paused: Callable[[], bool] | None = None,
+        spacing: float = 0.0,
+        spacing_full: int = 0,
     ) -> None:
         self._call = call
         self._max_batch = max_batch
@@ -79,6 +85,10 @@ class Coalescer(Generic[T, R]):
         self.max_cost = max_cost
         self._waits = waits
         self._paused = paused
+        self._spacing = spacing
+        self._spacing_full = spacing_full
+        self._last_start = float("-inf")  # loop time of the last call's start, when spaced
+        self._spaced: list[asyncio.Future[None]] = []  # calls waiting for their spacing
         self._waiting: deque[tuple[T, asyncio.Future[R], float]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         # Counted here, not by len(_tasks): a task that has just finished leaves the set only
@@ -113,6 +123,8 @@ class Coalescer(Generic[T, R]):
         if deadline is None:
             deadline = loop.time() + self._max_wait
         self._waiting.append((item, result, deadline))
+        if self._spaced and len(self._waiting) >= self._spacing_full:
+            _resolve_all(self._spaced)
         if not self._start() and self._expiry is None:
             self._arm()
         return result
@@ -160,6 +172,10 @@ class Coalescer(Generic[T, R]):
         finished = False
         try:
             while self._waiting and not (self._paused and self._paused()):
+                if self._spacing:
+                    if len(self._waiting) < self._spacing_full and await self._spaced_wait():
+                        continue  # waited: the queue may have changed (deadlines, a pause)
+                    self._last_start = self._loop.time()
                 batch = self._next_batch()
                 if self._on_batch is not None:
                     self._on_batch(len(batch))
@@ -180,6 +196,24 @@ class Coalescer(Generic[T, R]):
                 self._fail_waiting(DatabaseUnavailable("the database call was interrupted"))
             elif self._waiting and self._expiry is None:
                 self._arm()
+
+    async def _spaced_wait(self) -> bool:
+        """Wait until `spacing` after the last call's start, or until `spacing_full` requests
+        wait; whether it waited."""
+        delay = self._last_start + self._spacing - self._loop.time()
+        if delay <= 0:
+            return False
+        if self._expiry is None:  # their deadlines run while they wait
+            self._arm()
+        wake: asyncio.Future[None] = self._loop.create_future()  # this call's own: a cancelled
+        self._spaced.append(wake)  # task cancels what it awaits
+        timer = self._loop.call_later(delay, _resolve_all, [wake])
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._spaced.remove(wake)
+        return True
 
     def _next_batch(self) -> list[tuple[T, asyncio.Future[R], float]]:
         count = min(self._max_batch, len(self._waiting))
@@ -254,6 +288,12 @@ class Coalescer(Generic[T, R]):
         """Wait until every call in flight and every waiting request is answered (shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _resolve_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 def _fail(batch: list[tuple[Any, asyncio.Future[Any], float]], error: BaseException) -> None:

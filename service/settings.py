@@ -87,6 +87,10 @@ class Settings:
     cancel_calls_in_flight: int = 2
     read_batch_max: int = 200
     read_calls_in_flight: int = 2
+    # Under load a worker starts a page call at most this long after its previous one while
+    # fewer than READ_CALL_SPACING_FULL pages wait (service/coalesce.py); 0: at once, always.
+    read_call_spacing_seconds: float = 0.004
+    read_call_spacing_full: int = 32
     # Concurrent list loads (cache misses) per worker; 0: what the pool share leaves
     # (list_loads()). Distinct windows then wait for a turn, at most DB_ACQUIRE_TIMEOUT.
     list_loads_max: int = 0
@@ -328,6 +332,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "CANCEL_CALLS_IN_FLIGHT": lambda n, r: _integer(n, r, 1, 64),
     "READ_BATCH_MAX": lambda n, r: _integer(n, r, 1, 10_000),
     "READ_CALLS_IN_FLIGHT": lambda n, r: _integer(n, r, 1, 64),
+    "READ_CALL_SPACING_SECONDS": lambda n, r: _seconds(n, r, 0.0, 0.1),
+    "READ_CALL_SPACING_FULL": lambda n, r: _integer(n, r, 1, 10_000),
     "LIST_LOADS_MAX": lambda n, r: _integer(n, r, 0, 10_000),
     "SERVER_BACKPRESSURE": lambda n, r: _integer(n, r, 0, 1_000_000),
     "IDEMPOTENCY_RETENTION_HOURS": lambda n, r: _integer(n, r, 24, 24 * 366),

@@ -16,6 +16,7 @@ def test_defaults() -> None:
     assert settings.list_cache_seconds == 1.0
     assert settings.max_body_bytes == 16 * 1024
     assert settings.workers >= 1
+    assert (settings.read_call_spacing_seconds, settings.read_call_spacing_full) == (0.004, 32)
 
 
 def test_values_from_the_environment() -> None:
@@ -48,7 +49,9 @@ def test_settings_round_trip_through_the_environment() -> None:
      ("TIMEZONE", "Mars/Olympus"), ("LIST_CACHE_SECONDS", "soon"), ("LIST_CACHE_SECONDS", "-1"),
      ("DB_ACQUIRE_TIMEOUT", "0"), ("MAX_BODY_BYTES", "1"), ("DATABASE_URL", "mysql://x"),
      ("LOG_LEVEL", "LOUD"), ("HOST", " "), ("LIST_CACHE_SECONDS", "nan"),
-     ("MIGRATION_DATABASE_URL", "mysql://x"), ("ALLOW_UNSAFE_DURABILITY", "maybe")],
+     ("MIGRATION_DATABASE_URL", "mysql://x"), ("ALLOW_UNSAFE_DURABILITY", "maybe"),
+     ("READ_CALL_SPACING_SECONDS", "0.5"), ("READ_CALL_SPACING_SECONDS", "-0.001"),
+     ("READ_CALL_SPACING_FULL", "0")],
 )  # fmt: skip
 def test_invalid_setting_names_itself(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):

@@ -1,0 +1,159 @@
+"""Spaced calls (service/coalesce.py, READ_CALL_SPACING_SECONDS for the pages): an idle
+coalescer calls at once; under load a call waits for its spacing after the previous call's start
+unless enough requests wait; the wait keeps every request's deadline and answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from service.coalesce import Coalescer
+from service.db import DatabaseUnavailable
+
+SPACING = 0.05
+
+
+class Calls:
+    """A fake database call: records each batch and the loop time it started, answers each item
+    with itself doubled; `hold` keeps a call open until `release` is set."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.started: list[float] = []
+        self.hold = False
+        self.release = asyncio.Event()
+
+    async def __call__(self, items: list[int]) -> Sequence[int]:
+        self.batches.append(list(items))
+        self.started.append(asyncio.get_running_loop().time())
+        if self.hold:
+            await self.release.wait()
+        return [item * 2 for item in items]
+
+
+def spaced(
+    calls: Calls, *, full: int = 4, max_wait: float = 5.0, spacing: float = SPACING
+) -> Coalescer[int, int]:
+    return Coalescer(
+        calls, max_batch=100, max_waiting=100, max_wait=max_wait, calls_in_flight=2,
+        spacing=spacing, spacing_full=full,
+    )  # fmt: skip
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def test_an_idle_coalescer_calls_at_once() -> None:
+    async def scenario() -> None:
+        calls = Calls()
+        coalescer = spaced(calls)
+        loop = asyncio.get_running_loop()
+        submitted = loop.time()
+        assert await coalescer.run(21) == 42
+        assert calls.started[0] - submitted < SPACING / 2  # no spacing before the first call
+        await asyncio.sleep(SPACING * 1.5)  # idle for longer than the spacing: at once again
+        again = loop.time()
+        assert await coalescer.run(1) == 2
+        assert calls.started[1] - again < SPACING / 2
+
+    asyncio.run(scenario())
+
+
+def test_under_load_a_call_waits_for_its_spacing_and_takes_what_arrived_meanwhile() -> None:
+    async def scenario() -> None:
+        calls = Calls()
+        coalescer = spaced(calls)
+        assert await coalescer.run(1) == 2  # the first call, at once
+        # Right after it: a trickle of 3 requests (fewer than `full`) waits for the spacing and
+        # goes in one call.
+        answers = [coalescer.submit(n) for n in (2, 3)]
+        await settle()
+        assert len(calls.batches) == 1  # not yet: within the spacing of the first call's start
+        answers.append(coalescer.submit(4))
+        assert await asyncio.gather(*answers) == [4, 6, 8]
+        assert calls.batches == [[1], [2, 3, 4]]
+        assert calls.started[1] - calls.started[0] >= SPACING * 0.9
+
+    asyncio.run(scenario())
+
+
+def test_enough_waiting_requests_start_a_call_before_its_spacing() -> None:
+    async def scenario() -> None:
+        calls = Calls()
+        coalescer = spaced(calls, full=4)
+        assert await coalescer.run(1) == 2
+        answers = [coalescer.submit(n) for n in range(3)]
+        await settle()
+        assert len(calls.batches) == 1
+        answers.append(coalescer.submit(3))  # the fourth: `full`, so the call goes now
+        assert await asyncio.gather(*answers) == [0, 2, 4, 6]
+        assert calls.batches[1] == [0, 1, 2, 3]
+        assert calls.started[1] - calls.started[0] < SPACING / 2
+
+    asyncio.run(scenario())
+
+
+def test_without_spacing_the_next_call_starts_at_once() -> None:
+    async def scenario() -> None:
+        calls = Calls()
+        coalescer = spaced(calls, spacing=0.0)
+        assert await coalescer.run(1) == 2
+        assert await coalescer.run(2) == 4
+        assert calls.started[1] - calls.started[0] < SPACING / 2
+
+    asyncio.run(scenario())
+
+
+def test_a_request_whose_deadline_passes_during_the_spacing_is_answered_503() -> None:
+    async def scenario() -> None:
+        calls = Calls()
+        coalescer = spaced(calls, max_wait=SPACING / 5)
+        assert await coalescer.run(1) == 2
+        late = coalescer.submit(2)
+        with pytest.raises(DatabaseUnavailable, match="not sent"):
+            await late
+        assert calls.batches == [[1]]  # never sent: nothing was done for it
+        await asyncio.sleep(SPACING)
+        assert coalescer.idle
+        assert await coalescer.run(3) == 6  # and the coalescer still serves
+
+    asyncio.run(scenario())
+
+
+def test_a_call_cancelled_while_it_waits_for_its_spacing_answers_every_request() -> None:
+    async def scenario() -> None:
+        calls = Calls()
+        coalescer = spaced(calls)
+        assert await coalescer.run(1) == 2
+        waiting = [coalescer.submit(n) for n in (2, 3)]
+        await settle()
+        for task in list(coalescer._tasks):  # e.g. the worker stopping
+            task.cancel()
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(r, DatabaseUnavailable) for r in results)
+        assert calls.batches == [[1]]
+
+    asyncio.run(scenario())
+
+
+def test_two_calls_in_flight_keep_their_spacing_and_a_full_queue_still_overlaps() -> None:
+    async def scenario() -> None:
+        calls = Calls()
+        calls.hold = True
+        coalescer = spaced(calls, full=4)
+        first = coalescer.submit(1)  # at once; held open
+        await settle()
+        trickle = [coalescer.submit(n) for n in (2, 3)]
+        await settle()
+        assert calls.batches == [[1]]  # a second call beside it waits: within the spacing
+        trickle += [coalescer.submit(n) for n in (4, 5)]  # `full`: the second call goes now
+        await settle()
+        assert calls.batches == [[1], [2, 3, 4, 5]]
+        calls.release.set()
+        assert await asyncio.gather(first, *trickle) == [2, 4, 6, 8, 10]
+
+    asyncio.run(scenario())
