@@ -5,8 +5,9 @@ No timer delays a call on an idle service: a request that finds fewer than `call
 running starts one at once. Under load a coalescer may space its calls (`spacing`): a call that
 would start within `spacing` seconds of the previous call's start, with fewer than `spacing_full`
 requests waiting, waits for that moment (or for `spacing_full` to wait), so that a steady trickle
-of requests goes in fewer, larger calls instead of a call per few requests; a request that finds
-no call started within `spacing` still goes at once. Waiting is bounded twice: at most `max_waiting`
+of requests goes in fewer, larger calls instead of a call per few requests. Only while requests
+arrive fast enough for the wait to gather `spacing_arrivals` of them (their rate is measured
+between calls); a request that finds no call started within `spacing` still goes at once. Waiting is bounded twice: at most `max_waiting`
 requests wait (more are refused at once), and a request not sent within `max_wait` seconds is
 answered 503 (nothing was done for it). Whatever happens to a call or its task, every request is
 answered: the call's own error, else the `lost` error (the call's outcome is not known).
@@ -73,6 +74,7 @@ class Coalescer(Generic[T, R]):
         paused: Callable[[], bool] | None = None,
         spacing: float = 0.0,
         spacing_full: int = 0,
+        spacing_arrivals: float = 8.0,
     ) -> None:
         self._call = call
         self._max_batch = max_batch
@@ -88,6 +90,11 @@ class Coalescer(Generic[T, R]):
         self._spacing = spacing
         self._spacing_full = spacing_full
         self._last_start = float("-inf")  # loop time of the last call's start, when spaced
+        # Arrivals per second between call starts (a moving average), and the count behind it.
+        self._spacing_rate = spacing_arrivals / spacing if spacing else 0.0
+        self._rate = 0.0
+        self._arrived = 0
+        self._arrived_at_start = 0
         self._spaced: list[asyncio.Future[None]] = []  # calls waiting for their spacing
         self._waiting: deque[tuple[T, asyncio.Future[R], float]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,6 +130,7 @@ class Coalescer(Generic[T, R]):
         if deadline is None:
             deadline = loop.time() + self._max_wait
         self._waiting.append((item, result, deadline))
+        self._arrived += 1
         if self._spaced and len(self._waiting) >= self._spacing_full:
             _resolve_all(self._spaced)
         if not self._start() and self._expiry is None:
@@ -173,9 +181,13 @@ class Coalescer(Generic[T, R]):
         try:
             while self._waiting and not (self._paused and self._paused()):
                 if self._spacing:
-                    if len(self._waiting) < self._spacing_full and await self._spaced_wait():
+                    if (
+                        len(self._waiting) < self._spacing_full
+                        and self._rate >= self._spacing_rate
+                        and await self._spaced_wait()
+                    ):
                         continue  # waited: the queue may have changed (deadlines, a pause)
-                    self._last_start = self._loop.time()
+                    self._started_now()
                 batch = self._next_batch()
                 if self._on_batch is not None:
                     self._on_batch(len(batch))
@@ -196,6 +208,16 @@ class Coalescer(Generic[T, R]):
                 self._fail_waiting(DatabaseUnavailable("the database call was interrupted"))
             elif self._waiting and self._expiry is None:
                 self._arm()
+
+    def _started_now(self) -> None:
+        """A call starts: the arrival rate since the previous start joins the average."""
+        now = self._loop.time()
+        elapsed = now - self._last_start
+        if 0 < elapsed < float("inf"):
+            rate = (self._arrived - self._arrived_at_start) / elapsed
+            self._rate += (rate - self._rate) / 4
+        self._last_start = now
+        self._arrived_at_start = self._arrived
 
     async def _spaced_wait(self) -> bool:
         """Wait until `spacing` after the last call's start, or until `spacing_full` requests

@@ -34,11 +34,17 @@ class Calls:
 
 
 def spaced(
-    calls: Calls, *, full: int = 4, max_wait: float = 5.0, spacing: float = SPACING
+    calls: Calls,
+    *,
+    full: int = 4,
+    max_wait: float = 5.0,
+    spacing: float = SPACING,
+    arrivals: float = 0.0,
 ) -> Coalescer[int, int]:
+    """A coalescer spacing its calls; by default at any arrival rate (`arrivals` 0)."""
     return Coalescer(
         calls, max_batch=100, max_waiting=100, max_wait=max_wait, calls_in_flight=2,
-        spacing=spacing, spacing_full=full,
+        spacing=spacing, spacing_full=full, spacing_arrivals=arrivals,
     )  # fmt: skip
 
 
@@ -155,5 +161,24 @@ def test_two_calls_in_flight_keep_their_spacing_and_a_full_queue_still_overlaps(
         assert calls.batches == [[1], [2, 3, 4, 5]]
         calls.release.set()
         assert await asyncio.gather(first, *trickle) == [2, 4, 6, 8, 10]
+
+    asyncio.run(scenario())
+
+
+def test_requests_arriving_too_slowly_to_gather_are_not_spaced() -> None:
+    async def scenario() -> None:
+        calls = Calls()
+        # Spaced only while 3 or more arrive per spacing (60 a second): one at a time, each
+        # after the last one's answer and a pause, is slower than that.
+        coalescer = spaced(calls, full=100, arrivals=3)
+        for n in range(6):
+            assert await coalescer.run(n) == 2 * n
+            await asyncio.sleep(SPACING / 2)  # 40 a second at most
+        gaps = [b - a for a, b in zip(calls.started, calls.started[1:], strict=False)]
+        assert max(gaps) < SPACING * 0.9  # none waited for a spacing
+        # Bursts of 20 at once: fast enough, and the calls are spaced again.
+        for _ in range(3):
+            assert len(await asyncio.gather(*(coalescer.submit(n) for n in range(20)))) == 20
+        assert calls.started[-1] - calls.started[-2] >= SPACING * 0.9
 
     asyncio.run(scenario())
