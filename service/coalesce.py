@@ -7,10 +7,12 @@ would start within `spacing` seconds of the previous call's start, with fewer th
 requests waiting, waits for that moment (or for `spacing_full` to wait), so that a steady trickle
 of requests goes in fewer, larger calls instead of a call per few requests. Only while requests
 arrive fast enough for the wait to gather `spacing_arrivals` of them (their rate is measured
-between calls); a request that finds no call started within `spacing` still goes at once. Waiting is bounded twice: at most `max_waiting`
-requests wait (more are refused at once), and a request not sent within `max_wait` seconds is
-answered 503 (nothing was done for it). Whatever happens to a call or its task, every request is
-answered: the call's own error, else the `lost` error (the call's outcome is not known).
+between calls); a request that finds no call started within `spacing` still goes at once.
+
+Waiting is bounded twice: at most `max_waiting` requests wait (more are refused at once), and a
+request not sent within `max_wait` seconds is answered 503 (nothing was done for it). Whatever
+happens to a call or its task, every request is answered: the call's own error, else the `lost`
+error (the call's outcome is not known).
 
 One request's trouble stays its own: a call may answer a request with an exception of its own,
 and a call the database refused with an ERROR (rolled back, so nothing was done) is split in
