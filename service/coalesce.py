@@ -23,6 +23,7 @@ it and the others their normal answers, in their arrival order.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
@@ -58,7 +59,10 @@ class Coalescer(Generic[T, R]):
     `paused()`, when given and true, starts no call: requests wait (their deadlines still run)
     for whoever paused it to take them (`take_waiting`) or `resume()` it. Requests taken from
     one coalescer can go ahead of everything waiting in another (`push_front`), keeping their
-    futures and deadlines."""
+    futures and deadlines.
+
+    `spacing`, `spacing_full` and `spacing_arrivals` space the calls under load (the module's
+    docstring); `spacing` 0 (the default) starts every call at once."""
 
     def __init__(
         self,
@@ -91,7 +95,7 @@ class Coalescer(Generic[T, R]):
         self._paused = paused
         self._spacing = spacing
         self._spacing_full = spacing_full
-        self._last_start = float("-inf")  # loop time of the last call's start, when spaced
+        self._last_start = -math.inf  # loop time of the last call's start, when spaced
         # Arrivals per second between call starts (a moving average), and the count behind it.
         self._spacing_rate = spacing_arrivals / spacing if spacing else 0.0
         self._rate = 0.0
@@ -215,7 +219,7 @@ class Coalescer(Generic[T, R]):
         """A call starts: the arrival rate since the previous start joins the average."""
         now = self._loop.time()
         elapsed = now - self._last_start
-        if 0 < elapsed < float("inf"):
+        if 0 < elapsed < math.inf:
             rate = (self._arrived - self._arrived_at_start) / elapsed
             self._rate += (rate - self._rate) / 4
         self._last_start = now

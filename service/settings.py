@@ -390,6 +390,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f" and pages need: at most {max(1, room)} with {settings.pool_share()} connections"
             " per worker (DB_POOL_SIZE / WORKERS)"
         )
+    if settings.read_call_spacing_seconds >= settings.db_acquire_timeout:
+        raise SettingsError(
+            "READ_CALL_SPACING_SECONDS must be shorter than DB_ACQUIRE_TIMEOUT: a page waiting"
+            " for its call's spacing would be answered 503 before it is sent"
+        )
     if settings.nats_duplicate_window_seconds <= settings.nats_publish_timeout:
         raise SettingsError(
             "NATS_DUPLICATE_WINDOW_SECONDS must be longer than NATS_PUBLISH_TIMEOUT: a round"
