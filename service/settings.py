@@ -87,8 +87,8 @@ class Settings:
     cancel_calls_in_flight: int = 2
     read_batch_max: int = 200
     read_calls_in_flight: int = 2
-    # Under load a worker starts a page call at most this long after its previous one while
-    # fewer than READ_CALL_SPACING_FULL pages wait (service/coalesce.py); 0: at once, always.
+    # Under load a worker starts a page call no sooner than this after the previous one's start
+    # while fewer than READ_CALL_SPACING_FULL pages wait (service/coalesce.py); 0: at once, always.
     read_call_spacing_seconds: float = 0.004
     read_call_spacing_full: int = 32
     # Concurrent list loads (cache misses) per worker; 0: what the pool share leaves
