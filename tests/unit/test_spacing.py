@@ -73,6 +73,9 @@ def test_under_load_a_call_waits_for_its_spacing_and_takes_what_arrived_meanwhil
     async def scenario() -> None:
         calls = Calls()
         coalescer = spaced(calls)
+        # Read before the first call starts: the spacing counts from that start, and the fake's
+        # own reading of it may come later (a busy machine can pause the process in between).
+        before = asyncio.get_running_loop().time()
         assert await coalescer.run(1) == 2  # the first call, at once
         # Right after it: a trickle of 3 requests (fewer than `full`) waits for the spacing and
         # goes in one call.
@@ -82,7 +85,7 @@ def test_under_load_a_call_waits_for_its_spacing_and_takes_what_arrived_meanwhil
         answers.append(coalescer.submit(4))
         assert await asyncio.gather(*answers) == [4, 6, 8]
         assert calls.batches == [[1], [2, 3, 4]]
-        assert calls.started[1] - calls.started[0] >= SPACING * 0.9
+        assert calls.started[1] - before >= SPACING
 
     asyncio.run(scenario())
 
@@ -179,6 +182,8 @@ def test_requests_arriving_too_slowly_to_gather_are_not_spaced() -> None:
         # Bursts of 20 at once: fast enough, and the calls are spaced again.
         for _ in range(3):
             assert len(await asyncio.gather(*(coalescer.submit(n) for n in range(20)))) == 20
-        assert calls.started[-1] - calls.started[-2] >= SPACING * 0.9
+        # Unspaced, the calls of a burst start together; half the spacing leaves room for a
+        # busy machine's pause between a call's start and the fake's reading of it.
+        assert calls.started[-1] - calls.started[-2] >= SPACING / 2
 
     asyncio.run(scenario())
