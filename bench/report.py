@@ -218,6 +218,8 @@ def capacity(limits: dict[str, Any]) -> list[str]:
         + (
             f", each window after {warmup:g} s of the same load, not measured, and a CHECKPOINT "
             "with no autovacuum worker running"
+            if warmup
+            else ", no warm-up, each window after a CHECKPOINT with no autovacuum worker running"
             if warmup is not None
             else ""
         )

@@ -60,7 +60,9 @@ class Protocol:
     rush_max: float
     pgbench_seconds: float
     wrk_seconds: float
-    wrk_warmup: float = 3  # the same wrk load before each capacity window, not measured
+    # the same wrk load before each capacity window, not measured (0: none, the window tallies
+    # its non-2xx answers itself)
+    wrk_warmup: float = 3
     settle_timeout: float = 60  # the longest wait for autovacuum workers before a window
     page_items: tuple[int, ...] = dataset.PAGE_ITEMS  # my investments' page sizes measured
     # locust's processes (0: one per core, a master and its workers); the quick smoke's 100
@@ -95,7 +97,7 @@ QUICK = Protocol(
     rush_max=20,
     pgbench_seconds=1,
     wrk_seconds=1,
-    wrk_warmup=1,
+    wrk_warmup=0,
     settle_timeout=5,
     locust_processes=1,
     metrics_warmup=False,
@@ -349,14 +351,17 @@ class Bench:
         """A quiet capacity window: the same wrk load as a warm-up (not measured), PostgreSQL
         settled, then the measured window with the CPU per request. The measured window's wrk
         has no response() hook (it costs wrk CPU per request); the non-2xx answers' statuses and
-        codes are tallied in the warm-up and, when the window had any, in a run right after."""
+        codes are tallied in the warm-up and, when the window had any, in a run right after.
+        Without a warm-up (the quick smoke, which measures nothing) the window tallies them."""
         p = self.protocol
         out = self.work / "wrk-capacity"
         tally = self.wrk_script(kind, user_ids)
-        warmup = limits.run_wrk(url, f"{name}-warmup", tally, p.wrk_warmup, out)
-        samples = [{"run": "warm-up", **warmup}]
+        samples = []
+        if p.wrk_warmup:
+            warmup = limits.run_wrk(url, f"{name}-warmup", tally, p.wrk_warmup, out)
+            samples.append({"run": "warm-up", **warmup})
         settled = self.settle(f"capacity {name}")
-        script = self.wrk_script(kind, user_ids, tally=False)
+        script = self.wrk_script(kind, user_ids, tally=not p.wrk_warmup)
         # The service's own /metrics around the window (outside its CPU samples): how its
         # requests reached the database. The floors and the plain implementation have none.
         served = self.service.base_url if self.service is not None else ""
@@ -368,9 +373,11 @@ class Bench:
             counted = waits.between(before, after)
             entry["calls"] = waits.calls_shape(counted, entry["requests"], p.wrk_seconds)
         entry["settle"] = {k: v for k, v in settled.items() if k != "before"}
-        if entry.get("non_2xx"):
+        if entry.get("non_2xx") and p.wrk_warmup:
             after = limits.run_wrk(url, f"{name}-after", tally, p.wrk_warmup, out)
             samples.append({"run": "after", **after})
+        elif entry.get("non_2xx"):
+            samples.append({"run": "window", **entry})
         keep = ("run", "seconds", "requests", "non_2xx", "non_2xx_by_status", "non_2xx_by_code")
         entry["non_2xx_samples"] = [{k: s[k] for k in keep if k in s} for s in samples]
         print(f"    {name}: {entry.get('rps') or 0:,.0f} req/s", flush=True)
