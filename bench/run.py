@@ -373,11 +373,12 @@ class Bench:
             counted = waits.between(before, after)
             entry["calls"] = waits.calls_shape(counted, entry["requests"], p.wrk_seconds)
         entry["settle"] = {k: v for k, v in settled.items() if k != "before"}
-        if entry.get("non_2xx") and p.wrk_warmup:
-            after = limits.run_wrk(url, f"{name}-after", tally, p.wrk_warmup, out)
-            samples.append({"run": "after", **after})
-        elif entry.get("non_2xx"):
-            samples.append({"run": "window", **entry})
+        if entry.get("non_2xx"):  # tallied by a run right after, or by the window itself
+            if p.wrk_warmup:
+                after = limits.run_wrk(url, f"{name}-after", tally, p.wrk_warmup, out)
+                samples.append({"run": "after", **after})
+            else:
+                samples.append({"run": "window", **entry})
         keep = ("run", "seconds", "requests", "non_2xx", "non_2xx_by_status", "non_2xx_by_code")
         entry["non_2xx_samples"] = [{k: s[k] for k in keep if k in s} for s in samples]
         print(f"    {name}: {entry.get('rps') or 0:,.0f} req/s", flush=True)
