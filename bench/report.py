@@ -130,20 +130,28 @@ FLOOR_TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
 )
 
 
+# Each req/s ratio's key and the endpoint it is taken against (with_ratios, capacity_targets).
+RATIO_BASES = {"rps_vs_healthz": "healthz", **{f"rps_vs_{f.replace('-', '_')}": f for f in FLOORS}}
+
+
+def _rps_ratio(endpoints: dict[str, dict[str, Any]], name: str, key: str) -> float | None:
+    """`name`'s req/s over its base's (RATIO_BASES[key]), unrounded; None when either is missing."""
+    rps, base = endpoints.get(name, {}).get("rps"), endpoints.get(RATIO_BASES[key], {}).get("rps")
+    return rps / base if rps and base else None
+
+
 def with_ratios(endpoints: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each endpoint's figures with its req/s as a ratio to /healthz and to each floor of the
-    same run (`rps_vs_healthz`, `rps_vs_floor_asgi`, `rps_vs_floor_rsgi`): None when either
-    side has no figure; a floor missing from the run adds no key."""
-    bases = {"healthz": "rps_vs_healthz", **{f: f"rps_vs_{f.replace('-', '_')}" for f in FLOORS}}
+    same run (`rps_vs_healthz`, `rps_vs_floor_asgi`, `rps_vs_floor_rsgi`), to three decimals:
+    None when either side has no figure; a floor missing from the run adds no key."""
     out = {}
     for name, entry in endpoints.items():
         entry = dict(entry)
-        rps = entry.get("rps")
-        for base, key in bases.items():
+        for key, base in RATIO_BASES.items():
             if base not in endpoints and base != "healthz":
                 continue
-            floor = endpoints.get(base, {}).get("rps")
-            entry[key] = round(rps / floor, 3) if rps and floor else None
+            ratio = _rps_ratio(endpoints, name, key)
+            entry[key] = None if ratio is None else round(ratio, 3)
         out[name] = entry
     return out
 
@@ -163,19 +171,24 @@ def capacity_targets(
 ) -> list[dict[str, Any]]:
     """Each target of the capacity stage (issue 10's unless `targets` says otherwise) with the
     measured figure and whether it was met (None when the run has no figure for it: wrk missing,
-    the floor or CPU not measured)."""
+    the floor or CPU not measured). Judged on the unrounded figure, then shown rounded (p99 /
+    avg to two decimals, req/s ratios to three, as with_ratios gives them), as JMeter's goals."""
     rows = []
     for endpoint, figure, key, comparison, bound in targets:
         entry = endpoints.get(endpoint, {})
-        value: float | None
+        exact: float | None
         if key == "p99_over_avg":
             p99, avg = entry.get("p99_ms"), entry.get("avg_ms")
-            value = round(p99 / avg, 2) if p99 is not None and avg else None
+            exact = p99 / avg if p99 is not None and avg else None
+            value = None if exact is None else round(exact, 2)
+        elif key in RATIO_BASES and key in entry:
+            exact = _rps_ratio(endpoints, endpoint, key)
+            value = entry[key]
         elif key == "errors" and "errors" not in entry and "rps" in entry:
-            value = entry.get("non_2xx", 0) + entry.get("socket_errors", 0)
+            value = exact = entry.get("non_2xx", 0) + entry.get("socket_errors", 0)
         else:
-            value = entry.get(key)
-        met = None if value is None else value >= bound if comparison == ">=" else value <= bound
+            value = exact = entry.get(key)
+        met = None if exact is None else exact >= bound if comparison == ">=" else exact <= bound
         rows.append(
             {"endpoint": endpoint, "figure": figure, "target": f"{comparison} {bound:,g}",
              "measured": value, "met": met}

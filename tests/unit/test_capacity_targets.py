@@ -101,6 +101,17 @@ def test_issue_18_targets_are_not_met_past_their_bounds() -> None:
     }
 
 
+def test_a_figure_just_past_its_bound_is_not_met_though_it_shows_rounded_to_it() -> None:
+    # 19,996 / 100,000 is 0.19996 (0.2 to three decimals), 30.04 / 10 is 3.004 (3.0 to two):
+    # judged before rounding, neither is met.
+    endpoints = _run(invest={"rps": 19_996.0, "p99_ms": 30.04})
+    rows = {(r["endpoint"], r["figure"]): r
+            for r in report.capacity_targets(endpoints, report.FLOOR_TARGETS)}  # fmt: skip
+    ratio, tail = rows[("invest", "× raw-ASGI floor")], rows[("invest", "p99 / avg")]
+    assert (ratio["measured"], ratio["met"]) == (0.2, False)
+    assert (tail["measured"], tail["met"]) == (3.0, False)
+
+
 def test_the_capacity_table_shows_the_floors_ratios_and_non_2xx_answers() -> None:
     after = {"run": "after", "requests": 900, "non_2xx": 2, "non_2xx_by_status": {"503": 2},
              "non_2xx_by_code": {"SERVICE_UNAVAILABLE": 2}}  # fmt: skip
