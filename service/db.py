@@ -48,7 +48,8 @@ _LOCK_TIMEOUT = "canceling statement due to lock timeout"
 
 
 def connection_options(settings: Settings) -> str:
-    """Session settings every connection starts with: the display zone, a statement bound,
+    """Session settings every connection starts with: the display zone and ISO dates (a page's
+    dates are rendered by a cast to text, whose form DateStyle decides), a statement bound,
     commits that return only once their WAL is flushed (an acknowledged investment survives a
     crash, whatever the server's or the role's default; service/ops/durability.py checks the rest),
     and generic plans: the statements' plans do not depend on their parameters, and planning
@@ -58,7 +59,7 @@ def connection_options(settings: Settings) -> str:
     superuser or owner DATABASE_URL serves as (service/ops/roles.py `session_role`)."""
     statement_ms = max(1, int(settings.db_statement_timeout * 1000))
     options = (
-        f"-c TimeZone={settings.timezone} -c statement_timeout={statement_ms}"
+        f"-c TimeZone={settings.timezone} -c DateStyle=ISO,YMD -c statement_timeout={statement_ms}"
         " -c synchronous_commit=on -c plan_cache_mode=force_generic_plan"
     )
     if settings.db_session_role is not None:  # a privileged login serves as the service role

@@ -96,7 +96,8 @@ FROM cancel_investment($1, $2, NULL, $3);
 -- full, and `body`, the response body itself: the page's items (SPEC §3, `investment_id`
 -- last) as a JSON array, UTF-8 bytes (bytea reaches Python as bytes, as is: a text column cost
 -- the service a decode and an encode of every page). The date is rendered here, in the session's
--- (display) time zone. string_agg() takes the items in the order the inner query returns them
+-- (display) time zone, by a cast to text (the session's DateStyle is ISO: service/db.py
+-- `connection_options`), which costs less than to_char() (docs/performance.md). string_agg() takes the items in the order the inner query returns them
 -- (ORDER BY with LIMIT, nothing in between that reorders): an ORDER BY inside the aggregate would
 -- sort every page again.
 SELECT p.found, p.last_micros, p.last_id,
@@ -110,7 +111,7 @@ CROSS JOIN LATERAL (
                AS last_micros,
            max(u.investment_id) FILTER (WHERE u.n = r.page) AS last_id
     FROM (
-        SELECT m.item || ',"invest_date":"' || to_char(m.invest_date, 'YYYY-MM-DD HH24:MI:SS')
+        SELECT m.item || ',"invest_date":"' || date_trunc('second', m.invest_date::timestamp)::text
                || '","investment_id":' || m.investment_id::text || '}' AS item,
                m.invest_date, m.investment_id,
                row_number() OVER (ORDER BY m.invest_date, m.investment_id) AS n
