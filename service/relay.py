@@ -16,9 +16,8 @@ RELAY_POLL_SECONDS while it keeps up, at once while a backlog is left):
   2. when every numbered event is in JetStream, numbers the outbox rows it can see as one round
      (one row recording their `seq` values and the first event_id; all committed, so event_id
      order is commit order), and answers up to FETCH_BATCHES x RELAY_BATCH events after the
-     stream's last, in event_id order, in publish batches of RELAY_BATCH rendered as they are
-     published (`Batch`: the messages as NATS protocol frames, the last one's subject and body);
-  3. publishes them, a batch at a time, Nats-Msg-Id = event_id; every message but the first
+     stream's last, in event_id order, each rendered as it is published (subject, JSON body);
+  3. publishes them, RELAY_BATCH at a time, Nats-Msg-Id = event_id; every message but the first
      after connecting carries Nats-Expected-Last-Msg-Id = the event before it, so JetStream
      stores a message only right after its predecessor (a message lost in a broken connection
      cannot be overtaken by the next one) and drops one it already has (deduplication is
@@ -41,7 +40,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 import psqlpy
@@ -67,17 +66,13 @@ STATEMENT_TIMEOUT_MS = 60_000
 FETCH_BATCHES = 20
 
 
-class Batch(NamedTuple):
-    """A publish batch as `relay-round` answers it, rendered in SQL (docs/api.md "Events"): its
-    last event, published asking for JetStream's ack, and every event before it as one buffer
-    of NATS protocol frames (HPUB, Nats-Msg-Id and Nats-Expected-Last-Msg-Id: the event before
-    it); empty when the batch is that one event."""
+class Event(NamedTuple):
+    """An event as `relay-round` answers it, rendered in SQL (docs/api.md "Events")."""
 
-    event_id: int  # the last event's
-    subject: str  # the last event's
-    body: str  # the last event's JSON body
-    frames: bytes  # the events before it, chained
-    recorded_at: list[float]  # each event's outbox row, epoch seconds, in event_id order
+    event_id: int
+    subject: str
+    body: str  # the message's JSON body
+    recorded_at: float  # epoch seconds
 
 
 class StreamMismatch(Exception):
@@ -262,18 +257,13 @@ class Relay:
                     wait = began + self.settings.relay_poll_seconds - time.monotonic()
                     await asyncio.sleep(max(0.0, wait))
                 began = time.monotonic()
-                # Numbers only once the stream is known not to be ahead of this database. The
-                # first message after connecting goes alone, expecting no predecessor.
+                # Numbers only once the stream is known not to be ahead of this database.
                 fetch = FETCH_BATCHES * self.settings.relay_batch
-                batches = [
-                    Batch(*row)
-                    for row in await session.rows(
-                        "relay-round",
-                        [publisher.stored, fetch, not publisher.chained, self.settings.relay_batch],
-                    )
-                ]
+                rows = await session.rows("relay-round", [publisher.stored, fetch])
+                events = [Event(*row) for row in rows]
                 try:
-                    for batch in batches:
+                    for start in range(0, len(events), self.settings.relay_batch):
+                        batch = events[start : start + self.settings.relay_batch]
                         self.metrics.acknowledged(await publisher.publish(batch))
                 except PublishFailed as error:
                     log.warning("publishing failed (%s): reconnecting to NATS", error)
@@ -284,16 +274,37 @@ class Relay:
                     await backoff.sleep()
                     continue
                 backoff.reset()
-                caught_up = sum(len(batch.recorded_at) for batch in batches) < fetch
+                caught_up = len(events) < fetch
         finally:
             if publisher is not None:
                 await publisher.close()
 
 
-def chained_headers(event_id: int) -> dict[str, str]:
+def chained_headers(event: Event) -> dict[str, str]:
     """A chained message's headers: its Nats-Msg-Id and, as its expected predecessor, the event
-    before it (what `relay-round`'s frames carry; for a batch's last message, sent by nats-py)."""
-    return {"Nats-Msg-Id": str(event_id), "Nats-Expected-Last-Msg-Id": str(event_id - 1)}
+    before it (what `chained_frame` writes, for the round's last message, sent by nats-py)."""
+    return {
+        "Nats-Msg-Id": str(event.event_id),
+        "Nats-Expected-Last-Msg-Id": str(event.event_id - 1),
+    }
+
+
+def chained_frame(event: Event) -> bytes:
+    """The NATS protocol frame of a chained message (HPUB, no reply subject): its Nats-Msg-Id
+    and, as its expected predecessor, the event before it. A body is a few hundred bytes, far
+    below any server's max_payload."""
+    header = b"NATS/1.0\r\nNats-Msg-Id: %d\r\nNats-Expected-Last-Msg-Id: %d\r\n\r\n" % (
+        event.event_id,
+        event.event_id - 1,
+    )
+    body = event.body.encode()
+    return b"HPUB %s %d %d\r\n%s%s\r\n" % (
+        event.subject.encode(),
+        len(header),
+        len(header) + len(body),
+        header,
+        body,
+    )
 
 
 class Publisher:
@@ -352,37 +363,42 @@ class Publisher:
             raise
         return cls(nc, js, settings, stored)
 
-    async def publish(self, batch: Batch) -> list[float]:
-        """Publish `batch` (consecutive event_ids after `stored`) and await its last message's
-        ack; each event's latency from its outbox row. PublishFailed unless all were stored (or
-        were duplicates of stored ones).
+    async def publish(self, events: Sequence[Event]) -> list[float]:
+        """Publish `events` (consecutive event_ids after `stored`) and await the last one's ack;
+        each one's latency from its outbox row. PublishFailed unless all were stored (or were
+        duplicates of stored ones).
 
-        Only the last message of a batch asks for an ack (and the first after connecting, which
-        goes alone, as a batch of its own: `relay-round`'s $3): every other one carries
-        Nats-Expected-Last-Msg-Id = its predecessor, so JetStream stores it only right after its
-        predecessor, and the last one's ack says that the whole chain before it is stored. A
-        message lost or refused breaks the chain: every later one is refused, the last one's ack
-        is an error, the round is published again. The messages before the last are written as
-        the one buffer of protocol frames the statement rendered."""
-        if not self.chained and batch.frames:
-            raise ValueError("the first message after connecting goes alone (relay-round's $3)")
-        headers = (
-            chained_headers(batch.event_id)
-            if self.chained
-            else {"Nats-Msg-Id": str(batch.event_id)}
-        )
+        Only the last message of a round asks for an ack (and the first after connecting, which
+        goes alone): every other one carries Nats-Expected-Last-Msg-Id = its predecessor, so
+        JetStream stores it only right after its predecessor, and the last one's ack says that
+        the whole chain before it is stored. A message lost or refused breaks the chain: every
+        later one is refused, the last one's ack is an error, the round is published again.
+        The messages between are written as one buffer of ready protocol frames
+        (`chained_frame`)."""
         try:
-            if batch.frames:
-                await self._send_frames(batch.frames)
-            ack = await self.js.publish_async(batch.subject, batch.body.encode(), headers=headers)
-            async with asyncio.timeout(self.timeout):  # a timeout cancels the ack's future
-                await ack
+            if not self.chained:  # the first after connecting goes alone
+                first, events_left = events[0], events[1:]
+                await self._acked(first, {"Nats-Msg-Id": str(first.event_id)})
+                self.chained = True
+            else:
+                events_left = events
+            if events_left:
+                *between, last = events_left
+                if between:
+                    await self._send_frames(b"".join(map(chained_frame, between)))
+                await self._acked(last, chained_headers(last))
         except Exception as error:
             raise PublishFailed(f"{type(error).__name__}: {error}") from error
-        self.chained = True
-        self.stored = batch.event_id
         now = time.time()
-        return [now - recorded_at for recorded_at in batch.recorded_at]
+        self.stored = events[-1].event_id
+        return [now - event.recorded_at for event in events]
+
+    async def _acked(self, event: Event, headers: dict[str, str]) -> None:
+        """Publish `event` asking for JetStream's ack, and wait for the ack at most the publish
+        timeout (a timeout cancels the ack's future)."""
+        ack = await self.js.publish_async(event.subject, event.body.encode(), headers=headers)
+        async with asyncio.timeout(self.timeout):
+            await ack
 
     async def _send_frames(self, frames: bytes) -> None:
         """Queue protocol frames on the connection, behind what it holds and ahead of the

@@ -223,21 +223,14 @@ FROM admin_set_class_limits($1, $2, $3, $4);
 SELECT pg_try_advisory_lock(7202104, 25);
 
 -- name: relay-round
--- One round of the relay; $1: the last event_id JetStream holds, $2: how many events to answer,
--- $3: whether the first of them goes alone, expecting no predecessor (the first message after
--- connecting), $4: the events of a publish batch (RELAY_BATCH).
+-- One round of the relay; $1: the last event_id JetStream holds, $2: how many events to answer.
 -- Deletes what JetStream holds (the rounds it holds wholly, and the outbox rows of every event up
 -- to $1); when no numbered event is left after $1, numbers every outbox row this statement can
 -- see that no round holds - each one committed - in `seq` order after the last number handed out,
 -- as one round (docs/reliability.md: event_id order is commit order); answers up to $2 events
--- after $1 in event_id order, in publish batches as the relay publishes them, one row each in
--- order: the batch's last event (event_id, subject, the JSON body: docs/api.md "Events", `at` in
--- the display time zone, as the API shows it), which the relay publishes asking for JetStream's
--- ack; every event before it as ready NATS protocol frames, one buffer (HPUB, headers
--- Nats-Msg-Id and Nats-Expected-Last-Msg-Id: the event before it; service/relay.py `Publisher`);
--- and each event's recorded_at in epoch seconds. The relay's process only passes them on: a row
--- per event cost it more than rendering them here costs this statement (docs/performance.md).
--- Writes nothing when there is nothing to delete or number.
+-- after $1 in event_id order, as the relay publishes them: event_id, subject, the JSON body
+-- (docs/api.md "Events"; `at` in the display time zone, as the API shows it) and recorded_at in
+-- epoch seconds. Writes nothing when there is nothing to delete or number.
 -- Rows are found by the `xid` index from the oldest transaction that can matter
 -- (sql/migrations/013_outbox_rounds.sql): a round's rows from its low_xid, new rows from the
 -- oldest transaction running at the last numbering; never by a scan of the whole outbox.
@@ -293,33 +286,16 @@ WITH stored_rounds AS (
     FROM numbered n
     ORDER BY event_id
     LIMIT $2
-), rendered AS (
-    SELECT a.event_id, 'investments.' || a.type AS subject,
-           '{"event_id":' || a.event_id || ',"type":"' || a.type || '","investment_id":'
-           || a.investment_id || ',"user_id":' || a.user_id || ',"goods_id":' || a.goods_id
-           || ',"amount":' || a.amount || ',"at":"' || to_char(a.at, 'YYYY-MM-DD HH24:MI:SS')
-           || '","current_investing_amount":' || a.current_investing_amount
-           || ',"investor_count":' || a.investor_count || '}' AS body,
-           extract(epoch FROM a.recorded_at)::float8 AS recorded_at,
-           CASE WHEN $3 AND a.n = 1 THEN 0 ELSE (a.n - 1 - $3::integer) / $4 + 1 END AS batch
-    FROM (SELECT a.*, row_number() OVER (ORDER BY a.event_id) AS n FROM answered a) a
-), framed AS (
-    SELECT r.*,
-           lead(r.batch) OVER (ORDER BY r.event_id) IS DISTINCT FROM r.batch AS last,
-           'NATS/1.0' || E'\r\n' || 'Nats-Msg-Id: ' || r.event_id || E'\r\n'
-           || 'Nats-Expected-Last-Msg-Id: ' || (r.event_id - 1) || E'\r\n\r\n' AS header
-    FROM rendered r
 )
-SELECT max(f.event_id), max(f.subject) FILTER (WHERE f.last), max(f.body) FILTER (WHERE f.last),
-       coalesce(string_agg(convert_to(
-           'HPUB ' || f.subject || ' ' || octet_length(f.header) || ' '
-           || (octet_length(f.header) + octet_length(f.body)) || E'\r\n' || f.header || f.body
-           || E'\r\n', 'UTF8'), ''::bytea ORDER BY f.event_id) FILTER (WHERE NOT f.last),
-           ''::bytea),
-       array_agg(f.recorded_at ORDER BY f.event_id)
-FROM framed f
-GROUP BY f.batch
-ORDER BY f.batch;
+SELECT a.event_id, 'investments.' || a.type,
+       '{"event_id":' || a.event_id || ',"type":"' || a.type || '","investment_id":'
+       || a.investment_id || ',"user_id":' || a.user_id || ',"goods_id":' || a.goods_id
+       || ',"amount":' || a.amount || ',"at":"' || to_char(a.at, 'YYYY-MM-DD HH24:MI:SS')
+       || '","current_investing_amount":' || a.current_investing_amount
+       || ',"investor_count":' || a.investor_count || '}',
+       extract(epoch FROM a.recorded_at)::float8
+FROM answered a
+ORDER BY a.event_id;
 
 -- name: relay-announce
 -- The active relay says it runs: invest_many() writes the outbox while this is recent. Answers

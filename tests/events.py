@@ -5,7 +5,6 @@ the stream read back."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import signal
 import tempfile
@@ -19,7 +18,6 @@ import orjson
 from harness import nats as harness_nats
 from harness import processes as _processes
 from harness.sockets import free_port
-from service.relay import Batch, chained_headers
 from tests.support import ROOT, service_url
 
 STREAM = "INVESTMENTS"
@@ -57,51 +55,6 @@ def relay_settings(database_url: str, nats_url: str, **settings: str) -> dict[st
         "NATS_PUBLISH_TIMEOUT": "2",
         **settings,
     }
-
-
-def nats_py_frame(subject: str, body: bytes, headers: dict[str, str]) -> bytes:
-    """What nats-py's publish() queues for a message (the frames' reference: a client never
-    connected queues only, without suspending, so it is driven here without an event loop, and
-    can be called from within one)."""
-    from nats.aio.client import Client
-
-    client = Client()
-    queued = client._send_publish(subject, "", body, len(body), headers)
-    with contextlib.suppress(StopIteration):
-        queued.send(None)
-        raise AssertionError("nats-py's publish waited for something")
-    [frame] = client._pending
-    return bytes(frame)
-
-
-def split_frames(frames: bytes) -> list[tuple[list[bytes], bytes, bytes]]:
-    """Each HPUB frame of a buffer: its control line's fields after HPUB (subject, header size,
-    total size; nats-py leaves an empty reply field between two spaces, which split() drops),
-    its header block and its body."""
-    found = []
-    while frames:
-        line, rest = frames.split(b"\r\n", 1)
-        op, *fields = line.split()
-        assert op == b"HPUB" and len(fields) == 3, line
-        header_size, size = int(fields[1]), int(fields[2])
-        assert rest[size : size + 2] == b"\r\n"
-        found.append((fields, rest[:header_size], rest[header_size:size]))
-        frames = rest[size + 2 :]
-    return found
-
-
-def batch_of(event_ids: list[int], recorded_at: float = 0.0) -> Batch:
-    """A publish batch of consecutive events as `relay-round` answers it, its frames made by
-    nats-py (each chained to the event before it)."""
-
-    def body(event_id: int) -> str:
-        return f'{{"event_id":{event_id}}}'
-
-    *before, last = event_ids
-    frames = b"".join(
-        nats_py_frame("investments.accepted", body(n).encode(), chained_headers(n)) for n in before
-    )
-    return Batch(last, "investments.accepted", body(last), frames, [recorded_at] * len(event_ids))
 
 
 class RelayProcess:

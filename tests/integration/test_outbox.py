@@ -12,9 +12,7 @@ from collections.abc import Iterator
 import psqlpy
 import pytest
 
-from service.relay import chained_headers
 from service.sql import queries
-from tests.events import nats_py_frame, split_frames
 from tests.support import create_goods, fresh_user, migrated_database, psql
 
 
@@ -26,42 +24,17 @@ def outbox_database(postgres_server: str) -> Iterator[str]:
         yield url
 
 
-def relay_round(
-    url: str, stored: int, limit: int = 10_000, alone: bool = False, batch: int = 3
-) -> list[dict[str, object]]:
+def relay_round(url: str, stored: int, limit: int = 10_000) -> list[dict[str, object]]:
     """`relay-round` as the relay runs it, JetStream holding up to `stored`: the events it
-    answers (the body's fields, recorded_at, and the publish batch it is in, counted from 0),
-    each event's frame checked against what nats-py would send for it."""
-    return [event for events in relay_batches(url, stored, limit, alone, batch) for event in events]
-
-
-def relay_batches(
-    url: str, stored: int, limit: int, alone: bool, batch: int
-) -> list[list[dict[str, object]]]:
-    query = queries()["relay-round"]
-    for name, value in (("$1", f"{stored}::bigint"), ("$2", str(limit)),
-                        ("$3", str(alone).lower()), ("$4", str(batch))):  # fmt: skip
-        query = query.replace(name, value)
-    batches = []
+    answers (event_id, subject, the body's fields, recorded_at)."""
+    query = queries()["relay-round"].replace("$1", f"{stored}::bigint").replace("$2", str(limit))
+    answered = []
     for line in psql(url, query).splitlines():
-        last_id, subject, body, frames, recorded = line.split("\t")
-        messages = []
-        for fields, header, payload in split_frames(bytes.fromhex(frames.removeprefix("\\x"))):
-            event_id = json.loads(payload)["event_id"]
-            headers = chained_headers(event_id)  # every message but a batch's last is chained
-            reference = nats_py_frame(fields[0].decode(), payload, headers)
-            assert split_frames(reference) == [(fields, header, payload)]
-            messages.append((fields[0].decode(), payload.decode()))
-        messages.append((subject, body))
-        times = [float(t) for t in recorded.strip("{}").split(",")]
-        assert len(times) == len(messages) and json.loads(body)["event_id"] == int(last_id)
-        events = []
-        for (topic, text), recorded_at in zip(messages, times, strict=True):
-            event = json.loads(text)
-            assert topic == f"investments.{event['type']}"
-            events.append({**event, "recorded_at": recorded_at, "batch": len(batches)})
-        batches.append(events)
-    return batches
+        event_id, subject, body, recorded_at = line.split("\t")
+        event = json.loads(body)
+        assert event["event_id"] == int(event_id) and subject == f"investments.{event['type']}"
+        answered.append({**event, "recorded_at": float(recorded_at)})
+    return answered
 
 
 def number(url: str) -> list[dict[str, object]]:
@@ -269,25 +242,3 @@ def test_a_database_reloaded_into_another_cluster_still_finds_its_new_rows(
     goods_id = create_goods(url)
     psql(url, invest_sql([goods_id], [fresh_user()], [3]))
     assert [e["amount"] for e in number(url)] == [3]
-
-
-def test_a_round_comes_in_publish_batches_the_first_after_connecting_alone(
-    outbox_database: str,
-) -> None:
-    """The events come in batches of RELAY_BATCH in event_id order (each but its last as a
-    frame chained to the event before it, checked against nats-py's); the first message after
-    connecting ($3) is a batch of its own, so that it expects no predecessor."""
-    url = outbox_database
-    goods_id = create_goods(url)
-    number(url)  # whatever the other tests left
-    base = int(psql(url, "SELECT last_event_id FROM investment_event_relay"))
-    psql(url, invest_sql([goods_id] * 7, [fresh_user() for _ in range(7)], [1] * 7))
-    ids = list(range(base + 1, base + 8))
-
-    def batches(alone: bool) -> list[list[int]]:
-        answered = relay_batches(url, base, 100, alone, 3)
-        return [[int(e["event_id"]) for e in events] for events in answered]  # type: ignore[call-overload]
-
-    assert batches(False) == [ids[0:3], ids[3:6], ids[6:7]]
-    assert batches(True) == [ids[0:1], ids[1:4], ids[4:7]]
-    assert batches(True) == [ids[0:1], ids[1:4], ids[4:7]]  # answered again: the same

@@ -13,14 +13,13 @@ from collections import defaultdict
 import httpx
 import pytest
 
-from service.relay import Publisher, PublishFailed
+from service.relay import Event, Publisher, PublishFailed
 from service.settings import Settings
 from tests.events import (
     InvestLoad,
     RelayProcess,
     active_relay_pid,
     backlog,
-    batch_of,
     nats_server,
     relay_settings,
     stream_config,
@@ -279,34 +278,29 @@ def test_a_relay_publishes_nothing_into_a_stream_another_database_filled(
         assert [body["amount"] for _, _, body in stream_messages(nats.url)] == [5]
 
 
+def event(event_id: int) -> Event:
+    return Event(event_id, "investments.accepted", f'{{"event_id":{event_id}}}', time.time())
+
+
 def test_a_round_is_acknowledged_only_when_its_whole_chain_is_stored() -> None:
-    """Only a batch's last message asks for an ack: a gap before it (a message lost) makes
-    JetStream refuse everything after the gap, so the batch fails and stores nothing out of
-    order; batches published again (a relay that lost its lock, acks lost) are duplicates. The
-    first message after connecting goes alone (it expects no predecessor)."""
-    now = time.time()
-    batches = {ids: batch_of(list(ids), now) for ids in [(1,), (2,), (2, 3), (3, 4), (5, 6, 7)]}
+    """Only a round's last message asks for an ack: a gap before it (a message lost) makes
+    JetStream refuse everything after the gap, so the round fails and stores nothing out of
+    order; rounds published again (a relay that lost its lock, acks lost) are duplicates."""
 
     async def scenario(nats_url: str) -> None:
         settings = Settings(nats_url=nats_url)
         publisher = await Publisher.open(settings, "test-key")
         try:
-            with pytest.raises(ValueError, match="goes alone"):
-                await publisher.publish(batches[2, 3])
-            await publisher.publish(batches[1,])
-            latencies = await publisher.publish(batches[2, 3])
-            assert len(latencies) == 2 and all(0 <= latency < 60 for latency in latencies)
+            await publisher.publish([event(n) for n in (1, 2, 3)])
             with pytest.raises(PublishFailed):
-                await publisher.publish(batches[5, 6, 7])  # 4 never came
+                await publisher.publish([event(n) for n in (5, 6, 7)])  # 4 never came
         finally:
             await publisher.close()
         again = await Publisher.open(settings, "test-key")  # a new connection: 3 is stored
         try:
             assert again.stored == 3
-            await again.publish(batches[2,])  # alone, a duplicate
-            await again.publish(batches[3, 4])  # 3 a duplicate, in a chain
-            await again.publish(batches[5, 6, 7])
-            assert again.stored == 7
+            await again.publish([event(n) for n in (2, 3)])  # duplicates, in a chain
+            await again.publish([event(n) for n in (4, 5, 6, 7)])
         finally:
             await again.close()
 
