@@ -97,9 +97,9 @@ FROM cancel_investment($1, $2, NULL, $3);
 -- last) as a JSON array, UTF-8 bytes (bytea reaches Python as bytes, as is: a text column cost
 -- the service a decode and an encode of every page). The date is rendered here, in the session's
 -- (display) time zone, by a cast to text (the session's DateStyle is ISO: service/db.py
--- `connection_options`), which costs less than to_char() (docs/performance.md). string_agg() takes the items in the order the inner query returns them
--- (ORDER BY with LIMIT, nothing in between that reorders): an ORDER BY inside the aggregate would
--- sort every page again.
+-- `connection_options`), which costs less than to_char() (docs/performance.md). string_agg()
+-- takes the items in the order the inner query returns them (ORDER BY with LIMIT, nothing in
+-- between that reorders): an ORDER BY inside the aggregate would sort every page again.
 SELECT p.found, p.last_micros, p.last_id,
        convert_to('[' || coalesce(p.items, '') || ']', 'UTF8') AS body
 FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::bigint[])
