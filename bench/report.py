@@ -438,7 +438,7 @@ def _preamble(results: dict[str, Any]) -> list[str]:
         + (f", {only} only" if only else ""),
         "",
         protocol,
-        f"- Service: `python -m service run`, WORKERS={s['workers']}, "
+        f"- Service: `python -m service run`{_service_checkout(m)}, WORKERS={s['workers']}, "
         f"DB_POOL_SIZE={s['db_pool_size']} in total.",
         f"- Machine: {m['machine']['cores']} cores, {m['machine']['cpu_model']}, "
         f"{m['machine']['memory_gib']} GiB; generator, service and PostgreSQL share it.",
@@ -781,3 +781,12 @@ def write(results: dict[str, Any], out_dir: Path, base: str, latest: bool) -> li
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _service_checkout(meta: dict[str, Any]) -> str:
+    """Where the measured service came from, when not the bench's own checkout."""
+    checkout = meta.get("service_checkout")
+    if not checkout:
+        return ""
+    state = ", dirty" if checkout["git_dirty"] else ""
+    return f" of another checkout, {checkout['path']} at {checkout['git_sha']}{state}"

@@ -553,9 +553,25 @@ class Bench:
             self.stop_service()
 
 
-def git(*args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+def git(*args: str, cwd: Path = ROOT) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     return done.stdout.strip()
+
+
+def dirty(checkout: Path) -> bool:
+    """Whether `checkout` differs from its commit; the reports that earlier runs wrote to
+    bench/results, not yet committed, do not count."""
+    return git("status", "--porcelain", "--", ".", ":!bench/results", cwd=checkout) != ""
+
+
+def service_checkout() -> dict[str, Any] | None:
+    """The checkout whose service was measured, when not this one (BENCH_SERVICE_CHECKOUT)."""
+    path = os.environ.get("BENCH_SERVICE_CHECKOUT")
+    if not path:
+        return None
+    checkout = Path(path).resolve()
+    sha = git("rev-parse", "--short", "HEAD", cwd=checkout) or "nogit"
+    return {"path": str(checkout), "git_sha": sha, "git_dirty": dirty(checkout)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -601,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.stop_service()
         postgres_version = psql(url, "SHOW server_version")
     results = {
-        "meta": report.meta(stamp, sha, git("status", "--porcelain") != "", postgres_version),
+        "meta": report.meta(stamp, sha, dirty(ROOT), postgres_version)
+        | {"service_checkout": service_checkout()},
         "settings": {
             "workers": args.workers,
             "db_pool_size": args.pool,
