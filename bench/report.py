@@ -418,6 +418,15 @@ def _us(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}"
 
 
+def _service_checkout(meta: dict[str, Any]) -> str:
+    """Where the measured service came from, when not the bench's own checkout."""
+    checkout = meta.get("service_checkout")
+    if not checkout:
+        return ""
+    state = ", dirty" if checkout["git_dirty"] else ""
+    return f" of another checkout, {checkout['path']} at {checkout['git_sha']}{state}"
+
+
 def _preamble(results: dict[str, Any]) -> list[str]:
     """The run's title and settings: protocol, service, machine, versions, dataset."""
     m, s, p = results["meta"], results["settings"], results["protocol"]
@@ -781,12 +790,3 @@ def write(results: dict[str, Any], out_dir: Path, base: str, latest: bool) -> li
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _service_checkout(meta: dict[str, Any]) -> str:
-    """Where the measured service came from, when not the bench's own checkout."""
-    checkout = meta.get("service_checkout")
-    if not checkout:
-        return ""
-    state = ", dirty" if checkout["git_dirty"] else ""
-    return f" of another checkout, {checkout['path']} at {checkout['git_sha']}{state}"

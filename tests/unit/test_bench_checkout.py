@@ -4,12 +4,15 @@ worktree of an earlier commit for a before/after in one session) named with its 
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bench import report, run
+from harness import ROOT
 from tests.unit.test_jmeter import _results
 
 
@@ -56,3 +59,20 @@ def test_another_checkout_is_named_in_the_report(
     assert f"`python -m service run` of another checkout, {repo.resolve()} at {sha}," in text
     del results["meta"]["service_checkout"]  # the reports written before say nothing of it
     assert "`python -m service run`, WORKERS=2" in report.markdown(results, {})
+
+
+def test_a_report_is_rendered_again_from_its_json_by_the_command(
+    tmp_path: Path, repo: Path
+) -> None:
+    """`python -m bench.report <json>` (the module run as a script, every helper defined by
+    then) writes the same header from a run's results, the other checkout named."""
+    results = _results()
+    results["meta"]["service_checkout"] = {"path": str(repo), "git_sha": "abc1234",
+                                           "git_dirty": True}  # fmt: skip
+    source = tmp_path / "run.json"
+    source.write_text(json.dumps(results))
+    done = subprocess.run([sys.executable, "-m", "bench.report", str(source)], cwd=ROOT,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "run.md").read_text()
+    assert f"`python -m service run` of another checkout, {repo} at abc1234, dirty," in text
