@@ -89,7 +89,7 @@ async def _statement(self: Any, name: str, params: Any = None, **kwargs: Any) ->
     if name == "invest-batch":
         return [(n, *INVEST_ROW) for n in range(len(params[0]))]
     if name == "my-investments-many":
-        return [(n, *PAGE) for n in range(len(params[0]))]
+        return [PAGE for _ in params[0]]
     return await _rows(self, name, params)
 
 
