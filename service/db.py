@@ -49,9 +49,10 @@ _LOCK_TIMEOUT = "canceling statement due to lock timeout"
 
 def connection_options(settings: Settings) -> str:
     """Session settings every connection starts with: the display zone and ISO dates (a page's
-    dates are rendered by a cast to text, whose form DateStyle decides), a statement bound,
-    commits that return only once their WAL is flushed (an acknowledged investment survives a
-    crash, whatever the server's or the role's default; service/ops/durability.py checks the rest),
+    and an event's dates are rendered by a cast to text, whose form DateStyle decides), a
+    statement bound, commits that return only once their WAL is flushed (an acknowledged
+    investment survives a crash, whatever the server's or the role's default;
+    service/ops/durability.py checks the rest),
     and generic plans: the statements' plans do not depend on their parameters, and planning
     them anew for each call (PostgreSQL's default for the first calls and whenever a custom plan
     looks cheaper) cost more CPU than running them (invest_many at 1 request per call: 1,273 µs

@@ -229,8 +229,9 @@ SELECT pg_try_advisory_lock(7202104, 25);
 -- see that no round holds - each one committed - in `seq` order after the last number handed out,
 -- as one round (docs/reliability.md: event_id order is commit order); answers up to $2 events
 -- after $1 in event_id order, as the relay publishes them: event_id, subject, the JSON body
--- (docs/api.md "Events"; `at` in the display time zone, as the API shows it) and recorded_at in
--- epoch seconds. Writes nothing when there is nothing to delete or number.
+-- (docs/api.md "Events"; `at` in the display time zone, as the API shows it, by a cast to text:
+-- the session's DateStyle is ISO, service/db.py `connection_options`) and recorded_at in epoch
+-- seconds. Writes nothing when there is nothing to delete or number.
 -- Rows are found by the `xid` index from the oldest transaction that can matter
 -- (sql/migrations/013_outbox_rounds.sql): a round's rows from its low_xid, new rows from the
 -- oldest transaction running at the last numbering; never by a scan of the whole outbox.
@@ -290,7 +291,7 @@ WITH stored_rounds AS (
 SELECT a.event_id, 'investments.' || a.type,
        '{"event_id":' || a.event_id || ',"type":"' || a.type || '","investment_id":'
        || a.investment_id || ',"user_id":' || a.user_id || ',"goods_id":' || a.goods_id
-       || ',"amount":' || a.amount || ',"at":"' || to_char(a.at, 'YYYY-MM-DD HH24:MI:SS')
+       || ',"amount":' || a.amount || ',"at":"' || date_trunc('second', a.at::timestamp)::text
        || '","current_investing_amount":' || a.current_investing_amount
        || ',"investor_count":' || a.investor_count || '}',
        extract(epoch FROM a.recorded_at)::float8

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import psqlpy
 import pytest
 
+from service.relay import Session
+from service.settings import load_settings
 from service.sql import queries
 from tests.support import create_goods, fresh_user, migrated_database, psql
 
@@ -242,3 +244,34 @@ def test_a_database_reloaded_into_another_cluster_still_finds_its_new_rows(
     goods_id = create_goods(url)
     psql(url, invest_sql([goods_id], [fresh_user()], [3]))
     assert [e["amount"] for e in number(url)] == [3]
+
+
+def test_an_events_at_is_its_ledger_rows_date_whatever_the_databases_date_style(
+    postgres_server: str,
+) -> None:
+    """`at` is rendered by a cast to text, whose form the session's DateStyle decides: the relay's
+    session pins it to ISO (service/db.py `connection_options`), so a database set otherwise
+    still publishes the contract's form, the ledger row's date in the display zone."""
+    with migrated_database(postgres_server) as url:
+        psql(url, "UPDATE investment_event_relay SET seen_at = now()")
+        goods_id, user = create_goods(url), fresh_user()
+        psql(url, invest_sql([goods_id], [user], [5]))
+        name = url.rsplit("/", 1)[1].partition("?")[0]
+        psql(url, f"ALTER DATABASE {name} SET DateStyle = 'SQL, DMY'")
+        assert "/" in psql(url, "SELECT now()::timestamp::text")  # 'SQL' style here
+        settings = load_settings({"DATABASE_URL": url, "TIMEZONE": "UTC"})
+
+        async def answered() -> list[tuple[object, ...]]:
+            session = await Session.open(settings)
+            try:
+                return await session.rows("relay-round", [0, 100])
+            finally:
+                session.close()
+
+        [(_, _, body, _)] = asyncio.run(answered())
+        expected = psql(
+            url,
+            "SELECT to_char(invest_date AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+            f" FROM user_investment_goods WHERE user_id = {user}",
+        )
+        assert json.loads(str(body))["at"] == expected
