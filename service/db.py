@@ -52,12 +52,12 @@ def connection_options(settings: Settings) -> str:
     and an event's dates are rendered by a cast to text, whose form DateStyle decides), a
     statement bound, commits that return only once their WAL is flushed (an acknowledged
     investment survives a crash, whatever the server's or the role's default;
-    service/ops/durability.py checks the rest),
-    and generic plans: the statements' plans do not depend on their parameters, and planning
-    them anew for each call (PostgreSQL's default for the first calls and whenever a custom plan
-    looks cheaper) cost more CPU than running them (invest_many at 1 request per call: 1,273 µs
-    of PostgreSQL CPU with custom plans, 543 µs generic); and DB_SESSION_ROLE, the role a
-    superuser or owner DATABASE_URL serves as (service/ops/roles.py `session_role`)."""
+    service/ops/durability.py checks the rest), and generic plans: the statements' plans do not
+    depend on their parameters, and planning them anew for each call (PostgreSQL's default for
+    the first calls and whenever a custom plan looks cheaper) cost more CPU than running them
+    (invest_many at 1 request per call: 1,273 µs of PostgreSQL CPU with custom plans, 543 µs
+    generic); and DB_SESSION_ROLE, the role a superuser or owner DATABASE_URL serves as
+    (service/ops/roles.py `session_role`)."""
     statement_ms = max(1, int(settings.db_statement_timeout * 1000))
     options = (
         f"-c TimeZone={settings.timezone} -c DateStyle=ISO,YMD -c statement_timeout={statement_ms}"
