@@ -93,14 +93,19 @@ async def _statement(self: Any, name: str, params: Any = None, **kwargs: Any) ->
     return await _rows(self, name, params)
 
 
-def _statements_answer_at_once() -> None:
-    Database.rows = _statement  # type: ignore[method-assign]
+# What each mode replaces, (class, attribute, fake): only the statement (`--coalesced`: the
+# requests go through the real coalescers and batchers), or the gateways themselves.
+STATEMENTS: tuple[tuple[type, str, Any], ...] = ((Database, "rows", _statement),)
+GATEWAYS: tuple[tuple[type, str, Any], ...] = (
+    (InvestBatcher, "invest", _invest),
+    (PageBatcher, "page", _page),
+    (Database, "rows", _rows),
+)
 
 
-def _gateways_answer_at_once() -> None:
-    InvestBatcher.invest = _invest  # type: ignore[method-assign]
-    PageBatcher.page = _page  # type: ignore[method-assign,assignment]
-    Database.rows = _rows  # type: ignore[method-assign]
+def _answer_at_once(fakes: tuple[tuple[type, str, Any], ...]) -> None:
+    for owner, name, fake in fakes:
+        setattr(owner, name, fake)
 
 
 async def _started(app: Callable[..., Awaitable[None]]) -> asyncio.Future[None]:
@@ -167,10 +172,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--coalesced", action="store_true")
     args = parser.parse_args()
-    if args.coalesced:
-        _statements_answer_at_once()
-    else:
-        _gateways_answer_at_once()
+    _answer_at_once(STATEMENTS if args.coalesced else GATEWAYS)
     for endpoint in REQUESTS if args.endpoint == "all" else [args.endpoint]:
         # granian's loop in the service (Loops.uvloop)
         seconds = uvloop.run(drive(endpoint, args.requests, args.concurrency))

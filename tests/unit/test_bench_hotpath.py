@@ -8,22 +8,19 @@ import pytest
 import uvloop
 
 from bench import hotpath
-from service.batcher import InvestBatcher, PageBatcher
-from service.db import Database
 
 
 @pytest.mark.parametrize("endpoint", sorted(hotpath.REQUESTS))
-def test_the_coalesced_path_answers_every_endpoint(
-    endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(Database, "rows", hotpath._statement)
+@pytest.mark.parametrize(
+    ("fakes", "concurrency"),
+    [(hotpath.STATEMENTS, 8), (hotpath.GATEWAYS, 1)],
+    ids=["coalesced", "gateways"],
+)
+def test_every_endpoint_is_answered(
+    endpoint: str, fakes: tuple[tuple[type, str, object], ...], concurrency: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    for owner, name, fake in fakes:  # as `python -m bench.hotpath` patches them, undone after
+        monkeypatch.setattr(owner, name, fake)
     # drive() raises unless every request was answered 200
-    assert uvloop.run(hotpath.drive(endpoint, 64, concurrency=8)) > 0
-
-
-@pytest.mark.parametrize("endpoint", sorted(hotpath.REQUESTS))
-def test_the_gateways_answer_every_endpoint(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(InvestBatcher, "invest", hotpath._invest)
-    monkeypatch.setattr(PageBatcher, "page", hotpath._page)
-    monkeypatch.setattr(Database, "rows", hotpath._rows)
-    assert uvloop.run(hotpath.drive(endpoint, 64)) > 0
+    assert uvloop.run(hotpath.drive(endpoint, 64, concurrency=concurrency)) > 0
