@@ -147,6 +147,28 @@ def counters(database_url: str, goods_id: int) -> tuple[int, int]:
     return int(current), int(investors)
 
 
+def ledger_dates(database_url: str, user: int, zone: str = "UTC") -> str:
+    """The user's ledger dates in the contract's form in `zone`, rendered by to_char() (whatever
+    the session's DateStyle), one line each."""
+    return psql(
+        database_url,
+        f"SELECT to_char(invest_date AT TIME ZONE '{zone}', 'YYYY-MM-DD HH24:MI:SS')"
+        f" FROM user_investment_goods WHERE user_id = {user} ORDER BY id",
+    )
+
+
+@contextmanager
+def database_date_style(database_url: str, style: str) -> Iterator[None]:
+    """The database's own DateStyle set to `style` for the sessions that start meanwhile (the
+    server's default overridden, as a deployer's could be), reset afterwards."""
+    name = database_url.partition("?")[0].rpartition("/")[2]
+    psql(database_url, f"ALTER DATABASE {name} SET DateStyle = '{style}'")
+    try:
+        yield
+    finally:
+        psql(database_url, f"ALTER DATABASE {name} RESET DateStyle")
+
+
 def cancellation_rows(database_url: str, investment_id: int) -> int:
     """How many cancellations name the investment (0 or 1: its primary key)."""
     return int(

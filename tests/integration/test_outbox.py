@@ -15,7 +15,14 @@ import pytest
 from service.relay import Session
 from service.settings import load_settings
 from service.sql import queries
-from tests.support import create_goods, fresh_user, migrated_database, psql
+from tests.support import (
+    create_goods,
+    database_date_style,
+    fresh_user,
+    ledger_dates,
+    migrated_database,
+    psql,
+)
 
 
 @pytest.fixture(scope="module")
@@ -256,9 +263,6 @@ def test_an_events_at_is_its_ledger_rows_date_whatever_the_databases_date_style(
         psql(url, "UPDATE investment_event_relay SET seen_at = now()")
         goods_id, user = create_goods(url), fresh_user()
         psql(url, invest_sql([goods_id], [user], [5]))
-        name = url.rsplit("/", 1)[1].partition("?")[0]
-        psql(url, f"ALTER DATABASE {name} SET DateStyle = 'SQL, DMY'")
-        assert "/" in psql(url, "SELECT now()::timestamp::text")  # 'SQL' style here
         settings = load_settings({"DATABASE_URL": url, "TIMEZONE": "UTC"})
 
         async def answered() -> list[tuple[object, ...]]:
@@ -268,10 +272,7 @@ def test_an_events_at_is_its_ledger_rows_date_whatever_the_databases_date_style(
             finally:
                 session.close()
 
-        [(_, _, body, _)] = asyncio.run(answered())
-        expected = psql(
-            url,
-            "SELECT to_char(invest_date AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
-            f" FROM user_investment_goods WHERE user_id = {user}",
-        )
-        assert json.loads(str(body))["at"] == expected
+        with database_date_style(url, "SQL, DMY"):
+            assert "/" in psql(url, "SELECT now()::timestamp::text")  # 'SQL' style here
+            [(_, _, body, _)] = asyncio.run(answered())
+        assert json.loads(str(body))["at"] == ledger_dates(url, user)

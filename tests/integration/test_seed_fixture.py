@@ -7,7 +7,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import create_goods, fresh_user, migrated_database, psql, running_service
+from tests.support import (
+    create_goods,
+    database_date_style,
+    fresh_user,
+    ledger_dates,
+    migrated_database,
+    psql,
+    running_service,
+)
 
 SEED_FIXTURE = """
 INSERT INTO investment_goods (goods_id, title, total_investing_amount, status, started_at, finished_at)
@@ -75,9 +83,7 @@ def test_dates_keep_their_form_whatever_the_databases_date_style(seed_database: 
     """A page renders its dates by a cast to text, whose form the session's DateStyle decides:
     the service's sessions pin it to ISO, so a server or database set otherwise changes nothing
     (the date as to_char() renders it in the display zone)."""
-    name = seed_database.rsplit("/", 1)[1].partition("?")[0]
-    psql(seed_database, f"ALTER DATABASE {name} SET DateStyle = 'SQL, DMY'")
-    try:
+    with database_date_style(seed_database, "SQL, DMY"):
         assert "/" in psql(seed_database, "SELECT now()::timestamp::text")  # 'SQL' style here
         goods_id = create_goods(seed_database)
         user = fresh_user()
@@ -92,11 +98,4 @@ def test_dates_keep_their_form_whatever_the_databases_date_style(seed_database: 
                 f"{service.base_url}/v1/api/investment/user/goods",
                 headers={"X-USER-ID": str(user)},
             ).json()
-    finally:
-        psql(seed_database, f"ALTER DATABASE {name} RESET DateStyle")
-    expected = psql(
-        seed_database,
-        "SELECT to_char(invest_date AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
-        f" FROM user_investment_goods WHERE user_id = {user}",
-    )
-    assert [item["invest_date"] for item in page] == [expected]
+    assert [item["invest_date"] for item in page] == [ledger_dates(seed_database, user)]
