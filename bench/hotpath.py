@@ -88,8 +88,9 @@ async def _statement(self: Any, name: str, params: Any = None, **kwargs: Any) ->
     await asyncio.sleep(0)
     if name == "invest-batch":
         return [(n, *INVEST_ROW) for n in range(len(params[0]))]
-    if name == "my-investments-many":
-        return [PAGE for _ in params[0]]
+    if name == "my-investments-many":  # the call's one row: PAGE for every request
+        n = len(params[0])
+        return [([PAGE.found] * n, [0] * n, [0] * n, [len(PAGE.body)] * n, PAGE.body * n)]
     return await _rows(self, name, params)
 
 

@@ -65,7 +65,7 @@ class PageRequest(NamedTuple):
 
 
 class Page(NamedTuple):
-    """A row of sql/queries.sql `my-investments-many`."""
+    """One request's page, of sql/queries.sql `my-investments-many`."""
 
     found: int  # rows read: up to the page size plus one (then a next page exists)
     last_micros: int | None  # the cursor of the page's last item, when the page is full
@@ -76,6 +76,29 @@ class Page(NamedTuple):
         if self.found <= limit or self.last_micros is None or self.last_id is None:
             return None
         return self.last_micros, self.last_id
+
+
+def pages(
+    found: list[int],
+    last_micros: list[int],
+    last_id: list[int],
+    lengths: list[int],
+    bodies: bytes,
+) -> list[Page]:
+    """The pages of sql/queries.sql `my-investments-many`'s one row: a figure per page in each
+    list (a cursor of 0, 0 when the page is not full) and the bodies one after the other."""
+    answer = []
+    end = 0
+    for page_found, micros, investment_id, length in zip(
+        found, last_micros, last_id, lengths, strict=True
+    ):
+        start, end = end, end + length
+        cursor = investment_id != 0
+        answer.append(Page(page_found, micros if cursor else None,
+                           investment_id if cursor else None, bodies[start:end]))  # fmt: skip
+    if end != len(bodies):
+        raise ValueError(f"page bodies of {end} bytes in all, {len(bodies)} received")
+    return answer
 
 
 # The answer for a key whose first request is still unanswered in this worker.
@@ -426,7 +449,10 @@ class PageBatcher:
             [None if request.cursor is None else request.cursor[0] for request in batch],
             [None if request.cursor is None else request.cursor[1] for request in batch],
         ]
-        return [Page._make(row) for row in await self._db.rows("my-investments-many", params)]
+        [(found, last_micros, last_id, lengths, bodies)] = await self._db.rows(
+            "my-investments-many", params
+        )
+        return pages(found, last_micros, last_id, lengths, bodies)
 
     async def drain(self) -> None:
         await self._coalescer.drain()

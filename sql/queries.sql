@@ -91,16 +91,23 @@ FROM cancel_investment($1, $2, NULL, $3);
 -- range scan of my_investment_item's primary key (index only: sql/migrations/012_my_investment_item.sql,
 -- the read model kept with the ledger in the same transaction) for one item more than its page,
 -- to know whether a next page exists: no join to the product and no look at the cancellations,
--- the item being stored rendered but for its date and id. One row per request, in request order:
+-- the item being stored rendered but for its date and id. For each request, in request order:
 -- `found` (items read, at most page + 1), the cursor of the page's last item when the page is
--- full, and `body`, the response body itself: the page's items (SPEC §3, `investment_id`
--- last) as a JSON array, UTF-8 bytes (bytea reaches Python as bytes, as is: a text column cost
--- the service a decode and an encode of every page). The date is rendered here, in the session's
--- (display) time zone, by a cast to text (the session's DateStyle is ISO: service/db.py
--- `connection_options`), which costs less than to_char() (docs/performance.md). string_agg()
--- takes the items in the order the inner query returns them (ORDER BY with LIMIT, nothing in
--- between that reorders): an ORDER BY inside the aggregate would sort every page again.
-SELECT p.found, p.last_micros, p.last_id,
+-- full (0 and 0 when it is not: an investment id is never 0), and its response body: the page's
+-- items (SPEC §3, `investment_id` last) as a JSON array, UTF-8.
+-- The whole call answers ONE row: an array per figure and the bodies one after the other in one
+-- bytea, `lengths` saying where each ends (service/batcher.py PageBatcher splits them). psqlpy
+-- charged its caller 7-9 µs of CPU for every row of a ~10-item body and 23-29 µs for a ~40-item
+-- one, and a few µs for all of them in one value (docs/performance.md, "thirteenth set"). bytea
+-- reaches Python as bytes, as is: a text column cost the service a decode and an encode of every
+-- page. The date is rendered here, in the session's (display) time zone, by a cast to text (the
+-- session's DateStyle is ISO: service/db.py `connection_options`), which costs less than
+-- to_char() (docs/performance.md). string_agg() takes a page's items in the order the inner
+-- query returns them (ORDER BY with LIMIT, nothing in between that reorders): an ORDER BY inside
+-- that aggregate would sort every page again.
+WITH page AS (
+SELECT r.ord, p.found, coalesce(p.last_micros, 0) AS last_micros,
+       coalesce(p.last_id, 0) AS last_id,
        convert_to('[' || coalesce(p.items, '') || ']', 'UTF8') AS body
 FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::bigint[])
      WITH ORDINALITY AS r(user_id, page, after_micros, after_id, ord)
@@ -125,7 +132,12 @@ CROSS JOIN LATERAL (
         LIMIT r.page + 1
     ) u
 ) p
-ORDER BY r.ord;
+)
+SELECT array_agg(found ORDER BY ord) AS found, array_agg(last_micros ORDER BY ord) AS last_micros,
+       array_agg(last_id ORDER BY ord) AS last_id,
+       array_agg(octet_length(body) ORDER BY ord) AS lengths,
+       string_agg(body, ''::bytea ORDER BY ord) AS bodies
+FROM page;
 
 -- name: lock-table-settings
 -- What sizes PostgreSQL's shared lock table, where every advisory lock on an Idempotency-Key takes

@@ -118,8 +118,12 @@ class MemoryDatabase:
                 (n + 1, *self._invest(*request))
                 for n, request in enumerate(zip(goods, users, amounts, keys, strict=True))
             ]
-        if name == "my-investments-many":
-            return [self._page(*request) for request in zip(*args, strict=True)]
+        if name == "my-investments-many":  # one row for the call, as the statement answers
+            found, micros, ids, bodies = zip(
+                *(self._page(*request) for request in zip(*args, strict=True)), strict=True
+            )
+            return [(list(found), [m or 0 for m in micros], [i or 0 for i in ids],
+                     [len(body) for body in bodies], b"".join(bodies))]  # fmt: skip
         answers: dict[str, list[Row]] = {
             "ready": [(1,)],
             "lock-table-settings": [(64, 100, 0)],
@@ -161,7 +165,8 @@ class MemoryDatabase:
     def _page(
         self, user_id: int, limit: int, after_micros: int | None, after_id: int | None
     ) -> Row:
-        """One my-investments-many row; the cursor is (the investment's id, its id)."""
+        """One request's page (found, cursor, body); the cursor is (the investment's id, its
+        id)."""
         mine = [
             item
             for item in self.ledger
