@@ -1,6 +1,7 @@
 """bench/hotpath.py drives every hot endpoint to a 200 answer, both with the gateways answering at
 once and through the real coalescers with only the statement faked (its fake rows must keep the
-shape the batchers read: a page call answers one row, an invest row carries its ord column first)."""
+shape the batchers read: a page call answers one row, an invest row carries its ord column
+first)."""
 
 from __future__ import annotations
 

@@ -11,15 +11,15 @@ from service.batcher import Page, pages
 
 def test_the_bodies_are_cut_by_their_lengths_in_request_order() -> None:
     bodies = [b'[{"goods_id":1}]', b"[]", b'[{"goods_id":2},{"goods_id":3}]']
-    found = pages([2, 0, 3], [1_600_000_000_000_000, 0, 0], [17, 0, 0],
-                  [len(body) for body in bodies], b"".join(bodies))  # fmt: skip
-    assert found == [
+    answer = pages([2, 0, 3], [1_600_000_000_000_000, 0, 0], [17, 0, 0],
+                   [len(body) for body in bodies], b"".join(bodies))  # fmt: skip
+    assert answer == [
         Page(2, 1_600_000_000_000_000, 17, bodies[0]),
         Page(0, None, None, bodies[1]),
         Page(3, None, None, bodies[2]),
     ]
-    assert found[0].next_cursor(1) == (1_600_000_000_000_000, 17)
-    assert found[2].next_cursor(2) is None  # 3 found for a page of 2 but no cursor: no next page
+    assert answer[0].next_cursor(1) == (1_600_000_000_000_000, 17)
+    assert answer[2].next_cursor(2) is None  # 3 found for a page of 2 but no cursor: no next page
 
 
 def test_a_cursor_at_the_epoch_is_still_a_cursor() -> None:
