@@ -97,14 +97,14 @@ FROM cancel_investment($1, $2, NULL, $3);
 -- items (SPEC §3, `investment_id` last) as a JSON array, UTF-8.
 -- The whole call answers ONE row: an array per figure and the bodies one after the other in one
 -- bytea, `lengths` saying where each ends (service/batcher.py `pages` cuts them). psqlpy charges
--- its caller far more for rows that carry a body than for the same bytes in one value (100
--- ~40-item pages a call: 3.0-3.7 ms of client CPU as rows, 0.8-1.0 ms as one row;
--- docs/performance.md, "thirteenth set"). bytea reaches Python as bytes, as is: a text column
--- cost the service a decode and an encode of every page. The date is rendered here, in the session's (display) time zone, by a cast to text (the
--- session's DateStyle is ISO: service/db.py `connection_options`), which costs less than
--- to_char() (docs/performance.md). string_agg() takes a page's items in the order the inner
--- query returns them (ORDER BY with LIMIT, nothing in between that reorders): an ORDER BY inside
--- that aggregate would sort every page again.
+-- its caller far more for rows that carry a body than for the same bytes in one value (100 ~40-item
+-- pages a call: 3.0-3.7 ms of client CPU as rows, 0.8-1.0 ms as one row; docs/performance.md,
+-- "thirteenth set"). bytea reaches Python as bytes, as is: a text column cost the service a decode
+-- and an encode of every page. The date is rendered here, in the session's (display) time zone, by
+-- a cast to text (the session's DateStyle is ISO: service/db.py `connection_options`), which costs
+-- less than to_char() (docs/performance.md). string_agg() takes a page's items in the order the
+-- inner query returns them (ORDER BY with LIMIT, nothing in between that reorders): an ORDER BY
+-- inside that aggregate would sort every page again.
 WITH page AS (
 SELECT r.ord, p.found, coalesce(p.last_micros, 0) AS last_micros,
        coalesce(p.last_id, 0) AS last_id,
