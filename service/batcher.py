@@ -194,6 +194,9 @@ class InvestBatcher:
             cost=_keyed,
             max_cost=self._key_locks,
             waits=waits,
+            spacing=settings.invest_call_spacing_seconds,
+            spacing_full=settings.invest_call_spacing_full,
+            spacing_arrivals=settings.invest_call_spacing_arrivals,
         )
         self._held: dict[int, _HeldProduct] = {}
         self._shared_calls = 0  # shared calls in flight (`_call`), their answers not yet given

@@ -7,7 +7,9 @@ would start within `spacing` seconds of the previous call's start, with fewer th
 requests waiting, waits for that moment (or for `spacing_full` to wait), so that a steady trickle
 of requests goes in fewer, larger calls instead of a call per few requests. Only while requests
 arrive fast enough for the wait to gather `spacing_arrivals` of them (their rate is measured
-between calls); a request that finds no call started within `spacing` still goes at once.
+between calls) and overlap (a lone request after a call that carried one goes at once: a client
+that sends one request at a time gains nothing from a wait); a request that finds no call started
+within `spacing` still goes at once.
 
 Waiting is bounded twice: at most `max_waiting` requests wait (more are refused at once), and a
 request not sent within `max_wait` seconds is answered 503 (nothing was done for it). Whatever
@@ -99,6 +101,7 @@ class Coalescer(Generic[T, R]):
         # Arrivals per second between call starts (a moving average), and the count behind it.
         self._spacing_rate = spacing_arrivals / spacing if spacing else 0.0
         self._rate = 0.0
+        self._last_size = 0  # requests the last call carried
         self._arrived = 0
         self._arrived_at_start = 0
         self._spaced: list[asyncio.Future[None]] = []  # calls waiting for their spacing
@@ -190,11 +193,13 @@ class Coalescer(Generic[T, R]):
                     if (
                         len(self._waiting) < self._spacing_full
                         and self._rate >= self._spacing_rate
+                        and (len(self._waiting) > 1 or self._last_size > 1)
                         and await self._spaced_wait()
                     ):
                         continue  # waited: the queue may have changed (deadlines, a pause)
                     self._started_now()
                 batch = self._next_batch()
+                self._last_size = len(batch)
                 if self._on_batch is not None:
                     self._on_batch(len(batch))
                 if self._waits is not None:

@@ -17,7 +17,9 @@ from tests.fakes import InvestCallDatabase
 
 
 def batcher(db: InvestCallDatabase, **settings: Any) -> InvestBatcher:
-    values = {"invest_queue_max": 100, "db_acquire_timeout": 5.0, **settings}
+    # Calls unspaced unless a test asks: these tests step the loop, not its timers.
+    values = {"invest_queue_max": 100, "db_acquire_timeout": 5.0,
+              "invest_call_spacing_seconds": 0.0, **settings}  # fmt: skip
     return InvestBatcher(db, Settings(**values))
 
 
@@ -509,5 +511,32 @@ def test_a_rejoining_product_s_request_past_its_deadline_is_answered_503_not_sen
         assert isinstance(late, DatabaseUnavailable), late
         assert (await r3).investment_amount == 2
         assert all(101 not in amounts for _, amounts in db.sent)
+
+    asyncio.run(scenario())
+
+
+def test_invest_calls_are_spaced_under_load_and_a_lone_invest_is_not() -> None:
+    """INVEST_CALL_SPACING_SECONDS reaches the shared call: invests that overlap wait for the
+    spacing after the previous call's start and go together; one at a time they go at once."""
+
+    async def scenario() -> None:
+        spacing = 0.05
+        db = InvestCallDatabase()
+        invests = batcher(
+            db, invest_call_spacing_seconds=spacing, invest_call_spacing_arrivals=1
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for user in range(1, 6):  # one at a time, as fast as the fake answers
+            assert (await invests.invest(1, user, 10)).outcome == "done"
+        assert db.calls == [1] * 5
+        assert loop.time() - started < spacing  # none waited
+        pair = [invests.invest(1, user, 10) for user in (6, 7)]
+        assert [r.outcome for r in await asyncio.gather(*pair)] == ["done", "done"]
+        after_pair = loop.time()  # just after the pair's call started (the fake answers at once)
+        trickle = [invests.invest(1, user, 10) for user in (8, 9, 10)]
+        await asyncio.gather(*trickle)
+        assert db.calls == [1] * 5 + [2, 3]  # the three waited together
+        assert loop.time() - after_pair >= spacing / 2  # for the spacing, not at once
 
     asyncio.run(scenario())

@@ -122,10 +122,11 @@ def test_a_request_whose_deadline_passes_during_the_spacing_is_answered_503() ->
         calls = Calls()
         coalescer = spaced(calls, max_wait=SPACING / 5)
         assert await coalescer.run(1) == 2
-        late = coalescer.submit(2)
-        with pytest.raises(DatabaseUnavailable, match="not sent"):
-            await late
-        assert calls.batches == [[1]]  # never sent: nothing was done for it
+        late = [coalescer.submit(2), coalescer.submit(3)]
+        for answer in late:
+            with pytest.raises(DatabaseUnavailable, match="not sent"):
+                await answer
+        assert calls.batches == [[1]]  # never sent: nothing was done for them
         await asyncio.sleep(SPACING)
         assert coalescer.idle
         assert await coalescer.run(3) == 6  # and the coalescer still serves
@@ -184,6 +185,24 @@ def test_requests_arriving_too_slowly_to_gather_are_not_spaced() -> None:
             assert len(await asyncio.gather(*(coalescer.submit(n) for n in range(20)))) == 20
         # Unspaced, the calls of a burst start together; half the spacing leaves room for a
         # busy machine's pause between a call's start and the fake's reading of it.
+        assert calls.started[-1] - calls.started[-2] >= SPACING / 2
+
+    asyncio.run(scenario())
+
+
+def test_a_client_sending_one_request_at_a_time_is_never_spaced() -> None:
+    async def scenario() -> None:
+        calls = Calls()
+        # Fast enough for the spacing (any rate, `arrivals` 0), but alone: each request goes in
+        # a call of its own, and a call of one gathers nothing by waiting.
+        coalescer = spaced(calls, full=100)
+        for n in range(10):
+            assert await coalescer.run(n) == 2 * n
+        gaps = [b - a for a, b in zip(calls.started, calls.started[1:], strict=False)]
+        assert max(gaps) < SPACING / 2
+        # Two at once after a call of one: they overlap, and the next call waits its spacing.
+        assert await asyncio.gather(coalescer.submit(1), coalescer.submit(2)) == [2, 4]
+        assert calls.batches[-1] == [1, 2]
         assert calls.started[-1] - calls.started[-2] >= SPACING / 2
 
     asyncio.run(scenario())
