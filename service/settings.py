@@ -88,10 +88,10 @@ class Settings:
     # Under load a worker starts an invest call no sooner than this after the previous one's
     # start while fewer than INVEST_CALL_SPACING_FULL invests wait (service/coalesce.py), only
     # while they arrive fast enough for the wait to gather INVEST_CALL_SPACING_ARRIVALS of them
-    # (400 a second per worker at 5 ms); 0: at once, always.
-    invest_call_spacing_seconds: float = 0.005
+    # (400 a second per worker at 10 ms and 4); 0: at once, always.
+    invest_call_spacing_seconds: float = 0.010
     invest_call_spacing_full: int = 16
-    invest_call_spacing_arrivals: int = 2
+    invest_call_spacing_arrivals: int = 4
     read_batch_max: int = 200
     read_calls_in_flight: int = 2
     # Under load a worker starts a page call no sooner than this after the previous one's start

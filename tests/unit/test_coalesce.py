@@ -522,9 +522,7 @@ def test_invest_calls_are_spaced_under_load_and_a_lone_invest_is_not() -> None:
     async def scenario() -> None:
         spacing = 0.05
         db = InvestCallDatabase()
-        invests = batcher(
-            db, invest_call_spacing_seconds=spacing, invest_call_spacing_arrivals=1
-        )
+        invests = batcher(db, invest_call_spacing_seconds=spacing, invest_call_spacing_arrivals=1)
         loop = asyncio.get_running_loop()
         started = loop.time()
         for user in range(1, 6):  # one at a time, as fast as the fake answers
