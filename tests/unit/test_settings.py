@@ -17,6 +17,11 @@ def test_defaults() -> None:
     assert settings.max_body_bytes == 16 * 1024
     assert settings.workers >= 1
     assert (settings.read_call_spacing_seconds, settings.read_call_spacing_full) == (0.004, 32)
+    assert (
+        settings.invest_call_spacing_seconds,
+        settings.invest_call_spacing_full,
+        settings.invest_call_spacing_arrivals,
+    ) == (0.010, 16, 4)
 
 
 def test_values_from_the_environment() -> None:
@@ -51,7 +56,9 @@ def test_settings_round_trip_through_the_environment() -> None:
      ("LOG_LEVEL", "LOUD"), ("HOST", " "), ("LIST_CACHE_SECONDS", "nan"),
      ("MIGRATION_DATABASE_URL", "mysql://x"), ("ALLOW_UNSAFE_DURABILITY", "maybe"),
      ("READ_CALL_SPACING_SECONDS", "0.5"), ("READ_CALL_SPACING_SECONDS", "-0.001"),
-     ("READ_CALL_SPACING_FULL", "0")],
+     ("READ_CALL_SPACING_FULL", "0"), ("INVEST_CALL_SPACING_SECONDS", "0.5"),
+     ("INVEST_CALL_SPACING_SECONDS", "soon"), ("INVEST_CALL_SPACING_FULL", "0"),
+     ("INVEST_CALL_SPACING_ARRIVALS", "0"), ("INVEST_CALL_SPACING_ARRIVALS", "2.5")],
 )  # fmt: skip
 def test_invalid_setting_names_itself(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
@@ -62,6 +69,12 @@ def test_a_page_spacing_as_long_as_the_acquire_timeout_is_refused() -> None:
     with pytest.raises(SettingsError, match="READ_CALL_SPACING_SECONDS"):
         load_settings({"READ_CALL_SPACING_SECONDS": "0.05", "DB_ACQUIRE_TIMEOUT": "0.05"})
     assert load_settings({"READ_CALL_SPACING_SECONDS": "0.05", "DB_ACQUIRE_TIMEOUT": "0.06"})
+
+
+def test_an_invest_spacing_as_long_as_the_acquire_timeout_is_refused() -> None:
+    with pytest.raises(SettingsError, match="INVEST_CALL_SPACING_SECONDS"):
+        load_settings({"INVEST_CALL_SPACING_SECONDS": "0.05", "DB_ACQUIRE_TIMEOUT": "0.05"})
+    assert load_settings({"INVEST_CALL_SPACING_SECONDS": "0.05", "DB_ACQUIRE_TIMEOUT": "0.06"})
 
 
 @pytest.mark.parametrize("workers, pool", [("8", "4"), ("4", "7"), ("1", "1")])
