@@ -208,6 +208,7 @@ DECLARE
     -- The answers, one element per request.
     a_found boolean[]; a_total bigint[]; a_current bigint[]; a_state text[]; a_id bigint[];
     a_investors integer[];  -- each request's product's investor_count before the call
+    a_newcomers bigint[];   -- the requests that made their user an investor of the product
     -- The serial decision. Slots: l_p a product, l_q a (product, user), l_u a user, numbered
     -- within the call.
     l_e bigint[]; l_rem bigint[]; l_p integer[]; l_q integer[]; l_u integer[];
@@ -302,7 +303,9 @@ BEGIN
             WHERE excluded.invested_total <> 0 OR excluded.invested_real_estate <> 0
             RETURNING i.user_id, i.investor_class, i.invested_total, i.invested_real_estate
         ), added AS (
-            SELECT r.goods_id, r.user_id, sum(r.granted)::bigint AS amount
+            -- first_ord: the user's first granted request of this call in the product.
+            SELECT r.goods_id, r.user_id, sum(r.granted)::bigint AS amount,
+                   min(r.ord) AS first_ord
             FROM results r WHERE r.granted > 0 GROUP BY r.goods_id, r.user_id
         ), positions AS (
             -- The user's live amount in the product (guarded by the product's row lock).
@@ -332,12 +335,15 @@ BEGIN
                                                invest_date)
             SELECT r.id, r.user_id, r.goods_id, r.granted, v_now FROM results r
             WHERE r.granted > 0 AND NOT EXISTS (SELECT 1 FROM over_cap)
-        ), new_investors AS (
-            -- Users whose live amount in the product went from 0 to positive.
-            SELECT p.goods_id, count(*)::integer AS investors
+        ), newcomers AS (
+            -- Users whose live amount in the product went from 0 to positive (no investment
+            -- before the call, or every one cancelled): what it holds now is what this call added.
+            SELECT d.goods_id, d.first_ord
             FROM positions p JOIN added d USING (goods_id, user_id)
             WHERE p.amount = d.amount
-            GROUP BY p.goods_id
+        ), new_investors AS (
+            SELECT n.goods_id, count(*)::integer AS investors
+            FROM newcomers n GROUP BY n.goods_id
         ), counters AS (
             UPDATE investment_goods g
             SET current_investing_amount = g.current_investing_amount + m.granted,
@@ -354,9 +360,10 @@ BEGIN
                array_agg(r.id ORDER BY r.ord), array_agg(r.refused ORDER BY r.ord),
                array_agg(r.refused_value ORDER BY r.ord),
                array_agg(r.investors_before ORDER BY r.ord),
+               (SELECT array_agg(n.first_ord) FROM newcomers n),
                EXISTS (SELECT 1 FROM over_cap)
         INTO v_outcome, a_found, a_total, v_granted, a_current, a_state, a_id, v_refused,
-             v_value, a_investors, v_over
+             v_value, a_investors, a_newcomers, v_over
         FROM results r;
         EXIT WHEN NOT v_over;
 
@@ -495,27 +502,18 @@ BEGIN
         WHERE r.key IS NOT NULL AND r.answer IN ('done', 'limit');
     END IF;
     -- The outbox (sql/migrations/011_outbox.sql), while a relay is configured: one event per
-    -- ledger row, with the product's counters right after it. A newcomer is a user's first
-    -- ledger row of this call in a product where the user held nothing live before the call
-    -- (no investment, or every one cancelled): its live amount now is what this call added,
-    -- which is what the statement's new_investors counted. Rows go in in array order, so `seq`
-    -- follows it.
+    -- ledger row, with the product's counters right after it: its investor_count grows at each
+    -- newcomer's request (the statement above named them, a_newcomers: no lookup of the
+    -- positions again). Rows go in in array order, so `seq` follows it.
     IF EXISTS (SELECT 1 FROM investment_event_relay WHERE seen_at IS NOT NULL) THEN
         INSERT INTO investment_event (type, investment_id, user_id, goods_id, amount, at,
                                       current_investing_amount, investor_count)
         SELECT 'accepted', e.id, e.user_id, e.goods_id, e.granted, v_now, e.current,
-               e.investors_before + count(*) FILTER (WHERE e.newcomer)
-                   OVER (PARTITION BY e.goods_id ORDER BY e.ord)
-        FROM (SELECT r.*,
-                     row_number() OVER (PARTITION BY r.goods_id, r.user_id ORDER BY r.ord) = 1
-                     AND i.amount = sum(r.granted) OVER (PARTITION BY r.goods_id, r.user_id)
-                         AS newcomer
-              FROM unnest(p_goods_ids, p_user_ids, v_granted, a_current, a_id, a_investors)
-                   WITH ORDINALITY AS r(goods_id, user_id, granted, current, id,
-                                        investors_before, ord)
-              JOIN investment_goods_investor i
-                ON i.goods_id = r.goods_id AND i.user_id = r.user_id
-              WHERE r.granted > 0) e
+               e.investors_before + count(n.ord) OVER (PARTITION BY e.goods_id ORDER BY e.ord)
+        FROM unnest(p_goods_ids, p_user_ids, v_granted, a_current, a_id, a_investors)
+             WITH ORDINALITY AS e(goods_id, user_id, granted, current, id, investors_before, ord)
+        LEFT JOIN unnest(a_newcomers) AS n(ord) ON n.ord = e.ord
+        WHERE e.granted > 0
         ORDER BY e.ord;
     END IF;
 
