@@ -12,6 +12,7 @@ from typing import Any
 from deploy.config import ClusterConfig
 from deploy.processes import spawn, wait
 from deploy.tools import program
+from harness.nats import GO_RUNTIME
 from harness.sockets import port_in_use
 
 
@@ -46,7 +47,7 @@ def start(config: ClusterConfig, state: dict[str, Any]) -> dict[str, str]:
         (config.runtime / "nats" / f"n{n + 1}").mkdir(parents=True, exist_ok=True)
         path = config.runtime / f"nats{n + 1}.conf"
         path.write_text(server_config(config, n))
-        entry = spawn(f"nats{n + 1}", [binary, "-c", str(path)], {}, config.runtime)
+        entry = spawn(f"nats{n + 1}", [binary, "-c", str(path)], dict(GO_RUNTIME), config.runtime)
         state["processes"].append(entry)
         wait(f"nats{n + 1}", partial(port_in_use, "127.0.0.1", port, 0.5), entry,
              config.runtime, 15)  # fmt: skip

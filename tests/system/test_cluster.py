@@ -219,6 +219,8 @@ def test_the_rush_reaches_the_three_node_jetstream_cluster_once(
     # One nats-server lost (SIGKILL): the other two are a majority, the R3 stream still takes
     # the next rush's events, once.
     (lost,) = [e for e in cluster["processes"] if e["name"] == "nats1"]  # type: ignore[attr-defined]
+    # Run with the Go runtime's settings of docs/deploy.md "Events".
+    assert b"GOGC=400" in Path(f"/proc/{lost['pid']}/environ").read_bytes().split(b"\0")
     os.kill(int(lost["pid"]), signal.SIGKILL)
     goods_id, ids = rush_of_40(cluster)
     wait_until(

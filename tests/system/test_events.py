@@ -9,6 +9,7 @@ import asyncio
 import signal
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import httpx
 import pytest
@@ -280,6 +281,16 @@ def test_a_relay_publishes_nothing_into_a_stream_another_database_filled(
 
 def event(event_id: int) -> Event:
     return Event(event_id, "investments.accepted", f'{{"event_id":{event_id}}}', time.time())
+
+
+def test_nats_server_runs_with_the_go_runtime_settings_of_the_deployment() -> None:
+    """The nats-server of the tests and the bench runs as `just cluster` runs it: a collection at
+    400 % heap growth under a soft limit of 1 GiB (docs/deploy.md "Events")."""
+    with nats_server() as nats:
+        assert nats.process is not None
+        environ = Path(f"/proc/{nats.process.pid}/environ").read_bytes().split(b"\0")
+        assert b"GOGC=400" in environ
+        assert b"GOMEMLIMIT=1GiB" in environ
 
 
 def test_a_round_is_acknowledged_only_when_its_whole_chain_is_stored() -> None:
