@@ -65,16 +65,11 @@ def test_invalid_setting_names_itself(name: str, value: str) -> None:
         load_settings({name: value})
 
 
-def test_a_page_spacing_as_long_as_the_acquire_timeout_is_refused() -> None:
-    with pytest.raises(SettingsError, match="READ_CALL_SPACING_SECONDS"):
-        load_settings({"READ_CALL_SPACING_SECONDS": "0.05", "DB_ACQUIRE_TIMEOUT": "0.05"})
-    assert load_settings({"READ_CALL_SPACING_SECONDS": "0.05", "DB_ACQUIRE_TIMEOUT": "0.06"})
-
-
-def test_an_invest_spacing_as_long_as_the_acquire_timeout_is_refused() -> None:
-    with pytest.raises(SettingsError, match="INVEST_CALL_SPACING_SECONDS"):
-        load_settings({"INVEST_CALL_SPACING_SECONDS": "0.05", "DB_ACQUIRE_TIMEOUT": "0.05"})
-    assert load_settings({"INVEST_CALL_SPACING_SECONDS": "0.05", "DB_ACQUIRE_TIMEOUT": "0.06"})
+@pytest.mark.parametrize("name", ["READ_CALL_SPACING_SECONDS", "INVEST_CALL_SPACING_SECONDS"])
+def test_a_call_spacing_as_long_as_the_acquire_timeout_is_refused(name: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: "0.05", "DB_ACQUIRE_TIMEOUT": "0.05"})
+    assert load_settings({name: "0.05", "DB_ACQUIRE_TIMEOUT": "0.06"})
 
 
 @pytest.mark.parametrize("workers, pool", [("8", "4"), ("4", "7"), ("1", "1")])
