@@ -129,7 +129,10 @@ def cpu_us_per_event(before: dict[str, int], after: dict[str, int], events: int)
 
 
 def outbox(owner: str) -> int:
-    return int(psql(owner, "SELECT count(*) FROM investment_event"))
+    """The events in the outbox (a row holds a call's)."""
+    return int(
+        psql(owner, "SELECT coalesce(sum(cardinality(investment_ids)), 0) FROM investment_event")
+    )
 
 
 def drain_rate(owner: str, nats: Nats) -> dict[str, Any]:
@@ -248,8 +251,9 @@ def measure(
             # The backlog when the rush stops, then the time the relay takes to publish it.
             backlog, oldest = psql(
                 owner,
-                "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp()"
-                " - min(recorded_at)), 0) FROM investment_event",
+                "SELECT coalesce(sum(cardinality(investment_ids)), 0),"
+                " coalesce(extract(epoch FROM clock_timestamp() - min(recorded_at)), 0)"
+                " FROM investment_event",
             ).split("\t")
             start = time.monotonic()
             while int(psql(owner, "SELECT count(*) FROM investment_event")) > 0:

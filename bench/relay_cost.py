@@ -31,16 +31,18 @@ from bench.rush_compare import stop
 from bench.target import DEFAULT_SERVER, psql
 from service.ops.roles import with_user
 
-INSERT = (
-    "INSERT INTO investment_event (type, investment_id, user_id, goods_id, amount, at,"
-    " current_investing_amount, investor_count)"
-    " SELECT 'accepted', n, n, 1 + n % 100, 1000, now(), 1000 * n, 1 + n / 7"
+INSERT = (  # one row a statement, as invest_many() writes one a call
+    "INSERT INTO investment_event (type, at, investment_ids, user_ids, goods_ids, amounts,"
+    " current_investing_amounts, investor_counts)"
+    " SELECT 'accepted', now(), array_agg(n ORDER BY n), array_agg(n ORDER BY n),"
+    " array_agg(1 + n % 100 ORDER BY n), array_agg(1000::bigint ORDER BY n),"
+    " array_agg(1000 * n ORDER BY n), array_agg((1 + n / 7)::integer ORDER BY n)"
     " FROM generate_series($1::bigint, $2::bigint) n"
 )
 
 
 async def write(owner: str, rate: float, seconds: float) -> int:
-    """Outbox rows at `rate` per second for `seconds`, a few per statement every 2 ms."""
+    """Outbox events at `rate` per second for `seconds`, a few per statement (a row) every 2 ms."""
     import psqlpy
 
     conn = await psqlpy.connect(dsn=owner)

@@ -236,67 +236,82 @@ SELECT pg_try_advisory_lock(7202104, 25);
 
 -- name: relay-round
 -- One round of the relay; $1: the last event_id JetStream holds, $2: how many events to answer.
--- Deletes what JetStream holds (the rounds it holds wholly, and the outbox rows of every event up
--- to $1); when no numbered event is left after $1, numbers every outbox row this statement can
--- see that no round holds - each one committed - in `seq` order after the last number handed out,
--- as one round (docs/reliability.md: event_id order is commit order); answers up to $2 events
--- after $1 in event_id order, as the relay publishes them: event_id, subject, the JSON body
--- (docs/api.md "Events"; `at` in the display time zone, as the API shows it, by a cast to text:
--- the session's DateStyle is ISO, service/db.py `connection_options`) and recorded_at in epoch
--- seconds. Writes nothing when there is nothing to delete or number.
+-- Deletes what JetStream holds (the rounds it holds wholly, and the outbox rows whose every event
+-- is at most $1); when no numbered event is left after $1, numbers every outbox row this
+-- statement can see that no round holds - each one committed - in `seq` order after the last
+-- number handed out, as one round, a row's events in their array order (docs/reliability.md:
+-- event_id order is commit order; sql/migrations/014_outbox_calls.sql: a row holds a call's
+-- events, and a round's `ends` where each row's end); answers up to $2 events after $1 in
+-- event_id order, as the relay publishes them: event_id, subject, the JSON body (docs/api.md
+-- "Events"; `at` in the display time zone, as the API shows it, by a cast to text: the session's
+-- DateStyle is ISO, service/db.py `connection_options`) and recorded_at in epoch seconds. Writes
+-- nothing when there is nothing to delete or number.
 -- Rows are found by the `xid` index from the oldest transaction that can matter
 -- (sql/migrations/013_outbox_rounds.sql): a round's rows from its low_xid, new rows from the
 -- oldest transaction running at the last numbering; never by a scan of the whole outbox.
 WITH stored_rounds AS (
     DELETE FROM investment_event_round r
-    WHERE r.first_event_id + cardinality(r.seqs) - 1 <= $1
+    WHERE r.last_event_id <= $1
 ), stored_rows AS (
     DELETE FROM investment_event e
     WHERE e.xid >= (SELECT min(r.low_xid) FROM investment_event_round r
                     WHERE r.first_event_id <= $1)
-      AND e.seq IN (SELECT unnest(r.seqs[:$1 - r.first_event_id + 1])
-                    FROM investment_event_round r
-                    WHERE r.first_event_id <= $1)
+      AND e.seq IN (SELECT u.seq
+                    FROM investment_event_round r, unnest(r.seqs, r.ends) AS u(seq, e_end)
+                    WHERE r.first_event_id <= $1 AND r.first_event_id + u.e_end - 1 <= $1)
 ), pending AS (
-    -- Numbered, not yet in JetStream: a round answered in parts, or published again. Each
-    -- round's first $2 of them (its seqs after the k stored ones, k >= 0).
-    SELECT r.first_event_id + r.k + u.n - 1 AS event_id, u.seq
-    FROM (SELECT r.first_event_id, r.seqs, greatest($1 - r.first_event_id + 1, 0) AS k
-          FROM investment_event_round r
-          WHERE r.first_event_id + cardinality(r.seqs) - 1 > $1) r,
-         unnest(r.seqs[r.k + 1 : r.k + $2]) WITH ORDINALITY u(seq, n)
+    -- Numbered, not yet in JetStream: a round answered in parts, or published again. The rows
+    -- holding each round's first $2 events after $1 (after its start, if $1 is before it), and
+    -- the event_id of each one's first event.
+    SELECT r.first_event_id + coalesce(r.ends[(u.n - 1)::integer], 0) AS first_id, u.seq
+    FROM investment_event_round r,
+         unnest(r.seqs, r.ends) WITH ORDINALITY AS u(seq, e_end, n)
+    WHERE r.last_event_id > $1
+      AND r.first_event_id + u.e_end - 1 > $1
+      AND r.first_event_id + coalesce(r.ends[(u.n - 1)::integer], 0)
+          <= greatest($1, r.first_event_id - 1) + $2
 ), fresh AS (
-    SELECT e.*
+    SELECT e.*, cardinality(e.investment_ids) AS n
     FROM investment_event e
-    WHERE NOT EXISTS (SELECT 1 FROM investment_event_round r
-                      WHERE r.first_event_id + cardinality(r.seqs) - 1 > $1)
+    WHERE NOT EXISTS (SELECT 1 FROM investment_event_round r WHERE r.last_event_id > $1)
       AND e.xid >= (SELECT relay_floor(c.numbered_xmin) FROM investment_event_relay c)
       AND e.seq NOT IN (SELECT unnest(r.seqs) FROM investment_event_round r)
 ), counter AS (
     UPDATE investment_event_relay c
-    SET last_event_id = c.last_event_id + (SELECT count(*) FROM fresh),
+    SET last_event_id = c.last_event_id + (SELECT sum(f.n) FROM fresh f),
         numbered_xmin = pg_snapshot_xmin(pg_current_snapshot())
     WHERE EXISTS (SELECT 1 FROM fresh)
-    RETURNING c.last_event_id - (SELECT count(*) FROM fresh) AS base
+    RETURNING c.last_event_id - (SELECT sum(f.n) FROM fresh f) AS base
 ), numbered AS (
-    SELECT c.base + row_number() OVER (ORDER BY f.seq) AS event_id, f.*
+    -- e_end: the round's events up to this row's last.
+    SELECT c.base, sum(f.n) OVER (ORDER BY f.seq) AS e_end, f.*
     FROM fresh f, counter c
 ), round AS (
-    INSERT INTO investment_event_round (first_event_id, seqs, low_xid)
-    SELECT min(n.event_id), array_agg(n.seq ORDER BY n.seq), min(n.xid)
-    FROM numbered n
+    INSERT INTO investment_event_round (first_event_id, last_event_id, seqs, ends, low_xid)
+    SELECT min(nb.base) + 1, min(nb.base) + max(nb.e_end), array_agg(nb.seq ORDER BY nb.seq),
+           array_agg(nb.e_end::integer ORDER BY nb.seq), min(nb.xid)
+    FROM numbered nb
     HAVING count(*) > 0
 ), answered AS (
-    SELECT p.event_id, e.type, e.investment_id, e.user_id, e.goods_id, e.amount, e.at,
-           e.current_investing_amount, e.investor_count, e.recorded_at
+    SELECT p.first_id + x.k - 1 AS event_id, e.type, x.investment_id, x.user_id, x.goods_id,
+           x.amount, e.at, x.current_investing_amount, x.investor_count, e.recorded_at
     FROM pending p
     JOIN investment_event e ON e.seq = p.seq
+    CROSS JOIN LATERAL unnest(e.investment_ids, e.user_ids, e.goods_ids, e.amounts,
+                              e.current_investing_amounts, e.investor_counts)
+         WITH ORDINALITY AS x(investment_id, user_id, goods_id, amount, current_investing_amount,
+                              investor_count, k)
     WHERE e.xid >= (SELECT min(r.low_xid) FROM investment_event_round r
-                    WHERE r.first_event_id + cardinality(r.seqs) - 1 > $1)
+                    WHERE r.last_event_id > $1)
+      AND p.first_id + x.k - 1 > $1
     UNION ALL
-    SELECT n.event_id, n.type, n.investment_id, n.user_id, n.goods_id, n.amount, n.at,
-           n.current_investing_amount, n.investor_count, n.recorded_at
-    FROM numbered n
+    SELECT nb.base + nb.e_end - nb.n + x.k, nb.type, x.investment_id, x.user_id, x.goods_id,
+           x.amount, nb.at, x.current_investing_amount, x.investor_count, nb.recorded_at
+    FROM numbered nb
+    CROSS JOIN LATERAL unnest(nb.investment_ids, nb.user_ids, nb.goods_ids, nb.amounts,
+                              nb.current_investing_amounts, nb.investor_counts)
+         WITH ORDINALITY AS x(investment_id, user_id, goods_id, amount, current_investing_amount,
+                              investor_count, k)
     ORDER BY event_id
     LIMIT $2
 )
@@ -320,11 +335,13 @@ UPDATE investment_event_relay SET seen_at = statement_timestamp() RETURNING stre
 SELECT last_event_id FROM investment_event_relay;
 
 -- name: relay-backlog
--- The events not yet acknowledged by JetStream, and the age in seconds of the oldest (NULL: none).
+-- The events not yet acknowledged by JetStream (those of a row of which JetStream holds a part
+-- count too, until it holds the row's last), and the age in seconds of the oldest (NULL: none).
 -- Every row not yet deleted was written at or after the oldest transaction that can matter
 -- (relay-round): rows not numbered yet from the last numbering's xmin on, the rows of a round
 -- from its low_xid on; so the `xid` index reads the recent rows only, not the outbox's dead ones.
-SELECT count(*), extract(epoch FROM clock_timestamp() - min(e.recorded_at))::float8
+SELECT coalesce(sum(cardinality(e.investment_ids)), 0),
+       extract(epoch FROM clock_timestamp() - min(e.recorded_at))::float8
 FROM investment_event e
 WHERE e.xid >= (SELECT relay_floor(least(c.numbered_xmin, (SELECT min(r.low_xid)
                                                            FROM investment_event_round r)))
@@ -333,7 +350,8 @@ WHERE e.xid >= (SELECT relay_floor(least(c.numbered_xmin, (SELECT min(r.low_xid)
 -- name: outbox-abandon
 -- Housekeeping: no relay has said it runs for $1 hours (NATS_URL was taken away), so events are
 -- no longer written, and the outbox is emptied 10,000 rows at a time (its numbering rounds at
--- once: their numbers stay handed out). The number of rows deleted.
+-- once: their numbers stay handed out). The number of events deleted (10,000 rows hold at least
+-- as many: a chunk that deleted fewer was the last).
 WITH off AS (
     UPDATE investment_event_relay
     SET seen_at = NULL
@@ -348,6 +366,6 @@ WITH off AS (
     WHERE ctid IN (SELECT ctid FROM investment_event LIMIT 10000)
       AND (EXISTS (SELECT 1 FROM off)
            OR EXISTS (SELECT 1 FROM investment_event_relay WHERE seen_at IS NULL))
-    RETURNING 1
+    RETURNING cardinality(investment_ids) AS events
 )
-SELECT count(*) FROM gone;
+SELECT coalesce(sum(events), 0) FROM gone;

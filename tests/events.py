@@ -142,7 +142,8 @@ def backlog(database_url: str) -> tuple[int, float]:
 
     count, age = psql(
         database_url,
-        "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(recorded_at)), 0)"
+        "SELECT coalesce(sum(cardinality(investment_ids)), 0),"
+        " coalesce(extract(epoch FROM clock_timestamp() - min(recorded_at)), 0)"
         " FROM investment_event",
     ).split("\t")
     return int(count), float(age)

@@ -108,10 +108,11 @@ BEGIN
     -- The outbox (sql/migrations/011_outbox.sql), while a relay is configured: the cancellation
     -- with the product's counters right after it, written under the product's lock, so its
     -- `seq` (and its event_id) follows every event of the product committed before it.
-    INSERT INTO investment_event (type, investment_id, user_id, goods_id, amount, at,
-                                  current_investing_amount, investor_count)
-    SELECT 'cancelled', p_investment_id, p_user_id, g.goods_id, v_amount, v_now,
-           g.current_investing_amount, v_investors
+    -- One row, one event (sql/migrations/014_outbox_calls.sql).
+    INSERT INTO investment_event (type, at, investment_ids, user_ids, goods_ids, amounts,
+                                  current_investing_amounts, investor_counts)
+    SELECT 'cancelled', v_now, ARRAY[p_investment_id], ARRAY[p_user_id], ARRAY[g.goods_id],
+           ARRAY[v_amount], ARRAY[g.current_investing_amount], ARRAY[v_investors]
     WHERE EXISTS (SELECT 1 FROM investment_event_relay WHERE seen_at IS NOT NULL);
     -- The room it took under the user's caps (a repaid product's investments count no more).
     IF NOT g.repaid THEN

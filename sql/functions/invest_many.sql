@@ -501,20 +501,27 @@ BEGIN
                   id, refused, refused_value)
         WHERE r.key IS NOT NULL AND r.answer IN ('done', 'limit');
     END IF;
-    -- The outbox (sql/migrations/011_outbox.sql), while a relay is configured: one event per
-    -- ledger row, with the product's counters right after it: its investor_count grows at each
-    -- newcomer's request (the statement above named them, a_newcomers: no lookup of the
-    -- positions again). Rows go in in array order, so `seq` follows it.
+    -- The outbox (sql/migrations/011_outbox.sql), while a relay is configured: one row for the
+    -- call (sql/migrations/014_outbox_calls.sql), an event per ledger row in array order, each
+    -- with the product's counters right after it: its investor_count grows at each newcomer's
+    -- request (the statement above named them, a_newcomers: no lookup of the positions again).
+    -- No row when nothing was granted.
     IF EXISTS (SELECT 1 FROM investment_event_relay WHERE seen_at IS NOT NULL) THEN
-        INSERT INTO investment_event (type, investment_id, user_id, goods_id, amount, at,
-                                      current_investing_amount, investor_count)
-        SELECT 'accepted', e.id, e.user_id, e.goods_id, e.granted, v_now, e.current,
-               e.investors_before + count(n.ord) OVER (PARTITION BY e.goods_id ORDER BY e.ord)
-        FROM unnest(p_goods_ids, p_user_ids, v_granted, a_current, a_id, a_investors)
-             WITH ORDINALITY AS e(goods_id, user_id, granted, current, id, investors_before, ord)
-        LEFT JOIN unnest(a_newcomers) AS n(ord) ON n.ord = e.ord
-        WHERE e.granted > 0
-        ORDER BY e.ord;
+        INSERT INTO investment_event (type, at, investment_ids, user_ids, goods_ids, amounts,
+                                      current_investing_amounts, investor_counts)
+        SELECT 'accepted', v_now, array_agg(w.id ORDER BY w.ord),
+               array_agg(w.user_id ORDER BY w.ord), array_agg(w.goods_id ORDER BY w.ord),
+               array_agg(w.granted ORDER BY w.ord), array_agg(w.current ORDER BY w.ord),
+               array_agg(w.investors ORDER BY w.ord)
+        FROM (SELECT e.ord, e.id, e.user_id, e.goods_id, e.granted, e.current,
+                     e.investors_before
+                     + count(n.ord) OVER (PARTITION BY e.goods_id ORDER BY e.ord) AS investors
+              FROM unnest(p_goods_ids, p_user_ids, v_granted, a_current, a_id, a_investors)
+                   WITH ORDINALITY AS e(goods_id, user_id, granted, current, id,
+                                        investors_before, ord)
+              LEFT JOIN unnest(a_newcomers) AS n(ord) ON n.ord = e.ord
+              WHERE e.granted > 0) w
+        HAVING count(*) > 0;
     END IF;
 
     -- The answers: performed now or refused by the product's rules or the user's caps, replayed

@@ -1,5 +1,5 @@
 """The outbox (sql/migrations/011_outbox.sql, written by invest_many()) and the relay's rounds
-(sql/queries.sql `relay-round`, sql/migrations/013_outbox_rounds.sql): event_id order is commit
+(sql/queries.sql `relay-round`, sql/migrations/013_outbox_rounds.sql and 014_outbox_calls.sql): event_id order is commit
 order, the counters each event carries are the product's right after it, and nothing is written
 while no relay is configured."""
 
@@ -18,9 +18,12 @@ from service.sql import queries
 from tests.support import (
     create_goods,
     database_date_style,
+    drop_database,
     fresh_user,
     ledger_dates,
+    migrate,
     migrated_database,
+    new_database,
     psql,
 )
 
@@ -49,6 +52,17 @@ def relay_round(url: str, stored: int, limit: int = 10_000) -> list[dict[str, ob
 def number(url: str) -> list[dict[str, object]]:
     """One round after every event numbered so far was published: the events it numbered."""
     return relay_round(url, int(psql(url, "SELECT last_event_id FROM investment_event_relay")))
+
+
+def outbox_events(url: str) -> int:
+    """The events in the outbox (a row holds a call's, sql/migrations/014_outbox_calls.sql)."""
+    return int(
+        psql(url, "SELECT coalesce(sum(cardinality(investment_ids)), 0) FROM investment_event")
+    )
+
+
+def outbox_rows(url: str) -> int:
+    return int(psql(url, "SELECT count(*) FROM investment_event"))
 
 
 def events(numbered: list[dict[str, object]], goods: set[int]) -> list[tuple[int, ...]]:
@@ -143,7 +157,7 @@ def test_numbers_are_never_reused_or_skipped(outbox_database: str) -> None:
     assert number(url) == []  # nothing left: writes nothing
     last = int(psql(url, "SELECT last_event_id FROM investment_event_relay"))
     assert [e["event_id"] for e in three] == [last - 2, last - 1, last]
-    assert psql(url, "SELECT count(*) FROM investment_event") == "0"  # published: deleted
+    assert outbox_events(url) == 0  # published: deleted
     psql(url, invest_sql([goods_id], [fresh_user()], [1]))
     assert [e["event_id"] for e in number(url)] == [last + 1]
 
@@ -154,20 +168,20 @@ def test_nothing_is_written_without_a_relay_and_an_abandoned_outbox_is_emptied(
     with migrated_database(postgres_server) as url:
         goods_id = create_goods(url)
         psql(url, invest_sql([goods_id], [fresh_user()], [1]))
-        assert psql(url, "SELECT count(*) FROM investment_event") == "0"
+        assert outbox_events(url) == 0
         psql(url, "UPDATE investment_event_relay SET seen_at = now() - interval '25 hours'")
         psql(url, invest_sql([goods_id] * 2, [fresh_user(), fresh_user()], [1, 1]))
-        assert psql(url, "SELECT count(*) FROM investment_event") == "2"
+        assert (outbox_events(url), outbox_rows(url)) == (2, 1)  # one call
         abandon = queries()["outbox-abandon"].replace("$1", "24")
         assert psql(url, abandon) == "2"
         assert psql(url, "SELECT seen_at IS NULL FROM investment_event_relay") == "t"
         psql(url, invest_sql([goods_id], [fresh_user()], [1]))
-        assert psql(url, "SELECT count(*) FROM investment_event") == "0"
+        assert outbox_events(url) == 0
         # A relay seen within the hours keeps its outbox.
         psql(url, "UPDATE investment_event_relay SET seen_at = now()")
         psql(url, invest_sql([goods_id], [fresh_user()], [1]))
         assert psql(url, abandon) == "0"
-        assert psql(url, "SELECT count(*) FROM investment_event") == "1"
+        assert outbox_events(url) == 1
 
 
 def test_a_round_is_answered_in_parts_and_again_with_the_same_numbers(
@@ -193,18 +207,90 @@ def test_a_round_is_answered_in_parts_and_again_with_the_same_numbers(
         e["investment_id"]
         for e in first + second  # type: ignore[type-var]
     )
-    assert psql(url, "SELECT count(*) FROM investment_event") == "13"  # 8 deleted, 12 + 1 left
+    assert (outbox_events(url), outbox_rows(url)) == (13, 4)  # 2 calls deleted, 3 + 1 left
     third = relay_round(url, base + 12, limit=8)  # acknowledged up to 12 only: from 13
     assert [e["event_id"] for e in third] == list(range(base + 13, base + 21))
     assert psql(url, "SELECT count(*) FROM investment_event_round") == "1"
     fourth = relay_round(url, base + 20, limit=8)  # the round wholly held: the next one
     assert [e["event_id"] for e in fourth] == [base + 21]
-    assert psql(url, "SELECT count(*) FROM investment_event") == "1"
+    assert (outbox_events(url), outbox_rows(url)) == (1, 1)
     assert psql(url, "SELECT first_event_id, seqs[1] > 0 FROM investment_event_round") == (
         f"{base + 21}\tt"
     )
     assert relay_round(url, base + 21) == []
     assert psql(url, "SELECT count(*) FROM investment_event_round") == "0"
+
+
+def test_a_round_answered_in_parts_may_stop_inside_a_call(outbox_database: str) -> None:
+    """A call's events share one outbox row (sql/migrations/014_outbox_calls.sql): a round
+    answered in parts, or acknowledged in parts, may stop inside it; the row stays until
+    JetStream holds its last event, and the next round answers its events after the stream's
+    last with the numbers they had, then the next call's."""
+    url = outbox_database
+    goods_id = create_goods(url)
+    number(url)  # whatever the other tests left
+    base = int(psql(url, "SELECT last_event_id FROM investment_event_relay"))
+    users = [fresh_user() for _ in range(8)]
+    psql(url, invest_sql([goods_id] * 5, users[:5], [1] * 5))  # one call: a row of 5
+    psql(url, invest_sql([goods_id] * 3, users[5:], [1] * 3))  # a row of 3
+    assert (outbox_events(url), outbox_rows(url)) == (8, 2)
+
+    def answered(stored: int, limit: int) -> list[tuple[int, int]]:
+        return [(int(e["event_id"]), int(e["user_id"]))  # type: ignore[call-overload]
+                for e in relay_round(url, stored, limit)]  # fmt: skip
+
+    numbered = [(base + 1 + i, user) for i, user in enumerate(users)]
+    assert answered(base, 3) == numbered[:3]
+    assert answered(base + 3, 3) == numbered[3:6]  # across the two rows
+    assert (outbox_events(url), outbox_rows(url)) == (8, 2)  # the first row not wholly held
+    assert answered(base + 4, 3) == numbered[4:7]  # held up to 4 only: from 5, same numbers
+    assert answered(base + 5, 3) == numbered[5:8]  # the first row wholly held: deleted
+    assert (outbox_events(url), outbox_rows(url)) == (3, 1)
+    assert answered(base + 8, 3) == []
+    assert (outbox_events(url), outbox_rows(url)) == (0, 0)
+    assert psql(url, "SELECT count(*) FROM investment_event_round") == "0"
+
+
+def test_rows_written_before_a_call_held_its_events_are_published_with_their_numbers(
+    postgres_server: str,
+) -> None:
+    """sql/migrations/014_outbox_calls.sql on an outbox of a row per event: a round numbered
+    before it, answered in part, keeps its numbers; rows not numbered yet are numbered after it,
+    then a call's row after them."""
+    from service.ops.migrations import migrate as apply
+    from service.sql import migrations
+
+    url = new_database(postgres_server)
+    try:
+        asyncio.run(apply(url, "UTC", pending=migrations()[:13], functions=[]))
+        assert psql(url, "SELECT max(version) FROM schema_migrations") == "13"
+        psql(url, """
+            UPDATE investment_event_relay SET last_event_id = 41, seen_at = now();
+            INSERT INTO investment_event (type, investment_id, user_id, goods_id, amount, at,
+                                          current_investing_amount, investor_count)
+            SELECT 'accepted', 100 + n, 200 + n, 7, 10 * n, now(), 1000 + n, n
+            FROM generate_series(1, 5) n;
+            INSERT INTO investment_event_round (first_event_id, seqs, low_xid)
+            SELECT 39, array_agg(seq ORDER BY seq), min(xid) FROM investment_event
+            WHERE investment_id <= 103;
+        """)  # fmt: skip
+        migrate(url)  # the rest, and the functions of today
+        goods_id = create_goods(url)
+        user = fresh_user()
+        psql(url, invest_sql([goods_id] * 2, [user, user], [1, 2]))
+
+        def answered(stored: int) -> list[tuple[object, ...]]:
+            return [(e["event_id"], e["investment_id"], e["investor_count"])
+                    for e in relay_round(url, stored)]  # fmt: skip
+
+        assert answered(39) == [(40, 102, 2), (41, 103, 3)]  # the round's rest
+        fresh = answered(41)  # then one round of the rest, the call's row last
+        assert fresh[:2] == [(42, 104, 4), (43, 105, 5)]
+        assert [(e, n) for e, _, n in fresh[2:]] == [(44, 1), (45, 1)]
+        assert relay_round(url, 45) == []
+        assert (outbox_events(url), outbox_rows(url)) == (0, 0)
+    finally:
+        drop_database(postgres_server, url)
 
 
 def test_a_cancellation_is_an_event_with_the_counters_right_after_it(outbox_database: str) -> None:
