@@ -1,7 +1,7 @@
-"""The outbox (sql/migrations/011_outbox.sql, written by invest_many()) and the relay's rounds
-(sql/queries.sql `relay-round`, sql/migrations/013_outbox_rounds.sql and 014_outbox_calls.sql): event_id order is commit
-order, the counters each event carries are the product's right after it, and nothing is written
-while no relay is configured."""
+"""The outbox (sql/migrations/011_outbox.sql and 014_outbox_calls.sql, written by invest_many())
+and the relay's rounds (sql/queries.sql `relay-round`, sql/migrations/013_outbox_rounds.sql):
+event_id order is commit order, the counters each event carries are the product's right after
+it, and nothing is written while no relay is configured."""
 
 from __future__ import annotations
 
