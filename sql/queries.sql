@@ -283,9 +283,21 @@ WITH stored_rounds AS (
     WHERE EXISTS (SELECT 1 FROM fresh)
     RETURNING c.last_event_id - (SELECT sum(f.n) FROM fresh f) AS base
 ), numbered AS (
-    -- e_end: the round's events up to this row's last.
-    SELECT c.base, sum(f.n) OVER (ORDER BY f.seq) AS e_end, f.*
+    -- e_end: the round's events up to this row's last. A row's events share its `at` and
+    -- recorded_at: rendered once a row (here and in pending_rows), not once an event.
+    SELECT c.base, sum(f.n) OVER (ORDER BY f.seq) AS e_end, f.*,
+           date_trunc('second', f.at::timestamp)::text AS at_text,
+           extract(epoch FROM f.recorded_at)::float8 AS recorded_epoch
     FROM fresh f, counter c
+), pending_rows AS MATERIALIZED (
+    SELECT p.first_id, e.type, e.investment_ids, e.user_ids, e.goods_ids, e.amounts,
+           e.current_investing_amounts, e.investor_counts,
+           date_trunc('second', e.at::timestamp)::text AS at_text,
+           extract(epoch FROM e.recorded_at)::float8 AS recorded_epoch
+    FROM pending p
+    JOIN investment_event e ON e.seq = p.seq
+    WHERE e.xid >= (SELECT min(r.low_xid) FROM investment_event_round r
+                    WHERE r.last_event_id > $1)
 ), round AS (
     INSERT INTO investment_event_round (first_event_id, last_event_id, seqs, ends, low_xid)
     SELECT min(nb.base) + 1, min(nb.base) + max(nb.e_end), array_agg(nb.seq ORDER BY nb.seq),
@@ -293,20 +305,17 @@ WITH stored_rounds AS (
     FROM numbered nb
     HAVING count(*) > 0
 ), answered AS (
-    SELECT p.first_id + x.k - 1 AS event_id, e.type, x.investment_id, x.user_id, x.goods_id,
-           x.amount, e.at, x.current_investing_amount, x.investor_count, e.recorded_at
-    FROM pending p
-    JOIN investment_event e ON e.seq = p.seq
-    CROSS JOIN LATERAL unnest(e.investment_ids, e.user_ids, e.goods_ids, e.amounts,
-                              e.current_investing_amounts, e.investor_counts)
+    SELECT p.first_id + x.k - 1 AS event_id, p.type, x.investment_id, x.user_id, x.goods_id,
+           x.amount, p.at_text, x.current_investing_amount, x.investor_count, p.recorded_epoch
+    FROM pending_rows p
+    CROSS JOIN LATERAL unnest(p.investment_ids, p.user_ids, p.goods_ids, p.amounts,
+                              p.current_investing_amounts, p.investor_counts)
          WITH ORDINALITY AS x(investment_id, user_id, goods_id, amount, current_investing_amount,
                               investor_count, k)
-    WHERE e.xid >= (SELECT min(r.low_xid) FROM investment_event_round r
-                    WHERE r.last_event_id > $1)
-      AND p.first_id + x.k - 1 > $1
+    WHERE p.first_id + x.k - 1 > $1
     UNION ALL
     SELECT nb.base + nb.e_end - nb.n + x.k, nb.type, x.investment_id, x.user_id, x.goods_id,
-           x.amount, nb.at, x.current_investing_amount, x.investor_count, nb.recorded_at
+           x.amount, nb.at_text, x.current_investing_amount, x.investor_count, nb.recorded_epoch
     FROM numbered nb
     CROSS JOIN LATERAL unnest(nb.investment_ids, nb.user_ids, nb.goods_ids, nb.amounts,
                               nb.current_investing_amounts, nb.investor_counts)
@@ -318,10 +327,10 @@ WITH stored_rounds AS (
 SELECT a.event_id, 'investments.' || a.type,
        '{"event_id":' || a.event_id || ',"type":"' || a.type || '","investment_id":'
        || a.investment_id || ',"user_id":' || a.user_id || ',"goods_id":' || a.goods_id
-       || ',"amount":' || a.amount || ',"at":"' || date_trunc('second', a.at::timestamp)::text
+       || ',"amount":' || a.amount || ',"at":"' || a.at_text
        || '","current_investing_amount":' || a.current_investing_amount
        || ',"investor_count":' || a.investor_count || '}',
-       extract(epoch FROM a.recorded_at)::float8
+       a.recorded_epoch
 FROM answered a
 ORDER BY a.event_id;
 
