@@ -4,10 +4,12 @@ own; CPU µs per event of the relay process, its PostgreSQL backend and nats-ser
 window and the drain after it (bench/events.py `cpu_ticks`), and the relay's publish latency
 p50/p99 (its /metrics histogram, read from its metric files).
 
-The rows are written as invest_many() writes them (one INSERT of a few rows every 2 ms, by a
-session of this process, which is not counted), so every figure is the relay's chain only, and
-two checkouts can be compared back to back on a busy machine, where invest throughput is not a
-measure (each checkout migrates its own database):
+The rows are written as invest_many() writes them (one INSERT every 2 ms of a row holding the
+events due, as a call writes its events in one row, by a session of this process, which is not
+counted), so every figure is the relay's chain only, and two checkouts can be compared back to
+back on a busy machine, where invest throughput is not a measure (each checkout migrates its own
+database; a checkout from before sql/migrations/014_outbox_calls.sql, whose outbox has a row per
+event, is measured by running its own bench.relay_cost from it):
 
     python -m bench.relay_cost --rate 5000 --window 15
     python -m bench.relay_cost --rate 5000 --window 15 --checkout /tmp/before   # another tree
