@@ -290,6 +290,7 @@ WITH stored_rounds AS (
            extract(epoch FROM f.recorded_at)::float8 AS recorded_epoch
     FROM fresh f, counter c
 ), pending_rows AS MATERIALIZED (
+    -- The rows of `pending`, their time stamps rendered once a row.
     SELECT p.first_id, e.type, e.investment_ids, e.user_ids, e.goods_ids, e.amounts,
            e.current_investing_amounts, e.investor_counts,
            date_trunc('second', e.at::timestamp)::text AS at_text,
@@ -304,23 +305,27 @@ WITH stored_rounds AS (
            array_agg(nb.e_end::integer ORDER BY nb.seq), min(nb.xid)
     FROM numbered nb
     HAVING count(*) > 0
-), answered AS (
-    SELECT p.first_id + x.k - 1 AS event_id, p.type, x.investment_id, x.user_id, x.goods_id,
-           x.amount, p.at_text, x.current_investing_amount, x.investor_count, p.recorded_epoch
+), answer_rows AS (
+    -- The rows whose events are answered, each with its first event's event_id and `after`:
+    -- its events up to that one are in JetStream, not answered (NULL for the rows numbered by
+    -- this statement: every event of them is answered).
+    SELECT p.first_id, $1 AS after, p.type, p.at_text, p.recorded_epoch, p.investment_ids,
+           p.user_ids, p.goods_ids, p.amounts, p.current_investing_amounts, p.investor_counts
     FROM pending_rows p
-    CROSS JOIN LATERAL unnest(p.investment_ids, p.user_ids, p.goods_ids, p.amounts,
-                              p.current_investing_amounts, p.investor_counts)
-         WITH ORDINALITY AS x(investment_id, user_id, goods_id, amount, current_investing_amount,
-                              investor_count, k)
-    WHERE p.first_id + x.k - 1 > $1
     UNION ALL
-    SELECT nb.base + nb.e_end - nb.n + x.k, nb.type, x.investment_id, x.user_id, x.goods_id,
-           x.amount, nb.at_text, x.current_investing_amount, x.investor_count, nb.recorded_epoch
+    SELECT nb.base + nb.e_end - nb.n + 1, NULL, nb.type, nb.at_text, nb.recorded_epoch,
+           nb.investment_ids, nb.user_ids, nb.goods_ids, nb.amounts,
+           nb.current_investing_amounts, nb.investor_counts
     FROM numbered nb
-    CROSS JOIN LATERAL unnest(nb.investment_ids, nb.user_ids, nb.goods_ids, nb.amounts,
-                              nb.current_investing_amounts, nb.investor_counts)
+), answered AS (
+    SELECT r.first_id + x.k - 1 AS event_id, r.type, x.investment_id, x.user_id, x.goods_id,
+           x.amount, r.at_text, x.current_investing_amount, x.investor_count, r.recorded_epoch
+    FROM answer_rows r
+    CROSS JOIN LATERAL unnest(r.investment_ids, r.user_ids, r.goods_ids, r.amounts,
+                              r.current_investing_amounts, r.investor_counts)
          WITH ORDINALITY AS x(investment_id, user_id, goods_id, amount, current_investing_amount,
                               investor_count, k)
+    WHERE r.after IS NULL OR r.first_id + x.k - 1 > r.after
     ORDER BY event_id
     LIMIT $2
 )
