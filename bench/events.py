@@ -128,11 +128,13 @@ def cpu_us_per_event(before: dict[str, int], after: dict[str, int], events: int)
     return figures
 
 
+# The events in outbox rows (a row holds a call's, sql/migrations/014_outbox_calls.sql).
+OUTBOX_EVENTS = "coalesce(sum(cardinality(investment_ids)), 0)"
+
+
 def outbox(owner: str) -> int:
-    """The events in the outbox (a row holds a call's)."""
-    return int(
-        psql(owner, "SELECT coalesce(sum(cardinality(investment_ids)), 0) FROM investment_event")
-    )
+    """The events in the outbox."""
+    return int(psql(owner, f"SELECT {OUTBOX_EVENTS} FROM investment_event"))
 
 
 def drain_rate(owner: str, nats: Nats) -> dict[str, Any]:
@@ -251,7 +253,7 @@ def measure(
             # The backlog when the rush stops, then the time the relay takes to publish it.
             backlog, oldest = psql(
                 owner,
-                "SELECT coalesce(sum(cardinality(investment_ids)), 0),"
+                f"SELECT {OUTBOX_EVENTS},"
                 " coalesce(extract(epoch FROM clock_timestamp() - min(recorded_at)), 0)"
                 " FROM investment_event",
             ).split("\t")

@@ -241,7 +241,7 @@ SELECT pg_try_advisory_lock(7202104, 25);
 -- statement can see that no round holds - each one committed - in `seq` order after the last
 -- number handed out, as one round, a row's events in their array order (docs/reliability.md:
 -- event_id order is commit order; sql/migrations/014_outbox_calls.sql: a row holds a call's
--- events, and a round's `ends` where each row's end); answers up to $2 events after $1 in
+-- events, and a round's `ends` where each row's events end); answers up to $2 events after $1 in
 -- event_id order, as the relay publishes them: event_id, subject, the JSON body (docs/api.md
 -- "Events"; `at` in the display time zone, as the API shows it, by a cast to text: the session's
 -- DateStyle is ISO, service/db.py `connection_options`) and recorded_at in epoch seconds. Writes

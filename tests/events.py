@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from bench.events import OUTBOX_EVENTS
 from harness import nats as harness_nats
 from harness import processes as _processes
 from harness.sockets import free_port
@@ -142,7 +143,7 @@ def backlog(database_url: str) -> tuple[int, float]:
 
     count, age = psql(
         database_url,
-        "SELECT coalesce(sum(cardinality(investment_ids)), 0),"
+        f"SELECT {OUTBOX_EVENTS},"
         " coalesce(extract(epoch FROM clock_timestamp() - min(recorded_at)), 0)"
         " FROM investment_event",
     ).split("\t")

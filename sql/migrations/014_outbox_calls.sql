@@ -1,5 +1,5 @@
 -- The outbox holds a call's events in one row instead of a row per event (docs/reliability.md
--- "Events: the outbox and its relay"; docs/performance.md "Events on against off").
+-- "Events: the outbox and its relay"; docs/performance.md, the sixteenth set).
 --
 -- Before, invest_many() wrote a row per accepted investment: a heap tuple, an entry in the `xid`
 -- index and their WAL each, then the relay read, deleted and (through autovacuum) vacuumed each

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import psqlpy
 import pytest
 
+from bench.events import OUTBOX_EVENTS
 from service.relay import Session
 from service.settings import load_settings
 from service.sql import queries
@@ -55,10 +56,8 @@ def number(url: str) -> list[dict[str, object]]:
 
 
 def outbox_events(url: str) -> int:
-    """The events in the outbox (a row holds a call's, sql/migrations/014_outbox_calls.sql)."""
-    return int(
-        psql(url, "SELECT coalesce(sum(cardinality(investment_ids)), 0) FROM investment_event")
-    )
+    """The events in the outbox (a row holds a call's)."""
+    return int(psql(url, f"SELECT {OUTBOX_EVENTS} FROM investment_event"))
 
 
 def outbox_rows(url: str) -> int:
