@@ -15,8 +15,9 @@ RELAY_POLL_SECONDS while it keeps up, at once while a backlog is left):
      a row holds an invest call's events; and the numbering rounds JetStream holds wholly);
   2. when every numbered event is in JetStream, numbers the outbox rows it can see as one round
      (one row recording their `seq` values, where each one's events end and the first event_id;
-     all committed, so event_id order is commit order), and answers up to FETCH_BATCHES x RELAY_BATCH events after the
-     stream's last, in event_id order, each rendered as it is published (subject, JSON body);
+     all committed, so event_id order is commit order), and answers up to FETCH_BATCHES x
+     RELAY_BATCH events after the stream's last, in event_id order, each rendered as it is
+     published (subject, JSON body);
   3. publishes them, RELAY_BATCH at a time, Nats-Msg-Id = event_id; every message but the first
      after connecting carries Nats-Expected-Last-Msg-Id = the event before it, so JetStream
      stores a message only right after its predecessor (a message lost in a broken connection
