@@ -258,7 +258,7 @@ def measure(
                 " FROM investment_event",
             ).split("\t")
             start = time.monotonic()
-            while int(psql(owner, "SELECT count(*) FROM investment_event")) > 0:
+            while outbox(owner) > 0:
                 if time.monotonic() - start > 120:
                     break
                 time.sleep(0.05)

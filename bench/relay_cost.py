@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import target
-from bench.events import Nats, cpu_ticks, cpu_us_per_event, latency_quantiles
+from bench.events import Nats, cpu_ticks, cpu_us_per_event, latency_quantiles, outbox
 from bench.rush_compare import stop
 from bench.target import DEFAULT_SERVER, psql
 from service.ops.roles import with_user
@@ -103,13 +103,13 @@ def measure(checkout: Path, server: str, rate: float, window: float, name: str) 
                 raise RuntimeError(f"the relay did not start: {(work / 'relay.log').read_text()}")
             time.sleep(0.1)
         asyncio.run(write(owner, rate, 2))  # warm-up, not measured
-        while int(psql(owner, "SELECT count(*) FROM investment_event")):
+        while outbox(owner):
             time.sleep(0.05)
         assert nats.process is not None
         before, ticks = metric_samples(metrics), cpu_ticks(relay.pid, nats.process.pid, owner)
         written = asyncio.run(write(owner, rate, window))
         drain_started = time.monotonic()
-        while int(psql(owner, "SELECT count(*) FROM investment_event")):
+        while outbox(owner):
             time.sleep(0.02)
         drain = time.monotonic() - drain_started
         after = cpu_ticks(relay.pid, nats.process.pid, owner)

@@ -283,40 +283,34 @@ WITH stored_rounds AS (
     WHERE EXISTS (SELECT 1 FROM fresh)
     RETURNING c.last_event_id - (SELECT sum(f.n) FROM fresh f) AS base
 ), numbered AS (
-    -- e_end: the round's events up to this row's last. A row's events share its `at` and
-    -- recorded_at: rendered once a row (here and in pending_rows), not once an event.
-    SELECT c.base, sum(f.n) OVER (ORDER BY f.seq) AS e_end, f.*,
-           date_trunc('second', f.at::timestamp)::text AS at_text,
-           extract(epoch FROM f.recorded_at)::float8 AS recorded_epoch
+    -- e_end: the round's events up to this row's last.
+    SELECT c.base, sum(f.n) OVER (ORDER BY f.seq) AS e_end, f.*
     FROM fresh f, counter c
-), pending_rows AS MATERIALIZED (
-    -- The rows of `pending`, their time stamps rendered once a row.
-    SELECT p.first_id, e.type, e.investment_ids, e.user_ids, e.goods_ids, e.amounts,
-           e.current_investing_amounts, e.investor_counts,
-           date_trunc('second', e.at::timestamp)::text AS at_text,
-           extract(epoch FROM e.recorded_at)::float8 AS recorded_epoch
-    FROM pending p
-    JOIN investment_event e ON e.seq = p.seq
-    WHERE e.xid >= (SELECT min(r.low_xid) FROM investment_event_round r
-                    WHERE r.last_event_id > $1)
 ), round AS (
     INSERT INTO investment_event_round (first_event_id, last_event_id, seqs, ends, low_xid)
     SELECT min(nb.base) + 1, min(nb.base) + max(nb.e_end), array_agg(nb.seq ORDER BY nb.seq),
            array_agg(nb.e_end::integer ORDER BY nb.seq), min(nb.xid)
     FROM numbered nb
     HAVING count(*) > 0
-), answer_rows AS (
+), answer_rows AS MATERIALIZED (
     -- The rows whose events are answered, each with its first event's event_id and `after`:
     -- its events up to that one are in JetStream, not answered (NULL for the rows numbered by
-    -- this statement: every event of them is answered).
-    SELECT p.first_id, $1 AS after, p.type, p.at_text, p.recorded_epoch, p.investment_ids,
-           p.user_ids, p.goods_ids, p.amounts, p.current_investing_amounts, p.investor_counts
-    FROM pending_rows p
-    UNION ALL
-    SELECT nb.base + nb.e_end - nb.n + 1, NULL, nb.type, nb.at_text, nb.recorded_epoch,
-           nb.investment_ids, nb.user_ids, nb.goods_ids, nb.amounts,
-           nb.current_investing_amounts, nb.investor_counts
-    FROM numbered nb
+    -- this statement: every event of them is answered). A row's events share its `at` and
+    -- recorded_at: rendered here, once a row, not once an event.
+    SELECT a.*, date_trunc('second', a.at::timestamp)::text AS at_text,
+           extract(epoch FROM a.recorded_at)::float8 AS recorded_epoch
+    FROM (SELECT p.first_id, $1 AS after, e.type, e.at, e.recorded_at, e.investment_ids,
+                 e.user_ids, e.goods_ids, e.amounts, e.current_investing_amounts,
+                 e.investor_counts
+          FROM pending p
+          JOIN investment_event e ON e.seq = p.seq
+          WHERE e.xid >= (SELECT min(r.low_xid) FROM investment_event_round r
+                          WHERE r.last_event_id > $1)
+          UNION ALL
+          SELECT nb.base + nb.e_end - nb.n + 1, NULL, nb.type, nb.at, nb.recorded_at,
+                 nb.investment_ids, nb.user_ids, nb.goods_ids, nb.amounts,
+                 nb.current_investing_amounts, nb.investor_counts
+          FROM numbered nb) a
 ), answered AS (
     SELECT r.first_id + x.k - 1 AS event_id, r.type, x.investment_id, x.user_id, x.goods_id,
            x.amount, r.at_text, x.current_investing_amount, x.investor_count, r.recorded_epoch
