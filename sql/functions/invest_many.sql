@@ -8,15 +8,15 @@
 -- in every worker and instance, so calls never deadlock.
 --
 -- How products are locked depends on p_lock_wait_ms. NULL (the service's shared call): a wait of
--- at most 50 ms per row, repeated while every row it still lacks is held by another call of the
--- service (a transaction holding the limits lock shared: it holds a row for milliseconds, tens
--- on a loaded machine) for at most 500 ms in all; then SKIP LOCKED, so a product row held
--- elsewhere (an operator's transaction) delays this call by 50 ms at most; that product's
--- requests are answered 'skipped' with nothing done, and the service hands them to a call of
--- their own. A number (that call): the products are
--- waited for, at most that many milliseconds (then the statement fails with a lock timeout and
--- nothing is done). Either way the locks are taken by the same transaction id that then updates
--- the rows (the wait's subtransaction does the writes too), so a call makes no MultiXact
+-- at most 50 ms per row (two lock waits of 25 ms at most), repeated while every row it still
+-- lacks is held by another call of the service (a transaction holding the limits lock shared: it
+-- holds a row for milliseconds, tens on a loaded machine) for at most 500 ms in all; then SKIP
+-- LOCKED, so a product row held elsewhere (an operator's transaction) delays this call by 50 ms
+-- at most; that product's requests are answered 'skipped' with nothing done, and the service
+-- hands them to a call of their own. A number (that call): the products are waited for, at most
+-- that many milliseconds (then the statement fails with a lock timeout and nothing is done).
+-- Either way the locks are taken by the same transaction id that then updates the rows (the
+-- wait's subtransaction does the writes too), so a call makes no MultiXact
 -- (tests/integration/test_multixact.py).
 --
 -- Each locked product's requests are granted first come, first served in array order: the
@@ -109,7 +109,10 @@ BEGIN
     v_lock_timeout := current_setting('lock_timeout');
     -- NULL (the shared call): other calls of the service (another worker's, another instance's)
     -- hold a product for milliseconds: wait for them, at most 50 ms for each row. A row held
-    -- longer makes that wait fail. While no row is held by anything but such calls (a loaded
+    -- elsewhere can take two waits, each bounded by lock_timeout: the row's tuple lock, held by a
+    -- call that waits for the row already, then the holder's transaction. So each wait gets
+    -- 25 ms (with 50 ms each, a call that came 5 ms after another waited 95 ms for a row held by
+    -- an operator). A row held longer makes that wait fail. While no row is held by anything but such calls (a loaded
     -- machine, where a call lasts longer), wait again, up to 500 ms in all: passing a product
     -- over sends its requests to slower calls of their own. A row held by another transaction
     -- (an operator's session) ends the wait: the call locks what it can (SKIP LOCKED) and
@@ -123,7 +126,7 @@ BEGIN
         BEGIN
             PERFORM set_config(
                 'lock_timeout',
-                CASE WHEN p_lock_wait_ms IS NULL THEN 50
+                CASE WHEN p_lock_wait_ms IS NULL THEN 25
                      ELSE greatest(1, (extract(epoch FROM v_until - clock_timestamp()) * 500)
                                           ::integer)
                 END || 'ms',

@@ -4,11 +4,13 @@ plain requests, a request that cannot be served never failing the others, and a 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
 
 import pytest
+from psqlpy import Connection, ConnectionPool
 
 from tests.support import (
     counters,
@@ -247,9 +249,10 @@ def test_a_row_held_by_another_call_is_waited_for_up_to_half_a_second(
     database_url: str,
 ) -> None:
     """A product row held by another call of the service (its transaction holds the limits lock
-    shared, as every invest call's does) is waited for past the 50 ms step, for at most 500 ms
-    in all: held 0.3 s it is served, held 3 s it is passed over after about half a second. A row
-    held by another transaction (an operator's) is passed over after the first 50 ms."""
+    shared, as every invest call's does) is waited for past the first wait (two lock waits of
+    25 ms at most), for at most 500 ms in all: held 0.3 s it is served, held 3 s it is passed
+    over after about half a second. A row held by another transaction (an operator's) is passed
+    over after the first wait."""
     product = create_goods(database_url, total=1000)
 
     def timed(holder: Any) -> tuple[str, float]:
@@ -268,6 +271,52 @@ def test_a_row_held_by_another_call_is_waited_for_up_to_half_a_second(
     outcome, took = timed(hold_rows(database_url, [product], 2))
     assert outcome == "skipped" and took < 0.4, (outcome, took)
     assert counters(database_url, product) == (10, 1)
+
+
+def test_calls_waiting_together_for_a_row_held_elsewhere_are_each_delayed_50_ms_at_most(
+    database_url: str,
+) -> None:
+    """Three shared calls for a product whose row another transaction holds, sent 5 ms apart:
+    the later ones queue behind the first for the row's tuple lock, then wait for the holder
+    (two lock waits in one attempt), and still each is passed over within the 50 ms that one
+    held row may cost a shared call (docs/reliability.md). With 50 ms for each wait, the second
+    took about 95 ms: the first's wait, less its 5 ms head start, and then its own."""
+    held, free = create_goods(database_url, total=1000), create_goods(database_url, total=1000)
+
+    async def three_calls() -> list[tuple[str, float]]:
+        pool = ConnectionPool(dsn=database_url, max_db_pool_size=3)
+        connections = [await pool.connection() for _ in range(3)]
+
+        async def call(
+            connection: Connection, goods_id: int, after: float = 0
+        ) -> tuple[str, float]:
+            await asyncio.sleep(after)
+            started = time.monotonic()
+            rows = await connection.execute(
+                "SELECT outcome FROM invest_many($1, $2, $3, NULL)",
+                [[goods_id], [fresh_user()], [10]],
+            )
+            return rows.result()[0]["outcome"], time.monotonic() - started
+
+        try:
+            for connection in connections:  # each session has compiled the functions
+                assert (await call(connection, free))[0] == "done"
+            return await asyncio.gather(
+                *(call(c, held, 0.005 * n) for n, c in enumerate(connections))
+            )
+        finally:
+            for connection in connections:
+                connection.close()
+            pool.close()
+
+    holder = hold_rows(database_url, [held], 3)
+    try:
+        answers = asyncio.run(three_calls())
+    finally:
+        holder.wait()
+    assert [outcome for outcome, _ in answers] == ["skipped"] * 3, answers
+    assert max(took for _, took in answers) < 0.075, answers
+    assert counters(database_url, held) == (0, 0) and counters(database_url, free) == (30, 3)
 
 
 def test_a_waiting_call_gives_up_at_its_lock_wait(database_url: str) -> None:
