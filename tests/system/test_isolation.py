@@ -18,6 +18,7 @@ import pytest
 from bench import waits
 from tests.support import (
     ServiceProcess,
+    collector_paused,
     counters,
     create_goods,
     fresh_user,
@@ -183,7 +184,8 @@ def test_a_held_product_delays_only_its_own_requests(
             await asyncio.to_thread(holder.wait, 30)
             return latencies, answers_on_a, statuses
 
-    latencies, on_a, statuses = asyncio.run(scenario())
+    with collector_paused():
+        latencies, on_a, statuses = asyncio.run(scenario())
     print(
         f"\nheld product: {len(latencies)} invests in other products, p50"
         f" {statistics.median(latencies) * 1000:.1f} ms, p99"
