@@ -1,5 +1,7 @@
 """The opening rush on one product, two checkouts in the same run: 2 instances × 2 workers each,
 wrk at 500 connections all investing in one product, alternating before/after for a few rounds.
+`--products 100` spreads the invests over 100 products instead (the capacity stage's mix), and
+`--instances 1` runs one instance with all 500 connections.
 
 Reports the accepted invests/s (2xx answers) of each side and their ratio, so a change to the
 invest path (issue 15's per-product waiting calls) is judged against the code it replaces on the
@@ -9,6 +11,7 @@ on a quiet machine:
 
     git worktree add /tmp/before <rev>
     python -m bench.rush_compare --before /tmp/before --after . --rounds 2 --window 10
+    python -m bench.rush_compare --before /tmp/before --after . --products 100 --instances 1
     BENCH_CAPS=act python -m bench.rush_compare --after . --rounds 2 --window 10
 """
 
@@ -89,14 +92,15 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
 
 
-def rush(urls: list[str], seconds: float, work: Path) -> dict[str, Any]:
-    """wrk against each instance at once (250 connections each), all on goods_id 1."""
-    script = wrk_script("invest", users=RUSH_USERS, recruiting=1)
+def rush(urls: list[str], seconds: float, work: Path, products: int = 1) -> dict[str, Any]:
+    """wrk against each instance at once (500 connections in all, shared), on goods_id 1 (or
+    spread over goods_id 1..`products`)."""
+    script = wrk_script("invest", users=RUSH_USERS, recruiting=products)
     results: list[dict[str, Any]] = [{} for _ in urls]
 
     def one(n: int) -> None:
         results[n] = run_wrk(urls[n] + "/v1/api/investment/user/goods", f"rush-{n}", script,
-                             seconds, work, connections=250)  # fmt: skip
+                             seconds, work, connections=500 // len(urls))  # fmt: skip
 
     threads = [threading.Thread(target=one, args=(n,)) for n in range(len(urls))]
     for thread in threads:
@@ -112,14 +116,17 @@ def rush(urls: list[str], seconds: float, work: Path) -> dict[str, Any]:
     }
 
 
-def open_rush(checkout: Path, owner: str, log: Path) -> list[tuple[subprocess.Popen[bytes], str]]:
-    """2 instances of `checkout` on `owner`'s database, ready, and product 1 open with a total
-    no rush reaches; stop them with `stop` (here already if they do not come up)."""
-    instances = [start_instance(checkout, owner, log) for _ in range(2)]
+def open_rush(
+    checkout: Path, owner: str, log: Path, count: int = 2, products: int = 1
+) -> list[tuple[subprocess.Popen[bytes], str]]:
+    """`count` instances of `checkout` on `owner`'s database, ready, and products 1..`products`
+    open with totals no rush reaches; stop them with `stop` (here already if they do not come
+    up)."""
+    instances = [start_instance(checkout, owner, log) for _ in range(count)]
     try:
         for process, url in instances:
             wait_ready(url, process)
-        recruiting(owner, 1)
+        recruiting(owner, products)
     except BaseException:
         for process, _ in instances:
             stop(process)
@@ -134,20 +141,22 @@ def measure(
     window: float,
     work: Path,
     with_caps: dict[str, caps.Caps] | None = None,
+    count: int = 2,
+    products: int = 1,
 ) -> dict[str, Any]:
     """One side's rush on a fresh database; `with_caps`: every rush user registered and these
     caps loaded first (caps.NO_CAPS for the side without)."""
     owner = recreate_database(server, f"rush_{side.replace('-', '_')}")
     psql(owner, "SELECT 1")
-    instances = open_rush(checkout, owner, work / f"{side}.log")
+    instances = open_rush(checkout, owner, work / f"{side}.log", count, products)
     try:
         if with_caps is not None:
             caps.register_users(owner, RUSH_USERS)
             caps.load(owner, with_caps)
         urls = [url for _, url in instances]
-        rush(urls, 3, work)  # warm-up, not measured
+        rush(urls, 3, work, products)  # warm-up, not measured
         settle(owner, timeout=10)
-        return rush(urls, window, work)
+        return rush(urls, window, work, products)
     finally:
         for process, _ in instances:
             stop(process)
@@ -161,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", type=Path, required=True, help="checkout of the new code")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--products", type=int, default=1, help="invests spread over this many")
+    parser.add_argument("--instances", type=int, default=2, help="of 2 workers each")
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER))
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="rush-compare-"))
@@ -183,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     for round_number in range(args.rounds):
         for side in (first, second) if round_number % 2 == 0 else (second, first):
             checkout, with_caps = sides[side]
-            result = measure(side, checkout.resolve(), args.server, args.window, work, with_caps)
+            result = measure(side, checkout.resolve(), args.server, args.window, work, with_caps,
+                             args.instances, args.products)  # fmt: skip
             figures[side].append(result)
             print(f"round {round_number + 1} {side}: {result}", flush=True)
     mean = {side: statistics.mean(r["accepted_per_s"] for r in figures[side]) for side in sides}
