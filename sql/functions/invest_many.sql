@@ -111,12 +111,12 @@ BEGIN
     -- hold a product for milliseconds: wait for them, at most 50 ms for each row. A row held
     -- elsewhere can take two waits, each bounded by lock_timeout: the row's tuple lock, held by a
     -- call that waits for the row already, then the holder's transaction. So each wait gets
-    -- 25 ms (with 50 ms each, a call that came 5 ms after another waited 95 ms for a row held by
-    -- an operator). A row held longer makes that wait fail. While no row is held by anything but such calls (a loaded
-    -- machine, where a call lasts longer), wait again, up to 500 ms in all: passing a product
-    -- over sends its requests to slower calls of their own. A row held by another transaction
-    -- (an operator's session) ends the wait: the call locks what it can (SKIP LOCKED) and
-    -- passes the rest over.
+    -- 25 ms (with 50 ms each, a call that came 5 ms after another took about 100 ms to pass
+    -- over a row an operator held). A row held longer makes that wait fail. While no row is held
+    -- by anything but such calls (a loaded machine, where a call lasts longer), wait again, up
+    -- to 500 ms in all: passing a product over sends its requests to slower calls of their own.
+    -- A row held by another transaction (an operator's session) ends the wait: the call locks
+    -- what it can (SKIP LOCKED) and passes the rest over.
     -- A number (a held product's own call): lock_timeout bounds each lock a statement waits
     -- for, and a row held elsewhere can take two waits (the tuple lock behind other waiters,
     -- then the holder's transaction): so each attempt gets half of what is left, and a

@@ -280,7 +280,7 @@ def test_calls_waiting_together_for_a_row_held_elsewhere_are_each_delayed_50_ms_
     the later ones queue behind the first for the row's tuple lock, then wait for the holder
     (two lock waits in one attempt), and still each is passed over within the 50 ms that one
     held row may cost a shared call (docs/reliability.md). With 50 ms for each wait, the second
-    took about 95 ms: the first's wait, less its 5 ms head start, and then its own."""
+    took 101-103 ms: the first's wait less its 5 ms head start, then its own."""
     held, free = create_goods(database_url, total=1000), create_goods(database_url, total=1000)
 
     async def three_calls() -> list[tuple[str, float]]:
