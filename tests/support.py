@@ -291,9 +291,10 @@ _HOLD_MARK = 7_310_001  # hold_rows' advisory locks: (this, n), apart from the s
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """This test process's garbage collector off while it measures the service's latency: a
-    full collection in a process that has imported the suite stops every request it has in
-    flight for 50 ms and more (53 and 67 ms measured in test_isolation.py's light load), which
-    the latencies would count as the service's."""
+    full collection stops every request the test has in flight (53 and 67 ms measured in
+    test_isolation.py's light load run alone, 60-120 ms in a process that had collected the
+    whole suite before tests/conftest.py froze it), which the latencies would count as the
+    service's."""
     gc.collect()
     gc.disable()
     try:
