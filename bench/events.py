@@ -137,6 +137,17 @@ def outbox(owner: str) -> int:
     return int(psql(owner, f"SELECT {OUTBOX_EVENTS} FROM investment_event"))
 
 
+def backlog(owner: str) -> tuple[int, float]:
+    """The events in the outbox and the age in seconds of the oldest (0: none)."""
+    count, age = psql(
+        owner,
+        f"SELECT {OUTBOX_EVENTS},"
+        " coalesce(extract(epoch FROM clock_timestamp() - min(recorded_at)), 0)"
+        " FROM investment_event",
+    ).split("\t")
+    return int(count), float(age)
+
+
 def drain_rate(owner: str, nats: Nats) -> dict[str, Any]:
     """The relay at full speed: NATS is started again under a backlog; from its first
     published event (after the relay's backoff) to the last, events per second."""
@@ -251,12 +262,7 @@ def measure(
             figures["cpu_us_per_event"] = cpu_us_per_event(ticks_before, ticks_after, accepted)
         if events:
             # The backlog when the rush stops, then the time the relay takes to publish it.
-            backlog, oldest = psql(
-                owner,
-                f"SELECT {OUTBOX_EVENTS},"
-                " coalesce(extract(epoch FROM clock_timestamp() - min(recorded_at)), 0)"
-                " FROM investment_event",
-            ).split("\t")
+            left, oldest = backlog(owner)
             start = time.monotonic()
             while outbox(owner) > 0:
                 if time.monotonic() - start > 120:
@@ -271,8 +277,8 @@ def measure(
             figures.update(
                 # Everything the window accepted was published by the end of the drain.
                 relay_published_per_s=round(published / (window + drain), 1),
-                backlog_at_end=int(backlog),
-                oldest_age_at_end_s=round(float(oldest), 3),
+                backlog_at_end=left,
+                oldest_age_at_end_s=round(oldest, 3),
                 drain_s=round(drain, 2),
                 latency=latency_quantiles(before, after),
             )

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from bench.events import OUTBOX_EVENTS
+from bench.events import backlog as backlog  # unpublished events, the oldest's age
 from harness import nats as harness_nats
 from harness import processes as _processes
 from harness.sockets import free_port
@@ -135,19 +135,6 @@ def active_relay_pid(database_url: str) -> int | None:
         " AND l.objsubid = 2 AND l.granted",
     )
     return int(name.rpartition("-")[2]) if name else None
-
-
-def backlog(database_url: str) -> tuple[int, float]:
-    """Unpublished events and the age of the oldest (0: none)."""
-    from tests.support import psql
-
-    count, age = psql(
-        database_url,
-        f"SELECT {OUTBOX_EVENTS},"
-        " coalesce(extract(epoch FROM clock_timestamp() - min(recorded_at)), 0)"
-        " FROM investment_event",
-    ).split("\t")
-    return int(count), float(age)
 
 
 class InvestLoad:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psqlpy
 import pytest
 
-from bench.events import OUTBOX_EVENTS
+from bench.events import outbox as outbox_events
 from service.relay import Session
 from service.settings import load_settings
 from service.sql import queries
@@ -53,11 +53,6 @@ def relay_round(url: str, stored: int, limit: int = 10_000) -> list[dict[str, ob
 def number(url: str) -> list[dict[str, object]]:
     """One round after every event numbered so far was published: the events it numbered."""
     return relay_round(url, int(psql(url, "SELECT last_event_id FROM investment_event_relay")))
-
-
-def outbox_events(url: str) -> int:
-    """The events in the outbox (a row holds a call's)."""
-    return int(psql(url, f"SELECT {OUTBOX_EVENTS} FROM investment_event"))
 
 
 def outbox_rows(url: str) -> int:
