@@ -107,19 +107,18 @@ BEGIN
     -- block is left (its locks are released with it) and the call locks at the top level what
     -- it can without waiting.
     v_lock_timeout := current_setting('lock_timeout');
+    -- lock_timeout bounds each lock a statement waits for, and a row held elsewhere can take
+    -- two waits: the row's tuple lock, held by a call that waits for the row already, then the
+    -- holder's transaction.
     -- NULL (the shared call): other calls of the service (another worker's, another instance's)
-    -- hold a product for milliseconds: wait for them, at most 50 ms for each row. A row held
-    -- elsewhere can take two waits, each bounded by lock_timeout: the row's tuple lock, held by a
-    -- call that waits for the row already, then the holder's transaction. So each wait gets
-    -- 25 ms (with 50 ms each, a call that came 5 ms after another took about 100 ms to pass
-    -- over a row an operator held). A row held longer makes that wait fail. While no row is held
-    -- by anything but such calls (a loaded machine, where a call lasts longer), wait again, up
-    -- to 500 ms in all: passing a product over sends its requests to slower calls of their own.
-    -- A row held by another transaction (an operator's session) ends the wait: the call locks
+    -- hold a product for milliseconds: wait for them, at most 50 ms for each row, so 25 ms a
+    -- wait (with 50 ms each, a call that came 5 ms after another took about 100 ms to pass over
+    -- a row an operator held). A row held longer makes that wait fail. While no row is held by
+    -- anything but such calls (a loaded machine, where a call lasts longer), wait again, up to
+    -- 500 ms in all: passing a product over sends its requests to slower calls of their own. A
+    -- row held by another transaction (an operator's session) ends the wait: the call locks
     -- what it can (SKIP LOCKED) and passes the rest over.
-    -- A number (a held product's own call): lock_timeout bounds each lock a statement waits
-    -- for, and a row held elsewhere can take two waits (the tuple lock behind other waiters,
-    -- then the holder's transaction): so each attempt gets half of what is left, and a
+    -- A number (a held product's own call): each attempt gets half of what is left, and a
     -- timed-out attempt is tried again until the whole wait is spent.
     v_until := clock_timestamp() + coalesce(p_lock_wait_ms, 500) * interval '1 millisecond';
     LOOP
