@@ -68,13 +68,26 @@ def test_bench_quick_reports_every_scenario(postgres_server: str, tmp_path: Path
 
     rush = scenarios["H"]
     assert rush["requests"]["invest-hot"]["requests"] > 0
+    # What the rush did, in the failure's message: the product's size, the time it took.
+    told = {
+        key: rush.get(key)
+        for key in (
+            "total",
+            "ledger_sum",
+            "sell_out_seconds",
+            "accepted_per_second",
+            "wall_s",
+            "requests",
+        )
+    }
+    told["S invest rps"] = scenarios["S"]["invest"]["requests"]["invest"]["rps"]
     assert rush["verification"] == {
         "sold_out": True,
         "sum_equals_total": True,
         "no_oversell": True,
         "counters_equal_ledger": True,
         "failed_requests": 0,
-    }
+    }, told
     assert rush["ledger_sum"] == rush["total"]
 
     assert len(scenarios["G"]) == len(results["protocol"]["growth_sizes"])
