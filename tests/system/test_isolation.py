@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from bench import waits
+from service.metrics import FLUSH_SECONDS
 from tests.support import (
     ServiceProcess,
     collector_paused,
@@ -247,9 +248,11 @@ def test_a_held_product_rejoins_the_shared_call_once_its_row_is_free(
 
             loaders = [asyncio.create_task(closed_loop()) for _ in range(20)]
             await asyncio.to_thread(holder.wait, 30)
-            await asyncio.sleep(0.5)  # the rejoin
+            # The rejoin, then a flush: a worker writes its counts every FLUSH_SECONDS, so
+            # what `mid` reads holds every request counted FLUSH_SECONDS before it, maybe more.
+            await asyncio.sleep(0.5 + FLUSH_SECONDS)
+            mid_at = time.monotonic() - FLUSH_SECONDS
             mid = await asyncio.to_thread(held_path_requests, service)
-            mid_at = time.monotonic()  # what it counts is at most a flush (1 s) old
             await asyncio.gather(*loaders)
             await asyncio.sleep(1.5)  # the last flush
             end = await asyncio.to_thread(held_path_requests, service)
