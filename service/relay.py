@@ -15,9 +15,9 @@ RELAY_POLL_SECONDS while it keeps up, at once while a backlog is left):
      a row holds an invest call's events; and the numbering rounds JetStream holds wholly);
   2. when every numbered event is in JetStream, numbers the outbox rows it can see as one round
      (one row recording their `seq` values, where each one's events end and the first event_id;
-     all committed, so event_id order is commit order), and answers up to FETCH_BATCHES x
-     RELAY_BATCH events after the stream's last, in event_id order, each rendered as it is
-     published (subject, JSON body);
+     all committed, so event_id order is commit order), and answers the outbox rows holding
+     the next FETCH_BATCHES x RELAY_BATCH events after the stream's last, in event_id order;
+     the relay renders their events (`events_of`: subject, JSON body);
   3. publishes them, RELAY_BATCH at a time, Nats-Msg-Id = event_id; every message but the first
      after connecting carries Nats-Expected-Last-Msg-Id = the event before it, so JetStream
      stores a message only right after its predecessor (a message lost in a broken connection
@@ -68,12 +68,40 @@ FETCH_BATCHES = 20
 
 
 class Event(NamedTuple):
-    """An event as `relay-round` answers it, rendered in SQL (docs/api.md "Events")."""
+    """An event as the relay publishes it (docs/api.md "Events"): `events_of` renders it."""
 
     event_id: int
     subject: str
     body: str  # the message's JSON body
     recorded_at: float  # epoch seconds
+
+
+# An event's JSON body (docs/api.md "Events"); `at` as the API shows it.
+BODY = (
+    '{"event_id":%d,"type":"%s","investment_id":%d,"user_id":%d,"goods_id":%d,"amount":%d,'
+    '"at":"%s","current_investing_amount":%d,"investor_count":%d}'
+)
+
+
+def events_of(rows: Sequence[tuple[Any, ...]], after: int, limit: int) -> list[Event]:
+    """The events of `relay-round`'s rows (each: its first event_id, type, `at` rendered, recorded
+    at, the events' columns as arrays), in event_id order: those after `after`, at most `limit`."""
+    events: list[Event] = []
+    last = after + limit
+    for first_id, type_, at, recorded_at, *columns in rows:
+        subject = "investments." + type_
+        event_id = first_id
+        for investment_id, user_id, goods_id, amount, current, investors in zip(
+            *columns, strict=True
+        ):
+            if event_id > after:
+                if event_id > last:
+                    return events
+                body = BODY % (event_id, type_, investment_id, user_id, goods_id, amount, at,
+                               current, investors)  # fmt: skip
+                events.append(Event(event_id, subject, body, recorded_at))
+            event_id += 1
+    return events
 
 
 class StreamMismatch(Exception):
@@ -261,7 +289,7 @@ class Relay:
                 # Numbers only once the stream is known not to be ahead of this database.
                 fetch = FETCH_BATCHES * self.settings.relay_batch
                 rows = await session.rows("relay-round", [publisher.stored, fetch])
-                events = [Event(*row) for row in rows]
+                events = events_of(rows, publisher.stored, fetch)
                 try:
                     for start in range(0, len(events), self.settings.relay_batch):
                         batch = events[start : start + self.settings.relay_batch]

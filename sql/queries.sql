@@ -241,11 +241,12 @@ SELECT pg_try_advisory_lock(7202104, 25);
 -- statement can see that no round holds - each one committed - in `seq` order after the last
 -- number handed out, as one round, a row's events in their array order (docs/reliability.md:
 -- event_id order is commit order; sql/migrations/014_outbox_calls.sql: a row holds a call's
--- events, and a round's `ends` where each row's events end); answers up to $2 events after $1 in
--- event_id order, as the relay publishes them: event_id, subject, the JSON body (docs/api.md
--- "Events"; `at` in the display time zone, as the API shows it, by a cast to text: the session's
--- DateStyle is ISO, service/db.py `connection_options`) and recorded_at in epoch seconds. Writes
--- nothing when there is nothing to delete or number.
+-- events, and a round's `ends` where each row's events end); answers the rows holding the first
+-- $2 events after $1, in event_id order: each row's first event_id, type, `at` (in the display
+-- time zone, as the API shows it, by a cast to text: the session's DateStyle is ISO, service/db.py
+-- `connection_options`), recorded_at in epoch seconds and its events' columns as arrays, which
+-- the relay renders as it publishes them (service/relay.py `events_of`; docs/api.md "Events").
+-- Writes nothing when there is nothing to delete or number.
 -- Rows are found by the `xid` index from the oldest transaction that can matter
 -- (sql/migrations/013_outbox_rounds.sql): a round's rows from its low_xid, new rows from the
 -- oldest transaction running at the last numbering; never by a scan of the whole outbox.
@@ -292,46 +293,28 @@ WITH stored_rounds AS (
            array_agg(nb.e_end::integer ORDER BY nb.seq), min(nb.xid)
     FROM numbered nb
     HAVING count(*) > 0
-), answer_rows AS MATERIALIZED (
-    -- The rows whose events are answered, each with its first event's event_id and `after`:
-    -- its events up to that one are in JetStream, not answered (NULL for the rows numbered by
-    -- this statement: every event of them is answered). A row's events share its `at` and
-    -- recorded_at: rendered here, once a row, not once an event.
-    SELECT a.*, date_trunc('second', a.at::timestamp)::text AS at_text,
-           extract(epoch FROM a.recorded_at)::float8 AS recorded_epoch
-    FROM (SELECT p.first_id, $1 AS after, e.type, e.at, e.recorded_at, e.investment_ids,
-                 e.user_ids, e.goods_ids, e.amounts, e.current_investing_amounts,
-                 e.investor_counts
-          FROM pending p
-          JOIN investment_event e ON e.seq = p.seq
-          WHERE e.xid >= (SELECT min(r.low_xid) FROM investment_event_round r
-                          WHERE r.last_event_id > $1)
-          UNION ALL
-          SELECT nb.base + nb.e_end - nb.n + 1, NULL, nb.type, nb.at, nb.recorded_at,
-                 nb.investment_ids, nb.user_ids, nb.goods_ids, nb.amounts,
-                 nb.current_investing_amounts, nb.investor_counts
-          FROM numbered nb) a
-), answered AS (
-    SELECT r.first_id + x.k - 1 AS event_id, r.type, x.investment_id, x.user_id, x.goods_id,
-           x.amount, r.at_text, x.current_investing_amount, x.investor_count, r.recorded_epoch
-    FROM answer_rows r
-    CROSS JOIN LATERAL unnest(r.investment_ids, r.user_ids, r.goods_ids, r.amounts,
-                              r.current_investing_amounts, r.investor_counts)
-         WITH ORDINALITY AS x(investment_id, user_id, goods_id, amount, current_investing_amount,
-                              investor_count, k)
-    WHERE r.after IS NULL OR r.first_id + x.k - 1 > r.after
-    ORDER BY event_id
-    LIMIT $2
+
 )
-SELECT a.event_id, 'investments.' || a.type,
-       '{"event_id":' || a.event_id || ',"type":"' || a.type || '","investment_id":'
-       || a.investment_id || ',"user_id":' || a.user_id || ',"goods_id":' || a.goods_id
-       || ',"amount":' || a.amount || ',"at":"' || a.at_text
-       || '","current_investing_amount":' || a.current_investing_amount
-       || ',"investor_count":' || a.investor_count || '}',
-       a.recorded_epoch
-FROM answered a
-ORDER BY a.event_id;
+-- The rows whose events are answered, in event_id order: each one's first event's event_id, its
+-- type, `at` and recorded_at (a row's events share them: rendered here, once a row), and its
+-- events' columns as arrays. The relay renders the events (service/relay.py `events_of`), those
+-- up to $1 left out (in JetStream already), up to $2 of them.
+SELECT a.first_id, a.type, date_trunc('second', a.at::timestamp)::text,
+       extract(epoch FROM a.recorded_at)::float8, a.investment_ids, a.user_ids, a.goods_ids,
+       a.amounts, a.current_investing_amounts, a.investor_counts
+FROM (SELECT p.first_id, e.type, e.at, e.recorded_at, e.investment_ids, e.user_ids,
+             e.goods_ids, e.amounts, e.current_investing_amounts, e.investor_counts
+      FROM pending p
+      JOIN investment_event e ON e.seq = p.seq
+      WHERE e.xid >= (SELECT min(r.low_xid) FROM investment_event_round r
+                      WHERE r.last_event_id > $1)
+      UNION ALL
+      SELECT nb.base + nb.e_end - nb.n + 1, nb.type, nb.at, nb.recorded_at, nb.investment_ids,
+             nb.user_ids, nb.goods_ids, nb.amounts, nb.current_investing_amounts,
+             nb.investor_counts
+      FROM numbered nb
+      WHERE nb.e_end - nb.n < $2) a
+ORDER BY a.first_id;
 
 -- name: relay-announce
 -- The active relay says it runs: invest_many() writes the outbox while this is recent. Answers

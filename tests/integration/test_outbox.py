@@ -13,7 +13,7 @@ import psqlpy
 import pytest
 
 from bench.events import outbox as outbox_events
-from service.relay import Session
+from service.relay import Session, events_of
 from service.settings import load_settings
 from service.sql import queries
 from tests.support import (
@@ -39,14 +39,19 @@ def outbox_database(postgres_server: str) -> Iterator[str]:
 
 def relay_round(url: str, stored: int, limit: int = 10_000) -> list[dict[str, object]]:
     """`relay-round` as the relay runs it, JetStream holding up to `stored`: the events it
-    answers (event_id, subject, the body's fields, recorded_at)."""
+    answers as the relay renders them (`events_of`: event_id, subject, the body's fields,
+    recorded_at)."""
     query = queries()["relay-round"].replace("$1", f"{stored}::bigint").replace("$2", str(limit))
-    answered = []
+    rows = []
     for line in psql(url, query).splitlines():
-        event_id, subject, body, recorded_at = line.split("\t")
-        event = json.loads(body)
-        assert event["event_id"] == int(event_id) and subject == f"investments.{event['type']}"
-        answered.append({**event, "recorded_at": float(recorded_at)})
+        first_id, type_, at, recorded_at, *arrays = line.split("\t")
+        columns = [[int(value) for value in array.strip("{}").split(",")] for array in arrays]
+        rows.append((int(first_id), type_, at, float(recorded_at), *columns))
+    answered = []
+    for event in events_of(rows, stored, limit):
+        body = json.loads(event.body)
+        assert body["event_id"] == event.event_id and event.subject == f"investments.{body['type']}"
+        answered.append({**body, "recorded_at": event.recorded_at})
     return answered
 
 
@@ -354,5 +359,5 @@ def test_an_events_at_is_its_ledger_rows_date_whatever_the_databases_date_style(
 
         with database_date_style(url, "SQL, DMY"):
             assert "/" in psql(url, "SELECT now()::timestamp::text")  # 'SQL' style here
-            [(_, _, body, _)] = asyncio.run(answered())
-        assert json.loads(str(body))["at"] == ledger_dates(url, user)
+            [event] = events_of(asyncio.run(answered()), 0, 100)
+        assert json.loads(event.body)["at"] == ledger_dates(url, user)
