@@ -8,6 +8,8 @@ py := venv + "/bin/python"
 uv_version := "0.13.8"
 uv := ".tools/uv-" + uv_version + "/bin/uv"
 extras := "--extra dev --extra bench"
+# Integration tests that bound a latency: `just test` runs them with tests/system, alone.
+serial_integration := "tests/integration/test_invest_many.py"
 
 # List the recipes.
 default:
@@ -80,9 +82,21 @@ backup *args: setup
 restore *args: setup
     {{py}} -m service restore "$@"
 
-# The whole test suite against a real PostgreSQL (TEST_DATABASE_URL, else an embedded one).
+# The whole test suite against a real PostgreSQL (TEST_DATABASE_URL, else an embedded one per
+# test process). With no arguments, in two parts: the tests that bound no latency (tests/unit and
+# tests/integration but the held-row waits) in two processes (pytest-xdist), then the rest
+# (tests/system: several real processes, faults, latency bounds; the held-row waits) one at a
+# time, alone. With arguments: pytest with them, in one process.
+[positional-arguments]
 test *args: setup
-    {{py}} -m pytest {{args}}
+    #!/usr/bin/env bash
+    set -uo pipefail
+    if [ "$#" -gt 0 ]; then exec "{{py}}" -m pytest "$@"; fi
+    "{{py}}" -m pytest -n 2 --dist loadfile tests/unit tests/integration --ignore={{serial_integration}}
+    parallel=$?
+    "{{py}}" -m pytest tests/system {{serial_integration}}
+    serial=$?
+    [ "$parallel" = 0 ] && [ "$serial" = 0 ]
 
 # Lint, format check and type check.
 check: setup

@@ -303,6 +303,36 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+@contextmanager
+def snapshot_held(database_url: str) -> Iterator[None]:
+    """Another transaction holds a snapshot taken now (REPEATABLE READ) until the block ends: no
+    row version it can see is pruned or vacuumed meanwhile, so a test can inspect the version a
+    later update replaced (a page read prunes dead versions when the page is nearly full)."""
+    mark = random.randrange(1, 2**31)
+    holder = subprocess.Popen(
+        [pg_tool("psql"), database_url, "-X", "-q", "-c",
+         "BEGIN ISOLATION LEVEL REPEATABLE READ;"
+         f" SELECT pg_advisory_xact_lock({_HOLD_MARK}, {mark});"
+         " SELECT pg_sleep(60); COMMIT;"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    session = (
+        "FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        f" AND classid = {_HOLD_MARK} AND objid = {mark} AND objsubid = 2"
+    )
+    try:
+        wait_until(
+            lambda: (
+                holder.poll() is None and psql(database_url, f"SELECT count(*) {session}") == "1"
+            ),
+            "a snapshot held by a live snapshot_held session",
+        )
+        yield
+    finally:
+        psql(database_url, f"SELECT pg_terminate_backend(pid) {session}")
+        holder.wait(10)
+
+
 def hold_rows(
     database_url: str,
     goods_ids: list[int],
