@@ -303,30 +303,41 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-@contextmanager
-def snapshot_held(database_url: str) -> Iterator[None]:
-    """Another transaction holds a snapshot taken now (REPEATABLE READ) until the block ends: no
-    row version it can see is pruned or vacuumed meanwhile, so a test can inspect the version a
-    later update replaced (a page read prunes dead versions when the page is nearly full)."""
+def _holding_session(
+    database_url: str, begin: str, held: str, seconds: float, what: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Another session runs `begin`, then `held` (what it holds), then takes an advisory lock of
+    its own mark and sleeps `seconds` in that transaction. Returned once the mark is granted, so
+    everything before it is held: the psql process and the pg_locks condition (`FROM ...`) that
+    finds the session's backend."""
     mark = random.randrange(1, 2**31)
     holder = subprocess.Popen(
         [pg_tool("psql"), database_url, "-X", "-q", "-c",
-         "BEGIN ISOLATION LEVEL REPEATABLE READ;"
-         f" SELECT pg_advisory_xact_lock({_HOLD_MARK}, {mark});"
-         " SELECT pg_sleep(60); COMMIT;"],
+         f"{begin} {held} SELECT pg_advisory_xact_lock({_HOLD_MARK}, {mark});"
+         f" SELECT pg_sleep({seconds}); COMMIT;"],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     session = (
         "FROM pg_locks WHERE locktype = 'advisory' AND granted"
         f" AND classid = {_HOLD_MARK} AND objid = {mark} AND objsubid = 2"
     )
+    wait_until(
+        lambda: holder.poll() is None and psql(database_url, f"SELECT count(*) {session}") == "1",
+        what,
+    )
+    return holder, session
+
+
+@contextmanager
+def snapshot_held(database_url: str) -> Iterator[None]:
+    """Another transaction holds a snapshot taken now (REPEATABLE READ) until the block ends: no
+    row version it can see is pruned or vacuumed meanwhile, so a test can inspect the version a
+    later update replaced (a page read prunes dead versions when the page is nearly full)."""
+    holder, session = _holding_session(
+        database_url, "BEGIN ISOLATION LEVEL REPEATABLE READ;", "", 60,
+        "a snapshot held by a live snapshot_held session",
+    )  # fmt: skip
     try:
-        wait_until(
-            lambda: (
-                holder.poll() is None and psql(database_url, f"SELECT count(*) {session}") == "1"
-            ),
-            "a snapshot held by a live snapshot_held session",
-        )
         yield
     finally:
         psql(database_url, f"SELECT pg_terminate_backend(pid) {session}")
@@ -352,7 +363,6 @@ def hold_rows(
     The holder takes an advisory lock in the statement after its FOR UPDATE: once pg_locks shows
     that lock granted, every row lock is held (the query text is visible before that)."""
     ids = ", ".join(map(str, goods_ids))
-    mark = random.randrange(1, 2**31)
     if whole_table:
         lock = "LOCK TABLE investment_goods IN ACCESS EXCLUSIVE MODE;"
     elif user_ids:
@@ -360,23 +370,11 @@ def hold_rows(
         lock = f"SELECT 1 FROM investor WHERE user_id IN ({ids}) FOR UPDATE;"
     else:
         lock = f"SELECT 1 FROM investment_goods WHERE goods_id IN ({ids}) FOR UPDATE;"
-    holder = subprocess.Popen(
-        [pg_tool("psql"), database_url, "-X", "-q", "-c",
-         "BEGIN;"
-         f" {'SELECT pg_advisory_xact_lock_shared(limits_lock_key());' if like_a_call else ''}"
-         f" {lock}"
-         f" SELECT pg_advisory_xact_lock({_HOLD_MARK}, {mark});"
-         f" SELECT pg_sleep({seconds}); COMMIT;"],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    held = (
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        f" AND classid = {_HOLD_MARK} AND objid = {mark} AND objsubid = 2"
-    )
-    wait_until(
-        lambda: holder.poll() is None and psql(database_url, held) == "1",
+    limits = "SELECT pg_advisory_xact_lock_shared(limits_lock_key());" if like_a_call else ""
+    holder, _ = _holding_session(
+        database_url, "BEGIN;", f"{limits} {lock}", seconds,
         f"rows {ids} locked by a live hold_rows session",
-    )
+    )  # fmt: skip
     return holder
 
 

@@ -254,7 +254,7 @@ def test_a_held_product_rejoins_the_shared_call_once_its_row_is_free(
             mid_at = time.monotonic() - FLUSH_SECONDS
             mid = await asyncio.to_thread(held_path_requests, service)
             await asyncio.gather(*loaders)
-            await asyncio.sleep(1.5)  # the last flush
+            await asyncio.sleep(0.5 + FLUSH_SECONDS)  # the last flush
             end = await asyncio.to_thread(held_path_requests, service)
             later = sum(1 for at in sent if at > mid_at)
             return mid, end, later, len(sent)
