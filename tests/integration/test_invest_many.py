@@ -365,3 +365,58 @@ def test_a_replay_answers_from_the_key_it_read_even_if_cleanup_deletes_it_meanwh
     assert replay["outcome"] == "replay" and replay["found"] is True
     assert (replay["invested"], replay["id"]) == (7, first["id"])
     assert other["outcome"] == "done"
+
+
+def test_a_call_waiting_again_for_another_calls_row_keeps_its_place_in_the_rows_queue(
+    database_url: str,
+) -> None:
+    """A shared call whose first 25-ms wait for a row timed out, and found the holder to be
+    another call of the service, waits again with 100 ms for each lock: so it stays first in
+    the row's queue, and a call that came for the row later (here a held product's own call,
+    which waits steadily) gets it only after this one. With 25-ms tries the shared call left
+    the queue at every timeout, and the later call got the row first (the order of their
+    ledger rows)."""
+    product, free = create_goods(database_url, total=1000), create_goods(database_url, total=1000)
+    first_user, later_user = fresh_user(), fresh_user()
+
+    async def race() -> list[str]:
+        pool = ConnectionPool(dsn=database_url, max_db_pool_size=3)
+        holder, first, later = [await pool.connection() for _ in range(3)]
+
+        async def call(connection: Connection, user: int, wait_ms: int | None) -> str:
+            rows = await connection.execute(
+                "SELECT outcome FROM invest_many($1, $2, $3, NULL, NULL, $4)",
+                [[product], [user], [10], wait_ms],
+            )
+            return str(rows.result()[0]["outcome"])
+
+        try:
+            for connection in (first, later):  # each session has compiled the functions
+                await connection.execute(
+                    "SELECT outcome FROM invest_many($1, $2, $3, NULL)",
+                    [[free], [fresh_user()], [10]],
+                )
+            transaction = holder.transaction()
+            await transaction.begin()
+            # Like a call of the service: the limits lock shared, then the product's row.
+            await transaction.execute("SELECT pg_advisory_xact_lock_shared(limits_lock_key())")
+            await transaction.execute(
+                "SELECT 1 FROM investment_goods WHERE goods_id = $1 FOR UPDATE", [product]
+            )
+            waiting = asyncio.ensure_future(call(first, first_user, None))
+            await asyncio.sleep(0.060)  # the first call's first wait (25 ms) is over
+            coming = asyncio.ensure_future(call(later, later_user, 1000))
+            await asyncio.sleep(0.030)  # commits 90 ms in: within the first call's 100-ms wait
+            await transaction.commit()
+            return list(await asyncio.gather(waiting, coming))
+        finally:
+            for connection in (holder, first, later):
+                connection.close()
+            pool.close()
+
+    assert asyncio.run(race()) == ["done", "done"]
+    order = psql(
+        database_url,
+        f"SELECT user_id FROM user_investment_goods WHERE goods_id = {product} ORDER BY id",
+    ).split()
+    assert order == [str(first_user), str(later_user)], order
