@@ -10,9 +10,9 @@
 -- How products are locked depends on p_lock_wait_ms. NULL (the service's shared call): a wait of
 -- at most 50 ms per row (two lock waits of 25 ms at most), repeated while every row it still
 -- lacks is held by another call of the service (a transaction holding the limits lock shared: it
--- holds a row for milliseconds, tens on a loaded machine) with 100 ms a lock, for at most 500 ms
--- in all; then SKIP LOCKED, so a product row held elsewhere (an operator's transaction) delays
--- this call by 50 ms at most (150 if it took the row while the call waited for another call); that product's requests are answered 'skipped' with nothing done, and the service
+-- holds a row for milliseconds, tens on a loaded machine) for at most 500 ms in all; then SKIP
+-- LOCKED, so a product row held elsewhere (an operator's transaction) delays this call by 50 ms
+-- at most; that product's requests are answered 'skipped' with nothing done, and the service
 -- hands them to a call of their own. A number (that call): the products are waited for, at most
 -- that many milliseconds (then the statement fails with a lock timeout and nothing is done).
 -- Either way the locks are taken by the same transaction id that then updates the rows (the
@@ -64,7 +64,6 @@ DECLARE
     v_held    bigint[];  -- existing products held elsewhere (SKIP LOCKED passed them over)
     v_lock_timeout text;
     v_until   timestamptz;
-    v_wait_ms integer := 25;  -- the shared call's wait for each lock: 25 ms, then see below
     v_applying boolean := false;
 BEGIN
     -- First of all: no cap, class or product rule changes until this call commits.
@@ -118,13 +117,7 @@ BEGIN
     -- anything but such calls (a loaded machine, where a call lasts longer), wait again, up to
     -- 500 ms in all: passing a product over sends its requests to slower calls of their own. A
     -- row held by another transaction (an operator's session) ends the wait: the call locks
-    -- what it can (SKIP LOCKED) and passes the rest over. Waiting again, each lock gets 100 ms
-    -- (at most what is left of the 500): a timed-out attempt releases every row it had locked
-    -- and its place in the rows' queues, and the other call's next transaction, sent the moment
-    -- the last one committed, took the rows again first, one 25-ms wait after another (seen in
-    -- PostgreSQL's lock-wait log under the seed's JMeter plan: one backend waiting for three
-    -- transactions of the other in a row). A longer wait keeps its place and gets the row at
-    -- the holder's commit.
+    -- what it can (SKIP LOCKED) and passes the rest over.
     -- A number (a held product's own call): each attempt gets half of what is left, and a
     -- timed-out attempt is tried again until the whole wait is spent.
     v_until := clock_timestamp() + coalesce(p_lock_wait_ms, 500) * interval '1 millisecond';
@@ -132,7 +125,7 @@ BEGIN
         BEGIN
             PERFORM set_config(
                 'lock_timeout',
-                CASE WHEN p_lock_wait_ms IS NULL THEN v_wait_ms
+                CASE WHEN p_lock_wait_ms IS NULL THEN 25
                      ELSE greatest(1, (extract(epoch FROM v_until - clock_timestamp()) * 500)
                                           ::integer)
                 END || 'ms',
@@ -153,8 +146,6 @@ BEGIN
             -- Who holds the rows: each row's locker (its xmax) still in progress, and whether
             -- that backend holds the limits lock shared (a call of the service) or not. A
             -- plain read never waits; a locker this cannot name (a MultiXact) counts as a call.
-            v_wait_ms := least(100, greatest(1, ceil(extract(epoch FROM v_until - clock_timestamp())
-                                                     * 1000)::integer));
             CONTINUE WHEN clock_timestamp() < v_until AND NOT EXISTS (
                 SELECT 1
                 FROM investment_goods g
