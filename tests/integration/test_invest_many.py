@@ -5,6 +5,7 @@ plain requests, a request that cannot be served never failing the others, and a 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from tests.support import (
     psql,
     verify_ledger,
     wait_for_lock_waiters,
+    wait_until,
 )
 
 COLUMNS = (
@@ -365,3 +367,55 @@ def test_a_replay_answers_from_the_key_it_read_even_if_cleanup_deletes_it_meanwh
     assert replay["outcome"] == "replay" and replay["found"] is True
     assert (replay["invested"], replay["id"]) == (7, first["id"])
     assert other["outcome"] == "done"
+
+
+def test_a_cancel_that_ends_a_shared_calls_wait_for_a_row_ends_only_that_wait(
+    database_url: str,
+) -> None:
+    """PostgreSQL can report a lock timeout as a cancel "due to user request" (a timeout that
+    fires as its wait is granted, then the row's second wait clears the mark that names it): so
+    a cancel that ends the shared call's wait for its rows ends only that wait, as a timeout
+    does. Here a real cancel reaches the call while it waits for a row another call of the
+    service holds: the call still answers, the held product passed over after the 500 ms, the
+    free one served. (Before, the whole call failed, and the service answered its every request
+    503.)"""
+    held, free = create_goods(database_url, total=1000), create_goods(database_url, total=1000)
+    holder = hold_rows(database_url, [held], 3, like_a_call=True)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            call = pool.submit(
+                invest_many,
+                database_url,
+                [(held, fresh_user(), 10, None), (free, fresh_user(), 10, None)],
+            )
+            # Cancelled the moment it waits for a lock: its tries of 25 ms have gaps between.
+            cancel = (
+                "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND query LIKE '%invest_many(%'"
+                " AND pid <> pg_backend_pid()"
+            )
+            wait_until(lambda: psql(database_url, cancel) == "1", "the call cancelled in its wait")
+            rows = call.result(timeout=10)
+    finally:
+        holder.wait()
+    assert [r["outcome"] for r in rows] == ["skipped", "done"], rows
+    assert counters(database_url, held) == (0, 0) and counters(database_url, free) == (10, 1)
+
+
+def test_a_statement_timeout_while_a_shared_call_waits_for_a_row_still_ends_the_call(
+    database_url: str,
+) -> None:
+    """Only a cancel "due to user request" ends just the wait: the statement's own bound ends
+    the whole call, nothing done."""
+    held, free = create_goods(database_url, total=1000), create_goods(database_url, total=1000)
+    holder = hold_rows(database_url, [held], 2, like_a_call=True)
+    try:
+        with pytest.raises(RuntimeError, match="canceling statement due to statement timeout"):
+            psql(
+                database_url,
+                f"SET statement_timeout = 150; SELECT * FROM invest_many(ARRAY[{held}, {free}],"
+                f" ARRAY[{fresh_user()}, {fresh_user()}], ARRAY[10, 10], NULL)",
+            )
+    finally:
+        holder.wait()
+    assert counters(database_url, held) == (0, 0) and counters(database_url, free) == (0, 0)

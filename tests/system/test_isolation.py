@@ -30,6 +30,8 @@ from tests.support import (
     verify_ledger,
 )
 
+pytestmark = pytest.mark.system
+
 INVEST = MINE = "/v1/api/investment/user/goods"  # POST invests, GET reads the pages
 # Before timestamptz's lowest value (4714-11-24 BC): today's statement fails on it as a whole.
 OUT_OF_RANGE_CURSOR = "-300000000000000000_1"
