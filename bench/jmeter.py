@@ -15,8 +15,8 @@ same JVM before its measured ones and not counted in the figures; 0 for none). B
 floor.
 
 Warm up, then measure, stats reset after the warm-up (BENCH.md's ground rule): a JVM that starts
-500 threads and compiles its HTTP client while the service and PostgreSQL take their share of the
-2 cores answers its first seconds of samples late whatever the server does (docs/performance.md,
+500 threads and warms its code up while the service and PostgreSQL take their share of the
+2 cores answers its first seconds of samples late, on the floor too (docs/performance.md,
 nineteenth set), so each thread's first `warmup_loops` requests warm JMeter's JVM, its
 connections and the server up in the run that measures. Their figures are reported apart, and
 their errors count: the errors goal judges every request sent.
