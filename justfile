@@ -196,6 +196,10 @@ bench-jmeter threads="500" loops="60" *args: setup
     [ -f /usr/share/jmeter/bin/ApacheJMeter.jar ] || missing+=(jmeter)
     [ -f /usr/share/jmeter/lib/ext/ApacheJMeter_http.jar ] || missing+=(jmeter-http)
     command -v javac >/dev/null || missing+=(default-jdk-headless)
+    # BENCH_JMETER_WIRE=1: the requests as the wire saw them too (bench/wire.py).
+    if [ "${BENCH_JMETER_WIRE:-}" = 1 ]; then
+        PATH="$PATH:/usr/sbin:/sbin" command -v tcpdump >/dev/null || missing+=(tcpdump)
+    fi
     if [ "${#missing[@]}" -gt 0 ]; then
         [ "$(id -u)" = 0 ] || { echo "scenario J needs ${missing[*]}: apt-get install them as root" >&2; exit 1; }
         apt-get update -qq

@@ -12,7 +12,9 @@ The plan's counts come from the environment (the recipe's parameters): BENCH_JME
 JMeter's default) and BENCH_JMETER_WARMUP_LOOPS (20: each thread's first requests, sent by the
 same JVM before its measured ones and not counted in the figures; 0 for none). BENCH_JMETER_APIS
 (e.g. `invest`; default all three, comma-separated) runs only those APIs, on the service and the
-floor.
+floor. BENCH_JMETER_WIRE=1 also captures each run's packets (tcpdump, which the recipe then
+installs) and reports the measured requests as the wire saw them beside JMeter's own figures
+(bench/wire.py): the server's share of each request's time, without the client's.
 
 Warm up, then measure, stats reset after the warm-up (BENCH.md's ground rule): a JVM that starts
 500 threads and warms its code up while the service and PostgreSQL take their share of the
@@ -31,6 +33,7 @@ types in JMeter's XStream instances and then starts JMeter unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import os
@@ -45,13 +48,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bench import dataset, waits
+from bench import dataset, waits, wire
 from bench.loadgen import percentile
 from bench.report import APIS, SEED_AVG_MS, capacity_targets, targets_table
 from bench.target import ROOT, WORK, FloorServer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
     from bench.run import Bench
 
@@ -292,6 +295,21 @@ def with_goals(figures: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[
     return out
 
 
+def wire_figures(
+    capture: wire.Capture, measured: Sequence[Sample], warmup_loops: int
+) -> dict[str, Any]:
+    """The measured requests as the wire saw them (bench/wire.py) beside the same requests as
+    JMeter saw them, each by the same figures; the connections the capture saw and the packets
+    the kernel dropped (a connection per thread and none dropped: the pairing holds)."""
+    per_port = wire.residences(capture.lines(), capture.port)
+    return {
+        "server": wire.figures(wire.measured(per_port, warmup_loops)),
+        "jmeter": wire.figures([float(s.elapsed_ms) for s in measured]),
+        "connections": len(per_port),
+        "dropped": capture.dropped,
+    }
+
+
 class Stage:
     """Scenario J in a bench run (`python -m bench.run --only jmeter`): the plan per API on the
     service, then on the raw ASGI floor, each run on a settled PostgreSQL, its threads' first
@@ -307,6 +325,9 @@ class Stage:
         self.bench = bench
         self.plan = plan or Plan.from_env()
         self.apis = apis_from_env()
+        self.wire = os.environ.get("BENCH_JMETER_WIRE") == "1"
+        if self.wire and wire.missing():
+            raise RuntimeError("BENCH_JMETER_WIRE=1 needs tcpdump: `just bench-jmeter` installs it")
         self.classes = launcher()
         self.out = bench.work / "jmeter"
         shape = bench.protocol.shape
@@ -345,9 +366,17 @@ class Stage:
             loops = p.warmup_loops + p.loops
             properties = {**server, "api": api, "loops": loops}
             before = waits.scrape(base_url) if target == "service" else None
-            run_plan(self.classes, jtl, properties, self.timeout(loops))
+            with contextlib.ExitStack() as stack:
+                capture = (
+                    stack.enter_context(wire.Capture(jtl.with_suffix(".pcap"), int(server["port"])))
+                    if self.wire
+                    else None
+                )
+                run_plan(self.classes, jtl, properties, self.timeout(loops))
             warmup, measured = warmup_split(read_jtl(jtl), p.warmup_loops)
             figures[api] = {**summarise(measured).get(api, {"requests": 0}), "jtl": str(jtl)}
+            if capture is not None:
+                figures[api]["wire"] = wire_figures(capture, measured, p.warmup_loops)
             if warmup:
                 figures[api]["warmup"] = summarise(warmup).get(api, {"requests": 0})
             if before is not None:
@@ -391,6 +420,42 @@ def _ms(value: float | None) -> str:
 
 def _kinds(entry: Mapping[str, Any]) -> str:
     return ", ".join(f"{n:,} × {kind}" for kind, n in entry.get("errors_by_kind", {}).items())
+
+
+def _quantiles(figures: Mapping[str, Any]) -> str:
+    return " / ".join(_ms(figures.get(key)) for key in ("p50_ms", "p99_ms", "p999_ms", "max_ms"))
+
+
+def wire_section(j: Mapping[str, Any]) -> list[str]:
+    """The measured requests as JMeter and as the wire saw them (BENCH_JMETER_WIRE=1)."""
+    rows = [
+        (target, api, entry["wire"])
+        for target in TARGETS
+        for api, entry in j[target].items()
+        if entry.get("wire")
+    ]
+    if not rows:
+        return []
+    return [
+        "",
+        "The measured requests as JMeter and as the wire saw them (BENCH_JMETER_WIRE=1, "
+        "bench/wire.py: tcpdump on loopback; the wire's time runs from a request's first packet "
+        "to its answer's first packet, the server's share; JMeter's adds its threads' own waits; "
+        "ms, nearest rank):",
+        "",
+        "| target | API | requests JMeter / wire | JMeter p50 / p99 / p99.9 / max "
+        "| wire p50 / p99 / p99.9 / max | over 100 ms JMeter / wire | connections "
+        "| packets dropped |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {target} | {api} | {w['jmeter'].get('requests', 0):,} / "
+            f"{w['server'].get('requests', 0):,} | {_quantiles(w['jmeter'])} | "
+            f"{_quantiles(w['server'])} | {w['jmeter'].get('over_100ms', 0):,} / "
+            f"{w['server'].get('over_100ms', 0):,} | {w['connections']:,} | "
+            f"{'?' if w['dropped'] is None else format(w['dropped'], ',')} |"
+            for target, api, w in rows
+        ),
+    ]
 
 
 def section(results: Mapping[str, Any]) -> list[str]:
@@ -457,6 +522,7 @@ def section(results: Mapping[str, Any]) -> list[str]:
                 for target, api, w in warmups
             ),
         ]
+    lines += wire_section(j)
     failed = [
         f"- {target} {api}{part}: {_kinds(figures)}"
         for target in TARGETS

@@ -4,8 +4,9 @@ the test session's server, with Debian's JMeter 2.13 through the plan and launch
 one JVM per API and target, six in all.
 
 Checks the path, not the speed: every API was measured on the service and on the floor with no
-error, the invests of both runs reached the ledger, and the report sets the figures beside the
-seed's. Needs Debian's jmeter, jmeter-http and a JDK, which .ci/run installs; without them the
+error, the invests of both runs reached the ledger, the report sets the figures beside the
+seed's, and the wire's figures (BENCH_JMETER_WIRE=1: tcpdump) pair every measured request. Needs
+Debian's jmeter, jmeter-http and a JDK, and tcpdump, which .ci/run installs; without JMeter the
 test fails, unless a developer set ALLOW_JMETER_SKIP=1 (.ci/run unsets it).
 """
 
@@ -50,7 +51,7 @@ def test_the_jmeter_recipe_measures_every_api_and_the_floor(
             [just, "bench-jmeter", str(THREADS), str(LOOPS), "--quick", "--database-url", url,
              "--results-dir", str(tmp_path)],
             cwd=ROOT, env={**os.environ, "BENCH_JMETER_WARMUP_LOOPS": str(WARMUP),
-                           "BENCH_JMETER_RAMPUP": "0"},
+                           "BENCH_JMETER_RAMPUP": "0", "BENCH_JMETER_WIRE": "1"},
             capture_output=True, text=True, timeout=240, check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -75,9 +76,16 @@ def test_the_jmeter_recipe_measures_every_api_and_the_floor(
             assert figures["warmup"]["requests"] == THREADS * WARMUP, (target, api, figures)
             assert figures["errors"] == figures["warmup"]["errors"] == 0, (target, api, figures)
             assert figures["max_ms"] >= figures["p99_ms"] >= figures["p50_ms"], (target, api)
+            # The wire saw each thread's connection and its measured requests, none dropped,
+            # each within JMeter's time for it (JMeter counts whole milliseconds).
+            seen = figures["wire"]
+            assert seen["connections"] == THREADS and seen["dropped"] == 0, (target, api, seen)
+            assert seen["server"]["requests"] == seen["jmeter"]["requests"] == THREADS * LOOPS
+            assert 0 < seen["server"]["max_ms"] <= seen["jmeter"]["max_ms"] + 1, (target, api)
     # the service's invests, the warm-up's too: each one ledger row
     assert int(invested) == THREADS * (WARMUP + LOOPS)
     assert len(j["goals"]) == 9
     text = path.with_suffix(".md").read_text()
     assert "## J — the seed's own tool: Apache JMeter, one API at a time" in text
     assert "| invest | 3,636 |" in text
+    assert "as JMeter and as the wire saw them" in text
