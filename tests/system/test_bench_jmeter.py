@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import jmeter
+from bench import jmeter, wire
 from harness.postgres import psql
 from tests.support import ROOT, drop_database, new_database
 
@@ -30,7 +30,7 @@ THREADS, LOOPS, WARMUP = 5, 3, 1
 
 
 def require_jmeter() -> None:
-    lacking = jmeter.missing()
+    lacking = jmeter.missing() + (["tcpdump"] if wire.missing() else [])
     if not lacking:
         return
     reason = f"Debian's {', '.join(lacking)} not installed"
