@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -28,23 +29,24 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-# TCP segments that carry data: IP total length minus the IP and TCP headers, not 0.
+# TCP segments that carry data: IP total length minus the IP and TCP headers, not 0. IPv4: the
+# bench's servers listen on 127.0.0.1.
 WITH_DATA = "(((ip[2:2] - ((ip[0]&0xf)<<2)) - ((tcp[12]&0xf0)>>2)) != 0)"
 OVER_MS = 100.0  # the figures count requests slower than this
 HANDOVER_SECONDS = 1.5
 
 
+def _found() -> str | None:
+    return shutil.which("tcpdump", path="/usr/bin:/usr/sbin:/bin:/sbin")
+
+
 def missing() -> bool:
     """tcpdump is not installed (`just bench-jmeter` installs it when BENCH_JMETER_WIRE=1)."""
-    import shutil
-
-    return shutil.which("tcpdump", path="/usr/bin:/usr/sbin:/bin:/sbin") is None
+    return _found() is None
 
 
 def _tcpdump() -> str:
-    import shutil
-
-    found = shutil.which("tcpdump", path="/usr/bin:/usr/sbin:/bin:/sbin")
+    found = _found()
     if found is None:
         raise RuntimeError("BENCH_JMETER_WIRE=1 needs tcpdump: `just bench-jmeter` installs it")
     return found
@@ -66,8 +68,9 @@ class Capture:
         # As root, tcpdump would write the file as the user `tcpdump` (Debian), who may not
         # write here: it keeps root's rights instead.
         keep = ["-Z", "root"] if os.geteuid() == 0 else []
+        # 96 bytes a packet: its Ethernet, IP and TCP headers; the data is not kept.
         self._process = subprocess.Popen(
-            [_tcpdump(), "-i", self.interface, "-n", "-s", "128", "-B", "65536", *keep, "-w",
+            [_tcpdump(), "-i", self.interface, "-n", "-s", "96", "-B", "65536", *keep, "-w",
              str(self.path), f"tcp port {self.port} and {WITH_DATA}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip

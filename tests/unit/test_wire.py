@@ -11,7 +11,7 @@ PORT = 28007
 # tcpdump -n -tt -q of a capture of packets with data: two connections, the first with two
 # requests (its second answer in two packets), the second with one request in two packets.
 LINES = [
-    "reading from file inv.pcap, link-type EN10MB (Ethernet), snapshot length 128",
+    "reading from file inv.pcap, link-type EN10MB (Ethernet), snapshot length 96",
     f"1000.000000 IP 127.0.0.1.40001 > 127.0.0.1.{PORT}: tcp 190",
     f"1000.004000 IP 127.0.0.1.40002 > 127.0.0.1.{PORT}: tcp 100",
     f"1000.005000 IP 127.0.0.1.40002 > 127.0.0.1.{PORT}: tcp 90",  # the same request, more of it
