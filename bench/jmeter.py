@@ -366,12 +366,10 @@ class Stage:
             loops = p.warmup_loops + p.loops
             properties = {**server, "api": api, "loops": loops}
             before = waits.scrape(base_url) if target == "service" else None
-            with contextlib.ExitStack() as stack:
-                capture = (
-                    stack.enter_context(wire.Capture(jtl.with_suffix(".pcap"), int(server["port"])))
-                    if self.wire
-                    else None
-                )
+            capture = (
+                wire.Capture(jtl.with_suffix(".pcap"), int(server["port"])) if self.wire else None
+            )
+            with capture or contextlib.nullcontext():
                 run_plan(self.classes, jtl, properties, self.timeout(loops))
             warmup, measured = warmup_split(read_jtl(jtl), p.warmup_loops)
             figures[api] = {**summarise(measured).get(api, {"requests": 0}), "jtl": str(jtl)}
@@ -426,14 +424,19 @@ def _quantiles(figures: Mapping[str, Any]) -> str:
     return " / ".join(_ms(figures.get(key)) for key in ("p50_ms", "p99_ms", "p999_ms", "max_ms"))
 
 
-def wire_section(j: Mapping[str, Any]) -> list[str]:
-    """The measured requests as JMeter and as the wire saw them (BENCH_JMETER_WIRE=1)."""
-    rows = [
-        (target, api, entry["wire"])
+def _parts(j: Mapping[str, Any], key: str) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """(target, API, its figures' `key` part) wherever that part was measured."""
+    return [
+        (target, api, entry[key])
         for target in TARGETS
         for api, entry in j[target].items()
-        if entry.get("wire")
+        if entry.get(key)
     ]
+
+
+def wire_section(j: Mapping[str, Any]) -> list[str]:
+    """The measured requests as JMeter and as the wire saw them (BENCH_JMETER_WIRE=1)."""
+    rows = _parts(j, "wire")
     if not rows:
         return []
     return [
@@ -503,12 +506,7 @@ def section(results: Mapping[str, Any]) -> list[str]:
             f"{_ms(floor.get('avg_ms'))} | {_ms(floor.get('p99_ms'))} | "
             f"{floor.get('errors', 0):,} | {'—' if vs_floor is None else f'{vs_floor:.2f}'} |"
         )
-    warmups = [
-        (target, api, entry["warmup"])
-        for target in TARGETS
-        for api, entry in j[target].items()
-        if entry.get("warmup")
-    ]
+    warmups = _parts(j, "warmup")
     if warmups:
         lines += [
             "",
